@@ -1,0 +1,241 @@
+"""The residual blocks a HybridLM is made of: a sub-layer, a parallel block and a weight-tied loop.
+
+Every block maps `(x [B, T, D], state) -> (x, state)`; a state of None means "fresh sequence, no state
+wanted". Blocks are built from spec nodes by `build_block`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, split_widths
+from primitives.base import Primitive, get_primitive
+
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    return nn.RMSNorm(width, eps=1e-6) if kind == "rmsnorm" else nn.LayerNorm(width)
+
+
+def norm_params(kind: str, width: int) -> int:
+    return width if kind == "rmsnorm" else 2 * width
+
+
+class Adapter(nn.Module):
+    """A per-use adapter on the input of a shared layer: u = x + W x (linear) or x + B A x (LoRA).
+
+    The last matrix starts at zero, so every use starts as the plain shared layer.
+    """
+
+    def __init__(self, width: int, kind: str, rank: int = 8):
+        super().__init__()
+        if kind == "lora":
+            self.down = nn.Linear(width, rank, bias=False)
+            self.up = nn.Linear(rank, width, bias=False)
+        else:
+            self.down = None
+            self.up = nn.Linear(width, width, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x) if self.down is not None else x)
+
+
+def adapter_params(width: int, adapter: dict[str, Any] | None) -> int:
+    if not adapter:
+        return 0
+    return 2 * width * adapter["rank"] if adapter["kind"] == "lora" else width * width
+
+
+class Registry:
+    """Named primitives seen so far while building, for `share`."""
+
+    def __init__(self):
+        self.by_name: dict[str, Primitive] = {}
+
+
+class SubLayer(nn.Module):
+    """x + op(norm(x)) (pre-norm) or norm(x + op(x)) (post-norm)."""
+
+    def __init__(self, op: Primitive | None, width: int, norm: str, post_norm: bool, dropout: float,
+                 shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
+        super().__init__()
+        self.op = op
+        # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
+        self._shared = [shared] if shared is not None else []
+        self.norm = make_norm(norm, width)
+        self.post_norm = post_norm
+        self.adapter = Adapter(width, adapter["kind"], adapter.get("rank", 8)) if adapter else None
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def primitive(self) -> Primitive:
+        return self.op if self.op is not None else self._shared[0]
+
+    def init_state(self, batch_size: int, device, dtype) -> Any:
+        return self.primitive.init_state(batch_size, device, dtype)
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        h = x if self.post_norm else self.norm(x)
+        if self.adapter is not None:
+            h = self.adapter(h)
+        y, state = self.primitive(h, state)
+        x = x + self.drop(y)
+        return (self.norm(x) if self.post_norm else x), state
+
+
+class ParallelBlock(nn.Module):
+    """Several primitives on the same normed input (optionally each on its own slice of channels)."""
+
+    def __init__(self, node: Parallel, spec: ArchSpec, registry: Registry):
+        super().__init__()
+        d = spec.d_model
+        self.widths = split_widths(d, node.split) if node.split else [d] * len(node.branches)
+        self.split = node.split is not None
+        self.combine = node.combine
+        self.norm = make_norm(spec.norm, d)
+        self.post_norm = spec.norm_position == "post"
+        self.branches = nn.ModuleList()
+        self._shared: list[Primitive | None] = []
+        for branch, width in zip(node.branches, self.widths):
+            op, shared = make_primitive(branch, spec, width, registry)
+            self.branches.append(op if op is not None else nn.Identity())
+            self._shared.append(shared)
+        self.proj = None
+        if node.combine == "concat_proj":
+            self.proj = nn.Linear(sum(self.widths), d, bias=False)
+        self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+
+    def primitives(self) -> list[Primitive]:
+        return [s if s is not None else b for b, s in zip(self.branches, self._shared)]
+
+    def init_state(self, batch_size: int, device, dtype) -> Any:
+        return [p.init_state(batch_size, device, dtype) for p in self.primitives()]
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        h = x if self.post_norm else self.norm(x)
+        inputs = h.split(self.widths, dim=-1) if self.split else [h] * len(self.widths)
+        outs, states = [], []
+        for i, (op, u) in enumerate(zip(self.primitives(), inputs)):
+            y, s = op(u, None if state is None else state[i])
+            outs.append(y)
+            states.append(s)
+        if self.combine in ("concat", "concat_proj"):
+            y = torch.cat(outs, dim=-1)
+            if self.proj is not None:
+                y = self.proj(y)
+        else:
+            y = torch.stack(outs).sum(0)
+            if self.combine == "mean":
+                y = y / len(outs)
+        x = x + self.drop(y)
+        return (self.norm(x) if self.post_norm else x), (None if state is None else states)
+
+
+class LoopBlock(nn.Module):
+    """The body run `times` times with the same weights (recurrent depth).
+
+    Options (see `composer.spec.Loop`): input re-injection, per-iteration embedding, truncated
+    backpropagation (`grad_iters`), adaptive halting (ACT). `times` may be overridden at inference
+    (`HybridLM.generate(..., loop_times=n)`): the streaming state holds one body state per iteration.
+    """
+
+    def __init__(self, node: Loop, spec: ArchSpec, registry: Registry):
+        super().__init__()
+        d = spec.d_model
+        self.times = node.times
+        self.override: int | None = None
+        self.body = nn.ModuleList(build_block(n, spec, registry) for n in node.body)
+        self.inject = node.inject
+        self.inject_proj = nn.Linear(2 * d, d, bias=False) if node.inject == "concat" else None
+        self.iteration_embedding = nn.Parameter(torch.zeros(node.times, d)) if node.iteration_embedding else None
+        self.grad_iters = node.grad_iters
+        self.halting = node.halting
+        self.ponder_coef = node.ponder_cost
+        self.halt = nn.Linear(d, 1) if node.halting == "act" else None
+        if self.halt is not None:
+            nn.init.zeros_(self.halt.weight)
+            nn.init.constant_(self.halt.bias, -2.0)
+        self.ponder: torch.Tensor | None = None
+
+    @property
+    def iterations(self) -> int:
+        return self.override or self.times
+
+    def init_state(self, batch_size: int, device, dtype) -> Any:
+        return [[b.init_state(batch_size, device, dtype) for b in self.body] for _ in range(self.iterations)]
+
+    def _step(self, h: torch.Tensor, x0: torch.Tensor, it: int, states: Any) -> tuple[torch.Tensor, Any]:
+        if it > 0 and self.inject == "add":
+            h = h + x0
+        elif it > 0 and self.inject == "concat":
+            h = self.inject_proj(torch.cat([h, x0], dim=-1))
+        if self.iteration_embedding is not None:
+            h = h + self.iteration_embedding[min(it, self.times - 1)]
+        new_states = []
+        for i, block in enumerate(self.body):
+            h, s = block(h, None if states is None else states[i])
+            new_states.append(s)
+        return h, (None if states is None else new_states)
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        n = self.iterations
+        no_grad_iters = n - self.grad_iters if self.grad_iters is not None and self.training else 0
+        h, new_state = x, []
+        halted = torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype) if self.halt is not None else None
+        output = torch.zeros_like(x) if self.halt is not None else None
+        ponder = torch.zeros_like(halted) if halted is not None else None
+        for it in range(n):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and it >= no_grad_iters):
+                h, s = self._step(h, x, it, None if state is None else state[it])
+            new_state.append(s)
+            if self.halt is not None:
+                # ACT: each token spends its remaining halting budget; the last iteration takes what is left.
+                p = torch.sigmoid(self.halt(h)).squeeze(-1)
+                remaining = 1.0 - halted
+                weight = remaining if it == n - 1 else torch.minimum(p, remaining)
+                output = output + weight.unsqueeze(-1) * h
+                ponder = ponder + (remaining > 0).to(x.dtype)
+                halted = halted + weight
+        if self.halt is not None:
+            self.ponder = self.ponder_coef * (ponder + (1.0 - halted)).mean()
+            h = output
+        return h, (None if state is None else new_state)
+
+
+def make_primitive(layer: Layer, spec: ArchSpec, width: int,
+                   registry: Registry) -> tuple[Primitive | None, Primitive | None]:
+    """(owned primitive, None) for a new layer; (None, the shared primitive) for a `share` layer."""
+    if layer.share is not None:
+        return None, registry.by_name[layer.share]
+    op = get_primitive(layer.op)(width, spec.config(layer))
+    if layer.name is not None and layer.name not in registry.by_name:
+        registry.by_name[layer.name] = op
+    return op, None
+
+
+def build_block(node: Node, spec: ArchSpec, registry: Registry) -> nn.Module:
+    if isinstance(node, Layer):
+        op, shared = make_primitive(node, spec, spec.d_model, registry)
+        return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout,
+                        shared=shared, adapter=node.adapter)
+    if isinstance(node, Loop):
+        return LoopBlock(node, spec, registry)
+    if isinstance(node, Parallel):
+        return ParallelBlock(node, spec, registry)
+    raise TypeError(f"unexpected node {node!r} (repeat nodes are flattened before building)")
+
+
+def sample_logits(logits: torch.Tensor, temperature: float, top_k: int | None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token per row: greedy at temperature 0, else sampled (optionally from the top k)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)

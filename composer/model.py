@@ -1,0 +1,119 @@
+"""HybridLM: token embedding -> blocks from the spec -> final norm -> LM head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from composer.blocks import LoopBlock, Registry, build_block, make_norm, sample_logits
+from composer.spec import ArchSpec, flatten
+from composer.spec_parse import load_spec
+from primitives.base import Primitive
+
+
+class HybridLM(nn.Module):
+    """A language model built from an `ArchSpec`.
+
+    `model(tokens)` returns logits `[B, T, V]`. `model(tokens, state)` continues the sequences held in
+    `state` (from `init_state`) and returns `(logits, new_state)`: feeding a sequence in pieces gives the
+    same logits as feeding it whole.
+    """
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.d_model
+        self.embed = nn.Embedding(spec.vocab_size, d)
+        self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        registry = Registry()
+        self.blocks = nn.ModuleList(build_block(node, spec, registry) for node in flatten(spec.layers))
+        self.final_norm = make_norm(spec.norm, d) if spec.norm_position == "pre" else nn.Identity()
+        self.head = nn.Linear(d, spec.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        if spec.tie_embeddings:
+            self.head.weight = self.embed.weight
+        else:
+            nn.init.normal_(self.head.weight, std=d ** -0.5)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None):
+        x = self.drop(self.embed(tokens))
+        new_state = [] if state is not None else None
+        for i, block in enumerate(self.blocks):
+            x, s = block(x, None if state is None else state[i])
+            if new_state is not None:
+                new_state.append(s)
+        logits = self.head(self.final_norm(x))
+        return logits if state is None else (logits, new_state)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> list[Any]:
+        """The empty decoding state for `batch_size` sequences (one entry per block)."""
+        param = self.embed.weight
+        device = param.device if device is None else device
+        dtype = param.dtype if dtype is None else dtype
+        return [block.init_state(batch_size, device, dtype) for block in self.blocks]
+
+    # -- auxiliary losses --------------------------------------------------------------------------
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """Weighted auxiliary losses of the last forward, summed per name (MoE balance, ponder cost)."""
+        out: dict[str, torch.Tensor] = {}
+        for module in self.modules():
+            items = module.aux_losses().items() if isinstance(module, Primitive) else ()
+            if isinstance(module, LoopBlock) and module.ponder is not None:
+                items = [("ponder", module.ponder)]
+            for name, value in items:
+                out[name] = out[name] + value if name in out else value
+        return out
+
+    def aux_loss(self) -> torch.Tensor:
+        losses = self.aux_losses()
+        if not losses:
+            return torch.zeros((), device=self.embed.weight.device)
+        return torch.stack([v.float() for v in losses.values()]).sum()
+
+    # -- test-time compute -------------------------------------------------------------------------
+    def set_loop_times(self, times: int | None) -> None:
+        """Run every loop `times` iterations (None: as trained)."""
+        for module in self.modules():
+            if isinstance(module, LoopBlock):
+                module.override = times
+
+    # -- generation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, loop_times: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue `prompt` [B, T] by `max_new_tokens`, decoding one token at a time with the state.
+
+        temperature 0 is greedy. `loop_times` runs looped blocks a different number of times than in
+        training (test-time compute).
+        """
+        was_training = self.training
+        self.eval()
+        previous = [m.override for m in self.modules() if isinstance(m, LoopBlock)]
+        if loop_times is not None:
+            self.set_loop_times(loop_times)
+        try:
+            state = self.init_state(prompt.shape[0])
+            logits, state = self(prompt, state)
+            out = [prompt]
+            token = sample_logits(logits[:, -1], temperature, top_k, generator)
+            for i in range(max_new_tokens):
+                out.append(token[:, None])
+                if i == max_new_tokens - 1:
+                    break
+                logits, state = self(token[:, None], state)
+                token = sample_logits(logits[:, -1], temperature, top_k, generator)
+            return torch.cat(out, dim=1)
+        finally:
+            for module, value in zip((m for m in self.modules() if isinstance(m, LoopBlock)), previous):
+                module.override = value
+            self.train(was_training)
+
+
+def build_model(spec: ArchSpec | dict | str) -> HybridLM:
+    """A HybridLM from a spec (or anything `load_spec` reads)."""
+    return HybridLM(load_spec(spec))

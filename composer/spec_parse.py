@@ -1,0 +1,314 @@
+"""Plain data (YAML, dicts) -> ArchSpec, validating every field and naming its YAML path on error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from composer.errors import SpecError
+from composer.spec import MODEL_FIELDS, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
+from composer.yaml_source import Source, join, read_source
+from primitives.base import ConfigError, get_primitive, make_config, registered, unknown_name_message
+
+LAYER_KEYS = ("op", "name", "share", "adapter")
+ADAPTER_KINDS = ("linear", "lora")
+
+
+def load_spec(obj: Any) -> ArchSpec:
+    """An ArchSpec from a YAML file path, a YAML string, a dict, or an ArchSpec (returned as is)."""
+    if isinstance(obj, ArchSpec):
+        return obj
+    return parse_spec(read_source(obj))
+
+
+class _Parser:
+    def __init__(self, source: Source):
+        self.source = source
+        self.names: dict[str, tuple[Layer, str, int]] = {}
+        self.d_model = 0
+        self.defaults: dict[str, dict[str, Any]] = {}
+
+    def fail(self, message: str, path: str) -> SpecError:
+        return self.source.error(message, path, SpecError)
+
+    # -- scalar helpers -------------------------------------------------------------------------
+    def integer(self, value: Any, path: str, minimum: int = 1) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(f"expected an integer, got {value!r}", path)
+        if value < minimum:
+            raise self.fail(f"must be >= {minimum}, got {value}", path)
+        return value
+
+    def choice(self, value: Any, path: str, options: tuple) -> Any:
+        if value not in options:
+            raise self.fail(f"expected one of {', '.join(map(str, options))}, got {value!r}", path)
+        return value
+
+    def mapping(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
+        for key in value:
+            if not isinstance(key, str):
+                raise self.fail(f"keys must be strings, got {key!r}", path)
+        return value
+
+    def unknown_keys(self, data: dict, allowed: tuple, path: str, what: str) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.fail(unknown_name_message(f"field of {what}", key, list(allowed)), join(path, key))
+
+    # -- the model ------------------------------------------------------------------------------
+    def spec(self, data: Any) -> ArchSpec:
+        if data is None:
+            raise self.fail("the spec is empty", "")
+        data = self.mapping(data, "")
+        self.unknown_keys(data, MODEL_FIELDS, "", "the architecture")
+        if "d_model" not in data:
+            raise self.fail("missing required field (the model width)", "d_model")
+        self.d_model = self.integer(data["d_model"], "d_model")
+        fields: dict[str, Any] = {"d_model": self.d_model}
+        for key in ("vocab_size", "max_seq_len"):
+            if key in data:
+                fields[key] = self.integer(data[key], key)
+        if "norm" in data:
+            fields["norm"] = self.choice(data["norm"], "norm", ("rmsnorm", "layernorm"))
+        if "norm_position" in data:
+            fields["norm_position"] = self.choice(data["norm_position"], "norm_position", ("pre", "post"))
+        if "tie_embeddings" in data:
+            if not isinstance(data["tie_embeddings"], bool):
+                raise self.fail(f"expected true or false, got {data['tie_embeddings']!r}", "tie_embeddings")
+            fields["tie_embeddings"] = data["tie_embeddings"]
+        if "dropout" in data:
+            p = data["dropout"]
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+                raise self.fail(f"expected a number in [0, 1), got {p!r}", "dropout")
+            fields["dropout"] = float(p)
+        for key in ("name", "description"):
+            if key in data and data[key] is not None:
+                if not isinstance(data[key], str):
+                    raise self.fail(f"expected a string, got {data[key]!r}", key)
+                fields[key] = data[key]
+        self.defaults = self.parse_defaults(data.get("defaults") or {})
+        fields["defaults"] = self.defaults
+        fields["layers"] = self.layers_field(data)
+        return ArchSpec(**fields)
+
+    def parse_defaults(self, data: Any) -> dict[str, dict[str, Any]]:
+        data = self.mapping(data, "defaults")
+        known = registered()
+        out = {}
+        for op, params in data.items():
+            path = join("defaults", op)
+            if op not in known:
+                raise self.fail(unknown_name_message("primitive", op, list(known)), path)
+            params = self.mapping(params or {}, path)
+            try:
+                make_config(known[op], params)
+            except ConfigError as e:
+                raise self.fail(e.message, join(path, e.field)) from None
+            out[op] = dict(params)
+        return out
+
+    def layers_field(self, data: dict) -> tuple[Node, ...]:
+        if "pattern" in data or "legend" in data:
+            if "layers" in data:
+                raise self.fail("give either `layers` or `pattern` + `legend`, not both", "pattern")
+            return self.pattern(data)
+        if "layers" not in data:
+            raise self.fail("missing required field (the list of layers)", "layers")
+        return self.node_list(data["layers"], "layers")
+
+    def pattern(self, data: dict) -> tuple[Node, ...]:
+        pattern = data.get("pattern")
+        if not isinstance(pattern, str) or not pattern.replace(" ", ""):
+            raise self.fail(f"expected a non-empty string of legend letters, got {pattern!r}", "pattern")
+        legend = self.mapping(data.get("legend") or {}, "legend")
+        nodes = []
+        for i, letter in enumerate(pattern.replace(" ", "")):
+            if letter not in legend:
+                raise self.fail(f"letter {letter!r} (position {i}) is not in the legend "
+                                f"(legend has: {', '.join(sorted(map(str, legend))) or 'nothing'})", "pattern")
+            nodes.append(self.node(legend[letter], join("legend", letter)))
+        return tuple(nodes)
+
+    # -- layer nodes ----------------------------------------------------------------------------
+    def node_list(self, value: Any, path: str) -> tuple[Node, ...]:
+        if not isinstance(value, list):
+            raise self.fail(f"expected a list of layers, got {type(value).__name__}", path)
+        if not value:
+            raise self.fail("must contain at least one layer", path)
+        return tuple(self.node(item, join(path, i)) for i, item in enumerate(value))
+
+    def node(self, value: Any, path: str) -> Node:
+        if isinstance(value, str):
+            return self.layer({"op": value}, path)
+        if not isinstance(value, dict):
+            raise self.fail(f"expected a primitive name or a mapping, got {value!r}", path)
+        self.mapping(value, path)
+        if "repeat" in value:
+            return self.repeat(value, path)
+        if "loop" in value:
+            return self.loop(value, path)
+        if "parallel" in value:
+            return self.parallel(value, path)
+        if "op" in value or "share" in value:
+            return self.layer(value, path)
+        raise self.fail("a layer needs `op`, `share`, `repeat`, `loop` or `parallel`", path)
+
+    def layer(self, value: dict, path: str) -> Layer:
+        if "share" in value:
+            return self.shared_layer(value, path)
+        op = value["op"]
+        if not isinstance(op, str):
+            raise self.fail(f"expected a primitive name, got {op!r}", join(path, "op"))
+        try:
+            cls = get_primitive(op)
+        except KeyError as e:
+            raise self.fail(e.args[0], join(path, "op") if len(value) > 1 else path) from None
+        params = {k: v for k, v in value.items() if k not in LAYER_KEYS}
+        if "adapter" in value:
+            raise self.fail("`adapter` applies to a `share` layer", join(path, "adapter"))
+        try:
+            cfg = make_config(cls, {**self.defaults.get(op, {}), **params})
+            cls.check(cfg, self.d_model)
+        except ConfigError as e:
+            raise self.fail(e.message, join(path, e.field)) from None
+        name = value.get("name")
+        layer = Layer(op=op, params=params, name=name)
+        if name is not None:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise self.fail(f"a layer name must be an identifier, got {name!r}", join(path, "name"))
+            if name in self.names:
+                raise self.fail(f"name {name!r} is already used at {self.names[name][1]}", join(path, "name"))
+            self.names[name] = (layer, path, self.d_model)
+        return layer
+
+    def shared_layer(self, value: dict, path: str) -> Layer:
+        self.unknown_keys(value, LAYER_KEYS, path, "a shared layer")
+        target = value["share"]
+        if target not in self.names:
+            known = list(self.names)
+            message = unknown_name_message("share target", str(target), known) if known else (
+                f"unknown share target {target!r}: no named layer before this one (name one with `name:`)")
+            raise self.fail(message, join(path, "share"))
+        original, _, width = self.names[target]
+        if width != self.d_model:
+            raise self.fail(f"shape mismatch: {target!r} has width {width}, this position has {self.d_model}",
+                            join(path, "share"))
+        if "op" in value and value["op"] != original.op:
+            raise self.fail(f"shape mismatch: {target!r} is a {original.op!r} layer, not {value['op']!r}",
+                            join(path, "op"))
+        adapter = None
+        if "adapter" in value:
+            adapter = self.adapter(value["adapter"], join(path, "adapter"))
+        return Layer(op=original.op, params=dict(original.params), share=target, adapter=adapter)
+
+    def adapter(self, value: Any, path: str) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = {"kind": value}
+        value = self.mapping(value, path)
+        self.unknown_keys(value, ("kind", "rank"), path, "an adapter")
+        kind = self.choice(value.get("kind"), join(path, "kind"), ADAPTER_KINDS)
+        out: dict[str, Any] = {"kind": kind}
+        if kind == "lora":
+            out["rank"] = self.integer(value.get("rank", 8), join(path, "rank"))
+        return out
+
+    def repeat(self, value: dict, path: str) -> Repeat:
+        spec = value["repeat"]
+        if isinstance(spec, dict):
+            self.unknown_keys(value, ("repeat",), path, "a repeat")
+            self.unknown_keys(spec, ("times", "body"), join(path, "repeat"), "a repeat")
+            times, body, base = spec.get("times"), spec.get("body"), join(path, "repeat")
+        else:
+            self.unknown_keys(value, ("repeat", "body"), path, "a repeat")
+            times, body, base = spec, value.get("body"), path
+        times = self.integer(times, join(base, "times") if isinstance(spec, dict) else join(path, "repeat"))
+        if body is None:
+            raise self.fail("missing required field (the layers to repeat)", join(base, "body"))
+        return Repeat(times=times, body=self.node_list(body, join(base, "body")))
+
+    def loop(self, value: dict, path: str) -> Loop:
+        spec = value["loop"]
+        if isinstance(spec, dict):
+            self.unknown_keys(value, ("loop",), path, "a loop")
+            base = join(path, "loop")
+        else:
+            spec = {"times": spec, **{k: v for k, v in value.items() if k != "loop"}}
+            base = path
+        allowed = ("times", "body", "inject", "iteration_embedding", "grad_iters", "halting", "ponder_cost")
+        self.unknown_keys(spec, allowed, base, "a loop")
+        if "times" not in spec:
+            raise self.fail("missing required field (how many iterations)", join(base, "times"))
+        times = self.integer(spec["times"], join(base, "times") if base != path else join(path, "loop"))
+        if "body" not in spec:
+            raise self.fail("missing required field (the layers to loop)", join(base, "body"))
+        body = self.node_list(spec["body"], join(base, "body"))
+        fields: dict[str, Any] = {"times": times, "body": body}
+        if spec.get("inject") is not None:
+            fields["inject"] = self.choice(spec["inject"], join(base, "inject"), ("add", "concat"))
+        if "iteration_embedding" in spec:
+            if not isinstance(spec["iteration_embedding"], bool):
+                raise self.fail("expected true or false", join(base, "iteration_embedding"))
+            fields["iteration_embedding"] = spec["iteration_embedding"]
+        if spec.get("grad_iters") is not None:
+            fields["grad_iters"] = self.integer(spec["grad_iters"], join(base, "grad_iters"))
+            if fields["grad_iters"] > times:
+                raise self.fail(f"grad_iters={fields['grad_iters']} exceeds times={times}",
+                                join(base, "grad_iters"))
+        if spec.get("halting") is not None:
+            fields["halting"] = self.choice(spec["halting"], join(base, "halting"), ("act",))
+        if "ponder_cost" in spec:
+            cost = spec["ponder_cost"]
+            if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+                raise self.fail(f"expected a number >= 0, got {cost!r}", join(base, "ponder_cost"))
+            fields["ponder_cost"] = float(cost)
+        return Loop(**fields)
+
+    def parallel(self, value: dict, path: str) -> Parallel:
+        self.unknown_keys(value, ("parallel", "combine", "split"), path, "a parallel block")
+        branches = value["parallel"]
+        if not isinstance(branches, list) or len(branches) < 2:
+            raise self.fail("expected a list of at least two branches", join(path, "parallel"))
+        combine = self.choice(value.get("combine", "sum"), join(path, "combine"),
+                              ("sum", "mean", "concat", "concat_proj"))
+        split = value.get("split")
+        widths = None
+        if split is not None:
+            split_path = join(path, "split")
+            if (not isinstance(split, list) or len(split) != len(branches)
+                    or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in split)):
+                raise self.fail(f"expected {len(branches)} positive fractions, got {split!r}", split_path)
+            if abs(sum(split) - 1.0) > 1e-6:
+                raise self.fail(f"fractions must sum to 1, got {sum(split)}", split_path)
+            widths = split_widths(self.d_model, split)
+            if any(w < 1 for w in widths):
+                raise self.fail(f"a branch would get no channels of d_model={self.d_model}", split_path)
+            if combine not in ("concat", "concat_proj"):
+                raise self.fail("a split parallel block combines with `concat` or `concat_proj`",
+                                join(path, "combine"))
+        elif combine == "concat":
+            raise self.fail("`concat` needs `split` (branch widths must add up to d_model); "
+                            "use `concat_proj`", join(path, "combine"))
+        nodes = []
+        for i, branch in enumerate(branches):
+            bpath = join(join(path, "parallel"), i)
+            saved = self.d_model
+            if widths is not None:
+                self.d_model = widths[i]
+            node = self.node(branch, bpath)
+            self.d_model = saved
+            if not isinstance(node, Layer):
+                raise self.fail("a parallel branch must be a primitive", bpath)
+            nodes.append(node)
+        return Parallel(branches=tuple(nodes), combine=combine,
+                        split=tuple(float(s) for s in split) if split is not None else None)
+
+
+def parse_spec(source: Source) -> ArchSpec:
+    spec = _Parser(source).spec(source.data)
+    return spec
+
+
+def validate_spec(spec: ArchSpec) -> ArchSpec:
+    """Re-check a spec built in Python (e.g. by a scaling rule) through the same validator."""
+    return parse_spec(Source(spec.to_dict()))

@@ -1,0 +1,271 @@
+"""The Primitive interface, its configuration dataclasses, costs and the registry.
+
+Every layer Composer can place in an architecture is a `Primitive`: one residual sub-layer's inner
+operator (`x + op(norm(x))`; the residual and the norm belong to the model, not to the primitive).
+
+A primitive class declares
+
+* `name`     the registry name used in YAML (set by `@register("name")`),
+* `kind`     "token_mixer" (mixes along time: attention, SSMs) or "channel_mixer" (MLP, MoE),
+* `Config`   a dataclass of its parameters with defaults (what the YAML may set),
+* `forward(x, state=None) -> (y, new_state)`: `x` is `[B, T, D]`. With `state=None` the sequence starts
+  fresh and `new_state` may be None; with a state from `init_state` the call continues that sequence
+  and returns the state after it. Running a sequence in pieces must equal running it whole.
+* `init_state(batch_size, device, dtype)`: the empty state (a dict of tensors), or None if stateless,
+* `cost(cfg, d_model, seq_len, dtype_bytes)`: analytic parameters, forward FLOPs per token at context
+  `seq_len`, and state bytes per sequence at that context.
+
+Primitive modules import only torch, this module and `primitives.ops`, so that export can inline them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor] | None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Analytic cost of one layer (or a sum of layers).
+
+    params:          parameters of the module (exactly `sum(p.numel())`).
+    flops_per_token: forward FLOPs per token, averaged over a sequence of `seq_len` tokens
+                     (a multiply-add counts as 2 FLOPs).
+    state_bytes:     bytes of decoding state per sequence after `seq_len` tokens.
+    active_params:   parameters touched per token (differs from `params` for MoE).
+    """
+
+    params: int
+    flops_per_token: float
+    state_bytes: int
+    active_params: int | None = None
+
+    @property
+    def active(self) -> int:
+        return self.params if self.active_params is None else self.active_params
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.params + other.params,
+            self.flops_per_token + other.flops_per_token,
+            self.state_bytes + other.state_bytes,
+            self.active + other.active,
+        )
+
+    def scaled(self, flops: float = 1.0, state: int = 1, params: int = 1) -> Cost:
+        """Multiply FLOPs, state and parameters, e.g. for a loop that runs its body several times."""
+        return Cost(
+            self.params * params,
+            self.flops_per_token * flops,
+            self.state_bytes * state,
+            self.active * params,
+        )
+
+
+ZERO_COST = Cost(0, 0.0, 0, 0)
+
+
+class ConfigError(ValueError):
+    """A primitive parameter is invalid. `field` names the offending parameter."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class NoConfig:
+    """Config of a primitive without parameters."""
+
+
+class Primitive(nn.Module):
+    """Base class of every layer; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[Literal["token_mixer", "channel_mixer"]] = "token_mixer"
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, d_model: int, cfg: Any):
+        super().__init__()
+        self.d_model = d_model
+        self.cfg = cfg
+
+    def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> State:
+        return None
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """Auxiliary losses of the last forward (e.g. MoE load balancing); empty by default."""
+        return {}
+
+    @classmethod
+    def check(cls, cfg: Any, d_model: int) -> None:
+        """Raise `ConfigError(field, message)` when the parameters cannot make a valid layer."""
+
+    @classmethod
+    def cost(cls, cfg: Any, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+
+_REGISTRY: dict[str, type[Primitive]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a Primitive subclass usable by `name` in architecture specs."""
+
+    def wrap(cls: type[Primitive]) -> type[Primitive]:
+        if not (isinstance(cls, type) and issubclass(cls, Primitive)):
+            raise TypeError(f"@register({name!r}) expects a Primitive subclass, got {cls!r}")
+        if not dataclasses.is_dataclass(cls.Config):
+            raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+        if cls.kind not in ("token_mixer", "channel_mixer"):
+            raise TypeError(f"{cls.__name__}.kind must be 'token_mixer' or 'channel_mixer'")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> dict[str, type[Primitive]]:
+    """All registered primitives by name (after importing the built-in families)."""
+    _load_builtins()
+    return dict(_REGISTRY)
+
+
+def get_primitive(name: str) -> type[Primitive]:
+    """The primitive class called `name`; KeyError with a suggestion when unknown."""
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    raise KeyError(unknown_name_message("primitive", name, list(_REGISTRY)))
+
+
+def unknown_name_message(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+    return f"unknown {what} {name!r}{hint}"
+
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        import primitives  # noqa: F401  (imports every family module, which registers its layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a Config from plain data (YAML), with field-level errors
+
+
+def config_fields(cls: type[Primitive]) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls.Config)}
+
+
+def make_config(cls: type[Primitive], params: dict[str, Any]) -> Any:
+    """Build `cls.Config` from a dict, checking names and types; raises ConfigError naming the field."""
+    fields = config_fields(cls)
+    hints = typing.get_type_hints(cls.Config)
+    values = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise ConfigError(key, unknown_name_message(f"parameter of {cls.name!r}", key, list(fields)))
+        values[key] = coerce(key, value, hints[key])
+    cfg = cls.Config(**values)
+    return cfg
+
+
+def coerce(field: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a type hint (int, float, bool, str, Literal, Optional, list, tuple)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(field, value, arg)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(field, f"expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [coerce(field, v, inner) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
+
+
+def describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def positive(field: str, value: int | float | None) -> None:
+    """Helper for `check`: the value must be > 0 (None passes)."""
+    if value is not None and value <= 0:
+        raise ConfigError(field, f"must be positive, got {value}")
+
+
+def divides(field: str, divisor: int, total: int, total_name: str) -> None:
+    """Helper for `check`: `divisor` must divide `total`."""
+    if divisor <= 0 or total % divisor:
+        raise ConfigError(field, f"{field}={divisor} must divide {total_name}={total}")
+
+
+def linear_params(d_in: int, d_out: int, bias: bool = False) -> int:
+    return d_in * d_out + (d_out if bias else 0)

@@ -1,0 +1,69 @@
+"""The dense MLP channel mixer: SwiGLU (default) or GELU.
+
+Parameters (d = d_model, f = d_ff): SwiGLU 3 d f (gate, up, down), GELU 2 d f (up, down), plus biases
+when `bias` (SwiGLU 2 f + d, GELU f + d). `d_ff` defaults to `round(expansion * d)` with expansion 8/3 for
+SwiGLU and 4 for GELU, so both cost about 8 d^2 parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from primitives.base import ConfigError, Cost, Primitive, State, positive, register
+
+
+@dataclass
+class MLPConfig:
+    kind: Literal["swiglu", "gelu"] = "swiglu"
+    expansion: float | None = None
+    d_ff: int | None = None
+    bias: bool = False
+
+
+def hidden_size(cfg: MLPConfig, d_model: int) -> int:
+    if cfg.d_ff is not None:
+        return cfg.d_ff
+    expansion = cfg.expansion if cfg.expansion is not None else (8 / 3 if cfg.kind == "swiglu" else 4.0)
+    return max(1, int(round(expansion * d_model)))
+
+
+@register("mlp")
+class MLP(Primitive):
+    """y = W_down(silu(W_gate x) * W_up x)  (SwiGLU)   or   y = W_down(gelu(W_up x))  (GELU)."""
+
+    kind = "channel_mixer"
+    Config = MLPConfig
+
+    def __init__(self, d_model: int, cfg: MLPConfig):
+        super().__init__(d_model, cfg)
+        f = hidden_size(cfg, d_model)
+        self.swiglu = cfg.kind == "swiglu"
+        self.up = nn.Linear(d_model, 2 * f if self.swiglu else f, bias=cfg.bias)
+        self.down = nn.Linear(f, d_model, bias=cfg.bias)
+
+    @classmethod
+    def check(cls, cfg: MLPConfig, d_model: int) -> None:
+        positive("expansion", cfg.expansion)
+        positive("d_ff", cfg.d_ff)
+        if cfg.d_ff is not None and cfg.expansion is not None:
+            raise ConfigError("d_ff", "give either d_ff or expansion, not both")
+
+    @classmethod
+    def cost(cls, cfg: MLPConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
+        f = hidden_size(cfg, d_model)
+        n_in = 2 * f if cfg.kind == "swiglu" else f
+        params = d_model * n_in + f * d_model
+        if cfg.bias:
+            params += n_in + d_model
+        return Cost(params, float(2 * (d_model * n_in + f * d_model)), 0)
+
+    def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        if self.swiglu:
+            gate, up = self.up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up), state
+        return self.down(F.gelu(self.up(x))), state
