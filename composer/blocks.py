@@ -185,23 +185,30 @@ class LoopBlock(nn.Module):
         n = self.iterations
         no_grad_iters = n - self.grad_iters if self.grad_iters is not None and self.training else 0
         h, new_state = x, []
-        halted = torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype) if self.halt is not None else None
-        output = torch.zeros_like(x) if self.halt is not None else None
-        ponder = torch.zeros_like(halted) if halted is not None else None
+        act = self.halt is not None
+        halted = torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype) if act else None
+        output = torch.zeros_like(x) if act else None
+        steps = torch.zeros_like(halted) if act else None
+        remainder = torch.zeros_like(halted) if act else None
         for it in range(n):
             with torch.set_grad_enabled(torch.is_grad_enabled() and it >= no_grad_iters):
                 h, s = self._step(h, x, it, None if state is None else state[it])
             new_state.append(s)
-            if self.halt is not None:
-                # ACT: each token spends its remaining halting budget; the last iteration takes what is left.
+            if act:
+                # ACT: a token halts at the step where its halting probability reaches what is left of
+                # its budget (or at the last step), and spends that remainder there. Every token still runs
+                # every iteration (the body mixes tokens); halting weighs the outputs.
                 p = torch.sigmoid(self.halt(h)).squeeze(-1)
                 remaining = 1.0 - halted
-                weight = remaining if it == n - 1 else torch.minimum(p, remaining)
+                running = (remaining > 1e-6).to(x.dtype)
+                stop = (p >= remaining) if it < n - 1 else torch.ones_like(p, dtype=torch.bool)
+                weight = torch.where(stop, remaining, p) * running
                 output = output + weight.unsqueeze(-1) * h
-                ponder = ponder + (remaining > 0).to(x.dtype)
+                steps = steps + running
+                remainder = remainder + torch.where(stop, remaining, torch.zeros_like(p)) * running
                 halted = halted + weight
-        if self.halt is not None:
-            self.ponder = self.ponder_coef * (ponder + (1.0 - halted)).mean()
+        if act:
+            self.ponder = self.ponder_coef * (steps + remainder).mean()
             h = output
         return h, (None if state is None else new_state)
 

@@ -25,7 +25,7 @@ def canonical(spec: ArchSpec) -> dict[str, Any]:
     indices: dict[str, int] = {}
     counter = iter(range(1 << 30))
 
-    def node(n: Node) -> dict[str, Any]:
+    def node(n: Node, width: int = spec.d_model) -> dict[str, Any]:
         if isinstance(n, Layer):
             index = next(counter)
             if n.share is not None:
@@ -35,14 +35,15 @@ def canonical(spec: ArchSpec) -> dict[str, Any]:
                 return out
             if n.name is not None and n.name not in indices:
                 indices[n.name] = index
-            return {"op": n.op, "params": dict(sorted(spec.resolved_params(n).items()))}
+            return {"op": n.op, "params": dict(sorted(spec.resolved_params(n, width).items()))}
         if isinstance(n, Loop):
             return {"loop": {"times": n.times, "inject": n.inject, "iteration_embedding": n.iteration_embedding,
                              "grad_iters": n.grad_iters, "halting": n.halting,
                              "ponder_cost": n.ponder_cost if n.halting else None,
                              "body": [node(b) for b in n.body]}}
         assert isinstance(n, Parallel)
-        return {"parallel": [node(b) for b in n.branches], "combine": n.combine,
+        widths = _branch_widths(spec.d_model, n)
+        return {"parallel": [node(b, w) for b, w in zip(n.branches, widths)], "combine": n.combine,
                 "split": list(n.split) if n.split else None}
 
     out = {key: getattr(spec, key) for key in MODEL_KEYS}
@@ -75,7 +76,7 @@ def to_graph(spec: ArchSpec) -> nx.DiGraph:
         nid = f"layer{counts['layer']}"
         counts["layer"] += 1
         cls = get_primitive(layer.op)
-        g.add_node(nid, kind=cls.kind, op=layer.op, params=spec.resolved_params(layer), width=width,
+        g.add_node(nid, kind=cls.kind, op=layer.op, params=spec.resolved_params(layer, width), width=width,
                    shares=named.get(layer.share) if layer.share else None)
         if layer.name is not None and layer.name not in named:
             named[layer.name] = nid

@@ -94,11 +94,11 @@ class ArchSpec:
     def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)
 
-    def resolved_params(self, layer: Layer) -> dict[str, Any]:
-        """All parameters of a layer's primitive: Config defaults <- spec `defaults` <- the layer's own."""
+    def resolved_params(self, layer: Layer, width: int | None = None) -> dict[str, Any]:
+        """All parameters of a layer's primitive at `width` (default d_model), derived defaults written out:
+        Config defaults <- spec `defaults` <- the layer's own, then `Primitive.resolve`."""
         cls = get_primitive(layer.op)
-        merged = {**self.defaults.get(layer.op, {}), **layer.params}
-        return dataclasses.asdict(make_config(cls, merged))
+        return dataclasses.asdict(cls.resolve(self.config(layer), width or self.d_model))
 
     def config(self, layer: Layer) -> Any:
         cls = get_primitive(layer.op)

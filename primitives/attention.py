@@ -13,7 +13,7 @@ Decoding keeps a KV cache of at most `window` positions (all positions without a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +43,18 @@ def resolve_heads(cfg: AttentionConfig, d_model: int) -> tuple[int, int, int]:
     return n_heads, n_kv, head_dim
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of the last dim of x [B, H, T, h] by position angles."""
-    half = x.shape[-1] // 2
-    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+def rope_angles(positions: torch.Tensor, dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the RoPE angles, [T, dim // 2], for integer positions [T]."""
+    half = dim // 2
+    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos(), angles.sin()
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of the last dim of x [B, H, T, h] by the RoPE angles."""
+    half = cos.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:2 * half]
     rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     if 2 * half < x.shape[-1]:
@@ -95,6 +101,11 @@ class Attention(Primitive):
             raise ConfigError("rope", "RoPE needs a head dimension of at least 2")
 
     @classmethod
+    def resolve(cls, cfg: AttentionConfig, d_model: int) -> AttentionConfig:
+        n_heads, n_kv, head_dim = resolve_heads(cfg, d_model)
+        return replace(cfg, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim)
+
+    @classmethod
     def cost(cls, cfg: AttentionConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         n_heads, n_kv, h = resolve_heads(cfg, d_model)
         width = (n_heads + 2 * n_kv) * h
@@ -132,8 +143,8 @@ class Attention(Primitive):
             q, k = rms_norm(q, self.q_norm), rms_norm(k, self.k_norm)
         start = int(state["pos"]) if state is not None else 0
         if self.cfg.rope:
-            positions = torch.arange(start, start + T, device=x.device)
-            q, k = rotary(q, positions, self.cfg.rope_base), rotary(k, positions, self.cfg.rope_base)
+            cos, sin = self._angles(start, T, x.device)
+            q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         logf = None
         if self.cfg.forget_gate:
             logf = F.logsigmoid(self.forget(x).float()).transpose(1, 2)  # [B, H, T]
@@ -152,6 +163,15 @@ class Attention(Primitive):
             if logf is not None:
                 new_state["logf"] = logf[:, :, -keep:]
         return y, new_state
+
+    def _angles(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE angles for positions start..start+length-1, cached for the last training length."""
+        key = (start, length, device)
+        if getattr(self, "_rope_key", None) != key:
+            positions = torch.arange(start, start + length, device=device)
+            self._rope_cache = rope_angles(positions, self.head_dim, self.cfg.rope_base)
+            self._rope_key = key
+        return self._rope_cache
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 logf: torch.Tensor | None, start: int) -> torch.Tensor:

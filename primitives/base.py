@@ -116,6 +116,15 @@ class Primitive(nn.Module):
         """Raise `ConfigError(field, message)` when the parameters cannot make a valid layer."""
 
     @classmethod
+    def resolve(cls, cfg: Any, d_model: int) -> Any:
+        """The config with derived defaults written out (e.g. `n_heads=None` -> the number it means).
+
+        Used for the canonical form, so that a default left implicit and the same value written out give
+        the same `arch_id`. Primitives whose `None` fields derive from `d_model` should override it.
+        """
+        return cfg
+
+    @classmethod
     def cost(cls, cfg: Any, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         raise NotImplementedError
 

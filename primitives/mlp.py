@@ -7,7 +7,7 @@ SwiGLU and 4 for GELU, so both cost about 8 d^2 parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -52,6 +52,10 @@ class MLP(Primitive):
         positive("d_ff", cfg.d_ff)
         if cfg.d_ff is not None and cfg.expansion is not None:
             raise ConfigError("d_ff", "give either d_ff or expansion, not both")
+
+    @classmethod
+    def resolve(cls, cfg: MLPConfig, d_model: int) -> MLPConfig:
+        return replace(cfg, d_ff=hidden_size(cfg, d_model), expansion=None)
 
     @classmethod
     def cost(cls, cfg: MLPConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:

@@ -1,0 +1,205 @@
+"""HybridLM: parameter counts, streaming, generation, sharing, loops, and user-registered primitives."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from composer import build_model, load_spec, model_cost
+from primitives import Cost, Primitive, register, registered, unregister
+
+BASE = {"d_model": 32, "vocab_size": 50, "max_seq_len": 64}
+
+
+def spec_of(layers, **extra):
+    return load_spec({**BASE, **extra, "layers": layers})
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+SPECS = {
+    "gpt": ["attention", "mlp"] * 2,
+    "untied_layernorm_post": dict(layers=[{"op": "attention", "n_heads": 4, "bias": True}, {"op": "mlp", "kind": "gelu", "bias": True}],
+                                  tie_embeddings=False, norm="layernorm", norm_position="post"),
+    "gqa_window_qknorm_forget": [{"op": "attention", "n_heads": 4, "n_kv_heads": 2, "window": 5, "qk_norm": True,
+                                  "forget_gate": True}, "mlp"],
+    "loop": [{"loop": {"times": 3, "body": ["attention", "mlp"], "inject": "concat", "iteration_embedding": True,
+                       "halting": "act"}}],
+    "parallel": [{"parallel": ["attention", {"op": "attention", "window": 3}, "mlp"], "combine": "concat_proj"}],
+    "split": [{"parallel": [{"op": "attention", "n_heads": 2}, "mlp"], "combine": "concat", "split": [0.5, 0.5]}],
+    "share": [{"op": "attention", "name": "g"}, "mlp", {"share": "g", "adapter": {"kind": "lora", "rank": 4}},
+              {"share": "g", "adapter": "linear"}, "mlp"],
+}
+
+
+def build(name):
+    value = SPECS[name]
+    return spec_of(value) if isinstance(value, list) else load_spec({**BASE, **value})
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_analytic_params_equal_module(name):
+    spec = build(name)
+    model = build_model(spec)
+    cost = model_cost(spec)
+    assert cost.params == n_params(model)
+    assert sum(r.cost.params for r in cost.layers if r.depth == 0) == cost.non_embedding_params - (
+        spec.d_model if spec.norm_position == "pre" else 0)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_streaming_equals_full_forward(name):
+    model = build_model(build(name)).eval()
+    tokens = torch.randint(0, 50, (2, 21))
+    full = model(tokens)
+    for cuts in ([10], [1, 2, 3, 20], list(range(1, 21))):
+        state = model.init_state(2)
+        pieces, start = [], 0
+        for end in cuts + [21]:
+            logits, state = model(tokens[:, start:end], state)
+            pieces.append(logits)
+            start = end
+        torch.testing.assert_close(torch.cat(pieces, 1), full, atol=2e-5, rtol=1e-4)
+
+
+def primitive_layers():
+    """One small model per registered primitive (token mixers followed by an MLP)."""
+    out = []
+    for name, cls in sorted(registered().items()):
+        if name.startswith("toy_"):
+            continue
+        out.append(pytest.param(name, id=name))
+    return out
+
+
+@pytest.mark.parametrize("op", primitive_layers())
+def test_every_primitive_streams_and_counts_exactly(op):
+    spec = spec_of([op, "mlp", op], d_model=64)
+    model = build_model(spec).eval()
+    assert model_cost(spec).params == n_params(model)
+    tokens = torch.randint(0, 50, (2, 19))
+    full = model(tokens)
+    state = model.init_state(2)
+    first, state = model(tokens[:, :7], state)
+    rest = [first]
+    for t in range(7, 19):
+        logits, state = model(tokens[:, t:t + 1], state)
+        rest.append(logits)
+    torch.testing.assert_close(torch.cat(rest, 1), full, atol=5e-5, rtol=1e-4)
+
+
+def test_cached_generation_equals_recomputing():
+    model = build_model(spec_of([{"op": "attention", "window": 6}, "mlp", "attention", "mlp"])).eval()
+    prompt = torch.randint(0, 50, (3, 5))
+    out = model.generate(prompt, max_new_tokens=12, temperature=0)
+    seq = prompt
+    for _ in range(12):
+        nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    assert torch.equal(out, seq)
+
+
+def test_sampling_respects_top_k_and_is_seeded():
+    model = build_model(spec_of(["attention", "mlp"])).eval()
+    prompt = torch.zeros(2, 3, dtype=torch.long)
+    a = model.generate(prompt, 8, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    b = model.generate(prompt, 8, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (2, 11)
+    top1 = model.generate(prompt, 8, temperature=1.0, top_k=1)
+    assert torch.equal(top1, model.generate(prompt, 8, temperature=0))
+
+
+def test_loop_reuses_weights_and_share_counts_once():
+    once = build_model(spec_of([{"loop": {"times": 1, "body": ["attention", "mlp"]}}]))
+    thrice = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"]}}]))
+    assert n_params(once) == n_params(thrice)
+    shared = build_model(spec_of([{"op": "attention", "name": "g"}, {"share": "g"}]))
+    fresh = build_model(spec_of(["attention", "attention"]))
+    attn = 4 * 32 * 32
+    assert n_params(fresh) - n_params(shared) == attn
+    assert shared.blocks[1].primitive is shared.blocks[0].primitive
+    assert len(shared.state_dict()) == len(list(shared.parameters())) + 1  # tied head listed twice
+
+
+def test_loop_of_one_equals_the_body():
+    torch.manual_seed(0)
+    plain = build_model(spec_of(["attention", "mlp"]))
+    looped = build_model(spec_of([{"loop": {"times": 1, "body": ["attention", "mlp"]}}]))
+    looped.load_state_dict({k.replace("blocks.0", "blocks.0.body.0").replace("blocks.1", "blocks.0.body.1"): v
+                            for k, v in plain.state_dict().items()})
+    tokens = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(looped(tokens), plain(tokens))
+
+
+def test_grad_iters_truncates_backprop_through_depth():
+    spec = spec_of([{"loop": {"times": 3, "grad_iters": 1, "body": ["attention", "mlp"]}}], tie_embeddings=False)
+    model = build_model(spec)
+    model(torch.randint(0, 50, (2, 9))).sum().backward()
+    assert model.embed.weight.grad is None or model.embed.weight.grad.abs().sum() == 0
+    assert model.blocks[0].body[0].op.qkv.weight.grad.abs().sum() > 0
+    full = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"]}}], tie_embeddings=False))
+    full(torch.randint(0, 50, (2, 9))).sum().backward()
+    assert full.embed.weight.grad.abs().sum() > 0
+
+
+def test_loop_times_at_inference_changes_compute():
+    model = build_model(spec_of([{"loop": {"times": 2, "body": ["attention", "mlp"], "inject": "add"}}])).eval()
+    prompt = torch.randint(0, 50, (1, 6))
+    default = model.generate(prompt, 6, temperature=0)
+    assert torch.equal(default, model.generate(prompt, 6, temperature=0, loop_times=2))
+    more = model.generate(prompt, 6, temperature=0, loop_times=5)
+    model.set_loop_times(5)
+    seq = prompt
+    for _ in range(6):
+        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    model.set_loop_times(None)
+    assert torch.equal(more, seq)
+    assert model.blocks[0].override is None
+
+
+def test_act_ponder_cost_is_an_aux_loss():
+    model = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"], "halting": "act",
+                                           "ponder_cost": 0.5}}]))
+    model(torch.randint(0, 50, (2, 9)))
+    losses = model.aux_losses()
+    assert set(losses) == {"ponder"}
+    # halting bias starts at sigmoid(-2) ~ 0.12 per step: every token runs all 3 iterations, spending
+    # the remainder 1 - 2 * 0.12 at the last: ponder = N + R
+    p = torch.sigmoid(torch.tensor(-2.0)).item()
+    assert losses["ponder"].item() == pytest.approx(0.5 * (3 + 1 - 2 * p), rel=1e-5)
+    model.aux_loss().backward()
+    assert model.blocks[0].halt.bias.grad is not None
+
+
+def test_user_registered_primitive_is_usable_by_name():
+    @dataclass
+    class ToyConfig:
+        scale: float = 2.0
+
+    @register("toy_scale")
+    class ToyScale(Primitive):
+        kind = "channel_mixer"
+        Config = ToyConfig
+
+        def __init__(self, d_model, cfg):
+            super().__init__(d_model, cfg)
+            self.w = nn.Parameter(torch.ones(d_model))
+
+        @classmethod
+        def cost(cls, cfg, d_model, seq_len, dtype_bytes=2):
+            return Cost(d_model, float(d_model), 0)
+
+        def forward(self, x, state=None):
+            return x * self.w * self.cfg.scale, state
+
+    try:
+        spec = load_spec("d_model: 16\nvocab_size: 10\nlayers:\n  - {op: toy_scale, scale: 3.0}\n  - attention\n")
+        model = build_model(spec)
+        assert model.blocks[0].op.cfg.scale == 3.0
+        assert model_cost(spec).params == n_params(model)
+        assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 10)
+    finally:
+        unregister("toy_scale")

@@ -1,0 +1,82 @@
+"""Bad input: one message naming the YAML path (and line), exit code 2, no traceback, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from composer import SpecError, UserError, load_spec
+
+GOOD = """\
+d_model: 64
+vocab_size: 100
+layers:
+  - attention
+  - mlp
+  - repeat: 2
+    body:
+      - attention
+      - {op: mlp, kind: gelu}
+"""
+
+
+def error_of(text):
+    with pytest.raises(UserError) as info:
+        load_spec(text)
+    return info.value
+
+
+@pytest.mark.parametrize("text, path, line, words", [
+    ("d_model: 64\nlayers: [attention, mlp\n", None, 3, "invalid YAML"),
+    ("d_model: 64\nlayers:\n  - atention\n", "layers[0]", 3, "did you mean 'attention'"),
+    ("d_model: 64\nlayers:\n  - {op: attention, n_heads: two}\n", "layers[0].n_heads", 3, "expected"),
+    ("d_model: sixty\nlayers: [mlp]\n", "d_model", 1, "expected an integer"),
+    ("layers: [mlp]\n", "d_model", None, "missing"),
+    ("d_model: 64\nlayers: [mlp]\nwidth: 3\n", "width", 3, "unknown field"),
+    ("d_model: 64\nlayers:\n  - {op: attention, heads: 4}\n", "layers[0].heads", 3, "did you mean 'n_heads'"),
+    ("d_model: 64\nlayers:\n  - mlp\n  - {op: attention, n_heads: 5}\n", "layers[1].n_heads", 4, "must divide d_model"),
+    ("d_model: 64\nlayers:\n  - {op: attention, n_heads: 4, n_kv_heads: 3}\n", "layers[0].n_kv_heads", 3,
+     "must divide n_heads"),
+    ("d_model: 64\nlayers:\n  - loop: {times: 0, body: [mlp]}\n", "layers[0].loop.times", 3, ">= 1"),
+    ("d_model: 64\nlayers:\n  - {share: nowhere}\n", "layers[0].share", 3, "unknown share target"),
+    ("d_model: 64\nlayers:\n  - {op: mlp, name: m}\n  - {share: m, op: attention}\n", "layers[1].op", 4,
+     "shape mismatch"),
+    ("d_model: 64\nlayers: []\n", "layers", 2, "at least one layer"),
+    ("d_model: 64\npattern: AMX\nlegend: {A: attention, M: mlp}\n", "pattern", 2, "'X'"),
+    ("d_model: 64\nlayers:\n  - repeat: 2\n    body:\n      - mlp\n      - {op: attention, n_heads: 3}\n",
+     "layers[0].body[1].n_heads", 6, "must divide"),
+    ("d_model: 64\nlayers:\n  - {op: mlp, kind: relu}\n", "layers[0].kind", 3, "one of"),
+    ("d_model: 64\nlayers:\n  - parallel: [attention, mlp]\n    split: [0.5, 0.4]\n", "layers[0].split", 4,
+     "sum to 1"),
+    ("d_model: 64\nlayers:\n  - 42\n", "layers[0]", 3, "expected a primitive name"),
+    ("d_model: 64\nnorm: batchnorm\nlayers: [mlp]\n", "norm", 2, "rmsnorm"),
+])
+def test_errors_name_path_and_line(text, path, line, words):
+    err = error_of(text)
+    assert err.path == path
+    assert err.line == line
+    assert words in str(err)
+
+
+def test_error_names_the_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("d_model: 64\nlayers:\n  - {op: attention, n_heads: 5}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(str(f))
+    assert str(info.value).startswith(f"{f}:3: layers[0].n_heads:")
+
+
+def test_valid_spec_parses():
+    assert load_spec(GOOD).d_model == 64
+
+
+@pytest.mark.parametrize("command", ["validate", "show"])
+def test_cli_exit_code_two_without_traceback(tmp_path, command):
+    f = tmp_path / "bad.yaml"
+    f.write_text("d_model: 64\nlayers:\n  - {op: attention, n_kv_heads: 3}\n")
+    r = subprocess.run([sys.executable, "-m", "composer", command, str(f)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert "layers[0].n_kv_heads" in r.stderr and ":3:" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
