@@ -1,0 +1,176 @@
+"""Mixture of Experts channel mixer: token-choice top-k routing over SwiGLU experts.
+
+    scores   = softmax(x W_r)  or  sigmoid(x W_r)                       router, [N, E]
+    chosen   = top_k(scores);  w = scores[chosen] (/ their sum when renormalize)
+    y        = sum_{e in chosen} w_e * SwiGLU_e(x)  +  sum_s SwiGLU_shared_s(x)
+
+Dispatch is dropless by default: the (token, expert) assignments are sorted by expert and each expert
+multiplies its contiguous slice of tokens (`primitives.ops.grouped_mm`: `torch._grouped_mm` where it
+works, else a loop over experts). With `capacity_factor` each expert takes at most
+`ceil(capacity_factor * N * top_k / E)` assignments of the N = B*T tokens in the call; the overflow is
+dropped (contributes zero), keeping the earliest positions first (position-major, then batch row). Routing
+then depends on what else is in the batch, so chunked or one-token decoding equals the full forward only
+in the dropless default.
+
+Auxiliary losses of the last forward (`aux_losses()`, already multiplied by their coefficients):
+    moe_balance = E * sum_e f_e * P_e   (Switch; f_e: fraction of routed assignments to e before capacity
+                                          dropping, P_e: mean router probability of e, sigmoid scores
+                                          normalised per token; 1.0 for perfectly uniform routing)
+    moe_z       = mean_tokens logsumexp(logits)^2
+
+Parameters (d = d_model, h = round(expansion * d), E experts, S shared): router d E, experts 3 d h E,
+shared experts 3 d h S. Active per token: d E + 3 d h (top_k + S). The default expansion 11/8 makes an
+8-expert top-2 layer activate 8.25 d^2 expert parameters (a dense SwiGLU MLP has 8 d^2) and keeps h a
+multiple of 8 whenever d is a multiple of 64, as grouped GEMM kernels need 16-byte aligned rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from primitives.base import ConfigError, Cost, Primitive, State, positive, register
+from primitives.ops.grouped_mm import Impl, grouped_mm
+
+
+@dataclass
+class MoEConfig:
+    n_experts: int = 8
+    top_k: int = 2
+    score: Literal["softmax", "sigmoid"] = "softmax"
+    n_shared_experts: int = 0
+    expansion: float = 1.375
+    capacity_factor: float | None = None
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+    renormalize: bool = True
+
+
+def expert_hidden(cfg: MoEConfig, d_model: int) -> int:
+    return int(round(cfg.expansion * d_model))
+
+
+def expert_capacity(cfg: MoEConfig, n_tokens: int) -> int | None:
+    """Assignments one expert may take from a call of `n_tokens` tokens (None: dropless)."""
+    if cfg.capacity_factor is None:
+        return None
+    return math.ceil(cfg.capacity_factor * n_tokens * cfg.top_k / cfg.n_experts)
+
+
+@register("moe")
+class MoE(Primitive):
+    """Top-k routed SwiGLU experts (stacked weights [E, d, 2h] and [E, h, d]) plus optional shared ones."""
+
+    kind = "channel_mixer"
+    Config = MoEConfig
+
+    def __init__(self, d_model: int, cfg: MoEConfig):
+        super().__init__(d_model, cfg)
+        h = expert_hidden(cfg, d_model)
+        self.hidden = h
+        self.impl: Impl = "auto"  # grouped-matmul implementation; not part of the architecture
+        self.router = nn.Linear(d_model, cfg.n_experts, bias=False)
+        self.w_up = nn.Parameter(torch.empty(cfg.n_experts, d_model, 2 * h))  # [gate | up]
+        self.w_down = nn.Parameter(torch.empty(cfg.n_experts, h, d_model))
+        nn.init.uniform_(self.w_up, -d_model ** -0.5, d_model ** -0.5)
+        nn.init.uniform_(self.w_down, -h ** -0.5, h ** -0.5)
+        if cfg.n_shared_experts:
+            # S shared SwiGLU experts of hidden h sum to one SwiGLU of hidden S*h
+            self.shared_up = nn.Linear(d_model, 2 * cfg.n_shared_experts * h, bias=False)
+            self.shared_down = nn.Linear(cfg.n_shared_experts * h, d_model, bias=False)
+        self._aux: dict[str, torch.Tensor] = {}
+
+    # -- configuration and cost --------------------------------------------------------------------
+    @classmethod
+    def check(cls, cfg: MoEConfig, d_model: int) -> None:
+        positive("n_experts", cfg.n_experts)
+        positive("top_k", cfg.top_k)
+        if cfg.top_k > cfg.n_experts:
+            raise ConfigError("top_k", f"top_k={cfg.top_k} must be at most n_experts={cfg.n_experts}")
+        if cfg.n_shared_experts < 0:
+            raise ConfigError("n_shared_experts", f"must be 0 or more, got {cfg.n_shared_experts}")
+        positive("expansion", cfg.expansion)
+        if expert_hidden(cfg, d_model) < 1:
+            raise ConfigError("expansion",
+                              f"expansion={cfg.expansion} gives an empty expert at d_model={d_model}")
+        positive("capacity_factor", cfg.capacity_factor)
+        for name in ("aux_loss_coef", "z_loss_coef"):
+            if getattr(cfg, name) < 0:
+                raise ConfigError(name, f"must be 0 or more, got {getattr(cfg, name)}")
+
+    @classmethod
+    def cost(cls, cfg: MoEConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
+        """FLOPs count the router and top_k + shared experts per token (an upper bound with capacity)."""
+        h = expert_hidden(cfg, d_model)
+        router = d_model * cfg.n_experts
+        expert = 3 * d_model * h
+        params = router + expert * (cfg.n_experts + cfg.n_shared_experts)
+        active = router + expert * (cfg.top_k + cfg.n_shared_experts)
+        return Cost(params, float(2 * active), 0, active)
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        return dict(self._aux)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def route(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router logits and scores [N, E] (fp32), routing weights [N, k] and chosen experts [N, k]."""
+        logits = self.router(tokens).float()
+        scores = logits.softmax(-1) if self.cfg.score == "softmax" else logits.sigmoid()
+        weights, experts = scores.topk(self.cfg.top_k, dim=-1)
+        if self.cfg.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        return logits, scores, weights, experts
+
+    def dispatch(self, experts: torch.Tensor, batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept assignments (indices into the flattened [N * k]) sorted by expert, and tokens per expert.
+
+        Within an expert, assignments are ordered by (position, batch row): capacity keeps the earliest.
+        """
+        n_experts, k = self.cfg.n_experts, self.cfg.top_k
+        n_assign = experts.numel()
+        flat_experts = experts.reshape(-1)
+        index = torch.arange(n_assign, device=experts.device)
+        token = index // k
+        priority = ((token % seq) * batch + token // seq) * k + index % k
+        order = torch.argsort(flat_experts * n_assign + priority)
+        counts = torch.bincount(flat_experts, minlength=n_experts)
+        capacity = expert_capacity(self.cfg, batch * seq)
+        if capacity is not None:
+            starts = counts.cumsum(0) - counts
+            rank = index - starts[flat_experts[order]]
+            order = order[rank < capacity]
+            counts = counts.clamp(max=capacity)
+        return order, counts
+
+    def experts_forward(self, tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert over its contiguous slice of `tokens` (sorted by expert)."""
+        gate, up = grouped_mm(tokens, self.w_up, counts, self.impl).chunk(2, dim=-1)
+        return grouped_mm(F.silu(gate) * up, self.w_down, counts, self.impl)
+
+    def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        batch, seq, d = x.shape
+        flat = x.reshape(-1, d)
+        logits, scores, weights, experts = self.route(flat)
+        order, counts = self.dispatch(experts, batch, seq)
+        token = order // self.cfg.top_k
+        out = self.experts_forward(flat[token], counts) * weights.reshape(-1)[order, None].to(x.dtype)
+        y = torch.zeros_like(flat).index_add(0, token, out)
+        if self.cfg.n_shared_experts:
+            gate, up = self.shared_up(flat).chunk(2, dim=-1)
+            y = y + self.shared_down(F.silu(gate) * up)
+        self._aux = self.routing_losses(logits, scores, experts)
+        return y.view(batch, seq, d), state
+
+    def routing_losses(self, logits: torch.Tensor, scores: torch.Tensor,
+                       experts: torch.Tensor) -> dict[str, torch.Tensor]:
+        n_experts = self.cfg.n_experts
+        probs = scores if self.cfg.score == "softmax" else scores / scores.sum(-1, keepdim=True)
+        assigned = torch.bincount(experts.reshape(-1), minlength=n_experts).to(probs.dtype)
+        balance = n_experts * (assigned / experts.numel() * probs.mean(0)).sum()
+        z = torch.logsumexp(logits, dim=-1).square().mean()
+        return {"moe_balance": self.cfg.aux_loss_coef * balance, "moe_z": self.cfg.z_loss_coef * z}

@@ -1,0 +1,58 @@
+"""`composer validate` and `composer show`."""
+
+import json
+
+from composer.cli import main
+
+SPEC = """\
+name: tiny
+d_model: 64
+vocab_size: 256
+max_seq_len: 128
+layers:
+  - {op: attention, n_heads: 4, window: 32}
+  - mlp
+  - loop: {times: 2, body: [attention, mlp]}
+"""
+
+
+def write(tmp_path, text=SPEC):
+    path = tmp_path / "arch.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_validate_ok(tmp_path, capsys):
+    assert main(["validate", write(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "is valid" in out and "A M (A M)x2" in out
+
+
+def test_show_table(tmp_path, capsys):
+    assert main(["show", write(tmp_path), "--context", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.2" in out and "loop x2" in out and "total" in out
+    assert "stripe      A M (A M)x2" in out
+    assert "at context 64" in out
+
+
+def test_show_json_matches_costs(tmp_path, capsys):
+    from composer import arch_id, load_spec, model_cost
+
+    assert main(["show", write(tmp_path), "--context", "100", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    spec = load_spec(SPEC)
+    cost = model_cost(spec, 100)
+    assert {"arch_id", "params", "non_embedding_params", "flops_per_token", "state_bytes", "layers"} <= set(facts)
+    assert facts["arch_id"] == arch_id(spec)
+    assert facts["params"] == cost.params
+    assert facts["state_bytes"] == cost.state_bytes
+    # window 32 caps the first attention's KV cache; the looped attention keeps 100 positions, twice
+    kv = 2 * 64 * 2  # k and v, d_model values each, 2 bytes
+    assert facts["state_bytes"] == kv * 32 + 2 * kv * 100
+    assert [row["op"] for row in facts["layers"]] == ["attention", "mlp", "loop x2", "attention", "mlp"]
+
+
+def test_missing_file_is_a_clean_error(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "nope.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
