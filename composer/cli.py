@@ -9,7 +9,7 @@ import sys
 
 from composer.errors import UserError
 
-SUBCOMMAND_MODULES = ("composer.cli_spec",)
+SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_export", "composer.cli_report")
 
 
 def build_parser() -> argparse.ArgumentParser:

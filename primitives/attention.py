@@ -166,6 +166,9 @@ class Attention(Primitive):
 
     def _angles(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE angles for positions start..start+length-1, cached for the last training length."""
+        if torch.compiler.is_compiling():  # never keep traced tensors in the cache
+            return rope_angles(torch.arange(start, start + length, device=device), self.head_dim,
+                               self.cfg.rope_base)
         key = (start, length, device)
         if getattr(self, "_rope_key", None) != key:
             positions = torch.arange(start, start + length, device=device)

@@ -7,10 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from composer import UserError, arch_id, build_model, dump_spec, load_spec, model_cost
+from primitives import registered
 
 SMALL = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 primitive = st.one_of(
+    st.sampled_from(sorted(name for name in registered() if not name.startswith("toy_"))),
     st.just("mlp"),
     st.just("attention"),
     st.builds(lambda h, w: {"op": "attention", "n_heads": h, **({"window": w} if w else {})},

@@ -1,0 +1,7 @@
+"""Export: bundles (spec, weights, model card, standalone `modeling.py`, Hugging Face wrapper) and loading."""
+
+from composer.export.bundle import ExportResult, export
+from composer.export.load import load
+from composer.export.standalone import generate_modeling_source
+
+__all__ = ["ExportResult", "export", "generate_modeling_source", "load"]

@@ -1,0 +1,152 @@
+"""What `composer export` can read: a spec file, a trained checkpoint directory, or a search run.
+
+A resolved source is the spec, the weights when there are any, and the metrics it was selected on.
+
+Layouts read (the trainer and the run directory write them):
+
+* spec file:   any YAML that `load_spec` reads (no weights).
+* checkpoint:  a directory with `spec.yaml` and the weights: `model.safetensors`, the trainer's
+               `checkpoint/model.safetensors`, or a single `*.safetensors`; metrics from `metrics.json` or
+               the last line of the trainer's `metrics.jsonl`.
+* search run:  a directory with `best.yaml`, `consensus.yaml`, `leaderboard.csv` and `trials/<id>/`;
+               `--trial ID` picks `trials/<id>/` (itself a checkpoint, or a spec with metrics), `best`
+               (default) the best trial, `consensus` the aggregated architecture (spec only).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from composer.errors import UserError
+from composer.spec import ArchSpec
+from composer.spec_parse import load_spec
+
+SPEC_NAMES = ("spec.yaml", "arch.yaml", "architecture.yaml")
+
+
+@dataclass
+class Resolved:
+    spec: ArchSpec
+    weights: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
+
+
+def resolve_source(path: str | Path, trial: str | None = None, pick: str = "best") -> Resolved:
+    """The spec, weights and metrics behind `path` (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    if path.is_file():
+        if trial is not None:
+            raise UserError("--trial applies to a search run directory, not a spec file")
+        return Resolved(load_spec(path), origin=f"spec file {path}")
+    if (path / "trials").is_dir() or (path / "best.yaml").exists() or (path / "leaderboard.csv").exists():
+        return _from_run(path, trial, pick)
+    if trial is not None:
+        raise UserError(f"{path}: --trial applies to a search run directory (with trials/)")
+    return _from_checkpoint(path)
+
+
+def _from_checkpoint(path: Path, origin: str | None = None) -> Resolved:
+    spec_file = next((path / n for n in SPEC_NAMES if (path / n).exists()), None)
+    if spec_file is None:
+        raise UserError(f"{path}: not a checkpoint (no {' or '.join(SPEC_NAMES)}) and not a search run")
+    weights = next((w for w in (path / "model.safetensors", path / "checkpoint" / "model.safetensors")
+                    if w.exists()), None)
+    if weights is None:
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) > 1:
+            raise UserError(f"{path}: several .safetensors files; name the weights model.safetensors")
+        weights = found[0] if found else None
+    return Resolved(load_spec(spec_file), weights, _read_metrics(path), origin or f"checkpoint {path}")
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    file = path / "metrics.json"
+    if not file.exists():
+        file = path / "metrics.jsonl"
+        if not file.exists():
+            return {}
+    try:
+        lines = [line for line in file.read_text().splitlines() if line.strip()]
+        data = json.loads(lines[-1] if file.suffix == ".jsonl" and lines else "\n".join(lines) or "{}")
+    except json.JSONDecodeError as e:
+        raise UserError(f"{file}: not valid JSON ({e})") from None
+    metrics = data.get("metrics", data) if isinstance(data, dict) else {}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _from_run(path: Path, trial: str | None, pick: str) -> Resolved:
+    if trial is None and pick == "best":
+        trial = best_trial_id(path)
+        if trial is None:
+            if (path / "best.yaml").exists():
+                return Resolved(load_spec(path / "best.yaml"), origin=f"run {path} (best.yaml)")
+            raise UserError(f"{path}: no best trial yet (empty leaderboard and no best.yaml)")
+    if trial is None:
+        file = path / f"{pick}.yaml"
+        if not file.exists():
+            raise UserError(f"{path}: no {pick}.yaml in this run")
+        return Resolved(load_spec(file), origin=f"run {path} ({pick})")
+    trial_dir = path / "trials" / str(trial)
+    if not trial_dir.is_dir():
+        known = sorted(p.name for p in (path / "trials").glob("*") if p.is_dir())[:10]
+        raise UserError(f"{path}: no trial {trial!r} (trials: {', '.join(known) or 'none'})")
+    resolved = _from_checkpoint(trial_dir, origin=f"run {path}, trial {trial}")
+    resolved.metrics = {**leaderboard_row(path, str(trial)), **resolved.metrics}
+    return resolved
+
+
+def read_leaderboard(path: Path) -> list[dict[str, str]]:
+    file = path / "leaderboard.csv"
+    if not file.exists():
+        return []
+    with open(file, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _trial_key(row: dict[str, str]) -> str:
+    return str(row.get("trial_id") or row.get("trial") or row.get("id") or row.get("number") or "")
+
+
+def best_trial_id(path: Path) -> str | None:
+    """The first leaderboard row whose trial directory exists (the leaderboard is sorted best first)."""
+    for row in read_leaderboard(path):
+        key = _trial_key(row)
+        if key and (path / "trials" / key).is_dir():
+            return key
+    return None
+
+
+def leaderboard_row(path: Path, trial: str) -> dict[str, Any]:
+    for row in read_leaderboard(path):
+        if _trial_key(row) == trial:
+            return {k: _number(v) for k, v in row.items() if k and v not in (None, "")}
+    return {}
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file (never pickle)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
+        raise UserError(f"{path}: cannot read weights ({e})") from None
