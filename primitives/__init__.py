@@ -8,8 +8,8 @@ import importlib
 import pkgutil
 
 from primitives.base import (
-    Cost,
     ConfigError,
+    Cost,
     Primitive,
     State,
     get_primitive,
