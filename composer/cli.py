@@ -9,7 +9,8 @@ import sys
 
 from composer.errors import UserError
 
-SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_export", "composer.cli_report")
+SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_export", "composer.cli_report",
+                      "composer.cli_scale")
 
 
 def build_parser() -> argparse.ArgumentParser:

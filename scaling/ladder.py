@@ -1,0 +1,403 @@
+"""Ladders: train chosen architectures at several sizes, fit a scaling law per architecture, judge transfer.
+
+A ladder file (YAML):
+
+    name: demo
+    task: {name: text, seq_len: 128}         # or a task name
+    architectures:                           # name -> spec path (relative to this file) or inline spec
+      attention: ../search_spaces/architectures/gpt_small.yaml
+    sizes: [30K, 100K, 300K]                 # parameter targets, counted by `count`
+    count: non_embedding                     # non_embedding | total | active
+    method: auto                             # auto | stack | stretch  (see scaling.rules.fit_to_params)
+    tolerance: 0.05
+    budget: {tokens_per_param: 20}           # or {tokens: 1M} or {flops: [1e12, 3e12]} (IsoFLOP)
+    seeds: [0, 1]
+    train: {lr: 3e-3, batch_size: 16}        # keyword arguments of composer.train.train
+    predict_at: 10M                          # optional: predicted loss (with interval) at this size
+    bootstrap: 500                           # resamples for the fits' intervals
+
+Token budgets: `tokens_per_param: r` trains a size of N parameters on r * N tokens (N by `count`);
+`tokens: D` trains every size on D tokens; `flops: [C, ...]` trains every size at every compute budget C on
+C / (training FLOPs per token) tokens (IsoFLOP). `min_tokens` / `max_tokens` clamp the result.
+
+Trials run through a `TrialRunner`. `LocalRunner` trains them one after another in this process with
+`composer.train.train`; it is the seam where the Ray search runner plugs in. Every finished trial is written
+to `runs/<name>/ladder.json` at once (atomically), and a rerun skips trials already there, so a killed ladder
+resumes. After the trials: per-architecture fits of L(N) (and of L(N, D) when budgets vary), rank transfer
+from the smallest size to each larger one with the seed noise floor, and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from composer.errors import UserError
+from composer.spec import ArchSpec
+from composer.spec_parse import load_spec
+from composer.yaml_source import Source, join, read_source
+from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
+from scaling.rules import choose_method, fit_to_params, param_count
+from scaling.transfer import transfer_report
+
+LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",
+               "train", "predict_at", "loss_metric", "bootstrap")
+SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_count(value: Any) -> int:
+    """20M, 1.5B, 300K, 1e6 or 123456 -> an integer; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a count like 20M, got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMBGTkmbgt]?)\s*", str(value))
+        if not match:
+            raise ValueError(f"expected a count like 20M, 1.5B or 300000, got {value!r}")
+        number = float(match.group(1)) * SUFFIXES.get(match.group(2).upper(), 1.0)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"expected a positive count, got {value!r}")
+    return int(round(number))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of a ladder."""
+
+    arch: str
+    size: str                   # the size label as written (e.g. "100K")
+    target: int                 # the parameter target
+    seed: int
+    tokens: int
+    budget: str                 # "tokens_per_param", "tokens" or the FLOP budget
+    spec: ArchSpec = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch}|{self.size}|{self.budget}|{self.seed}"
+
+
+@dataclass
+class Ladder:
+    name: str
+    task: dict[str, Any]
+    architectures: dict[str, ArchSpec]
+    sizes: list[tuple[str, int]]
+    count: str = "non_embedding"
+    method: str = "auto"
+    tolerance: float = 0.05
+    budget: dict[str, Any] = field(default_factory=lambda: {"tokens_per_param": 20})
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict[str, Any] = field(default_factory=dict)
+    predict_at: int | None = None
+    loss_metric: str = "val_loss"
+    bootstrap: int = 500
+
+
+def load_ladder(obj: Any) -> Ladder:
+    """A Ladder from a YAML path, YAML text or a dict; every mistake is a UserError naming the field."""
+    source = read_source(obj)
+    data = source.data
+    if not isinstance(data, dict):
+        raise source.error("a ladder is a mapping", "")
+    for key in data:
+        if key not in LADDER_KEYS:
+            raise source.error(f"unknown field {key!r}; expected one of {', '.join(LADDER_KEYS)}", str(key))
+    for key in ("name", "task", "architectures", "sizes"):
+        if key not in data:
+            raise source.error("missing required field", key)
+    base = Path(source.filename).parent if source.filename else Path(".")
+    task = data["task"]
+    task = {"name": task} if isinstance(task, str) else task
+    if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+        raise source.error("expected a task name or a mapping with `name`", "task")
+    archs = _architectures(source, data["architectures"], base)
+    sizes = _sizes(source, data["sizes"])
+    ladder = Ladder(name=str(data["name"]), task=dict(task), architectures=archs, sizes=sizes)
+    if "count" in data:
+        if data["count"] not in ("non_embedding", "total", "active"):
+            raise source.error(f"expected non_embedding, total or active, got {data['count']!r}", "count")
+        ladder.count = data["count"]
+    if "method" in data:
+        if data["method"] not in ("auto", "stack", "stretch"):
+            raise source.error(f"expected auto, stack or stretch, got {data['method']!r}", "method")
+        ladder.method = data["method"]
+    if "tolerance" in data:
+        tol = data["tolerance"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+            raise source.error(f"expected a fraction in (0, 1), got {tol!r}", "tolerance")
+        ladder.tolerance = float(tol)
+    if "budget" in data:
+        ladder.budget = _budget(source, data["budget"])
+    if "seeds" in data:
+        seeds = data["seeds"]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            raise source.error(f"expected a list of integer seeds, got {seeds!r}", "seeds")
+        ladder.seeds = list(seeds)
+    if "train" in data:
+        if not isinstance(data["train"], dict):
+            raise source.error("expected a mapping of trainer arguments", "train")
+        ladder.train = dict(data["train"])
+    if data.get("predict_at") is not None:
+        ladder.predict_at = _count(source, data["predict_at"], "predict_at")
+    if "bootstrap" in data:
+        n_boot = data["bootstrap"]
+        if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 0:
+            raise source.error(f"expected a number of resamples >= 0, got {n_boot!r}", "bootstrap")
+        ladder.bootstrap = n_boot
+    if "loss_metric" in data:
+        ladder.loss_metric = str(data["loss_metric"])
+    return ladder
+
+
+def _count(source: Source, value: Any, path: str) -> int:
+    try:
+        return parse_count(value)
+    except ValueError as e:
+        raise source.error(str(e), path) from None
+
+
+def _architectures(source: Source, value: Any, base: Path) -> dict[str, ArchSpec]:
+    if not isinstance(value, dict) or len(value) < 1:
+        raise source.error("expected a mapping of name -> spec path or inline spec", "architectures")
+    out = {}
+    for name, spec in value.items():
+        path = join("architectures", str(name))
+        try:
+            if isinstance(spec, str):
+                file = Path(spec) if Path(spec).is_absolute() else base / spec
+                if not file.is_file():
+                    raise source.error(f"spec file not found: {file}", path)
+                out[str(name)] = load_spec(str(file))
+            elif isinstance(spec, dict):
+                out[str(name)] = load_spec(spec)
+            else:
+                raise source.error("expected a spec path or an inline spec mapping", path)
+        except UserError as e:
+            if e.path and not e.source:
+                raise source.error(e.message, join(path, e.path)) from None
+            raise
+    return out
+
+
+def _sizes(source: Source, value: Any) -> list[tuple[str, int]]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise source.error("expected a list of at least two parameter targets (e.g. [1M, 3M, 10M])", "sizes")
+    sizes = [(str(v), _count(source, v, join("sizes", i))) for i, v in enumerate(value)]
+    if [n for _, n in sizes] != sorted({n for _, n in sizes}):
+        raise source.error("sizes must be distinct and increasing", "sizes")
+    return sizes
+
+
+def _budget(source: Source, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise source.error("expected a mapping: tokens_per_param, tokens or flops", "budget")
+    modes = [k for k in ("tokens_per_param", "tokens", "flops") if k in value]
+    if len(modes) != 1:
+        raise source.error("give exactly one of tokens_per_param, tokens, flops", "budget")
+    for key in value:
+        if key not in ("tokens_per_param", "tokens", "flops", "min_tokens", "max_tokens"):
+            raise source.error(f"unknown field {key!r}", join("budget", key))
+    out: dict[str, Any] = {}
+    for key in ("tokens", "min_tokens", "max_tokens"):
+        if key in value:
+            out[key] = _count(source, value[key], join("budget", key))
+    if "tokens_per_param" in value:
+        r = value["tokens_per_param"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0:
+            raise source.error(f"expected a positive number, got {r!r}", "budget.tokens_per_param")
+        out["tokens_per_param"] = float(r)
+    if "flops" in value:
+        flops = value["flops"] if isinstance(value["flops"], list) else [value["flops"]]
+        out["flops"] = [float(_count(source, f, join("budget.flops", i))) for i, f in enumerate(flops)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan(ladder: Ladder, seq_len: int | None = None) -> list[Trial]:
+    """Every trial: each architecture fitted to each size, with its token budget(s) and seeds."""
+    from composer.costs import model_cost
+
+    trials = []
+    for arch, spec in ladder.architectures.items():
+        method = choose_method(spec, ladder.method)   # one method for all sizes of an architecture
+        for label, target in ladder.sizes:
+            try:
+                sized = fit_to_params(spec, target, ladder.tolerance, method=method, count=ladder.count)
+            except UserError as e:
+                raise UserError(f"architecture {arch!r} at size {label}: {e}") from None
+            n = param_count(sized, ladder.count)
+            train_flops = model_cost(sized, seq_len=seq_len).train_flops_per_token
+            for budget_label, tokens in _token_budgets(ladder.budget, n, train_flops):
+                for seed in ladder.seeds:
+                    trials.append(Trial(arch, label, target, seed, tokens, budget_label, sized))
+    return trials
+
+
+def _token_budgets(budget: dict[str, Any], n_params: int, train_flops: float) -> list[tuple[str, int]]:
+    if "tokens_per_param" in budget:
+        raw = [("tokens_per_param", budget["tokens_per_param"] * n_params)]
+    elif "tokens" in budget:
+        raw = [("tokens", budget["tokens"])]
+    else:
+        raw = [(f"{c:.3g}", c / train_flops) for c in budget["flops"]]
+    lo, hi = budget.get("min_tokens", 1), budget.get("max_tokens", float("inf"))
+    return [(label, int(min(max(t, lo), hi))) for label, t in raw]
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+class TrialRunner(Protocol):
+    def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
+        """Train the trials (in any order) and yield each with its final metrics as it finishes."""
+
+
+class LocalRunner:
+    """Trials on this machine through `composer.train.train`: in this process, or in `workers` processes
+    (each trains with `threads` torch threads; results arrive as trials finish)."""
+
+    def __init__(self, workers: int = 1, threads: int | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.workers = workers
+        self.threads = threads
+        self.log = log or (lambda message: None)
+
+    def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
+        kwargs = dict(ladder.train)
+        if self.threads:
+            kwargs["threads"] = self.threads
+        jobs = [(trial, ladder.task, kwargs) for trial in trials]
+        if self.workers <= 1:
+            for i, job in enumerate(jobs):
+                self.log(_describe(job[0], i, len(jobs)))
+                yield job[0], train_trial(*job)
+            return
+        import concurrent.futures as cf
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            futures = {pool.submit(train_trial, *job): job[0] for job in jobs}
+            for i, future in enumerate(cf.as_completed(futures)):
+                trial = futures[future]
+                self.log(_describe(trial, i, len(jobs)) + " done")
+                yield trial, future.result()
+
+
+def _describe(trial: Trial, i: int, n: int) -> str:
+    return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}: {trial.tokens:,} tokens"
+
+
+def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Train one trial (a module-level function so worker processes can run it); its final metrics."""
+    from composer.tasks import get_task
+    from composer.train import train
+
+    task = get_task(task_config["name"], **{k: v for k, v in task_config.items() if k != "name"})
+    batches = task.train_batch
+    # windows sliced from the token stream are not contiguous; the trainer reshapes targets with `view`
+    task.train_batch = lambda step, size: tuple(t.contiguous() for t in batches(step, size))
+    result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, **train_kwargs)
+    return {**result.metrics, "status": result.status}
+
+
+def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: TrialRunner | None = None,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) a ladder; returns and writes `runs/<name>/ladder.json` with results and fits."""
+    from composer.tasks import get_task
+
+    log = log or (lambda message: None)
+    out_dir = Path(out_root) / ladder.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ladder.json"
+    done: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        done = {r["key"]: r for r in json.loads(path.read_text()).get("trials", [])}
+    task = get_task(ladder.task["name"], **{k: v for k, v in ladder.task.items() if k != "name"})
+    trials = plan(ladder, seq_len=getattr(task, "seq_len", None))
+    todo = [t for t in trials if t.key not in done]
+    log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
+    rows = dict(done)
+    runner = runner or LocalRunner(log=log)
+    for trial, metrics in runner.run(todo, ladder):
+        rows[trial.key] = trial_row(trial, metrics, ladder)
+        _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values())})
+    report = analyse(ladder, list(rows.values()), out_dir)
+    _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **report})
+    return {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **report}
+
+
+def trial_row(trial: Trial, metrics: dict[str, Any], ladder: Ladder) -> dict[str, Any]:
+    keep = (ladder.loss_metric, "accuracy", "status", "params", "non_embedding_params", "active_params",
+            "flops_per_token", "train_flops_per_token", "state_bytes", "tokens", "step", "tokens_per_s",
+            "train_time_s")
+    row = {k: v for k, v in asdict(trial).items() if k != "spec"}
+    row.update(key=trial.key, d_model=trial.spec.d_model, n_params=param_count(trial.spec, ladder.count),
+               spec=trial.spec.to_dict(), metrics={k: metrics[k] for k in keep if k in metrics})
+    return row
+
+
+def ladder_summary(ladder: Ladder) -> dict[str, Any]:
+    return {"name": ladder.name, "task": ladder.task, "architectures": list(ladder.architectures),
+            "sizes": [label for label, _ in ladder.sizes], "count": ladder.count, "method": ladder.method,
+            "budget": ladder.budget, "seeds": ladder.seeds, "train": ladder.train,
+            "predict_at": ladder.predict_at}
+
+
+def analyse(ladder: Ladder, rows: Iterable[dict[str, Any]], out_dir: Path | None = None) -> dict[str, Any]:
+    """Fits per architecture, predictions, rank transfer and noise floor from finished trial rows."""
+    rows = [r for r in rows if r["metrics"].get("status") != "diverged"
+            and isinstance(r["metrics"].get(ladder.loss_metric), (int, float))
+            and math.isfinite(r["metrics"][ladder.loss_metric])]
+    fits, points, out_fits = {}, {}, {}
+    for arch in ladder.architectures:
+        mine = [r for r in rows if r["arch"] == arch]
+        n = [r["n_params"] for r in mine]
+        loss = [r["metrics"][ladder.loss_metric] for r in mine]
+        points[arch] = (n, loss)
+        if len(set(n)) < 3:
+            continue
+        fit = fit_power_law(n, loss, n_boot=ladder.bootstrap)
+        fits[arch] = fit
+        entry = fit.as_dict()
+        if ladder.predict_at:
+            value, lo, hi = predict(fit, ladder.predict_at)
+            entry["prediction"] = {"n_params": ladder.predict_at, "loss": value, "interval": [lo, hi]}
+        tokens = [r["tokens"] for r in mine]
+        if len(set(tokens)) > 1 and len(mine) >= 5 and "flops" in ladder.budget:
+            entry["joint"] = fit_joint_law(n, tokens, loss).as_dict()
+        out_fits[arch] = entry
+    report: dict[str, Any] = {"fits": out_fits}
+    labels = [label for label, _ in ladder.sizes]
+    losses: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        losses.setdefault(r["arch"], {}).setdefault(r["size"], []).append(r["metrics"][ladder.loss_metric])
+    complete = [s for s in labels if sum(1 for a in losses if losses[a].get(s)) >= 2]
+    if len(complete) >= 2:
+        try:
+            report["transfer"] = transfer_report(losses, complete)
+        except ValueError as e:
+            report["transfer"] = {"error": str(e)}
+    if out_dir is not None and points and any(points.values()):
+        plot = Path(out_dir) / "fits.png"
+        plot_fits({a: p for a, p in points.items() if p[0]}, fits, str(plot), ladder.predict_at, ladder.name)
+        report["plot"] = str(plot)
+    return report
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
