@@ -9,8 +9,8 @@ import sys
 
 from composer.errors import UserError
 
-SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_export", "composer.cli_report",
-                      "composer.cli_scale")
+SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_train", "composer.cli_search", "composer.cli_scale",
+                      "composer.cli_export", "composer.cli_report")
 
 
 def build_parser() -> argparse.ArgumentParser:

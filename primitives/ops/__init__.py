@@ -1,0 +1,36 @@
+"""Functional sequence operators (flash-linear-attention layout: [B, T, H, D], log-space gates).
+
+Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_torch` (chunked PyTorch,
+one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
+dispatch between the last two (see `dispatch.py`).
+"""
+
+from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
+from primitives.ops.chunked_gla import chunk_gla_torch
+from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
+from primitives.ops.dispatch import chunk_delta_rule, chunk_gated_delta_rule, chunk_gla, chunk_simple_gla
+from primitives.ops.naive import (
+    naive_delta_rule,
+    naive_gated_delta_rule,
+    naive_gla,
+    naive_scan_diagonal,
+    naive_simple_gla,
+)
+from primitives.ops.scan_diagonal import scan_diagonal
+
+__all__ = [
+    "chunk_delta_rule",
+    "chunk_delta_rule_torch",
+    "chunk_gated_delta_rule",
+    "chunk_gated_delta_rule_torch",
+    "chunk_gla",
+    "chunk_gla_torch",
+    "chunk_simple_gla",
+    "chunk_simple_gla_torch",
+    "naive_delta_rule",
+    "naive_gated_delta_rule",
+    "naive_gla",
+    "naive_scan_diagonal",
+    "naive_simple_gla",
+    "scan_diagonal",
+]

@@ -1,0 +1,101 @@
+"""Step-by-step references of the sequence operators: a plain Python loop over time, obviously right.
+
+Layout (as flash-linear-attention): q, k `[B, T, H, K]`, v `[B, T, H, V]`, state `[B, H, K, V]`, gates in
+log space. Queries are scaled by `K ** -0.5` unless `scale` is given. The loop runs in fp32 (fp64 stays
+fp64); outputs come back in the dtype of `v`, the final state in the compute dtype. `chunk_size` is
+accepted only so that every form of an operator has the same signature.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _start(q: Tensor, v: Tensor, scale: float | None, initial_state: Tensor | None) -> tuple[float, Tensor]:
+    B, _, H, K = q.shape
+    dtype = _compute_dtype(v)
+    scale = K**-0.5 if scale is None else scale
+    if initial_state is None:
+        state = q.new_zeros(B, H, K, v.shape[-1], dtype=dtype)
+    else:
+        state = initial_state.to(dtype)
+    return scale, state
+
+
+def _recurrence(q, k, v, decay, beta, scale, initial_state, output_final_state):
+    """Shared loop: S_t = d_t * S_{t-1}; S_t += beta_t k_t^T (v_t - k_t S_t); o_t = scale q_t S_t.
+
+    `decay` is a per-step multiplier broadcastable to `[B, H, K, 1]` (or None); `beta` is `[B, T, H]` for
+    the delta rule, None for plain linear attention (where the update is k_t^T v_t).
+    """
+    scale, state = _start(q, v, scale, initial_state)
+    dtype = state.dtype
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    outputs = []
+    for t in range(q.shape[1]):
+        if decay is not None:
+            state = decay[:, t].to(dtype) * state
+        k_t, v_t = k[:, t], v[:, t]
+        if beta is None:
+            state = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
+        else:
+            error = v_t - torch.einsum("bhk,bhkv->bhv", k_t, state)
+            state = state + beta[:, t].to(dtype)[..., None, None] * k_t.unsqueeze(-1) * error.unsqueeze(-2)
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], state))
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(v.shape)
+    return o.to(v.dtype), (state if output_final_state else None)
+
+
+def naive_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
+                     initial_state: Tensor | None = None, output_final_state: bool = False,
+                     chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (one decay per head)."""
+    decay = g.to(_compute_dtype(g)).exp()[..., None, None]
+    return _recurrence(q, k, v, decay, None, scale, initial_state, output_final_state)
+
+
+def naive_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
+              initial_state: Tensor | None = None, output_final_state: bool = False,
+              chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H, K]`."""
+    decay = g.to(_compute_dtype(g)).exp()[..., None]
+    return _recurrence(q, k, v, decay, None, scale, initial_state, output_final_state)
+
+
+def naive_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,
+                     initial_state: Tensor | None = None, output_final_state: bool = False,
+                     chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1}) ; o_t = scale q_t S_t.
+
+    k is expected L2-normalised by the caller (not normalised here).
+    """
+    return _recurrence(q, k, v, None, beta, scale, initial_state, output_final_state)
+
+
+def naive_gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+                           scale: float | None = None, initial_state: Tensor | None = None,
+                           output_final_state: bool = False,
+                           chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """S_t = exp(g_t) S_{t-1} + beta_t k_t^T (v_t - exp(g_t) k_t S_{t-1}) ; o_t = scale q_t S_t."""
+    decay = g.to(_compute_dtype(g)).exp()[..., None, None]
+    return _recurrence(q, k, v, decay, beta, scale, initial_state, output_final_state)
+
+
+def naive_scan_diagonal(log_a: Tensor, b: Tensor,
+                        initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """h_t = exp(log_a_t) * h_{t-1} + b_t elementwise over `[B, T, *]`; returns (every h_t, the last h)."""
+    dtype = _compute_dtype(b)
+    h = b.new_zeros(b[:, 0].shape, dtype=dtype) if initial_state is None else initial_state.to(dtype)
+    a = log_a.to(dtype).exp()
+    states = []
+    for t in range(b.shape[1]):
+        h = a[:, t] * h + b[:, t].to(dtype)
+        states.append(h)
+    h_all = torch.stack(states, dim=1) if states else b.new_zeros(b.shape, dtype=dtype)
+    return h_all.to(b.dtype), h
