@@ -32,7 +32,30 @@ __all__ = [
     "stripe",
     "to_graph",
     "validate_spec",
+    # loaded on first use (they import the task, search and export machinery):
+    "Budget",
+    "export",
+    "get_task",
+    "load",
+    "train",
 ]
+
+_LAZY = {
+    "train": ("composer.train", "train"),
+    "Budget": ("composer.training.schedule", "Budget"),
+    "get_task": ("composer.tasks", "get_task"),
+    "export": ("composer.export", "export"),
+    "load": ("composer.export", "load"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'composer' has no attribute {name!r}")
 
 
 def dump_spec(spec: ArchSpec) -> str:

@@ -306,9 +306,6 @@ def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[st
     from composer.train import train
 
     task = get_task(task_config["name"], **{k: v for k, v in task_config.items() if k != "name"})
-    batches = task.train_batch
-    # windows sliced from the token stream are not contiguous; the trainer reshapes targets with `view`
-    task.train_batch = lambda step, size: tuple(t.contiguous() for t in batches(step, size))
     result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, **train_kwargs)
     return {**result.metrics, "status": result.status}
 
