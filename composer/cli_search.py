@@ -1,0 +1,102 @@
+"""`composer search SPACE`: run an architecture search; `--dry-run` shows the space without starting Ray;
+`--resume runs/<name>` continues an interrupted search."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from composer.errors import UserError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("search", help="search a YAML space of architectures (Ray Tune + Optuna)",
+                              description=__doc__)
+    p.add_argument("space", nargs="?", help="the search space YAML (e.g. search_spaces/quickstart.yaml)")
+    p.add_argument("--name", help="the run folder name under --runs-dir (default: the space's name)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the search in RUN_DIR (e.g. runs/quickstart)")
+    p.add_argument("--trials", type=int, help="number of trials (overrides the space)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (overrides the space)")
+    p.add_argument("--address", help="join a Ray cluster ('auto', or host:port); default: RAY_ADDRESS or embedded")
+    p.add_argument("--dry-run", action="store_true", help="print the space size and sampled candidates; no training")
+    p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's logs and Tune's progress tables")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume and args.space:
+        raise UserError("give either SPACE or --resume RUN_DIR, not both")
+    if not args.resume and not args.space:
+        raise UserError("expected a search space file (composer search SPACE) or --resume RUN_DIR")
+    for flag in ("trials", "max_concurrent", "samples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.dry_run:
+        from composer.search.space import load_space
+
+        space = load_space(args.space or f"{args.resume}/space.yaml")
+        print(dry_run(space, args.samples))
+        return 0
+    from composer.search import search
+
+    result = search(args.space, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume, resume=bool(args.resume),
+                    trials=args.trials, max_concurrent=args.max_concurrent, address=args.address,
+                    verbose=args.verbose)
+    print(summary_text(result))
+    return 0
+
+
+def dry_run(space: Any, samples: int) -> str:
+    """The space's size, its searched names, and a few random candidates with their costs."""
+    import optuna
+
+    from composer.costs import model_cost
+    from composer.graph import arch_id, stripe
+
+    size = space.size()
+    lines = [f"search space {space.name!r}: {space.description}" if space.description else
+             f"search space {space.name!r}",
+             f"  size: {'infinite (continuous ranges)' if math.isinf(size) else f'{int(size):,} parameter settings'}",
+             f"  task: {space.task['name']} {space.task['params']}; objectives: "
+             + ", ".join(f"{o['mode']} {o['metric']}" for o in space.objectives),
+             f"  strategy: {space.strategy['name']}; scheduler: {space.scheduler['name']}; trials: {space.trials}",
+             "  searched:"]
+    for name, dist in space.distributions().items():
+        values = dist.values if dist.kind == "choice" else f"{dist.kind} [{dist.low}, {dist.high}]" + (
+            " log" if dist.log else "")
+        lines.append(f"    {name}: {values}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.seed))
+    lines.append(f"  {samples} sampled candidates:")
+    for _ in range(samples):
+        candidate = space.sample(study.ask())
+        if candidate.invalid:
+            lines.append(f"    INVALID {candidate.invalid}")
+            continue
+        cost = model_cost(candidate.spec, seq_len=space.task_seq_len())
+        verdict = space.check_constraints(candidate.spec)
+        lines.append(f"    {arch_id(candidate.spec)[:10]}  {stripe(candidate.spec):<28} params {cost.params:>10,}  "
+                     f"flops/token {cost.flops_per_token:>12,.0f}  state {cost.state_bytes:>10,} B"
+                     + (f"  PRUNED: {verdict}" if verdict else ""))
+    return "\n".join(lines)
+
+
+def summary_text(result: Any) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.get("counts", {}).items()))
+    lines = [f"search finished: {len(result.rows)} trials ({counts}) in {result.summary.get('elapsed_s')} s",
+             f"  run folder: {result.run_dir}"]
+    if result.best_row:
+        metric = result.summary["objectives"][0]["metric"]
+        lines.append(f"  best: trial {result.best_row['trial']} {result.best_row['stripe']}  "
+                     f"{metric} {result.best_row.get(metric)}  -> {result.run_dir}/best.yaml")
+    if result.consensus is not None:
+        from composer.graph import stripe
+
+        lines.append(f"  consensus: {stripe(result.consensus)}  -> {result.run_dir}/consensus.yaml")
+    lines.append(f"  leaderboard: {result.run_dir}/leaderboard.csv; "
+                 f"study: optuna-dashboard sqlite:///{result.run_dir}/study.db")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The Tune callback that keeps the leaderboard (`runs/<name>/leaderboard.csv`) and shows live progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+
+from composer.runs import LEADERBOARD_COLUMNS, RunDir, write_atomic
+from composer.search.optuna_search import trial_status
+
+ROW_KEYS = tuple(k for k in LEADERBOARD_COLUMNS if k not in ("trial", "params_json"))
+
+
+class Recorder(Callback):
+    """One leaderboard row per trial (keyed by Optuna trial number), rewritten atomically on every finish."""
+
+    def __init__(self, run: RunDir, space: Any, rows: list[dict[str, Any]],
+                 progress: Callable[[dict[str, Any]], None] | None = None, show: bool = True):
+        self.run, self.space, self.progress, self.show = run, space, progress, show
+        self.metrics = space.objective_names()
+        self.by_trial: dict[int, dict[str, Any]] = {int(r["trial"]): r for r in rows}
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for _, r in sorted(self.by_trial.items())]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        meta = trial.config["meta"]
+        number = int(meta["trial"])
+        if meta.get("spec"):
+            write_atomic(self.run.trial_dir(number) / "spec.yaml", yaml.safe_dump(meta["spec"], sort_keys=False))
+        self.by_trial[number] = {"trial": number, "status": "running", "arch_id": meta.get("arch_id"),
+                                 "stripe": meta.get("stripe"), **meta.get("costs", {}),
+                                 "lr": meta["train"].get("lr"), "seed": self.space.seed,
+                                 "params_json": json.dumps(meta["params"], sort_keys=True, default=str)}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        row = self._row(trial)
+        row.update({k: result[k] for k in (*ROW_KEYS, *self.metrics) if k in result and k != "status"})
+        row["evaluations"] = result.get("evaluation")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        row = self._row(trial)
+        row.update({k: result[k] for k in (*ROW_KEYS, *self.metrics) if k in result})
+        row["status"] = trial_status(result, error=False)
+        if row["status"] == "pruned":
+            row["reason"] = f"stopped early by the scheduler after {result.get('evaluation')} evaluations"
+        self._finished(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self._row(trial)
+        row["status"] = "failed"
+        row["reason"] = error_reason(self.run.trial_dir(row["trial"]), trial)
+        self._finished(trial)
+
+    def _row(self, trial: Any) -> dict[str, Any]:
+        number = int(trial.config["meta"]["trial"])
+        if number not in self.by_trial:
+            self.on_trial_start(0, [], trial)
+        return self.by_trial[number]
+
+    def _finished(self, trial: Any) -> None:
+        self.run.write_leaderboard(self.rows, self.metrics)
+        state = self.state()
+        if self.progress is not None:
+            self.progress(state)
+        if self.show:
+            print(format_progress(state), file=sys.stderr, flush=True)
+
+    def state(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for row in self.by_trial.values():
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        metric, mode = self.metrics[0], self.space.modes()[0]
+        done = [r for r in self.by_trial.values() if r["status"] == "completed" and r.get(metric) is not None]
+        best = (min if mode == "min" else max)(done, key=lambda r: r[metric]) if done else None
+        return {"total": self.space.trials, "finished": sum(v for k, v in counts.items() if k != "running"),
+                "running": counts.get("running", 0), "counts": counts, "metric": metric, "best": best}
+
+
+def error_reason(trial_dir: Path, trial: Any) -> str:
+    """The exception that failed a trial: the trial's error.txt, else the last line of Tune's error trace."""
+    path = trial_dir / "error.txt"
+    text = path.read_text() if path.is_file() else str(trial.get_error() or "error")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "error"
+
+
+def format_progress(state: dict[str, Any]) -> str:
+    counts = state["counts"]
+    parts = [f"{k} {v}" for k, v in sorted(counts.items()) if k != "running"]
+    line = f"[{state['finished']}/{state['total']}] {', '.join(parts)}; running {state['running']}"
+    best = state["best"]
+    if best is not None:
+        line += f"; best {state['metric']} {best[state['metric']]:.4g} (trial {best['trial']}: {best['stripe']})"
+    return line

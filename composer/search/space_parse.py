@@ -1,0 +1,272 @@
+"""Parsing a search space (plain data with YAML lines kept) into a validated SearchSpace; every error names
+its YAML path and line. The format is described in composer/search/space.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from composer.errors import UserError
+from composer.search.space import CONSTRAINT_KEYS, PLACEMENTS, TOP_KEYS, TRAIN_KEYS, Dist, SearchSpace
+from composer.yaml_source import Source, join
+from primitives.base import config_fields, registered, unknown_name_message
+
+
+def parse_space(source: Source) -> SearchSpace:
+    return _Parser(source).space()
+
+
+class _Parser:
+    def __init__(self, source: Source):
+        self.source = source
+
+    def fail(self, message: str, path: str) -> UserError:
+        return self.source.error(message, path)
+
+    def mapping(self, value: Any, path: str, allowed: tuple | None = None) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
+        for key in value:
+            if allowed is not None and key not in allowed:
+                raise self.fail(unknown_name_message("field", key, list(allowed)), join(path, key))
+        return value
+
+    def number(self, value: Any, path: str, positive: bool = True) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+            raise self.fail(f"expected a {'positive ' if positive else ''}number, got {value!r}", path)
+        return value
+
+    def integer(self, value: Any, path: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(f"expected an integer >= {minimum}, got {value!r}", path)
+        return value
+
+    def value(self, value: Any, path: str) -> Any:
+        """A plain value, or a Dist for `{choice: ...}`, `{int: [lo, hi]}`, `{float: [lo, hi]}`."""
+        if not (isinstance(value, dict) and {"choice", "int", "float"} & set(value)):
+            if isinstance(value, dict):
+                return {k: self.value(v, join(path, k)) for k, v in value.items()}
+            return value
+        self.mapping(value, path, ("choice", "int", "float", "log", "step"))
+        kinds = [k for k in ("choice", "int", "float") if k in value]
+        if len(kinds) > 1:
+            raise self.fail(f"give one of choice, int, float; got {', '.join(kinds)}", path)
+        kind = kinds[0]
+        if kind == "choice":
+            values = value["choice"]
+            if not isinstance(values, list) or not values:
+                raise self.fail(f"expected a non-empty list of values, got {values!r}", join(path, "choice"))
+            if len({repr(v) for v in values}) != len(values):
+                raise self.fail("the choices repeat a value", join(path, "choice"))
+            return Dist("choice", tuple(values))
+        bounds = value[kind]
+        if not (isinstance(bounds, list) and len(bounds) == 2):
+            raise self.fail(f"expected [low, high], got {bounds!r}", join(path, kind))
+        low, high = (self.number(b, join(path, kind), positive=False) for b in bounds)
+        if kind == "int" and not all(isinstance(b, int) for b in (low, high)):
+            raise self.fail(f"expected integer bounds, got {bounds!r}", join(path, kind))
+        if low >= high:
+            raise self.fail(f"expected low < high, got {bounds!r}", join(path, kind))
+        log = value.get("log", False)
+        if log and low <= 0:
+            raise self.fail("a log range needs low > 0", join(path, "log"))
+        step = value.get("step")
+        if step is not None:
+            step = self.number(step, join(path, "step"))
+        return Dist(kind, (), low, high, bool(log), step)
+
+    def space(self) -> SearchSpace:
+        data = self.source.data
+        if data is None:
+            raise self.fail("the search space is empty", "")
+        data = self.mapping(data, "", TOP_KEYS)
+        for key in ("name", "layers", "task"):
+            if key not in data:
+                raise self.fail("missing required field", key)
+        name = data["name"]
+        if not isinstance(name, str) or not name or "/" in name:
+            raise self.fail(f"expected a name usable as a folder name, got {name!r}", "name")
+        base = self.value(self.mapping(data.get("base") or {}, "base"), "base")
+        for key in ("layers", "pattern", "legend"):
+            if key in base:
+                raise self.fail("give the layers in the top-level `layers` section", join("base", key))
+        space = SearchSpace(
+            name=name, description=str(data.get("description") or "").strip(), base=base,
+            layers=self.layers(data["layers"]), task=self.task(data["task"]), train=self.train(data.get("train")),
+            objectives=self.objectives(data.get("objectives")), constraints=self.constraints(data.get("constraints")),
+            strategy=self.named(data.get("strategy"), "strategy", "tpe"),
+            scheduler=self.named(data.get("scheduler"), "scheduler", "asha"),
+            resources=self.resources(data.get("resources")),
+            seed=self.integer(data.get("seed", 0), "seed", 0), repeats=self.integer(data.get("repeats", 1), "repeats"),
+            trials=self.integer(data.get("trials", 10), "trials"), data=data)
+        self.check_sample(space)
+        return space
+
+    def layers(self, value: Any) -> tuple[str, Any]:
+        if isinstance(value, list):
+            return "list", value
+        value = self.mapping(value, "layers", ("n_layers", "slot", "slots", "pattern", "loop"))
+        loop = self.value(value.get("loop", 1), "layers.loop")
+        self.check_ints(loop, "layers.loop")
+        if "pattern" in value:
+            if "slot" in value or "slots" in value:
+                raise self.fail("give either `pattern` or `slot`/`slots`, not both", "layers.pattern")
+            return "pattern", self.pattern(value["pattern"], loop)
+        if ("slot" in value) == ("slots" in value):
+            raise self.fail("give one of `slot` (with `n_layers`), `slots` (a list) or `pattern`", "layers")
+        if "slot" in value:
+            if "n_layers" not in value:
+                raise self.fail("`slot` needs `n_layers`", "layers.n_layers")
+            n_layers = self.value(value["n_layers"], "layers.n_layers")
+            self.check_ints(n_layers, "layers.n_layers")
+            most = int(n_layers.largest() if isinstance(n_layers, Dist) else n_layers)
+            template = self.template(value["slot"], "layers.slot")
+            return "slots", {"n_layers": n_layers, "slots": [template] * most, "loop": loop}
+        slots = value["slots"]
+        if not isinstance(slots, list) or not slots:
+            raise self.fail("expected a non-empty list of slots", "layers.slots")
+        templates = [self.template(s, join("layers.slots", i)) for i, s in enumerate(slots)]
+        n_layers = self.value(value.get("n_layers", len(slots)), "layers.n_layers")
+        self.check_ints(n_layers, "layers.n_layers")
+        if (n_layers.largest() if isinstance(n_layers, Dist) else n_layers) > len(slots):
+            raise self.fail(f"more layers than the {len(slots)} slots given", "layers.n_layers")
+        return "slots", {"n_layers": n_layers, "slots": templates, "loop": loop}
+
+    def check_ints(self, value: Any, path: str) -> None:
+        values = value.grid() if isinstance(value, Dist) else [value]
+        if values is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise self.fail(f"expected integers >= 1, got {values!r}", path)
+
+    def ops(self, value: Any, path: str, allow_none: bool = False) -> list[str]:
+        known = list(registered()) + (["none"] if allow_none else [])
+        values = value.values if isinstance(value, Dist) else (value,)
+        if isinstance(value, Dist) and value.kind != "choice":
+            raise self.fail("a primitive is searched with `choice`", path)
+        for op in values:
+            if op not in known:
+                raise self.fail(unknown_name_message("primitive", op, known), path)
+        return [op for op in values if op != "none"]
+
+    def template(self, value: Any, path: str) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = {"op": value}
+        value = self.mapping(value, path)
+        if "op" not in value:
+            raise self.fail("a slot needs `op` (a primitive or a choice of primitives)", join(path, "op"))
+        template = {k: self.value(v, join(path, k)) for k, v in value.items() if k != "channel"}
+        ops = self.ops(template["op"], join(path, "op"), allow_none=True)
+        fields = {f for op in ops for f in config_fields(registered()[op])}
+        for key in template:
+            if key != "op" and key not in fields:
+                raise self.fail(f"{key!r} is not a parameter of {', '.join(ops) or 'the slot'} "
+                                f"(parameters: {', '.join(sorted(fields))})", join(path, key))
+        if value.get("channel") is not None:
+            template["channel"] = self.template(value["channel"], join(path, "channel"))
+        return template
+
+    def pattern(self, value: Any, loop: Any) -> dict[str, Any]:
+        path = "layers.pattern"
+        value = self.mapping(value, path, ("n_layers", "n_attention", "mixer", "placement", "attention", "channel"))
+        for key in ("n_layers", "mixer"):
+            if key not in value:
+                raise self.fail("missing required field", join(path, key))
+        cfg = {k: self.value(v, join(path, k)) for k, v in value.items()}
+        cfg["loop"] = loop
+        self.check_ints(cfg["n_layers"], join(path, "n_layers"))
+        k = cfg.get("n_attention", 1)
+        ks = k.grid() if isinstance(k, Dist) else [k]
+        if ks is None or not all(isinstance(x, int) and x >= 0 for x in ks):
+            raise self.fail(f"expected integers >= 0, got {ks!r}", join(path, "n_attention"))
+        self.ops(cfg["mixer"], join(path, "mixer"))
+        placement = cfg.get("placement", "spread")
+        for p in placement.values if isinstance(placement, Dist) else (placement,):
+            if p not in PLACEMENTS:
+                raise self.fail(f"expected one of {', '.join(PLACEMENTS)}, got {p!r}", join(path, "placement"))
+        if cfg.get("channel") is not None:
+            self.ops(cfg["channel"], join(path, "channel"))
+        return cfg
+
+    def task(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = {"name": value}
+        value = self.mapping(value, "task", ("name", "params"))
+        if not isinstance(value.get("name"), str):
+            raise self.fail("expected a task name (mqar, mad, mad:<task>, text)", "task.name")
+        from composer.tasks import get_task
+
+        try:
+            task = get_task(value["name"], **self.mapping(value.get("params") or {}, "task.params"))
+        except UserError as e:
+            raise self.fail(e.message, "task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
+        first = task.members[0][1] if hasattr(task, "members") else task
+        return {"name": value["name"], "params": dict(value.get("params") or {}),
+                "vocab_size": first.vocab_size, "seq_len": first.seq_len}
+
+    def train(self, value: Any) -> dict[str, Any]:
+        value = self.mapping(value or {}, "train", TRAIN_KEYS)
+        out = {k: self.value(v, join("train", k)) for k, v in value.items()}
+        if not any(k in out for k in ("steps", "tokens", "seconds")):
+            out["steps"] = 200
+        for key in ("steps", "tokens", "batch_size", "eval_every", "warmup_steps"):
+            if key in out and not isinstance(out[key], Dist):
+                out[key] = self.integer(out[key], join("train", key), 0 if key == "warmup_steps" else 1)
+        for key in ("seconds", "lr"):
+            if key in out and not isinstance(out[key], Dist):
+                out[key] = self.number(out[key], join("train", key))
+        return out
+
+    def objectives(self, value: Any) -> list[dict[str, str]]:
+        if value is None:
+            return [{"metric": "val_loss", "mode": "min"}]
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise self.fail("expected a list of {metric, mode}", "objectives")
+        out = []
+        for i, item in enumerate(value):
+            path = join("objectives", i)
+            item = self.mapping(item, path, ("metric", "mode"))
+            if not isinstance(item.get("metric"), str):
+                raise self.fail("expected a metric name (val_loss, accuracy, params, ...)", join(path, "metric"))
+            mode = item.get("mode", "min")
+            if mode not in ("min", "max"):
+                raise self.fail(f"expected min or max, got {mode!r}", join(path, "mode"))
+            out.append({"metric": item["metric"], "mode": mode})
+        return out
+
+    def constraints(self, value: Any) -> dict[str, float]:
+        value = self.mapping(value or {}, "constraints", CONSTRAINT_KEYS)
+        return {k: self.number(v, join("constraints", k)) for k, v in value.items()}
+
+    def named(self, value: Any, path: str, default: str) -> dict[str, Any]:
+        if value is None or isinstance(value, str):
+            value = {"name": value or default}
+        value = self.mapping(value, path)
+        if not isinstance(value.get("name"), str):
+            raise self.fail("expected a name", join(path, "name"))
+        return dict(value)
+
+    def resources(self, value: Any) -> dict[str, Any]:
+        value = self.mapping(value or {}, "resources", ("cpus_per_trial", "gpus_per_trial", "max_concurrent"))
+        out = {"cpus_per_trial": value.get("cpus_per_trial", 1), "gpus_per_trial": value.get("gpus_per_trial", 0),
+               "max_concurrent": value.get("max_concurrent")}
+        self.number(out["cpus_per_trial"], "resources.cpus_per_trial")
+        if out["gpus_per_trial"]:
+            self.number(out["gpus_per_trial"], "resources.gpus_per_trial")
+        if out["max_concurrent"] is not None:
+            self.integer(out["max_concurrent"], "resources.max_concurrent")
+        return out
+
+    def check_sample(self, space: SearchSpace) -> None:
+        """Sample the largest-index choices once so a broken base is reported now, with its line."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        candidate = space.sample(study.ask())
+        if candidate.invalid and all(not isinstance(v, Dist) for v in space.distributions().values()):
+            raise self.fail(candidate.invalid, "base")

@@ -1,0 +1,118 @@
+"""What runs inside one Ray Tune trial: train the candidate (or reuse an identical one's result) and report
+every evaluation to Tune.
+
+Each report holds the trainer's metrics plus `objective_<i>` (the objectives, with a worst-case stand-in when
+there is no value), `evaluation` (ASHA's time axis) and `final` (True only for the full-budget result; a
+trial that ends without a final report was stopped early, i.e. pruned). A candidate that is not a valid
+architecture or breaks a constraint reports once, at evaluation 0, with `status` and `reason`, and never
+trains. Finished results are cached by `cache_key` so a duplicate candidate does not train again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from composer.runs import write_json
+
+WORST = 1e30
+
+
+def cache_key(arch_id: str, train: dict[str, Any], task: dict[str, Any], seed: int, repeats: int) -> str:
+    data = json.dumps({"arch": arch_id, "train": train, "task": task, "seed": seed, "repeats": repeats},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:20]
+
+
+def objectives(metrics: dict[str, Any], names: list[str], modes: list[str]) -> dict[str, float]:
+    out = {}
+    for i, (name, mode) in enumerate(zip(names, modes)):
+        value = metrics.get(name)
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and metrics.get("status") != "diverged"
+        out[f"objective_{i}"] = float(value) if ok else (WORST if mode == "min" else -WORST)
+    return out
+
+
+def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """The Tune function trainable; `config["meta"]` is the candidate built by the define-by-run function."""
+    from ray import tune
+
+    meta = config["meta"]
+    names, modes = context["objectives"], context["modes"]
+    trial_dir = Path(context["run_dir"]) / "trials" / str(meta["trial"])
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    base = {"trial": meta["trial"], "arch_id": meta.get("arch_id"), "stripe": meta.get("stripe"),
+            **meta.get("costs", {})}
+
+    def report(metrics: dict[str, Any], evaluation: int, final: bool) -> None:
+        tune.report({**base, **metrics, **objectives({**base, **metrics}, names, modes),
+                     "evaluation": evaluation, "final": final})
+
+    if meta.get("reason"):
+        result = {**base, "status": meta["status"], "reason": meta["reason"]}
+        write_json(trial_dir / "result.json", result)
+        report(result, 0, True)
+        return
+    cache = Path(context["run_dir"]) / "cache" / f"{meta['cache_key']}.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        result = {**cached["result"], "reused": True, "reused_from": cached["result"].get("trial")}
+        write_json(trial_dir / "result.json", result)
+        report(result, len(cached["history"]), True)
+        return
+
+    try:
+        result, history = train_candidate(meta, context, trial_dir, report)
+    except Exception as e:       # recorded for the leaderboard; Tune retries the trial, then marks it failed
+        (trial_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+        raise
+    write_json(trial_dir / "result.json", result)
+    if result["status"] == "completed":
+        write_json(cache, {"result": result, "history": history})
+    report(result, max(1, len(history)), True)
+
+
+def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Path,
+                    report: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train every repeat (seed); the first reports each evaluation, the result averages the repeats."""
+    from composer.train import Budget, train
+
+    settings = dict(meta["train"])
+    budget = {k: settings.pop(k) for k in ("steps", "tokens", "seconds") if k in settings}
+    lr = settings.pop("lr", 1e-3)
+    threads = settings.pop("threads", None) or context.get("threads")
+    task = context["task"]
+    batch_size = settings.get("batch_size", 32)
+    total_steps = Budget.of(budget).total_steps(batch_size * task["seq_len"])
+    counter = iter(range(1, 1 << 30))
+
+    def callback(metrics: dict[str, Any]) -> None:
+        # the last evaluation of a full run is reported once, as the final result (after the repeats)
+        if total_steps is None or metrics["step"] < total_steps:
+            report(metrics, next(counter), False)
+
+    runs = []
+    for r in range(context["repeats"]):
+        out_dir = trial_dir if r == 0 else trial_dir / f"seed{r}"
+        runs.append(train(meta["spec"], task["name"], budget, lr=lr, seed=context["seed"] + r,
+                          callback=callback if r == 0 else None,
+                          out_dir=out_dir, threads=threads, task_params=task.get("params"), resume=False,
+                          **settings))
+    first = runs[0]
+    metrics = dict(first.metrics)
+    if len(runs) > 1:
+        for key in first.metrics:
+            values = [run.metrics.get(key) for run in runs]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                metrics[key] = sum(values) / len(values)
+    status = "diverged" if any(run.status == "diverged" for run in runs) else first.status
+    total = first.metrics.get("step", first.step)
+    result = {**metrics, "trial": meta["trial"], "arch_id": meta["arch_id"], "stripe": meta["stripe"],
+              **meta.get("costs", {}), "status": status, "repeats": len(runs), "evaluations": len(first.history),
+              "budget_fraction": 1.0 if status == "completed" else None, "step": total}
+    if status == "diverged":
+        result["reason"] = f"diverged at step {first.diverged_step}"
+    return result, first.history

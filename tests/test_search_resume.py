@@ -1,0 +1,143 @@
+"""Resume after kill -9 of the driver, and a search across a two-node Ray cluster (both slow)."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = textwrap.dedent("""\
+    name: resumable
+    base: {d_model: 32, defaults: {attention: {n_heads: 2}, gla: {n_heads: 2}}}
+    layers:
+      n_layers: {choice: [1, 2]}
+      slot: {op: {choice: [attention, gla, short_conv]}, channel: mlp}
+    task: {name: mqar, params: {vocab_size: 64, seq_len: 32, kv_pairs: 4, num_train: 2000, num_test: 100}}
+    train: {steps: 60, lr: 3.0e-3, batch_size: 8, eval_every: 20}
+    objectives: [{metric: accuracy, mode: max}]
+    strategy: {name: random}
+    scheduler: none
+    resources: {cpus_per_trial: 1, max_concurrent: 1}
+    trials: 6
+    """)
+
+
+def python(code: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {**(env or os.environ), "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def finished_rows(run: Path) -> list[dict]:
+    path = run / "leaderboard.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["status"] != "running"]
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line), read from /proc."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            out[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process we started and every process it started (Ray's node processes included)."""
+    table = processes()
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (ppid, _) in table.items() if ppid == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    run = tmp_path / "runs" / "resumable"
+    driver = python(f"from composer.search import search; search({str(space)!r}, runs_dir={str(tmp_path / 'runs')!r})",
+                    start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(finished_rows(run)) < 2 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert len(finished_rows(run)) >= 2, driver.stdout.read() if driver.poll() is not None else "timeout"
+    finally:
+        kill_tree(driver.pid)
+        driver.wait()
+    before = {r["trial"]: r for r in finished_rows(run)}
+    assert len(before) < 6
+    resumed = python(f"from composer.search import search; search(None, run_dir={str(run)!r}, resume=True)")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    after = finished_rows(run)
+    assert len(after) == 6 and all(r["status"] == "completed" for r in after)
+    by_trial = {r["trial"]: r for r in after}
+    for number, row in before.items():        # finished trials are kept as they were, not re-run
+        assert by_trial[number] == row
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{run / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6 and set(states) <= {"COMPLETE", "FAIL"}
+    for trial in study.trials:
+        if trial.state.name == "FAIL":       # cut short by the kill: asked again with the same parameters
+            retry = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+            assert len(retry) == 1 and retry[0].params == trial.params
+    assert (run / "best.yaml").is_file() and len(list((run / "tune").glob("session*"))) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_search_on_a_two_node_cluster(tmp_path):
+    ray = [str(Path(sys.executable).with_name("ray"))]
+    # a private test cluster: no token authentication (Ray 2.60 enables it for `ray start` by default)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    head_port = "6391"
+    temp_dir = tempfile.mkdtemp(prefix="crt", dir="/tmp")       # short: Ray's socket paths have a length limit
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("trials: 6", "trials: 4").replace("max_concurrent: 1", "max_concurrent: 2"))
+    try:
+        subprocess.run([*ray, "start", "--head", f"--port={head_port}", "--num-cpus=1", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats"], check=True, env=env,
+                       capture_output=True)
+        subprocess.run([*ray, "start", f"--address=127.0.0.1:{head_port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats"], check=True, env=env,
+                       capture_output=True)
+        driver = python(f"import ray; from composer.search import search; "
+                        f"r = search({str(space)!r}, runs_dir={str(tmp_path / 'runs')!r}, address='127.0.0.1:{head_port}'); "
+                        f"print('NODES', len(ray.nodes()), 'ROWS', len(r.rows))", env=env)
+        out, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0 and "NODES 2 ROWS 4" in out, out
+    finally:
+        stop_our_ray(temp_dir)
+
+
+def stop_our_ray(temp_dir: str) -> None:
+    """Kill only the Ray processes of our own cluster (their command lines name our temp dir), not every
+    Ray process on the machine as `ray stop` would."""
+    for pid, (_, cmdline) in processes().items():
+        if temp_dir in cmdline and pid != os.getpid():
+            kill_tree(pid)

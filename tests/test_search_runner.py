@@ -1,0 +1,134 @@
+"""Real (tiny) searches on one shared Ray session: files, trial states in the study, constraints, failures,
+duplicate reuse. Plus the searcher's bookkeeping without Ray."""
+
+import csv
+import json
+import textwrap
+
+import optuna
+import pytest
+
+from composer import arch_id, load_spec
+from composer.errors import UserError
+from composer.search import search
+from composer.search.optuna_search import StudySearch
+
+TINY = textwrap.dedent("""\
+    name: tiny
+    base: {d_model: 32, defaults: {attention: {n_heads: 2}, gla: {n_heads: 2}}}
+    layers:
+      n_layers: {choice: [1, 2]}
+      slot: {op: {choice: [attention, gla]}, channel: mlp}
+    task: {name: mqar, params: {vocab_size: 64, seq_len: 32, kv_pairs: 4, num_train: 2000, num_test: 100}}
+    train: {steps: 20, lr: 3.0e-3, batch_size: 8, eval_every: 5, warmup_steps: 2}
+    objectives: [{metric: accuracy, mode: max}]
+    strategy: {name: random}
+    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
+    resources: {cpus_per_trial: 1, max_concurrent: 1}
+    trials: 8
+    """)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from composer.search.runner import start_ray
+
+    start_ray(None, verbose=False)
+    yield
+    ray.shutdown()
+
+
+def read_rows(run_dir):
+    with open(run_dir / "leaderboard.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_search_end_to_end(ray_session, tmp_path):
+    progress = []
+    result = search(TINY, runs_dir=tmp_path, progress=progress.append)
+    run = tmp_path / "tiny"
+    for name in ("space.yaml", "study.db", "leaderboard.csv", "best.yaml", "consensus.yaml", "summary.json"):
+        assert (run / name).is_file(), name
+    assert (run / "tune" / "session0").is_dir()
+    rows = read_rows(run)
+    assert [int(r["trial"]) for r in rows] == list(range(8)) and len(progress) == 8
+    assert progress[-1]["finished"] == 8 and progress[-1]["running"] == 0
+    statuses = {r["status"] for r in rows}
+    assert statuses <= {"completed", "pruned"} and "pruned" in statuses    # ASHA stopped someone
+    # the study tells the truth: pruned trials are PRUNED, not COMPLETE with a partial value
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'study.db'}")
+    for row, trial in zip(rows, study.trials):
+        expected = "COMPLETE" if row["status"] == "completed" else "PRUNED"
+        assert trial.state.name == expected and trial.user_attrs["status"] == row["status"]
+        spec = load_spec(str(run / "trials" / row["trial"] / "spec.yaml"))
+        assert arch_id(spec) == row["arch_id"] == trial.user_attrs["arch_id"]
+        if row["status"] == "completed":
+            assert trial.value == float(row["accuracy"]) and int(row["step"]) == 20
+            if row["reused"] != "True":
+                curve = (run / "trials" / row["trial"] / "metrics.jsonl").read_text().splitlines()
+                assert [json.loads(line)["step"] for line in curve] == [5, 10, 15, 20]
+        else:
+            assert int(row["step"]) < 20 and "stopped early" in row["reason"]
+    best = load_spec(str(run / "best.yaml"))
+    completed = [r for r in rows if r["status"] == "completed"]
+    top = max(completed, key=lambda r: float(r["accuracy"]))
+    assert arch_id(best) == top["arch_id"] and result.best_row["trial"] == int(top["trial"])
+    assert load_spec(str(run / "consensus.yaml")) == result.consensus
+    with pytest.raises(UserError, match="already holds a search"):
+        search(TINY, runs_dir=tmp_path)
+
+
+RULES = TINY.replace("name: tiny", "name: rules").replace("trials: 8", "trials: 10").replace(
+    "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}", "scheduler: none").replace(
+    "warmup_steps: 2}", "warmup_steps: 2, schedule: {choice: [cosine, bogus]}}").replace(
+    "objectives:", "constraints: {max_params: 17000}\nobjectives:")
+
+
+@pytest.mark.slow
+def test_constraints_failures_and_duplicates(ray_session, tmp_path):
+    result = search(RULES, runs_dir=tmp_path)
+    run = tmp_path / "rules"
+    rows = read_rows(run)
+    params = [json.loads(r["params_json"]) for r in rows]
+    by_status = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert set(by_status) == {"completed", "constraint", "failed"}, [r["status"] for r in rows]
+    for row, p in zip(rows, params):
+        if p["n_layers"] == 2:       # every 2-layer candidate is over the parameter budget: never trained
+            assert row["status"] == "constraint" and "max_params 17,000" in row["reason"]
+            assert not (run / "trials" / row["trial"] / "metrics.jsonl").exists()
+        elif p["schedule"] == "bogus":     # the trainer raises: recorded with its reason, the search goes on
+            assert row["status"] == "failed" and "unknown schedule 'bogus'" in row["reason"]
+        else:
+            assert row["status"] == "completed"
+    reused = [r for r in by_status["completed"] if r["reused"] == "True"]
+    assert reused, "expected a duplicate candidate"
+    for row in reused:
+        original = next(r for r in by_status["completed"] if r["arch_id"] == row["arch_id"] and r["reused"] != "True")
+        assert row["accuracy"] == original["accuracy"] and int(original["trial"]) < int(row["trial"])
+        assert not (run / "trials" / row["trial"] / "metrics.jsonl").exists()
+    study = optuna.load_study(study_name="rules", storage=f"sqlite:///{run / 'study.db'}")
+    states = {"completed": "COMPLETE", "constraint": "PRUNED", "failed": "FAIL"}
+    assert [t.state.name for t in study.trials] == [states[r["status"]] for r in rows]
+    assert result.summary["counts"] == {k: len(v) for k, v in by_status.items()}
+
+
+def test_study_search_tells_pruned_and_failed_states():
+    study_storage = optuna.storages.InMemoryStorage()
+    searcher = StudySearch(space=lambda trial: {"x": trial.suggest_int("x", 0, 3)}, metric="objective_0",
+                           mode="max", storage=study_storage, study_name="s")
+    for trial_id in ("a", "b", "c", "d"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_result("a", {"objective_0": 0.5, "evaluation": 1, "final": False})
+    searcher.on_trial_complete("a", {"objective_0": 0.6, "evaluation": 2, "final": False})      # ASHA stop
+    searcher.on_trial_complete("b", {"objective_0": 0.9, "evaluation": 4, "final": True, "status": "completed"})
+    searcher.on_trial_complete("c", {"objective_0": -1e30, "final": True, "status": "diverged",
+                                     "reason": "diverged at step 3"})
+    searcher.on_trial_complete("d", None, error=True)
+    trials = optuna.load_study(study_name="s", storage=study_storage).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL", "FAIL"]
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.6} and trials[1].value == 0.9
+    assert trials[2].user_attrs == {"status": "diverged", "reason": "diverged at step 3"}

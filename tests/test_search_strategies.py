@@ -1,0 +1,163 @@
+"""Samplers (regularized evolution mutations), the searcher's trial states, and aggregation by majority vote."""
+
+import json
+import random
+import textwrap
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from composer import load_spec, stripe
+from composer.errors import UserError
+from composer.search.aggregate import majority_vote, select_top
+from composer.search.space import load_space
+from composer.search.strategies import RegularizedEvolutionSampler, make_sampler, mutate
+
+SPACE = textwrap.dedent("""\
+    name: evo
+    base: {d_model: {choice: [32, 48, 64]}, defaults: {attention: {n_heads: 2}, gla: {n_heads: 2}}}
+    layers:
+      n_layers: {choice: [1, 2, 3, 4]}
+      slot: {op: {choice: [attention, gla, short_conv]}, channel: mlp}
+    task: {name: mqar, params: {vocab_size: 64, seq_len: 32, kv_pairs: 4}}
+    strategy: {name: evolution, options: {population_size: 6, tournament_size: 3}}
+    """)
+
+OPS = CategoricalDistribution(["attention", "gla", "short_conv"])
+DISTS = {"n_layers": CategoricalDistribution([1, 2, 3, 4]), "d_model": CategoricalDistribution([32, 48, 64]),
+         **{f"layer{i}.op": OPS for i in range(4)}}
+PARENT = {"n_layers": 3, "d_model": 48, "layer0.op": "attention", "layer1.op": "gla", "layer2.op": "short_conv",
+          "layer3.op": "gla"}
+
+
+def mutation(kind: str) -> tuple[dict, str]:
+    for seed in range(200):
+        child, how = mutate(PARENT, DISTS, random.Random(seed))
+        if how.startswith(kind):
+            return child, how
+    raise AssertionError(f"no {kind} mutation drawn")
+
+
+def test_mutations_are_structural():
+    child, how = mutation("swap")
+    i = int(how.split()[1].removeprefix("layer"))
+    assert child[f"layer{i}.op"] == PARENT[f"layer{i + 1}.op"] and child[f"layer{i + 1}.op"] == PARENT[f"layer{i}.op"]
+    child, how = mutation("insert")
+    i = int(how.split()[1].removeprefix("layer"))
+    assert child["n_layers"] == 4 and f"layer{i}.op" not in child        # the new layer is sampled afresh
+    assert [child[f"layer{j + 1}.op"] for j in range(i, 3)] == [PARENT[f"layer{j}.op"] for j in range(i, 3)]
+    child, how = mutation("delete")
+    i = int(how.split()[1].removeprefix("layer"))
+    kept = [PARENT[f"layer{j}.op"] for j in range(3) if j != i]
+    assert child["n_layers"] == 2 and [child[f"layer{j}.op"] for j in range(2)] == kept
+    child, how = mutation("change d_model")
+    assert child["d_model"] in (32, 64)          # a width moves to a neighbouring value
+    child, how = mutation("change layer")
+    name = how.split()[1]
+    assert child[name] != PARENT[name] and int(name[5]) < 3     # only layers in use are changed
+    int_child, _ = mutate({"w": 5}, {"w": IntDistribution(1, 9, step=2)}, random.Random(0))
+    assert int_child["w"] in (3, 7)
+
+
+def test_evolution_sampler_trials_are_valid_mutated_specs():
+    space = load_space(SPACE)
+    sampler = make_sampler(space.strategy, space, seed=0)
+    assert isinstance(sampler, RegularizedEvolutionSampler)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    specs = {}
+    for _ in range(24):
+        trial = study.ask()
+        candidate = space.sample(trial)
+        assert candidate.invalid is None
+        specs[trial.number] = candidate.spec
+        # fitness: prefer attention early in the stack, so evolution has something to climb
+        ops = [layer.op for layer in candidate.spec.layers if layer.op != "mlp"]
+        study.tell(trial, sum(op == "attention" for op in ops) / len(ops))
+    assert len(sampler.mutations) == 24 - 6          # random until the population is full, then mutations
+    kinds = {how.split()[0] for how in sampler.mutations.values()}
+    assert kinds == {"change", "insert", "delete", "swap"}
+    for number, how in sampler.mutations.items():
+        # the child differs from some member of its population in at most the mutated places
+        params = study.trials[number].params
+        population = study.trials[max(0, number - 6):number]
+        assert min(sum(params.get(k) != t.params.get(k) for k in set(params) | set(t.params))
+                   for t in population) <= 5, how
+    for spec in specs.values():
+        load_spec(spec.to_dict())
+
+
+def test_sampler_choices_and_errors():
+    space = load_space(SPACE)
+    for name, cls in [("random", optuna.samplers.RandomSampler), ("tpe", optuna.samplers.TPESampler),
+                      ("nsga2", optuna.samplers.NSGAIISampler), ("grid", optuna.samplers.GridSampler)]:
+        assert isinstance(make_sampler({"name": name}, space, 0), cls)
+    assert isinstance(make_sampler({"name": "one_shot"}, space, 0), optuna.samplers.RandomSampler)
+    with pytest.raises(UserError, match="unknown strategy 'evolutoin'; did you mean 'evolution'"):
+        make_sampler({"name": "evolutoin"}, space, 0)
+    with pytest.raises(UserError, match="bad options for strategy 'tpe'"):
+        make_sampler({"name": "tpe", "options": {"bogus": 1}}, space, 0)
+    ranged = load_space(SPACE.replace("{choice: [32, 48, 64]}", "{int: [32, 64]}")
+                        .replace("name: evo\n", "name: r\ntrain: {lr: {float: [0.001, 0.01]}}\n"))
+    with pytest.raises(UserError, match="grid search needs discrete values; 'lr'"):
+        make_sampler({"name": "grid"}, ranged, 0)
+
+
+def spec(*ops):
+    return load_spec({"d_model": 32, "defaults": {"attention": {"n_heads": 2}}, "layers": list(ops)})
+
+
+def test_majority_vote_exact():
+    ranked = [spec("attention", "mlp", "short_conv", "mlp"),
+              spec("short_conv", "mlp", "short_conv", "mlp"),
+              spec("attention", "mlp", "attention", "mlp", "attention", "mlp"),
+              spec("short_conv", "mlp", "attention", "mlp")]
+    consensus = majority_vote(ranked)
+    # depth: 4 (three votes) over 6; position 0: attention 2 vs short_conv 2 -> tie to the better-ranked;
+    # position 2: short_conv 2 vs attention 2 -> tie to the better-ranked (short_conv)
+    assert stripe(consensus) == "A M C M" and consensus.name == "consensus"
+    assert majority_vote(ranked[1:]) == majority_vote(ranked[1:])
+    assert stripe(majority_vote(ranked[1:])) == "C M A M"
+
+
+def test_select_top_ranks_dedupes_and_thresholds():
+    rows = [{"trial": 0, "status": "completed", "arch_id": "a", "accuracy": 0.5},
+            {"trial": 1, "status": "pruned", "arch_id": "b", "accuracy": 0.9},
+            {"trial": 2, "status": "completed", "arch_id": "c", "accuracy": 0.7},
+            {"trial": 3, "status": "completed", "arch_id": "a", "accuracy": 0.5},
+            {"trial": 4, "status": "completed", "arch_id": "d", "accuracy": float("nan")},
+            {"trial": 5, "status": "completed", "arch_id": "e", "accuracy": 0.65}]
+    assert [r["trial"] for r in select_top(rows, "accuracy", "max", top_k=10)] == [2, 5, 0]
+    assert [r["trial"] for r in select_top(rows, "accuracy", "max", threshold=0.1)] == [2, 5]
+    assert [r["trial"] for r in select_top(rows, "accuracy", "min", top_k=1)] == [0]
+    assert [r["trial"] for r in select_top(rows, "accuracy", "max")] == [2, 5, 0]     # at least 3 by default
+
+
+def test_incremental_stages_freeze_the_voted_prefix():
+    from composer.search.runner import incremental_stages
+
+    space = load_space(SPACE.replace("n_layers: {choice: [1, 2, 3, 4]}", "n_layers: 4").replace(
+        "strategy: {name: evolution, options: {population_size: 6, tournament_size: 3}}",
+        "strategy: {name: incremental, options: {step: 2, top_k: 3}}"))
+
+    class Recorder:
+        rows = []
+
+    stages = incremental_stages(space, Recorder, trials=8)
+    first, trials = next(stages)
+    assert trials == 4 and first.layers[1]["n_layers"] == 2
+    assert list(first.distributions()) == ["d_model", "layer0.op", "layer1.op"]
+    votes = [("gla", "attention", 0.9), ("gla", "short_conv", 0.8), ("attention", "short_conv", 0.7),
+             ("attention", "attention", 0.1)]
+    Recorder.rows = [{"trial": i, "status": "completed", "arch_id": str(i), "val_loss": -acc,
+                      "params_json": json.dumps({"d_model": 32, "layer0.op": a, "layer1.op": b})}
+                     for i, (a, b, acc) in enumerate(votes)]
+    # the objective is val_loss (min) by default: the ranking is the order above
+    second, trials = next(stages)
+    assert trials == 4 and second.layers[1]["n_layers"] == 4
+    assert list(second.distributions()) == ["d_model", "layer2.op", "layer3.op"]
+    study = optuna.create_study()
+    spec = second.sample(study.ask()).spec
+    assert [layer.op for layer in spec.layers][:4] == ["gla", "mlp", "short_conv", "mlp"]
+    with pytest.raises(StopIteration):
+        next(stages)
