@@ -37,6 +37,7 @@ __all__ = [
     "export",
     "get_task",
     "load",
+    "search",
     "train",
 ]
 
@@ -50,6 +51,10 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name == "search":  # the search package, which is callable: composer.search(space, ...)
+        import importlib
+
+        return importlib.import_module("composer.search")
     if name in _LAZY:
         import importlib
 
