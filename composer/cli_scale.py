@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 from composer.costs import model_cost
 from composer.errors import UserError
 from composer.graph import stripe
+from composer.runs import write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
@@ -103,28 +102,15 @@ def comparison_table(before: dict[str, str], after: dict[str, str]) -> str:
     return "\n".join(lines + [f"stripe before  {before['stripe']}", f"stripe after   {after['stripe']}"])
 
 
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: no half-written file is ever left."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UserError(f"directory does not exist: {target.parent}", path="--out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_scale(args: argparse.Namespace) -> int:
     from composer import dump_spec
 
     spec = load_spec(args.spec)
     scaled = scale_spec(spec, args)
     print(comparison_table(facts(spec, args.context), facts(scaled, args.context)))
-    write_atomically(args.out, dump_spec(scaled))
+    if not Path(args.out).parent.is_dir():
+        raise UserError(f"directory does not exist: {Path(args.out).parent}", path="--out")
+    write_atomic(args.out, dump_spec(scaled))
     print(f"wrote {args.out}")
     return 0
 

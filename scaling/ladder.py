@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from composer.errors import UserError
+from composer.runs import write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 from composer.yaml_source import Source, join, read_source
@@ -395,6 +396,4 @@ def analyse(ladder: Ladder, rows: Iterable[dict[str, Any]], out_dir: Path | None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, default=float))
