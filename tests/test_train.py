@@ -4,7 +4,6 @@ model learns the shipped text)."""
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -188,32 +187,36 @@ def test_small_model_learns_the_shipped_text():
     assert math.isfinite(result.metrics["bits_per_byte"])
 
 
-MQAR_SETTING = dict(vocab_size=256, seq_len=64, kv_pairs=8, num_train=100_000, num_test=500)
-MQAR_STEPS = 20_000
+MQAR_SETTING = dict(vocab_size=64, seq_len=32, kv_pairs=8, num_train=100_000, num_test=500)
+MQAR_STEPS = 800
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("COMPOSER_GROUND_TRUTH"),
-                    reason="needs far more steps than 2 CPU cores allow; set COMPOSER_GROUND_TRUTH=1 (GPU advised)")
 def test_attention_solves_mqar_where_a_fixed_state_mixer_does_not():
-    """Zoology's separation: MQAR at vocab 256, seq_len 64, 8 kv pairs, width 64, two mixer layers each
-    followed by an MLP, batch 64, lr 3e-3, no weight decay, 4 heads; retnet in place of attention must stay at
-    least 0.2 below.
+    """Zoology's separation, scaled to 2 CPU cores: MQAR at vocab 64, seq_len 32, 8 kv pairs (every query slot
+    used), width 64, two mixer layers each followed by an MLP, 1 head, post-norm, batch 64, lr 3e-3 (cosine
+    over 800 steps, 50 warmup), no weight decay. Attention stops once it reaches 0.99; retnet (fixed decay,
+    a 32 x 64 state per layer) trains the full 800 steps and must stay at least 0.2 below.
 
-    NOT yet calibrated. On 2 contended CPU cores (1 thread) attention stayed on the plateau of picking one of
-    the in-context values (accuracy 1/kv_pairs) for 3,000 steps in every setting tried: (256, 64, 8) lr 1e-3
-    and 3e-3 -> 0.14 at 600 steps; (128, 64, 4) lr 1e-3/3e-3/1e-2, 1-4 heads, batch 32-64 -> 0.25-0.27 at
-    2,000-3,000 steps. Zoology trains 64 epochs of 100k examples, about 100x this budget, so the budget here is
-    a guess to be confirmed on a GPU.
+    Measured with this test's settings (seed 0, 1 thread, 2 shared cores): attention 0.998 at step 500
+    (curve 0.06, 0.40, 0.90, 0.98, 0.998 every 100 steps), 20 s; retnet 0.142 after 800 steps, 35 s. Other
+    runs: attention seeds 1 and 2 1.000 and 0.996 at step 500; retnet 0.096 after 1,500 steps, 0.03 at lr
+    1e-2, 0.12 pre-norm with unit-scale embeddings. Zoology's own settings (seq 256, 16+ pairs) need ~100x
+    this budget.
+
+    Post-norm because with the pre-norm default the 0.02-scale embeddings are swamped by the sub-layer
+    outputs (PyTorch-default Linear init): attention then sits on the 1/kv_pairs plateau for thousands of
+    steps (0.20 after 800 steps here), where post-norm (or unit-scale embeddings) solves it in a few hundred.
     """
     task = get_task("mqar", **MQAR_SETTING)
 
     def spec(op):
-        layer = {"op": op, "n_heads": 4}
-        return {"d_model": 64, "max_seq_len": 64, "layers": [layer, "mlp", layer, "mlp"]}
+        layer = {"op": op, "n_heads": 1}
+        return {"d_model": 64, "max_seq_len": 32, "norm_position": "post", "layers": [layer, "mlp", layer, "mlp"]}
 
-    common = dict(lr=3e-3, batch_size=64, weight_decay=0.0, eval_every=MQAR_STEPS // 10)
-    attention = train(spec("attention"), task, MQAR_STEPS, **common)
+    common = dict(lr=3e-3, batch_size=64, weight_decay=0.0, warmup_steps=50, eval_every=100, threads=1)
+    attention = train(spec("attention"), task, MQAR_STEPS, callback=lambda m: m["accuracy"] < 0.99, **common)
     retnet = train(spec("retnet"), task, MQAR_STEPS, **common)
-    assert attention.metrics["accuracy"] >= 0.99
+    assert attention.status == "stopped" and attention.metrics["accuracy"] >= 0.99
+    assert retnet.status == "completed" and retnet.step == MQAR_STEPS
     assert retnet.metrics["accuracy"] <= attention.metrics["accuracy"] - 0.2
