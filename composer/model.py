@@ -31,7 +31,10 @@ class HybridLM(nn.Module):
         self.blocks = nn.ModuleList(build_block(node, spec, registry) for node in flatten(spec.layers))
         self.final_norm = make_norm(spec.norm, d) if spec.norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(d, spec.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=0.02)
+        # Embeddings at std d^-1/2: large enough not to be drowned by the residual branches (whose Linear
+        # layers keep PyTorch's default init) and giving unit-scale logits through a tied head. With std 0.02,
+        # token identity was buried under the sub-layer outputs and MQAR stalled on its 1/kv_pairs plateau.
+        nn.init.normal_(self.embed.weight, std=d ** -0.5)
         if spec.tie_embeddings:
             self.head.weight = self.embed.weight
         else:
