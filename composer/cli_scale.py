@@ -39,7 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "smallest size. Results in <out-root>/<name>/ladder.json; a rerun resumes.")
     p.add_argument("ladder", help="ladder YAML file")
     p.add_argument("--out-root", default="runs", help="directory of ladder results (default runs)")
-    p.add_argument("--workers", type=int, default=1, help="trials trained at once (processes; default 1)")
+    p.add_argument("--runner", choices=["ray", "local"], default="ray",
+                   help="ray: trials as Ray tasks, like `composer search` (default); local: processes here")
+    p.add_argument("--address", default=None, help="Ray cluster to join ('auto' or host:port; default: "
+                   "RAY_ADDRESS or embedded)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="with --runner local: trials trained at once (processes; default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per trial")
     p.add_argument("--plan", action="store_true", help="print the trials (sizes, depth, width, tokens) only")
     p.set_defaults(func=run_ladder_command)
@@ -124,7 +129,13 @@ def run_ladder_command(args: argparse.Namespace) -> int:
             print(f"{trial.arch:24s} {trial.size:>8s} seed {trial.seed}  d_model {trial.spec.d_model:5d}  "
                   f"{stripe(trial.spec)}  tokens {trial.tokens:,}")
         return 0
-    result = run_ladder(ladder, args.out_root, LocalRunner(args.workers, args.threads, log=print), log=print)
+    if args.runner == "ray":
+        from scaling.ray_runner import RayRunner
+
+        runner = RayRunner(args.address, threads=args.threads or 1, log=print)
+    else:
+        runner = LocalRunner(args.workers, args.threads, log=print)
+    result = run_ladder(ladder, args.out_root, runner, log=print)
     print(format_report(result))
     return 0
 

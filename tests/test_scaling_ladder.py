@@ -113,3 +113,18 @@ def test_local_runner_trains_a_real_trial():
     assert 0 < metrics["val_loss"] < 10
     rows = list(LocalRunner().run([trial], ladder))
     assert rows[0][1]["val_loss"] == pytest.approx(metrics["val_loss"])   # same seed, same result
+
+
+@pytest.mark.slow
+def test_ray_runner_trains_the_same_trials_as_ray_tasks():
+    """Ladder trials as Ray tasks (embedded cluster): every trial comes back, with the local result."""
+    from scaling.ray_runner import RayRunner
+
+    ladder = load_ladder(config(sizes=["20K", "40K"], budget={"tokens": 256}, seeds=[0],
+                                train={"batch_size": 4, "lr": 1e-3, "warmup_steps": 1}))
+    trials = plan(ladder)
+    local = {(t.arch, t.size, t.seed): m["val_loss"] for t, m in LocalRunner(threads=1).run(trials, ladder)}
+    remote = {(t.arch, t.size, t.seed): m["val_loss"] for t, m in RayRunner(threads=1).run(trials, ladder)}
+    assert remote.keys() == local.keys() and len(remote) == len(trials)
+    for key, loss in local.items():
+        assert remote[key] == pytest.approx(loss)

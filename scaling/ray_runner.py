@@ -1,0 +1,37 @@
+"""Ladder trials as Ray tasks: the same cluster set-up as `composer search` (embedded by default,
+`--address auto` / RAY_ADDRESS to join a cluster), each trial a task holding `threads` CPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from scaling.ladder import Ladder, Trial, _describe, train_trial
+
+
+class RayRunner:
+    """Train ladder trials in parallel on Ray; results arrive as trials finish."""
+
+    def __init__(self, address: str | None = None, threads: int = 1, verbose: bool = False,
+                 log: Callable[[str], None] | None = None):
+        self.address = address
+        self.threads = threads
+        self.verbose = verbose
+        self.log = log or (lambda message: None)
+
+    def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
+        import ray
+
+        from composer.search.runner import start_ray
+
+        start_ray(self.address, self.verbose)
+        kwargs = {**ladder.train, "threads": self.threads}
+        remote = ray.remote(num_cpus=self.threads, max_retries=1)(train_trial)
+        pending = {remote.remote(trial, ladder.task, kwargs): trial for trial in trials}
+        done = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            trial = pending.pop(ready[0])
+            self.log(_describe(trial, done, len(trials)) + " done")
+            done += 1
+            yield trial, ray.get(ready[0])
