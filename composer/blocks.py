@@ -51,19 +51,30 @@ def adapter_params(width: int, adapter: dict[str, Any] | None) -> int:
 
 
 class Registry:
-    """Named primitives seen so far while building, for `share`."""
+    """What the blocks of one model share: the named primitives seen while building (for `share`), and the
+    auxiliary losses collected during a forward (summed over every call, so a primitive inside a loop or
+    reused by `share` contributes once per call)."""
 
     def __init__(self):
         self.by_name: dict[str, Primitive] = {}
+        self.aux: dict[str, torch.Tensor] = {}
+
+    def add_aux(self, name: str, value: torch.Tensor) -> None:
+        self.aux[name] = self.aux[name] + value if name in self.aux else value
+
+    def collect(self, primitive: Primitive) -> None:
+        for name, value in primitive.aux_losses().items():
+            self.add_aux(name, value)
 
 
 class SubLayer(nn.Module):
     """x + op(norm(x)) (pre-norm) or norm(x + op(x)) (post-norm)."""
 
     def __init__(self, op: Primitive | None, width: int, norm: str, post_norm: bool, dropout: float,
-                 shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
+                 registry: Registry, shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
         super().__init__()
         self.op = op
+        self.registry = registry
         # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
         self._shared = [shared] if shared is not None else []
         self.norm = make_norm(norm, width)
@@ -83,6 +94,7 @@ class SubLayer(nn.Module):
         if self.adapter is not None:
             h = self.adapter(h)
         y, state = self.primitive(h, state)
+        self.registry.collect(self.primitive)
         x = x + self.drop(y)
         return (self.norm(x) if self.post_norm else x), state
 
@@ -96,6 +108,7 @@ class ParallelBlock(nn.Module):
         self.widths = split_widths(d, node.split) if node.split else [d] * len(node.branches)
         self.split = node.split is not None
         self.combine = node.combine
+        self.registry = registry
         self.norm = make_norm(spec.norm, d)
         self.post_norm = spec.norm_position == "post"
         self.branches = nn.ModuleList()
@@ -121,6 +134,7 @@ class ParallelBlock(nn.Module):
         outs, states = [], []
         for i, (op, u) in enumerate(zip(self.primitives(), inputs)):
             y, s = op(u, None if state is None else state[i])
+            self.registry.collect(op)
             outs.append(y)
             states.append(s)
         if self.combine in ("concat", "concat_proj"):
@@ -149,6 +163,7 @@ class LoopBlock(nn.Module):
         self.times = node.times
         self.override: int | None = None
         self.body = nn.ModuleList(build_block(n, spec, registry) for n in node.body)
+        self.registry = registry
         self.inject = node.inject
         self.inject_proj = nn.Linear(2 * d, d, bias=False) if node.inject == "concat" else None
         self.iteration_embedding = nn.Parameter(torch.zeros(node.times, d)) if node.iteration_embedding else None
@@ -159,7 +174,6 @@ class LoopBlock(nn.Module):
         if self.halt is not None:
             nn.init.zeros_(self.halt.weight)
             nn.init.constant_(self.halt.bias, -2.0)
-        self.ponder: torch.Tensor | None = None
 
     @property
     def iterations(self) -> int:
@@ -208,7 +222,7 @@ class LoopBlock(nn.Module):
                 remainder = remainder + torch.where(stop, remaining, torch.zeros_like(p)) * running
                 halted = halted + weight
         if act:
-            self.ponder = self.ponder_coef * (steps + remainder).mean()
+            self.registry.add_aux("ponder", self.ponder_coef * (steps + remainder).mean())
             h = output
         return h, (None if state is None else new_state)
 
@@ -227,7 +241,7 @@ def make_primitive(layer: Layer, spec: ArchSpec, width: int,
 def build_block(node: Node, spec: ArchSpec, registry: Registry) -> nn.Module:
     if isinstance(node, Layer):
         op, shared = make_primitive(node, spec, spec.d_model, registry)
-        return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout,
+        return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout, registry,
                         shared=shared, adapter=node.adapter)
     if isinstance(node, Loop):
         return LoopBlock(node, spec, registry)

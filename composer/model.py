@@ -10,7 +10,6 @@ from torch import nn
 from composer.blocks import LoopBlock, Registry, build_block, make_norm, sample_logits
 from composer.spec import ArchSpec, flatten
 from composer.spec_parse import load_spec
-from primitives.base import Primitive
 
 
 class HybridLM(nn.Module):
@@ -27,8 +26,8 @@ class HybridLM(nn.Module):
         d = spec.d_model
         self.embed = nn.Embedding(spec.vocab_size, d)
         self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        registry = Registry()
-        self.blocks = nn.ModuleList(build_block(node, spec, registry) for node in flatten(spec.layers))
+        self.registry = Registry()
+        self.blocks = nn.ModuleList(build_block(node, spec, self.registry) for node in flatten(spec.layers))
         self.final_norm = make_norm(spec.norm, d) if spec.norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(d, spec.vocab_size, bias=False)
         # Embeddings at std d^-1/2: large enough not to be drowned by the residual branches (whose Linear
@@ -42,6 +41,7 @@ class HybridLM(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: list[Any] | None = None):
+        self.registry.aux.clear()
         x = self.drop(self.embed(tokens))
         new_state = [] if state is not None else None
         for i, block in enumerate(self.blocks):
@@ -61,15 +61,9 @@ class HybridLM(nn.Module):
 
     # -- auxiliary losses --------------------------------------------------------------------------
     def aux_losses(self) -> dict[str, torch.Tensor]:
-        """Weighted auxiliary losses of the last forward, summed per name (MoE balance, ponder cost)."""
-        out: dict[str, torch.Tensor] = {}
-        for module in self.modules():
-            items = module.aux_losses().items() if isinstance(module, Primitive) else ()
-            if isinstance(module, LoopBlock) and module.ponder is not None:
-                items = [("ponder", module.ponder)]
-            for name, value in items:
-                out[name] = out[name] + value if name in out else value
-        return out
+        """Weighted auxiliary losses of the last forward, summed per name over every primitive call
+        (MoE balance and z-loss, loop ponder cost)."""
+        return dict(self.registry.aux)
 
     def aux_loss(self) -> torch.Tensor:
         losses = self.aux_losses()

@@ -174,6 +174,24 @@ def test_act_ponder_cost_is_an_aux_loss():
     assert model.blocks[0].halt.bias.grad is not None
 
 
+@pytest.mark.parametrize("layers", [
+    [{"loop": {"times": 3, "body": ["attention", {"op": "moe", "n_experts": 4}]}}],
+    [{"op": "moe", "n_experts": 4, "name": "e"}, "attention", {"share": "e"}],
+])
+def test_aux_losses_sum_over_every_call_of_a_looped_or_shared_primitive(layers):
+    model = build_model(spec_of(layers))
+    moe = next(m for m in model.modules() if getattr(m, "name", "") == "moe")
+    calls = []
+    moe.register_forward_hook(lambda module, args, out: calls.append(module.aux_losses()))
+    model(torch.randint(0, 50, (2, 9)))
+    assert len(calls) in (2, 3)
+    losses = model.aux_losses()
+    for name in ("moe_balance", "moe_z"):
+        torch.testing.assert_close(losses[name], sum(c[name] for c in calls))
+    model(torch.randint(0, 50, (2, 9)))  # a new forward starts a new sum
+    torch.testing.assert_close(model.aux_losses()["moe_balance"], sum(c["moe_balance"] for c in calls[-len(calls) // 2:]))
+
+
 def test_user_registered_primitive_is_usable_by_name():
     @dataclass
     class ToyConfig:

@@ -56,6 +56,7 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
             if name != "spec":
                 self.add_module(name, child)
         self.spec = core.spec
+        self.registry = core.registry  # the blocks' shared state (auxiliary losses), not a module
         self._tied_weights_keys = {"head.weight": "embed.weight"} if core.spec.tie_embeddings else {}
         self.post_init()
 
