@@ -109,6 +109,11 @@ class RunDir:
         path = self.path("summary.json")
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    def best_trial(self) -> int | None:
+        """The number of the best trial (from summary.json; the leaderboard is in trial order)."""
+        best = self.read_summary().get("best") or {}
+        return best.get("trial")
+
 
 def _cell(value: Any) -> Any:
     if value is None:

@@ -31,12 +31,14 @@ def trained_checkpoint(folder, spec_data=SPEC, metrics=None, seed=0):
 
 
 def fake_run(root):
-    """A search run directory: leaderboard (best first), trials/<id>/ checkpoints, best/consensus specs."""
+    """A search run directory as composer.runs writes it: leaderboard in trial order, summary.json naming the
+    best trial, trials/<id>/ checkpoints, best/consensus specs."""
     run = root / "runs" / "demo"
     trained_checkpoint(run / "trials" / "7", SPEC, {"val_loss": 1.25, "accuracy": 0.5}, seed=7)
     other = {**SPEC, "layers": ["mamba2", "mlp"]}
     trained_checkpoint(run / "trials" / "3", other, {"val_loss": 2.5}, seed=3)
-    (run / "leaderboard.csv").write_text("trial_id,val_loss,params\n7,1.25,1000\n3,2.5,2000\n")
+    (run / "leaderboard.csv").write_text("trial,val_loss,params\n3,2.5,2000\n7,1.25,1000\n")
+    (run / "summary.json").write_text(json.dumps({"best": {"trial": 7, "val_loss": 1.25}}))
     (run / "best.yaml").write_text(dump_spec(load_spec(SPEC)))
     consensus = {**SPEC, "name": "consensus", "layers": ["gla", "mlp"]}
     (run / "consensus.yaml").write_text(yaml.safe_dump(consensus))

@@ -15,7 +15,6 @@ Layouts read (the trainer and the run directory write them):
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +103,11 @@ def _from_run(path: Path, trial: str | None, pick: str) -> Resolved:
     return resolved
 
 
-def read_leaderboard(path: Path) -> list[dict[str, str]]:
-    file = path / "leaderboard.csv"
-    if not file.exists():
-        return []
-    with open(file, newline="") as f:
-        return list(csv.DictReader(f))
+def read_leaderboard(path: Path) -> list[dict[str, Any]]:
+    """The run's leaderboard rows, numbers parsed (the search's own reader)."""
+    from composer.runs import RunDir
+
+    return RunDir(path).read_leaderboard()
 
 
 def _trial_key(row: dict[str, str]) -> str:
@@ -117,29 +115,18 @@ def _trial_key(row: dict[str, str]) -> str:
 
 
 def best_trial_id(path: Path) -> str | None:
-    """The first leaderboard row whose trial directory exists (the leaderboard is sorted best first)."""
-    for row in read_leaderboard(path):
-        key = _trial_key(row)
-        if key and (path / "trials" / key).is_dir():
-            return key
-    return None
+    """The run's best trial (named by its summary.json), when its trial directory exists."""
+    from composer.runs import RunDir
+
+    best = RunDir(path).best_trial()
+    return str(best) if best is not None and (path / "trials" / str(best)).is_dir() else None
 
 
 def leaderboard_row(path: Path, trial: str) -> dict[str, Any]:
     for row in read_leaderboard(path):
         if _trial_key(row) == trial:
-            return {k: _number(v) for k, v in row.items() if k and v not in (None, "")}
+            return {k: v for k, v in row.items() if k and v not in (None, "")}
     return {}
-
-
-def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import UserError
-from composer.export.sources import _number, _trial_key, read_leaderboard
+from composer.export.sources import _trial_key, read_leaderboard
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
@@ -54,7 +54,7 @@ def read_run(path: str | Path, progress=print) -> RunData:
         raise UserError(f"{path}: not a search run (no leaderboard.csv and no trials/)")
     trials = []
     for row in rows:
-        trial = Trial(_trial_key(row), {k: _number(v) for k, v in row.items() if k and v not in (None, "")})
+        trial = Trial(_trial_key(row), {k: v for k, v in row.items() if k and v not in (None, "")})
         folder = path / "trials" / trial.trial_id
         if (folder / "spec.yaml").exists():
             try:
