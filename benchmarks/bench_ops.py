@@ -31,8 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import alternate, write_result  # noqa: E402
 from primitives import ops  # noqa: E402
 
-OPS = ["simple_gla", "gla", "delta_rule", "gated_delta_rule"]
+# gla_strong_decay: chunk_gla with log gates uniform in [-20, 0] per step, so every chunk's decay range is too
+# wide for the one-matmul split and the operator takes its halving path (its worst case)
+OPS = ["simple_gla", "gla", "gla_strong_decay", "delta_rule", "gated_delta_rule"]
 B, H, D = 8, 4, 64
+
+
+def operator(op: str, form: str):
+    """`form` is "chunk" or "naive"."""
+    return getattr(ops, f"{form}_{op.removesuffix('_strong_decay')}")
 
 
 def make_inputs(op: str, batch: int, heads: int, T: int, device: str = "cpu") -> list[torch.Tensor]:
@@ -42,6 +49,7 @@ def make_inputs(op: str, batch: int, heads: int, T: int, device: str = "cpu") ->
     gates = {
         "simple_gla": [-0.1 * torch.rand(batch, T, heads, device=device)],
         "gla": [-0.1 * torch.rand(batch, T, heads, D, device=device)],
+        "gla_strong_decay": [-20 * torch.rand(batch, T, heads, D, device=device)],
         "delta_rule": [torch.rand(batch, T, heads, device=device)],
         "gated_delta_rule": [-0.1 * torch.rand(batch, T, heads, device=device),
                              torch.rand(batch, T, heads, device=device)],
@@ -82,8 +90,8 @@ def bench_time(lengths: list[int]) -> dict:
         sdpa = statistics.median(alternate({"sdpa": sdpa_step(T)}, rounds=rounds, steps=1, warmup=1)["sdpa"])
         row = {"sdpa_s": sdpa, "naive_timed_steps": naive_T}
         for op in OPS:
-            chunk_fn = step(getattr(ops, f"chunk_{op}"), make_inputs(op, B, H, T))
-            naive_fn = step(getattr(ops, f"naive_{op}"), make_inputs(op, B, H, naive_T))
+            chunk_fn = step(operator(op, "chunk"), make_inputs(op, B, H, T))
+            naive_fn = step(operator(op, "naive"), make_inputs(op, B, H, naive_T))
             if T <= NAIVE_MAX_STEPS:
                 times = alternate({"chunked": chunk_fn, "naive": naive_fn}, rounds=rounds, steps=1, warmup=1)
             else:  # the long naive loop once, unwarmed; the chunked form warmed up like SDPA
@@ -112,7 +120,7 @@ def measure_memory_child(what: str, T: int) -> None:
     of torch and the inputs do not count.
     """
     torch.set_num_threads(2)
-    run = sdpa_step(T) if what == "sdpa" else step(getattr(ops, f"chunk_{what}"), make_inputs(what, B, H, T))
+    run = sdpa_step(T) if what == "sdpa" else step(operator(what, "chunk"), make_inputs(what, B, H, T))
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
     run()
@@ -137,7 +145,7 @@ def bench_cuda(lengths: list[int]) -> dict:
     results = {}
     for T in lengths:
         row = {}
-        for op in ["simple_gla", "delta_rule", "gated_delta_rule"]:
+        for op in ["simple_gla", "gla", "delta_rule", "gated_delta_rule"]:
             inputs = make_inputs(op, B, H, T, device="cuda")
             fn = getattr(ops, f"chunk_{op}")
             row[op] = {}
@@ -185,7 +193,7 @@ def main() -> None:
                            "and scaled by T / that (its time is linear in T)",
                   "memory": "extra peak RSS (MiB, VmHWM after reset minus VmRSS before) of one forward+backward, "
                             "fresh subprocess per entry",
-                  "chunk_size": "defaults: 64, gla 32"},
+                  "chunk_size": "defaults (64)"},
         "time_s": bench_time(args.lengths),
         "memory_mib": bench_memory(args.memory_lengths, with_sdpa=True),
     }

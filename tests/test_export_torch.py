@@ -16,7 +16,7 @@ from composer.export.torch_export import export_program
 
 pytestmark = pytest.mark.slow  # tracing each primitive: ~15-30 s in all
 
-MUST_EXPORT = ("attention", "mlp", "mamba2", "gated_deltanet")
+MUST_EXPORT = ("attention", "mlp", "mamba2", "gla", "gated_deltanet")
 
 
 @pytest.mark.parametrize("name", sorted(primitives.registered()))

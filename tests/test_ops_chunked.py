@@ -140,7 +140,53 @@ def test_bf16_autocast_and_bf16_inputs(op):
 
 def test_backend_errors():
     q, k, v, g, _ = [x.detach() for x in make_inputs("gla", 4)]
-    with pytest.raises(ValueError, match="chunk_gla has no Triton kernel"):
-        ops.chunk_gla(q, k, v, g, backend="triton")
+    with pytest.raises(ValueError, match="backend must be"):
+        ops.chunk_gla(q, k, v, g, backend="gpu")
     with pytest.raises(ValueError, match="backend must be"):
         ops.chunk_simple_gla(q, k, v, g[..., 0], backend="cuda")
+
+
+@pytest.mark.parametrize("chunk_size", [64, 16, 7])
+def test_gla_with_narrow_and_wide_chunks_matches_fp64_reference(chunk_size):
+    """chunk_gla factorizes chunks whose decay range is narrow and halves the others: a sequence with
+    mild gates, a strongly decaying stretch and one strongly decaying channel mixes both in one call."""
+    T = 150
+    q, k, v, g, state = make_inputs("gla", T, gate_scale=0.05)
+    with torch.no_grad():
+        g[:, 70:110] *= 400  # up to -20 per step: those chunks span far more than the split allows
+        g[0, :, 1, 3] = -25.0  # one channel of one head decays strongly everywhere
+    from primitives.ops.chunked_gla import SAFE_HALF_RANGE
+
+    G = g.detach().cumsum(1)
+    assert (G[1, :chunk_size] - G[1, :1]).abs().amax() < SAFE_HALF_RANGE  # batch 1's first chunk is narrow
+    assert (G[:, 110] - G[:, 70]).abs().amin() > 4 * SAFE_HALF_RANGE  # the strong stretch is wide
+    tensors = [q, k, v, g, state]
+    reference_inputs = [x.detach().double().requires_grad_() for x in tensors]
+    weights = (torch.randn(B, T, H, V), torch.randn(B, H, K, V))
+    o, final, grads = run_with_grads(ops.chunk_gla, tensors, weights, chunk_size=chunk_size)
+    o_ref, final_ref, grads_ref = run_with_grads(ops.naive_gla, reference_inputs, [w.double() for w in weights])
+    assert rel_err(o, o_ref) <= 1e-4 and rel_err(final, final_ref) <= 1e-4
+    for name, grad, grad_ref in zip(["q", "k", "v", "g", "initial_state"], grads, grads_ref):
+        assert torch.isfinite(grad).all(), name
+        assert rel_err(grad, grad_ref) <= 1e-4, name
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_gla_intra_chunk_scores_take_both_paths(traced, monkeypatch):
+    """The scores equal the direct definition whether a block is factorized, halved, or a mix; and when
+    traced (torch.compile / torch.export), where every block is halved without looking at the data."""
+    from primitives.ops.chunked_gla import SAFE_HALF_RANGE, intra_chunk_scores
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: traced)
+
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 3, 32, 4, generator=gen, dtype=torch.float64), torch.randn(2, 3, 32, 4, generator=gen,
+                                                                                      dtype=torch.float64)
+    for strength in (0.01, 1.0, 30.0):  # all narrow, mixed, all wide
+        G = (-strength * torch.rand(2, 3, 32, 4, generator=gen, dtype=torch.float64)).cumsum(-2)
+        decay = (G.unsqueeze(-2) - G.unsqueeze(-3)).masked_fill(~torch.ones(32, 32).tril().bool()[..., None],
+                                                                  float("-inf")).exp()
+        direct = (q.unsqueeze(-2) * decay * k.unsqueeze(-3)).sum(-1)
+        assert torch.allclose(intra_chunk_scores(q, k, G), direct, rtol=1e-10, atol=1e-12), strength
+    wide = (G.amax(-2) - G.amin(-2)).amax(-1) > 2 * SAFE_HALF_RANGE
+    assert wide.all()

@@ -28,9 +28,9 @@ in_process = pytest.mark.skipif(not IN_PROCESS, reason="triton imported before T
                                 "covered by test_kernels_in_fresh_interpreter_process")
 if IN_PROCESS:
     for _name in ["primitives.ops.triton.gated_delta_rule", "primitives.ops.triton.simple_gla",
-                  "primitives.ops.triton.chunk_recurrence"]:
+                  "primitives.ops.triton.chunk_recurrence", "primitives.ops.triton.gla"]:
         sys.modules.pop(_name, None)  # decorated earlier without the interpreter
-    from primitives.ops.triton import gated_delta_rule, simple_gla
+    from primitives.ops.triton import gated_delta_rule, gla, simple_gla
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the kernels ran in this process")
@@ -56,8 +56,11 @@ def inputs(op: str, T: int, K: int, V: int, with_state: bool):
     q = torch.randn(B, T, H, K, generator=gen)
     k = F.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1)
     v = torch.randn(B, T, H, V, generator=gen)
-    gates = [-torch.rand(B, T, H, generator=gen)] if op != "delta_rule" else []
-    if op != "simple_gla":
+    if op == "gla":
+        gates = [-torch.rand(B, T, H, K, generator=gen)]
+    else:
+        gates = [-torch.rand(B, T, H, generator=gen)] if op != "delta_rule" else []
+    if op not in ("simple_gla", "gla"):
         gates.append(torch.rand(B, T, H, generator=gen))
     state = torch.randn(B, H, K, V, generator=gen) if with_state else None
     return [x.requires_grad_() for x in (q, k, v, *gates)], state
@@ -72,7 +75,7 @@ def outputs_and_grads(fn, args, state, chunk_size, **kwargs):
 
 
 @in_process
-@pytest.mark.parametrize("op", ["simple_gla", "gated_delta_rule", "delta_rule"])
+@pytest.mark.parametrize("op", ["simple_gla", "gla", "gated_delta_rule", "delta_rule"])
 @pytest.mark.parametrize("T,K,V,chunk_size,with_state", [(40, 16, 16, 16, True), (33, 8, 24, 32, False),
                                                          (1, 16, 16, 16, True)])
 def test_triton_matches_torch_path(op, T, K, V, chunk_size, with_state):
@@ -100,6 +103,27 @@ def test_triton_strong_decay_is_stable():
 
 
 @in_process
+def test_triton_gla_strong_and_mixed_decay():
+    """Chunks too wide for the one-matmul scores (halved in torch) next to ordinary ones, K not a power of
+    two: outputs and every gradient equal the torch path."""
+    T, K, V = 48, 12, 16
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = torch.randn(B, T, H, K, generator=gen), torch.randn(B, T, H, K, generator=gen), torch.randn(B, T, H, V,
+                                                                                                           generator=gen)
+    g = -0.05 * torch.rand(B, T, H, K, generator=gen)
+    g[:, 16:32] = -20.0 * torch.rand(B, 16, H, K, generator=gen)
+    state = torch.randn(B, H, K, V, generator=gen)
+    args = [x.requires_grad_() for x in (q, k, v, g)]
+    state.requires_grad_()
+    o, final, grads = outputs_and_grads(ops.chunk_gla, args, state, 16, backend="triton")
+    o_ref, final_ref, grads_ref = outputs_and_grads(ops.chunk_gla, args, state, 16, backend="torch")
+    assert torch.isfinite(o).all() and all(torch.isfinite(grad).all() for grad in grads)
+    assert rel_err(o, o_ref) <= 1e-5 and rel_err(final, final_ref) <= 1e-5
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        assert rel_err(grad, grad_ref) <= 1e-5
+
+
+@in_process
 def test_triton_rejects_bad_chunk_size():
     q = torch.randn(1, 8, 1, 16)
     with pytest.raises(ValueError, match="power-of-two chunk_size >= 16"):
@@ -107,3 +131,5 @@ def test_triton_rejects_bad_chunk_size():
     with pytest.raises(ValueError, match="power-of-two chunk_size >= 16"):
         gated_delta_rule.chunk_gated_delta_rule_triton(q, q, q, torch.zeros(1, 8, 1), torch.ones(1, 8, 1),
                                                        chunk_size=8)
+    with pytest.raises(ValueError, match="power-of-two chunk_size >= 16"):
+        gla.chunk_gla_triton(q, q, q, torch.zeros(1, 8, 1, 16), chunk_size=48)

@@ -3,14 +3,17 @@
     S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t ;  o_t = scale q_t S_t        g `[B, T, H, K]` (log, <= 0)
 
 With G = chunk-local cumsum(g), the intra-chunk scores are A_ij = sum_c q_ic k_jc exp(G_ic - G_jc) (j <= i).
-The decay differs per channel, so A is not one matmul. Splitting exp(G_i - G_j) = exp(G_i) exp(-G_j) would
-overflow for strong decays; instead the chunk is cut into sub-chunks of s steps and, for a query
-sub-chunk a and keys before it, both factors are taken relative to the step r just before a:
+The decay differs per channel, so A is one matmul only after splitting the exponential around a reference
+m (per chunk and channel, the middle of G's range in the chunk):
 
-    exp(G_i - G_j) = exp(G_i - G_r) * exp(G_r - G_j),    j <= r < i,  both exponents <= 0
+    exp(G_i - G_j) = exp(G_i - m) * exp(m - G_j),    A = (q * exp(G - m)) @ (k * exp(m - G))^T
 
-which turns those blocks into matmuls. Only the s x s diagonal blocks build the [s, s, K] decay tensor
-(masked before exp). The state hand-over between chunks is the same as for the scalar decay.
+Both factors stay within exp(+-SAFE_HALF_RANGE) when G's range is at most twice that, which holds for
+ordinary gates (a log decay of -1 per step over a 64-step chunk spans 64). A chunk with a wider range
+(very strong decays) is halved instead: the second half's queries reach the first half's keys through
+the boundary step b, exp(G_i - G_b) * exp(G_b - G_j) with both exponents <= 0, and each half is scored
+the same way, recursively. Only the strongly decaying chunks pay for the extra levels. The state
+hand-over between chunks is the same as for the scalar decay.
 """
 
 from __future__ import annotations
@@ -29,45 +32,68 @@ from primitives.ops.chunking import (
 
 Tensor = torch.Tensor
 
+# exp(40) ~ 2e17: products of two such factors with q and k stay far from fp32 overflow (3e38) and, for the
+# small factor, far from the subnormal range (1e-38), so the split loses no precision.
+SAFE_HALF_RANGE = 40.0
 
-def _sub_chunk_size(chunk_size: int) -> int:
-    """The largest power of two s with s * s <= C dividing C: balances the [s, s, K] diagonal blocks
-    (C * s * K per chunk) against the relative keys of the off-diagonal blocks (~ C * C / (2 s) * K)."""
-    s = 1
-    while (2 * s) ** 2 <= chunk_size and chunk_size % (2 * s) == 0:
-        s *= 2
-    return s
+
+def factorized_scores(q: Tensor, k: Tensor, G: Tensor) -> Tensor:
+    """Causal A = (q exp(G - m)) (k exp(m - G))^T, m the middle of G's range per block and channel.
+
+    q, k, G `[..., C, K]` -> `[..., C, C]`; exact for blocks whose G range is at most 2 * SAFE_HALF_RANGE.
+    m is detached: A does not depend on it, so neither do the gradients.
+    """
+    m = ((G.amax(-2, keepdim=True) + G.amin(-2, keepdim=True)) / 2).detach()
+    q_rel, k_rel = q * (G - m).exp(), k * (m - G).exp()
+    # factors up to exp(40) would overflow fp16, so this product stays in fp32 under autocast
+    with torch.autocast(q.device.type, enabled=False):
+        scores = q_rel @ k_rel.transpose(-1, -2)
+    return scores.masked_fill(~causal_mask(q.shape[-2], q.device), 0.0)
+
+
+def halved_scores(q: Tensor, k: Tensor, G: Tensor) -> Tensor:
+    """Scores of blocks too wide to factorize: halve them. The queries of the second half see the keys of
+    the first through the boundary step b, exp(G_i - G_b) * exp(G_b - G_j), both exponents <= 0 (log
+    gates <= 0); the two diagonal halves recurse, the second with G rebased to start at 0."""
+    C = q.shape[-2]
+    h = C // 2
+    G_boundary = G[..., h - 1 : h, :]
+    G_late = G[..., h:, :] - G_boundary
+    early = intra_chunk_scores(q[..., :h, :], k[..., :h, :], G[..., :h, :])
+    late = intra_chunk_scores(q[..., h:, :], k[..., h:, :], G_late)
+    k_early = k[..., :h, :] * (G_boundary - G[..., :h, :]).exp()
+    across = (q[..., h:, :] * G_late.exp()) @ k_early.transpose(-1, -2)
+    return torch.cat([F.pad(early, [0, C - h]), torch.cat([across, late], dim=-1)], dim=-2)
 
 
 def intra_chunk_scores(q: Tensor, k: Tensor, G: Tensor) -> Tensor:
-    """A_ij = sum_c q_ic k_jc exp(G_ic - G_jc) for j <= i, else 0. q, k, G `[..., C, K]` -> `[..., C, C]`."""
-    C, K = q.shape[-2:]
-    s = _sub_chunk_size(C)
-    n = C // s
-    lead = q.shape[:-2]
-    qs, ks, Gs = (x.reshape(*lead, n, s, K) for x in (q, k, G))
+    """A_ij = sum_c q_ic k_jc exp(G_ic - G_jc) for j <= i, else 0, for any decay strength.
 
-    diag_mask = causal_mask(s, q.device)[..., None]
-    diag_decay = (Gs.unsqueeze(-2) - Gs.unsqueeze(-3)).masked_fill(~diag_mask, float("-inf")).exp()
-    diag = (qs.unsqueeze(-2) * diag_decay * ks.unsqueeze(-3)).sum(-1)  # [..., n, s, s]
-
-    # reference step of sub-chunk a: the last step of sub-chunk a - 1 (G = 0 before the chunk); only the
-    # keys before sub-chunk a are scaled (a short loop over the C / s sub-chunks, not over time)
-    G_ref = F.pad(Gs[..., :-1, -1, :], [0, 0, 1, 0])  # [..., n, K]
-    q_rel = qs * (Gs - G_ref.unsqueeze(-2)).exp()
-    rows = [F.pad(diag[..., 0, :, :], [0, C - s])]
-    for a in range(1, n):
-        k_rel = k[..., : a * s, :] * (G_ref[..., a, None, :] - G[..., : a * s, :]).exp()
-        off = q_rel[..., a, :, :] @ k_rel.transpose(-1, -2)  # [..., s, a * s]
-        rows.append(F.pad(torch.cat([off, diag[..., a, :, :]], dim=-1), [0, C - (a + 1) * s]))
-    blocks = torch.stack(rows, dim=-3)  # [..., n, s, C]
-    return blocks.reshape(*lead, C, C)
+    q, k, G `[..., C, K]` -> `[..., C, C]`. Blocks whose G range is narrow enough are one matmul
+    (factorized); the others are halved until they are, so only strongly decaying blocks pay for it.
+    Under torch.compile / torch.export every block is halved down to single steps (no data-dependent
+    branch; slower, equally exact).
+    """
+    if q.shape[-2] == 1:
+        return factorized_scores(q, k, G)
+    if torch.compiler.is_compiling():  # a traced graph cannot branch on the data: halve every block
+        return halved_scores(q, k, G)
+    G_range = (G.amax(-2) - G.amin(-2)).amax(-1)  # [...]
+    safe = G_range <= 2 * SAFE_HALF_RANGE
+    if bool(safe.all()):
+        return factorized_scores(q, k, G)
+    if not bool(safe.any()):
+        return halved_scores(q, k, G)
+    narrow, wide = safe.nonzero(as_tuple=True), (~safe).nonzero(as_tuple=True)
+    scores = q.new_zeros(*q.shape[:-1], q.shape[-2])
+    scores = scores.index_put(narrow, factorized_scores(q[narrow], k[narrow], G[narrow]))
+    return scores.index_put(wide, halved_scores(q[wide], k[wide], G[wide]))
 
 
 def chunk_gla_torch(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
                     initial_state: Tensor | None = None, output_final_state: bool = False,
-                    chunk_size: int = 32) -> tuple[Tensor, Tensor | None]:
-    """Default chunk 32 (sub-chunks of 4): as fast as 16, faster than 64 on CPU at B=8, H=4, K=64."""
+                    chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """Outputs `[B, T, H, V]` and, if asked, the final state `[B, H, K, V]` (see the module docstring)."""
     B, T, H, K = q.shape
     out_dtype, dtype = v.dtype, compute_dtype(v)
     scale = resolve_scale(scale, K)

@@ -43,15 +43,13 @@ def chunk_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | 
 
 def chunk_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
               initial_state: Tensor | None = None, output_final_state: bool = False,
-              chunk_size: int = 32, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
-    """S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H, K]`.
+              chunk_size: int = 64, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
+    """S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H, K]` (log decay per
+    key channel)."""
+    if _use_triton(backend, q):
+        from primitives.ops.triton.gla import chunk_gla_triton
 
-    No Triton kernel yet: "auto" and "torch" run the chunked torch form. Default chunk 32: the vector
-    decay makes the intra-chunk part elementwise-heavy, so a shorter chunk is faster on CPU.
-    """
-    if backend == "triton":
-        raise ValueError("chunk_gla has no Triton kernel; use backend='auto' or 'torch'")
-    _use_triton(backend, q)  # validates the backend name
+        return chunk_gla_triton(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
     return chunk_gla_torch(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
 
 
