@@ -2,14 +2,20 @@
 
     h_t = exp(log_a_t) * h_{t-1} + b_t        elementwise over any trailing shape `[B, T, *]`
 
-Within chunks of C steps a log-depth (Hillis-Steele) scan combines pairs (A, b) with
-(A_1, b_1) . (A_2, b_2) = (A_1 + A_2, exp(A_2) b_1 + b_2): log2(C) vectorised passes, where the log
-decays are only ever added up, so exp sees sums of log gates (<= 0 for decays) and never a positive
-difference. The chunk-end states are then carried between chunks by a short loop over chunks, and
-h_t = h_local_t + exp(cumsum log_a)_t * h_start.
+The sequence is cut into N chunks of C steps and scanned in two vectorised sweeps, so Python runs
+C + N iterations (72 for T = 512, C = 64), never T:
+
+1. within every chunk at once, from a zero start: h_t = a_t h_{t-1} + b_t for t = 1 .. C-1, each step one
+   fused multiply-add over [B, N, *]; alongside, the decay since the chunk start, prod_{s <= t} a_s
+   (a cumulative product of numbers in (0, 1] for decays: it can only underflow to 0, never overflow);
+2. between chunks: the state entering chunk n is carried over the chunk ends, and every step adds
+   (decay since the chunk start) * (state entering its chunk).
+
+Each step of sweep 1 works on a slice that stays in cache, which makes this an order of magnitude faster on
+CPU than a log-depth (Hillis-Steele) scan, whose log2(C) passes each stream the whole [B, T, *] tensor.
 
 The backward pass is the same scan run backwards in time (a custom autograd Function in plain torch), so
-memory is only the inputs and h itself, not the log2(C) intermediate passes:
+memory is only the inputs and h itself:
 
     dh~_t = dh_t + exp(log_a_{t+1}) dh~_{t+1};  db_t = dh~_t;  dlog_a_t = dh~_t exp(log_a_t) h_{t-1}
 """
@@ -24,35 +30,36 @@ from primitives.ops.chunking import compute_dtype
 Tensor = torch.Tensor
 
 
-def _shift(x: Tensor, d: int, fill: float) -> Tensor:
-    """x shifted by d steps along dim 2 (the step within a chunk), the first d filled with `fill`."""
-    pad = [0, 0] * (x.dim() - 3) + [d, 0]
-    return F.pad(x[:, :, :-d], pad, value=fill)
+def _scan(log_a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int, reverse: bool = False) -> Tensor:
+    """Scan without autograd bookkeeping. log_a, b `[B, T, *]` (same shape) -> h `[B, T, *]`.
 
-
-def _scan(log_a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int) -> Tensor:
-    """Forward scan without autograd bookkeeping. log_a, b `[B, T, *]` (same shape) -> h `[B, T, *]`."""
+    reverse: h_t = exp(log_a_t) h_{t+1} + b_t, from the last step back (the backward pass).
+    """
     B, T = b.shape[:2]
     rest = b.shape[2:]
     C = min(chunk_size, T)
     pad = (-T) % C
-    if pad:
+    if pad:  # log a = 0, b = 0: the padding passes the state through, and is zero in reverse
         widths = [0, 0] * len(rest) + [0, pad]
         log_a, b = F.pad(log_a, widths), F.pad(b, widths)
     N = b.shape[1] // C
-    A = log_a.reshape(B, N, C, *rest)
-    h = b.reshape(B, N, C, *rest)
-    d = 1
-    while d < C:
-        h = h + A.exp() * _shift(h, d, 0.0)
-        A = A + _shift(A, d, 0.0)
-        d *= 2
-    state = h0 if h0 is not None else b.new_zeros(B, *rest)
-    starts = []
-    for n in range(N):
-        starts.append(state)
-        state = A[:, n, -1].exp() * state + h[:, n, -1]
-    h = h + A.exp() * torch.stack(starts, dim=1).unsqueeze(2)
+    a = log_a.reshape(B, N, C, *rest).exp()
+    h = b.reshape(B, N, C, *rest).clone()
+    carry = N > 1 or h0 is not None
+    decay = a.clone() if carry else a  # becomes the product of a from the chunk's entry step
+    steps, before = (range(C - 2, -1, -1), 1) if reverse else (range(1, C), -1)
+    for t in steps:
+        h[:, :, t].addcmul_(a[:, :, t], h[:, :, t + before])
+        if carry:
+            decay[:, :, t].mul_(decay[:, :, t + before])  # torch.cumprod over dim 2 is ~10x slower on CPU
+    if carry:
+        state = h0 if h0 is not None else b.new_zeros(B, *rest)
+        starts = [state] * N
+        exit_step = 0 if reverse else -1
+        for n in (range(N - 1, -1, -1) if reverse else range(N)):
+            starts[n] = state
+            state = decay[:, n, exit_step] * state + h[:, n, exit_step]
+        h.addcmul_(decay, torch.stack(starts, dim=1).unsqueeze(2))
     return h.reshape(B, N * C, *rest)[:, :T]
 
 
@@ -68,7 +75,7 @@ class _ScanDiagonal(torch.autograd.Function):
     def backward(ctx, dh: Tensor):
         log_a, h, h0 = ctx.saved_tensors
         log_a_next = F.pad(log_a[:, 1:], [0, 0] * (log_a.dim() - 2) + [0, 1])
-        dh_tilde = _scan(log_a_next.flip(1), dh.flip(1), None, ctx.chunk_size).flip(1)
+        dh_tilde = _scan(log_a_next, dh.contiguous(), None, ctx.chunk_size, reverse=True)
         first = h0.unsqueeze(1) if h0 is not None else torch.zeros_like(h[:, :1])
         h_prev = torch.cat([first, h[:, :-1]], dim=1)
         d_log_a = dh_tilde * log_a.exp() * h_prev
