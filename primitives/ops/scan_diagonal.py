@@ -30,20 +30,20 @@ from primitives.ops.chunking import compute_dtype
 Tensor = torch.Tensor
 
 
-def _scan(log_a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int, reverse: bool = False) -> Tensor:
-    """Scan without autograd bookkeeping. log_a, b `[B, T, *]` (same shape) -> h `[B, T, *]`.
+def _scan(a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int, reverse: bool = False) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t without autograd bookkeeping; a, b `[B, T, *]` (same shape) -> h `[B, T, *]`.
 
-    reverse: h_t = exp(log_a_t) h_{t+1} + b_t, from the last step back (the backward pass).
+    reverse: h_t = a_t h_{t+1} + b_t, from the last step back (the backward pass).
     """
     B, T = b.shape[:2]
     rest = b.shape[2:]
     C = min(chunk_size, T)
     pad = (-T) % C
-    if pad:  # log a = 0, b = 0: the padding passes the state through, and is zero in reverse
+    if pad:  # steps after T: dropped from h, and (b = 0) zero in the reverse scan
         widths = [0, 0] * len(rest) + [0, pad]
-        log_a, b = F.pad(log_a, widths), F.pad(b, widths)
+        a, b = F.pad(a, widths), F.pad(b, widths)
     N = b.shape[1] // C
-    a = log_a.reshape(B, N, C, *rest).exp()
+    a = a.reshape(B, N, C, *rest)
     h = b.reshape(B, N, C, *rest).clone()
     carry = N > 1 or h0 is not None
     decay = a.clone() if carry else a  # becomes the product of a from the chunk's entry step
@@ -66,20 +66,24 @@ def _scan(log_a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int, reverse:
 class _ScanDiagonal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_a: Tensor, b: Tensor, h0: Tensor | None, chunk_size: int) -> Tensor:
-        h = _scan(log_a, b, h0, chunk_size)
-        ctx.save_for_backward(log_a, h, h0)
+        a = log_a.exp()
+        h = _scan(a, b, h0, chunk_size)
+        ctx.save_for_backward(a, h, h0)
         ctx.chunk_size = chunk_size
         return h
 
     @staticmethod
     def backward(ctx, dh: Tensor):
-        log_a, h, h0 = ctx.saved_tensors
-        log_a_next = F.pad(log_a[:, 1:], [0, 0] * (log_a.dim() - 2) + [0, 1])
-        dh_tilde = _scan(log_a_next, dh.contiguous(), None, ctx.chunk_size, reverse=True)
-        first = h0.unsqueeze(1) if h0 is not None else torch.zeros_like(h[:, :1])
-        h_prev = torch.cat([first, h[:, :-1]], dim=1)
-        d_log_a = dh_tilde * log_a.exp() * h_prev
-        d_h0 = log_a[:, 0].exp() * dh_tilde[:, 0] if h0 is not None and ctx.needs_input_grad[2] else None
+        a, h, h0 = ctx.saved_tensors
+        a_next = F.pad(a[:, 1:], [0, 0] * (a.dim() - 2) + [0, 1])
+        dh_tilde = _scan(a_next, dh.contiguous(), None, ctx.chunk_size, reverse=True)
+        d_log_a = dh_tilde * a  # times h_{t-1}:
+        d_log_a[:, 1:] *= h[:, :-1]
+        if h0 is None:
+            d_log_a[:, 0] = 0.0
+        else:
+            d_log_a[:, 0] *= h0
+        d_h0 = a[:, 0] * dh_tilde[:, 0] if h0 is not None and ctx.needs_input_grad[2] else None
         return d_log_a, dh_tilde, d_h0, None
 
 
