@@ -8,10 +8,11 @@ ladder machinery (`scaling.ladder.run_ladder`, two worker processes of one threa
 Kendall and pairwise accuracy between the smallest and each larger size's ranking (mean over seeds), beside
 the seed-to-seed noise floor at each size, and per-architecture fits of L(N) = E + A N^-alpha.
 
-    .venv/bin/python benchmarks/bench_transfer.py [--quick]
+    .venv/bin/python benchmarks/bench_transfer.py [--quick] [--fresh]
 
-Writes benchmarks/results/transfer.json (and runs/bench_transfer/ with ladder.json and fits.png). About 20-25
+Writes benchmarks/results/transfer.json (and runs/bench_transfer/ with ladder.json and fits.png). About 4
 minutes on 2 idle cores; `--quick` (two tiny sizes' worth of steps) checks the plumbing in about a minute.
+A second run resumes the ladder (finished trials are kept): `--fresh` discards them to measure again.
 """
 
 from __future__ import annotations
