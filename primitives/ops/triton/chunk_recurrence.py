@@ -173,8 +173,10 @@ def _bwd_chunk_kernel(q_ptr, k_ptr, u_ptr, g_ptr, do_ptr, states_ptr, dstates_pt
     tl.store(dg_ptr + bh * T + t, dG)
 
 
-def _block(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+def kernel_meta(chunk_size: int, K: int, V: int, precision: str) -> dict:
+    """The compile-time arguments of the chunk kernels: K and V padded to powers of two >= 16."""
+    return dict(C=chunk_size, BK=max(16, triton.next_power_of_2(K)), BV=max(16, triton.next_power_of_2(V)),
+                PRECISION=precision)
 
 
 class ChunkRecurrence(torch.autograd.Function):
@@ -188,7 +190,7 @@ class ChunkRecurrence(torch.autograd.Function):
         states = q.new_empty(BH, N, K, V)
         final = q.new_empty(BH, K, V)
         u = torch.empty_like(u0) if w is not None else u0
-        meta = dict(C=chunk_size, BK=_block(K), BV=_block(V), PRECISION=precision)
+        meta = kernel_meta(chunk_size, K, V, precision)
         _fwd_states_kernel[(BH,)](k, u0, w if w is not None else k, G, s0 if s0 is not None else final,
                                   states, u, final, T, N, K, V, HAS_W=w is not None, HAS_S0=s0 is not None,
                                   **meta)

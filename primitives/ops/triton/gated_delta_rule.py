@@ -11,7 +11,7 @@ import torch
 from primitives.ops.chunked_delta_rule import wy_representation
 from primitives.ops.chunking import resolve_scale, to_chunks
 from primitives.ops.triton.chunk_recurrence import ChunkRecurrence
-from primitives.ops.triton.simple_gla import dot_precision, from_heads_layout
+from primitives.ops.triton.simple_gla import check_chunk_size, dot_precision, from_heads_layout
 
 Tensor = torch.Tensor
 
@@ -22,8 +22,7 @@ def chunk_gated_delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, g: Tensor, be
                                   chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
     B, T, H, K = q.shape
     V = v.shape[-1]
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"the Triton kernels need a power-of-two chunk_size >= 16, got {chunk_size}")
+    check_chunk_size(chunk_size)
     dtype = torch.float32
     precision = dot_precision(v.dtype)
     qc, kc, vc = (to_chunks(x, chunk_size, dtype) for x in (q, k, v))  # [B, H, N, C, D]

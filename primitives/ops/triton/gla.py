@@ -23,7 +23,8 @@ import triton.language as tl
 
 from primitives.ops.chunked_gla import intra_chunk_scores
 from primitives.ops.chunking import compute_dtype, resolve_scale, to_chunks
-from primitives.ops.triton.simple_gla import dot_precision, from_heads_layout
+from primitives.ops.triton.chunk_recurrence import kernel_meta
+from primitives.ops.triton.simple_gla import check_chunk_size, dot_precision, from_heads_layout
 
 Tensor = torch.Tensor
 
@@ -158,10 +159,6 @@ def _bwd_chunk_kernel(q_ptr, k_ptr, v_ptr, g_ptr, a_ptr, do_ptr, states_ptr, dst
     tl.store(da_ptr + cc_offsets, dA)
 
 
-def _block(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
-
-
 class ChunkGLARecurrence(torch.autograd.Function):
     """(q, k, v, G, A, s0 | None) -> (o, final state); q, k, G `[BH, T, K]`, v `[BH, T, V]`, A `[BH, N, C, C]`."""
 
@@ -172,7 +169,7 @@ class ChunkGLARecurrence(torch.autograd.Function):
         N = T // chunk_size
         states = q.new_empty(BH, N, K, V)
         final = q.new_empty(BH, K, V)
-        meta = dict(C=chunk_size, BK=_block(K), BV=_block(V), PRECISION=precision)
+        meta = kernel_meta(chunk_size, K, V, precision)
         _fwd_states_kernel[(BH,)](k, v, G, s0 if s0 is not None else final, states, final, T, N, K, V,
                                   HAS_S0=s0 is not None, **meta)
         o = torch.empty_like(v)
@@ -204,8 +201,7 @@ def chunk_gla_triton(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | 
                      chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
     B, T, H, K = q.shape
     V = v.shape[-1]
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"the Triton kernels need a power-of-two chunk_size >= 16, got {chunk_size}")
+    check_chunk_size(chunk_size)
     dtype = torch.float32
     precision = "ieee" if compute_dtype(v) == torch.float64 else dot_precision(v.dtype)
     qc, kc, vc, gc = (to_chunks(x, chunk_size, dtype) for x in (q, k, v, g))  # [B, H, N, C, D]

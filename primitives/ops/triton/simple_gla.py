@@ -23,6 +23,11 @@ def from_heads_layout(x: Tensor, B: int, H: int, T: int, chunk_size: int) -> Ten
     return from_chunks(x.reshape(B, H, N, chunk_size, x.shape[-1]), T)
 
 
+def check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 16 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"the Triton kernels need a power-of-two chunk_size >= 16, got {chunk_size}")
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
 
@@ -31,8 +36,7 @@ def chunk_simple_gla_triton(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: f
                             initial_state: Tensor | None = None, output_final_state: bool = False,
                             chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
     B, T, H, K = q.shape
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"the Triton kernels need a power-of-two chunk_size >= 16, got {chunk_size}")
+    check_chunk_size(chunk_size)
     dtype = torch.float32
     precision = "ieee" if compute_dtype(v) == torch.float64 else dot_precision(v.dtype)
     G = heads_layout(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1)
