@@ -277,7 +277,11 @@ def train_sweep(spec: ArchSpec | dict | str, task: Task, budget: Budget | int | 
 def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | int | dict, *, lr: float = 1e-3,
                 lrs: list[float] | None = None, out_dir: str | os.PathLike | None = None,
                 callback: Callable | None = None, **kwargs: Any) -> TrainResult:
-    """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean."""
+    """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean.
+
+    `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
+    members done so far, `member`, `member_accuracy`, `members_done` and `members_total`.
+    """
     members: dict[str, dict[str, Any]] = {}
     statuses = []
     for label, task in suite.members:
@@ -292,7 +296,9 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
                           "val_loss": result.metrics.get("val_loss"), "lr": result.metrics.get("lr"),
                           "steps": result.step, "train_time_s": result.metrics.get("train_time_s"),
                           "tokens_per_s": result.metrics.get("tokens_per_s")}
-        if callback is not None and _should_stop(callback, {"member": label, **members[label]}):
+        progress = {**_suite_metrics(suite, members), "member": label, "member_accuracy": members[label]["accuracy"],
+                    "members_done": len(members), "members_total": len(suite.members)}
+        if callback is not None and _should_stop(callback, progress):
             return TrainResult("stopped", _suite_metrics(suite, members), [], 0, None,
                                None if out_dir is None else str(out_dir), members=members)
     status = "completed" if all(s == "completed" for s in statuses) else "diverged"

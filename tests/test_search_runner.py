@@ -116,6 +116,39 @@ def test_constraints_failures_and_duplicates(ray_session, tmp_path):
     assert result.summary["counts"] == {k: len(v) for k, v in by_status.items()}
 
 
+MAD_SUITE = textwrap.dedent("""\
+    name: mad_suite
+    base: {d_model: 32, defaults: {attention: {n_heads: 2}}}
+    layers:
+      n_layers: 1
+      slot: {op: {choice: [attention, mlp]}}
+    task: {name: mad, params: {tasks: [memorization, compression], num_train_examples: 64, num_test_examples: 16}}
+    train: {steps: 3, lr: 3.0e-3, batch_size: 4}
+    objectives: [{metric: accuracy, mode: max}]
+    strategy: {name: grid}
+    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
+    resources: {cpus_per_trial: 1, max_concurrent: 1}
+    trials: 2
+    """)
+
+
+def test_search_on_the_mad_suite(ray_session, tmp_path):
+    """A suite trains one model per member: the trial reports the running mean after each member and
+    finishes with the mean over tasks (this used to fail every trial)."""
+    search(MAD_SUITE, runs_dir=tmp_path)
+    run = tmp_path / "mad_suite"
+    rows = read_rows(run)
+    assert len(rows) == 2 and {r["status"] for r in rows} <= {"completed", "pruned"}, rows
+    completed = [r for r in rows if r["status"] == "completed"]
+    assert completed
+    for row in completed:
+        result = json.loads((run / "trials" / row["trial"] / "result.json").read_text())
+        tasks = [result["accuracy/memorization"], result["accuracy/compression"]]
+        assert float(row["accuracy"]) == pytest.approx(sum(tasks) / 2)
+    study = optuna.load_study(study_name="mad_suite", storage=f"sqlite:///{run / 'study.db'}")
+    assert [t.state.is_finished() for t in study.trials] == [True, True]
+
+
 def test_study_search_tells_pruned_and_failed_states():
     study_storage = optuna.storages.InMemoryStorage()
     searcher = StudySearch(space=lambda trial: {"x": trial.suggest_int("x", 0, 3)}, metric="objective_0",

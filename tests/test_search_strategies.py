@@ -120,6 +120,25 @@ def test_majority_vote_exact():
     assert stripe(majority_vote(ranked[1:])) == "C M A M"
 
 
+def looped(times, *ops, **settings):
+    return {"loop": {"times": times, "body": list(ops), **settings}}
+
+
+def test_majority_vote_over_whole_stack_loops():
+    """A space's `loop:` wraps the whole stack: the bodies vote layer by layer and the loop count is voted
+    (no loop counts as 1), instead of one loop node outvoting a plain stack's first layer."""
+    ranked = [spec("short_conv", "mlp", "attention", "mlp"),
+              spec(looped(2, "attention", "mlp", "short_conv", "mlp", inject="add")),
+              spec(looped(2, "attention", "mlp", "attention", "mlp")),
+              spec(looped(3, "short_conv", "mlp", "attention", "mlp"))]
+    consensus = majority_vote(ranked)
+    # times: 2 (two votes); position 0: short_conv 2 vs attention 2 -> the better-ranked; position 2: attention 3
+    assert len(consensus.layers) == 1 and consensus.layers[0].times == 2
+    assert consensus.layers[0].inject == "add"      # the settings of the best candidate looped twice
+    assert stripe(consensus) == "(C M A M)x2"
+    assert stripe(majority_vote([ranked[0], ranked[3], ranked[1]])) == "C M A M"   # times 1, 3, 2: tie -> 1
+
+
 def test_select_top_ranks_dedupes_and_thresholds():
     rows = [{"trial": 0, "status": "completed", "arch_id": "a", "accuracy": 0.5},
             {"trial": 1, "status": "pruned", "arch_id": "b", "accuracy": 0.9},

@@ -139,10 +139,16 @@ def test_lr_sweep_keeps_the_best():
 
 def test_mad_suite_reports_each_task_and_the_mean():
     suite = mad_suite(tasks=["memorization", "compression"], num_train_examples=64, num_test_examples=16)
-    result = train(TINY, suite, 2, batch_size=4, threads=1)
+    progress = []
+    result = train(TINY, suite, 2, batch_size=4, threads=1, callback=progress.append)
     m = result.metrics
     assert set(result.members) == {"memorization/baseline", "compression/baseline"}
     assert m["accuracy"] == pytest.approx((m["accuracy/memorization"] + m["accuracy/compression"]) / 2)
+    # after each member: the running mean over the members done so far
+    assert [(p["member"], p["members_done"], p["members_total"]) for p in progress] == [
+        ("memorization/baseline", 1, 2), ("compression/baseline", 2, 2)]
+    assert progress[0]["accuracy"] == progress[0]["member_accuracy"] == m["accuracy/memorization"]
+    assert progress[1]["accuracy"] == pytest.approx(m["accuracy"])
 
 
 def test_bad_arguments_are_user_errors():

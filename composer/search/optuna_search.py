@@ -55,5 +55,8 @@ class StudySearch(OptunaSearch):
         try:
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as exc:        # never lose the search over one bad tell (e.g. a NaN value)
-            logger.warning("could not record trial %s in the study: %s", trial_id, exc)
+            # Optuna stores the trial before its sampler's after_trial hook runs; that hook may raise (the grid
+            # sampler calls Study.stop, outside optimize, once the grid is used up) with the trial recorded
+            if not self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+                logger.warning("could not record trial %s in the study: %s", trial_id, exc)
         self._completed_trials.add(trial_id)

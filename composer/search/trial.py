@@ -90,8 +90,13 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
     counter = iter(range(1, 1 << 30))
 
     def callback(metrics: dict[str, Any]) -> None:
-        # the last evaluation of a full run is reported once, as the final result (after the repeats)
-        if total_steps is None or metrics["step"] < total_steps:
+        # the last evaluation of a full run is reported once, as the final result (after the repeats); a
+        # suite (MAD) reports after each member instead, with the running mean accuracy
+        if "members_done" in metrics:
+            last = metrics["members_done"] == metrics["members_total"]
+        else:
+            last = total_steps is not None and metrics["step"] >= total_steps
+        if not last:
             report(metrics, next(counter), False)
 
     runs = []
