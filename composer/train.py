@@ -280,8 +280,13 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
     """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean.
 
     `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
-    members done so far, `member`, `member_accuracy`, `members_done` and `members_total`.
+    members done so far, `member`, `member_accuracy`, `members_done` and `members_total`. Members are
+    evaluated once, at the end of their budget, unless `eval_every` (or `checkpoint_every`, which saves at
+    evaluations) is given: nothing reads a member's intermediate evaluations, which cost more than the
+    training itself on short MAD budgets.
     """
+    if kwargs.get("eval_every") is None and not kwargs.get("checkpoint_every"):
+        kwargs["eval_every"] = 1 << 62
     members: dict[str, dict[str, Any]] = {}
     statuses = []
     for label, task in suite.members:

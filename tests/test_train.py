@@ -151,6 +151,16 @@ def test_mad_suite_reports_each_task_and_the_mean():
     assert progress[1]["accuracy"] == pytest.approx(m["accuracy"])
 
 
+def test_mad_suite_members_evaluate_once_unless_asked(tmp_path):
+    suite = mad_suite(tasks=["memorization"], num_train_examples=64, num_test_examples=16)
+    train(TINY, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "once")
+    curve = (tmp_path / "once" / "memorization__baseline" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curve] == [10]
+    train(TINY, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "asked", eval_every=5)
+    curve = (tmp_path / "asked" / "memorization__baseline" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curve] == [5, 10]
+
+
 def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="unknown task"):
         train(TINY, "nope", 1)
