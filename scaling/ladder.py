@@ -3,7 +3,7 @@
 A ladder file (YAML):
 
     name: demo
-    task: {name: text, seq_len: 128}         # or a task name
+    task: {name: text, seq_len: 128}         # or a task name; or {name: text, params: {seq_len: 128}}
     architectures:                           # name -> spec path (relative to this file) or inline spec
       attention: ../search_spaces/architectures/gpt_small.yaml
     sizes: [30K, 100K, 300K]                 # parameter targets, counted by `count`
@@ -119,6 +119,11 @@ def load_ladder(obj: Any) -> Ladder:
     task = {"name": task} if isinstance(task, str) else task
     if not isinstance(task, dict) or not isinstance(task.get("name"), str):
         raise source.error("expected a task name or a mapping with `name`", "task")
+    if "params" in task:  # the search-space form, {name: text, params: {seq_len: 128}}
+        if len(task) > 2 or not isinstance(task["params"], dict):
+            raise source.error("give the task's parameters under `params` (a mapping) or beside `name`, "
+                               "not both", "task.params")
+        task = {"name": task["name"], **task["params"]}
     archs = _architectures(source, data["architectures"], base)
     sizes = _sizes(source, data["sizes"])
     ladder = Ladder(name=str(data["name"]), task=dict(task), architectures=archs, sizes=sizes)

@@ -128,3 +128,11 @@ def test_ray_runner_trains_the_same_trials_as_ray_tasks():
     assert remote.keys() == local.keys() and len(remote) == len(trials)
     for key, loss in local.items():
         assert remote[key] == pytest.approx(loss)
+
+
+def test_ladder_task_parameters_under_params_or_beside_the_name():
+    flat = load_ladder(config(task={"name": "text", "seq_len": 64}))
+    nested = load_ladder(config(task={"name": "text", "params": {"seq_len": 64}}))
+    assert flat.task == nested.task == {"name": "text", "seq_len": 64}
+    with pytest.raises(UserError, match="task.params: give the task's parameters under `params`"):
+        load_ladder(config(task={"name": "text", "seq_len": 64, "params": {"seq_len": 32}}))

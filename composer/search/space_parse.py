@@ -193,18 +193,21 @@ class _Parser:
     def task(self, value: Any) -> dict[str, Any]:
         if isinstance(value, str):
             value = {"name": value}
-        value = self.mapping(value, "task", ("name", "params"))
+        value = self.mapping(value, "task")
         if not isinstance(value.get("name"), str):
             raise self.fail("expected a task name (mqar, mad, mad:<task>, text)", "task.name")
+        beside = {k: v for k, v in value.items() if k not in ("name", "params")}   # {name: text, seq_len: 128}
+        if beside and "params" in value:
+            raise self.fail("give the task's parameters under `params` or beside `name`, not both", "task.params")
+        params = dict(self.mapping(value.get("params") or {}, "task.params") if "params" in value else beside)
         from composer.tasks import get_task
 
         try:
-            task = get_task(value["name"], **self.mapping(value.get("params") or {}, "task.params"))
+            task = get_task(value["name"], **params)
         except UserError as e:
             raise self.fail(e.message, "task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
         first = task.members[0][1] if hasattr(task, "members") else task
-        return {"name": value["name"], "params": dict(value.get("params") or {}),
-                "vocab_size": first.vocab_size, "seq_len": first.seq_len}
+        return {"name": value["name"], "params": params, "vocab_size": first.vocab_size, "seq_len": first.seq_len}
 
     def train(self, value: Any) -> dict[str, Any]:
         value = self.mapping(value or {}, "train", TRAIN_KEYS)
