@@ -20,7 +20,9 @@ QUIET = {"progress": lambda *_: None}
 
 
 def fake_run(root, with_study=True):
-    """runs/<name>/ as the search writes it: leaderboard (best first), trials/<id>/, study.db, ladder.json."""
+    """runs/<name>/ as the search writes it: leaderboard (trial order), summary.json naming the objective,
+    trials/<id>/, study.db, ladder.json. Trial 4 has the lowest loss but was pruned; the accuracy column is
+    there to tempt a reader that guesses the quality column instead of reading the objective."""
     run = root / "runs" / "demo"
     rows = []
     for i, layers in enumerate(ARCHS[:5]):
@@ -29,11 +31,14 @@ def fake_run(root, with_study=True):
         (folder / "spec.yaml").write_text(yaml.safe_dump({"d_model": 32, "layers": layers}))
         history = [{"step": s, "tokens": 1000 * s, "val_loss": 3.0 - 0.1 * s - 0.05 * i} for s in range(1, 6)]
         (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        rows.append((str(i), history[-1]["val_loss"], 1000 * (i + 1), 5000.0 * (5 - i), 64 * (i + 1), "ok"))
-    rows.append(("5", 2.9, 999, 1.0, 1, "<script>alert(1)</script>"))  # its spec is missing: still a leaderboard row
-    rows.sort(key=lambda r: r[1])
-    lines = ["trial_id,val_loss,params,flops_per_token,state_bytes,note"] + [",".join(map(str, r)) for r in rows]
+        status = "pruned" if i == 4 else "completed"
+        rows.append((i, status, history[-1]["val_loss"], 0.1 * i, 1000 * (i + 1), 5000.0 * (5 - i), 64 * (i + 1),
+                     "ok"))
+    rows.append((5, "completed", 2.9, 0.9, 999, 1.0, 1, "<script>alert(1)</script>"))  # spec broken: still a row
+    lines = ["trial,status,val_loss,accuracy,params,flops_per_token,state_bytes,note"]
+    lines += [",".join(map(str, r)) for r in rows]
     (run / "leaderboard.csv").write_text("\n".join(lines) + "\n")
+    (run / "summary.json").write_text(json.dumps({"objectives": [{"metric": "val_loss", "mode": "min"}]}))
     (run / "trials" / "5").mkdir()
     (run / "trials" / "5" / "spec.yaml").write_text("d_model: 32\nlayers: [nonexistent_op]\n")
     if with_study:
@@ -65,6 +70,9 @@ def test_report_files_and_page(tmp_path):
     assert text.count("<tr><td>") == 6  # six trials
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>alert" not in text
     assert "A S2 A M" not in text and "S2 M A M" in text  # stripes in the table
+    # ranked by the objective (val_loss, lowest first), full-budget trials before the pruned one; trial 0 counts
+    order = re.findall(r"<tr><td>(\d+)</td>", text)
+    assert order == ["3", "2", "1", "0", "5", "4"]
     assert "alpha=0.3" in text
     assert any("warning: trial 5" in m for m in messages) and any(m.startswith("[5/5]") for m in messages)
     assert "http://" not in text and "https://" not in text  # opens offline

@@ -3,6 +3,7 @@ duplicate reuse. Plus the searcher's bookkeeping without Ray."""
 
 import csv
 import json
+import re
 import textwrap
 
 import optuna
@@ -76,6 +77,12 @@ def test_tiny_search_end_to_end(ray_session, tmp_path):
     top = max(completed, key=lambda r: float(r["accuracy"]))
     assert arch_id(best) == top["arch_id"] and result.best_row["trial"] == int(top["trial"])
     assert load_spec(str(run / "consensus.yaml")) == result.consensus
+    # the report reads the real run: ranked by the objective, best trial first, every figure drawn
+    from composer.report import build_report
+
+    page = build_report(run, progress=lambda *_: None)
+    assert re.findall(r"<tr><td>(\d+)</td>", page.read_text())[0] == str(result.best_row["trial"])
+    assert len(list(page.parent.glob("*.png"))) == 5
     with pytest.raises(UserError, match="already holds a search"):
         search(TINY, runs_dir=tmp_path)
 

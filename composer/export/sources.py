@@ -110,8 +110,12 @@ def read_leaderboard(path: Path) -> list[dict[str, Any]]:
     return RunDir(path).read_leaderboard()
 
 
-def _trial_key(row: dict[str, str]) -> str:
-    return str(row.get("trial_id") or row.get("trial") or row.get("id") or row.get("number") or "")
+def _trial_key(row: dict[str, Any]) -> str:
+    """The row's trial id as its folder name under trials/ (trial 0 included)."""
+    for key in ("trial_id", "trial", "id", "number"):
+        if row.get(key) not in (None, ""):
+            return str(row[key])
+    return ""
 
 
 def best_trial_id(path: Path) -> str | None:

@@ -80,18 +80,20 @@ def best_so_far_figure(run: RunData) -> bytes | None:
 
 
 def learning_curves_figure(run: RunData, top: int = 5) -> bytes | None:
-    curves = []
-    for trial in run.trials[:top]:
-        points = [(h.get("tokens", h.get("step")), h.get(run.quality_key)) for h in trial.history]
+    curves, x_keys = [], set()
+    for trial in run.trials[:top]:      # a reused duplicate has no curve of its own: it is skipped
+        x_key = "tokens" if trial.history and "tokens" in trial.history[0] else "step"
+        points = [(h.get(x_key), h.get(run.quality_key)) for h in trial.history]
         points = [(x, y) for x, y in points if isinstance(x, (int, float)) and isinstance(y, (int, float))]
         if points:
             curves.append((trial.trial_id, points))
+            x_keys.add(x_key)
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for trial_id, points in curves:
         ax.plot(*zip(*points), marker=".", label=f"trial {trial_id}")
-    ax.set_xlabel("tokens" if "tokens" in run.trials[0].history[0] else "step")
+    ax.set_xlabel(x_keys.pop() if len(x_keys) == 1 else "tokens or step")
     ax.set_ylabel(run.quality_key)
     ax.legend(fontsize=7)
     ax.set_title(f"learning curves of the top {len(curves)}")
@@ -100,7 +102,12 @@ def learning_curves_figure(run: RunData, top: int = 5) -> bytes | None:
 
 def stripes_figure(run: RunData, top: int = 12) -> bytes | None:
     """Each architecture as a row of coloured cells, one per layer, labelled with its primitive's letter."""
-    rows = [(t.trial_id, t.spec) for t in run.trials[:top] if t.spec is not None]
+    rows, seen = [], set()
+    for t in run.trials:        # ranked; a reused duplicate (same arch_id) is drawn once
+        key = t.row.get("arch_id", t.trial_id)
+        if t.spec is not None and key not in seen and len(rows) < top:
+            rows.append((t.trial_id, t.spec))
+            seen.add(key)
     if not rows:
         return None
     ops = sorted({layer.op for _, spec in rows for layer in iter_layers(spec.layers)})

@@ -1,8 +1,11 @@
 """Reading a search run directory for the report: leaderboard, per-trial specs and histories, study, ladder.
 
-Layout read (missing parts are skipped): `leaderboard.csv` (one row per trial, best first, a `trial_id`
+Layout read (missing parts are skipped): `leaderboard.csv` (one row per trial, in trial order, a `trial`
 column plus metrics), `trials/<id>/spec.yaml`, `trials/<id>/metrics.jsonl` (the trainer's evaluations),
 `study.db` (Optuna), `ladder.json` + `fits.png` (scaling ladder).
+
+`RunData.trials` are ranked best first: trials that ran their full budget (status `completed`, or no status
+column) before the others (pruned, failed, ...), each group by the quality column, then by trial number.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 
 from composer.errors import UserError
 from composer.export.sources import _trial_key, read_leaderboard
+from composer.runs import RunDir
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
-# Quality columns in order of preference, and whether lower is better.
+# Without a summary.json naming the search's objectives: quality columns by preference, and whether lower is better.
 QUALITY_KEYS = (("val_loss", True), ("loss", True), ("eval_loss", True), ("accuracy", False), ("val_accuracy", False))
 COST_KEYS = (("params", "parameters"), ("flops_per_token", "FLOPs / token"), ("state_bytes", "state bytes"))
 
@@ -44,6 +48,13 @@ class RunData:
         value = trial.row.get(self.quality_key) if self.quality_key else None
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
+    def rank_key(self, trial: Trial) -> tuple:
+        """Full-budget trials first, then by quality (best first), then by trial number."""
+        quality = self.quality(trial)
+        score = math.inf if quality is None else (quality if self.lower_is_better else -quality)
+        number = int(trial.trial_id) if trial.trial_id.isdigit() else math.inf
+        return (trial.row.get("status", "completed") != "completed", score, number)
+
 
 def read_run(path: str | Path, progress=print) -> RunData:
     path = Path(path)
@@ -66,8 +77,13 @@ def read_run(path: str | Path, progress=print) -> RunData:
                              if line.strip()]
         trials.append(trial)
     columns = set().union(*(t.row for t in trials)) if trials else set()
-    quality_key, lower = next(((k, low) for k, low in QUALITY_KEYS if k in columns), (None, True))
+    objectives = [o for o in RunDir(path).read_summary().get("objectives") or [] if o.get("metric") in columns]
+    if objectives:      # the search's own (first) objective
+        quality_key, lower = objectives[0]["metric"], objectives[0].get("mode") == "min"
+    else:
+        quality_key, lower = next(((k, low) for k, low in QUALITY_KEYS if k in columns), (None, True))
     data = RunData(path, trials, quality_key, lower)
+    data.trials = sorted(trials, key=data.rank_key)
     data.importances = _importances(path, progress)
     if (path / "ladder.json").exists():
         data.ladder = json.loads((path / "ladder.json").read_text())
