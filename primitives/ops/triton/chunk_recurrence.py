@@ -26,17 +26,28 @@ Tensor = torch.Tensor
 
 
 @triton.jit
+def state_tile(K, V, BK: tl.constexpr, BV: tl.constexpr):
+    """Column offsets and masks of K- and V-wide rows, and the offsets and mask of a [BK, BV] state tile."""
+    offs_k = tl.arange(0, BK)
+    offs_v = tl.arange(0, BV)
+    mask_k = offs_k < K
+    mask_v = offs_v < V
+    return offs_k, offs_v, mask_k, mask_v, offs_k[:, None] * V + offs_v[None, :], mask_k[:, None] & mask_v[None, :]
+
+
+@triton.jit
+def load_rows(ptr, bh, t, T, D, offs, mask):
+    """Rows `t` of head `bh` of a `[BH, T, D]` tensor, the padded columns as 0."""
+    return tl.load(ptr + bh * T * D + t[:, None] * D + offs[None, :], mask=mask[None, :], other=0.0)
+
+
+@triton.jit
 def _fwd_states_kernel(k_ptr, u0_ptr, w_ptr, g_ptr, s0_ptr, states_ptr, u_ptr, final_ptr,
                        T, N, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                        HAS_W: tl.constexpr, HAS_S0: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(0)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
-    kv_offsets = offs_k[:, None] * V + offs_v[None, :]
-    kv_mask = mask_k[:, None] & mask_v[None, :]
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     if HAS_S0:
         S = tl.load(s0_ptr + bh * K * V + kv_offsets, mask=kv_mask, other=0.0)
     else:
@@ -95,12 +106,7 @@ def _bwd_states_kernel(q_ptr, k_ptr, w_ptr, g_ptr, do_ptr, dfinal_ptr, dstates_p
     """dS_n = exp(G_C) dS_{n+1} + scale (q exp(G))^T do - W^T dU_n, dU_n = k_end dS_{n+1} + scale A^T do."""
     bh = tl.program_id(0)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
-    kv_offsets = offs_k[:, None] * V + offs_v[None, :]
-    kv_mask = mask_k[:, None] & mask_v[None, :]
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     if HAS_DFINAL:
         dS = tl.load(dfinal_ptr + bh * K * V + kv_offsets, mask=kv_mask, other=0.0)
     else:

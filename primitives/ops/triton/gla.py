@@ -23,7 +23,7 @@ import triton.language as tl
 
 from primitives.ops.chunked_gla import intra_chunk_scores
 from primitives.ops.chunking import compute_dtype, resolve_scale, to_chunks
-from primitives.ops.triton.chunk_recurrence import kernel_meta
+from primitives.ops.triton.chunk_recurrence import kernel_meta, load_rows, state_tile
 from primitives.ops.triton.simple_gla import check_chunk_size, dot_precision, from_heads_layout
 
 Tensor = torch.Tensor
@@ -35,12 +35,7 @@ def _fwd_states_kernel(k_ptr, v_ptr, g_ptr, s0_ptr, states_ptr, final_ptr,
                        HAS_S0: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(0)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
-    kv_offsets = offs_k[:, None] * V + offs_v[None, :]
-    kv_mask = mask_k[:, None] & mask_v[None, :]
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     if HAS_S0:
         S = tl.load(s0_ptr + bh * K * V + kv_offsets, mask=kv_mask, other=0.0)
     else:
@@ -48,10 +43,9 @@ def _fwd_states_kernel(k_ptr, v_ptr, g_ptr, s0_ptr, states_ptr, final_ptr,
     for n in range(N):
         t = n * C + offs_c
         tl.store(states_ptr + (bh * N + n) * K * V + kv_offsets, S, mask=kv_mask)
-        ck_offsets = bh * T * K + t[:, None] * K + offs_k[None, :]
-        k = tl.load(k_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-        G = tl.load(g_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-        v = tl.load(v_ptr + bh * T * V + t[:, None] * V + offs_v[None, :], mask=mask_v[None, :], other=0.0)
+        k = load_rows(k_ptr, bh, t, T, K, offs_k, mask_k)
+        G = load_rows(g_ptr, bh, t, T, K, offs_k, mask_k)
+        v = load_rows(v_ptr, bh, t, T, V, offs_v, mask_v)
         G_last = tl.load(g_ptr + bh * T * K + (n * C + C - 1) * K + offs_k, mask=mask_k, other=0.0)
         k_end = k * tl.exp(G_last[None, :] - G)
         S = S * tl.exp(G_last)[:, None] + tl.dot(tl.trans(k_end), v, input_precision=PRECISION)
@@ -65,21 +59,15 @@ def _fwd_output_kernel(q_ptr, v_ptr, g_ptr, a_ptr, states_ptr, o_ptr, scale,
     n = tl.program_id(0)
     bh = tl.program_id(1)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     t = n * C + offs_c
-    ck_offsets = bh * T * K + t[:, None] * K + offs_k[None, :]
-    cv_offsets = bh * T * V + t[:, None] * V + offs_v[None, :]
-    q = tl.load(q_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-    G = tl.load(g_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-    v = tl.load(v_ptr + cv_offsets, mask=mask_v[None, :], other=0.0)
+    q = load_rows(q_ptr, bh, t, T, K, offs_k, mask_k)
+    G = load_rows(g_ptr, bh, t, T, K, offs_k, mask_k)
+    v = load_rows(v_ptr, bh, t, T, V, offs_v, mask_v)
     A = tl.load(a_ptr + (bh * N + n) * C * C + offs_c[:, None] * C + offs_c[None, :])
-    S = tl.load(states_ptr + (bh * N + n) * K * V + offs_k[:, None] * V + offs_v[None, :],
-                mask=mask_k[:, None] & mask_v[None, :], other=0.0)
+    S = tl.load(states_ptr + (bh * N + n) * K * V + kv_offsets, mask=kv_mask, other=0.0)
     o = tl.dot(q * tl.exp(G), S, input_precision=PRECISION) + tl.dot(A, v, input_precision=PRECISION)
-    tl.store(o_ptr + cv_offsets, o * scale, mask=mask_v[None, :])
+    tl.store(o_ptr + bh * T * V + t[:, None] * V + offs_v[None, :], o * scale, mask=mask_v[None, :])
 
 
 @triton.jit
@@ -89,12 +77,7 @@ def _bwd_states_kernel(q_ptr, g_ptr, do_ptr, dfinal_ptr, dstates_ptr, ds0_ptr, s
     """dS_n = diag(exp(G_C)) dS_{n+1} + scale (q exp(G))^T do, in reverse chunk order."""
     bh = tl.program_id(0)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
-    kv_offsets = offs_k[:, None] * V + offs_v[None, :]
-    kv_mask = mask_k[:, None] & mask_v[None, :]
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     if HAS_DFINAL:
         dS = tl.load(dfinal_ptr + bh * K * V + kv_offsets, mask=kv_mask, other=0.0)
     else:
@@ -103,10 +86,9 @@ def _bwd_states_kernel(q_ptr, g_ptr, do_ptr, dfinal_ptr, dstates_ptr, ds0_ptr, s
         n = N - 1 - i
         t = n * C + offs_c
         tl.store(dstates_ptr + (bh * N + n) * K * V + kv_offsets, dS, mask=kv_mask)
-        ck_offsets = bh * T * K + t[:, None] * K + offs_k[None, :]
-        q = tl.load(q_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-        G = tl.load(g_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-        do = tl.load(do_ptr + bh * T * V + t[:, None] * V + offs_v[None, :], mask=mask_v[None, :], other=0.0)
+        q = load_rows(q_ptr, bh, t, T, K, offs_k, mask_k)
+        G = load_rows(g_ptr, bh, t, T, K, offs_k, mask_k)
+        do = load_rows(do_ptr, bh, t, T, V, offs_v, mask_v)
         G_last = tl.load(g_ptr + bh * T * K + (n * C + C - 1) * K + offs_k, mask=mask_k, other=0.0)
         dS = dS * tl.exp(G_last)[:, None] + tl.dot(tl.trans(q * tl.exp(G)), do * scale, input_precision=PRECISION)
     tl.store(ds0_ptr + bh * K * V + kv_offsets, dS, mask=kv_mask)
@@ -122,24 +104,19 @@ def _bwd_chunk_kernel(q_ptr, k_ptr, v_ptr, g_ptr, a_ptr, do_ptr, states_ptr, dst
     n = tl.program_id(0)
     bh = tl.program_id(1)
     offs_c = tl.arange(0, C)
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, BV)
-    mask_k = offs_k < K
-    mask_v = offs_v < V
+    offs_k, offs_v, mask_k, mask_v, kv_offsets, kv_mask = state_tile(K, V, BK, BV)
     t = n * C + offs_c
     ck_offsets = bh * T * K + t[:, None] * K + offs_k[None, :]
     cv_offsets = bh * T * V + t[:, None] * V + offs_v[None, :]
     cc_offsets = (bh * N + n) * C * C + offs_c[:, None] * C + offs_c[None, :]
-    kv_offsets = (bh * N + n) * K * V + offs_k[:, None] * V + offs_v[None, :]
-    kv_mask = mask_k[:, None] & mask_v[None, :]
-    q = tl.load(q_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-    k = tl.load(k_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-    G = tl.load(g_ptr + ck_offsets, mask=mask_k[None, :], other=0.0)
-    v = tl.load(v_ptr + cv_offsets, mask=mask_v[None, :], other=0.0)
-    do = tl.load(do_ptr + cv_offsets, mask=mask_v[None, :], other=0.0) * scale
+    q = load_rows(q_ptr, bh, t, T, K, offs_k, mask_k)
+    k = load_rows(k_ptr, bh, t, T, K, offs_k, mask_k)
+    G = load_rows(g_ptr, bh, t, T, K, offs_k, mask_k)
+    v = load_rows(v_ptr, bh, t, T, V, offs_v, mask_v)
+    do = load_rows(do_ptr, bh, t, T, V, offs_v, mask_v) * scale
     A = tl.load(a_ptr + cc_offsets)
-    S = tl.load(states_ptr + kv_offsets, mask=kv_mask, other=0.0)
-    dS = tl.load(dstates_ptr + kv_offsets, mask=kv_mask, other=0.0)
+    S = tl.load(states_ptr + (bh * N + n) * K * V + kv_offsets, mask=kv_mask, other=0.0)
+    dS = tl.load(dstates_ptr + (bh * N + n) * K * V + kv_offsets, mask=kv_mask, other=0.0)
     G_last = tl.load(g_ptr + bh * T * K + (n * C + C - 1) * K + offs_k, mask=mask_k, other=0.0)
 
     decay_to_end = tl.exp(G_last[None, :] - G)
