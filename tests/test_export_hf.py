@@ -91,3 +91,15 @@ def test_two_bundles_in_one_process_each_run_their_own_code(tmp_path):
     tokens = torch.randint(0, 45, (1, 7))
     with torch.no_grad():
         assert torch.allclose(hf(input_ids=tokens).logits, second(tokens), atol=1e-5)
+
+
+def test_padded_batches_are_refused_not_misread(tmp_path):
+    """The model has no padding mask: a left-padded batch would read the pad tokens as text, so it is an error."""
+    _, hf = _hf_bundle(tmp_path, {"d_model": 32, "vocab_size": 45, "layers": ["gated_deltanet", "mlp"]})
+    prompts = torch.randint(0, 45, (2, 5))
+    mask = torch.ones_like(prompts)
+    mask[1, :2] = 0
+    with pytest.raises(ValueError, match="padded batches"):
+        hf.generate(prompts, max_new_tokens=3, do_sample=False, attention_mask=mask)
+    with pytest.raises(ValueError, match="padded batches"):
+        hf(input_ids=prompts, attention_mask=mask)

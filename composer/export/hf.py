@@ -124,6 +124,9 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
                 use_cache=None, return_dict=True, **kwargs):
         """With a ComposerState (or use_cache and no labels in eval mode): read input_ids after the state
         and return the advanced state; otherwise the plain full-sequence forward."""
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("Composer models read every token: padded batches (attention_mask with zeros) are not "
+                             "supported; pass prompts of equal length, or one prompt at a time")
         state = cache if cache is not None else past_key_values
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if not isinstance(state, ComposerState) and (not use_cache or labels is not None or self.training):
@@ -139,11 +142,12 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_ARG: new_state})
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, use_cache=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, use_cache=None,
+                                      attention_mask=None, **kwargs):
         state = cache if cache is not None else past_key_values
         if isinstance(state, ComposerState):
             input_ids = input_ids[:, state.seen:]  # only the tokens the state has not read
-        return {"input_ids": input_ids, CACHE_ARG: state, "use_cache": use_cache}
+        return {"input_ids": input_ids, CACHE_ARG: state, "use_cache": use_cache, "attention_mask": attention_mask}
 '''
 
 
