@@ -119,11 +119,12 @@ def load_ladder(obj: Any) -> Ladder:
     task = {"name": task} if isinstance(task, str) else task
     if not isinstance(task, dict) or not isinstance(task.get("name"), str):
         raise source.error("expected a task name or a mapping with `name`", "task")
-    if "params" in task:  # the search-space form, {name: text, params: {seq_len: 128}}
-        if len(task) > 2 or not isinstance(task["params"], dict):
-            raise source.error("give the task's parameters under `params` (a mapping) or beside `name`, "
-                               "not both", "task.params")
-        task = {"name": task["name"], **task["params"]}
+    from composer.tasks import task_params
+
+    try:
+        task = {"name": task["name"], **task_params(task)}
+    except UserError as e:
+        raise source.error(e.message, f"task.{e.path}") from None
     archs = _architectures(source, data["architectures"], base)
     sizes = _sizes(source, data["sizes"])
     ladder = Ladder(name=str(data["name"]), task=dict(task), architectures=archs, sizes=sizes)

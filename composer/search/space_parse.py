@@ -196,13 +196,10 @@ class _Parser:
         value = self.mapping(value, "task")
         if not isinstance(value.get("name"), str):
             raise self.fail("expected a task name (mqar, mad, mad:<task>, text)", "task.name")
-        beside = {k: v for k, v in value.items() if k not in ("name", "params")}   # {name: text, seq_len: 128}
-        if beside and "params" in value:
-            raise self.fail("give the task's parameters under `params` or beside `name`, not both", "task.params")
-        params = dict(self.mapping(value.get("params") or {}, "task.params") if "params" in value else beside)
-        from composer.tasks import get_task
+        from composer.tasks import get_task, task_params
 
         try:
+            params = task_params(value)
             task = get_task(value["name"], **params)
         except UserError as e:
             raise self.fail(e.message, "task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None

@@ -62,6 +62,19 @@ def get_task(name: str, **params: Any) -> Task | TaskSuite:
         raise UserError(f"bad parameters for task {name!r}: {e}", path="task") from e
 
 
+def task_params(task: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a task mapping, given either under `params` ({name: text, params: {seq_len: 128}})
+    or beside `name` ({name: text, seq_len: 128}); both at once is a UserError at `params`."""
+    beside = {k: v for k, v in task.items() if k not in ("name", "params")}
+    if "params" not in task:
+        return beside
+    if beside:
+        raise UserError("give the task's parameters under `params` or beside `name`, not both", path="params")
+    if not isinstance(task["params"] or {}, dict):
+        raise UserError(f"expected a mapping, got {type(task['params']).__name__}", path="params")
+    return dict(task["params"] or {})
+
+
 def names() -> list[str]:
     return [*REGISTRY, "mad", *(f"mad:{t}" for t in MAD_TASKS)]
 
@@ -72,4 +85,4 @@ def register_task(name: str, factory: Callable[..., Task]) -> None:
 
 
 __all__ = ["IGNORE", "MADTask", "MQAR", "SyntheticTask", "Task", "TaskSuite", "TextLM", "get_task", "mad_suite",
-           "names", "register_task", "stable_seed"]
+           "names", "register_task", "stable_seed", "task_params"]
