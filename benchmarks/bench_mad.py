@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import write_result  # noqa: E402
 from composer.tasks import mad_suite  # noqa: E402
-from composer.train import Budget, train  # noqa: E402
+from composer.trainer import Budget, train  # noqa: E402
 
 SPEC = {"d_model": 128, "max_seq_len": 256, "layers": ["attention", "mlp", "attention", "mlp"]}
 PUBLISHED_STEPS = 200 * 12_800 // 128          # 200 epochs at batch 128

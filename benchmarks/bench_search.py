@@ -49,7 +49,7 @@ def overhead(trials: int, steps: int) -> dict:
 
     from composer.search import search
     from composer.search.runner import start_ray
-    from composer.train import train
+    from composer.trainer import train
 
     start = time.perf_counter()
     start_ray(None, verbose=False)
@@ -82,7 +82,7 @@ def asha_savings(trials: int) -> dict:
     import ray
 
     from composer.search import search
-    from composer.search.space import load_space
+    from composer.search.space_parse import load_space
 
     root = Path(__file__).resolve().parents[1]
     space = load_space(str(root / "search_spaces" / "quickstart.yaml"))

@@ -1,4 +1,4 @@
-"""Training tokens/s of `composer.train.train` against a bare PyTorch loop over the same HybridLM.
+"""Training tokens/s of `composer.trainer.train` against a bare PyTorch loop over the same HybridLM.
 
 Both sides build a fresh model, run the same number of AdamW steps with gradient clipping on batches of the
 same shape, and are timed over the steps only (train() reports its training time without evaluation or model
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import write_result  # noqa: E402
 from composer import build_model  # noqa: E402
 from composer.tasks import get_task  # noqa: E402
-from composer.train import Budget, fit_spec, make_optimizer, train  # noqa: E402
+from composer.trainer import Budget, fit_spec, make_optimizer, train  # noqa: E402
 
 SPEC = {"d_model": 128, "max_seq_len": 256, "layers": ["attention", "mlp", "retnet", "mlp"]}
 

@@ -6,12 +6,15 @@
     print(model_cost(spec, seq_len=2048))     # params, FLOPs/token, state bytes
 """
 
+__version__ = "0.1.0"
+
+from composer.canonical_form import arch_id, canonical, stripe
 from composer.costs import ModelCost, model_cost
 from composer.errors import SpecError, UserError
-from composer.graph import arch_id, canonical, stripe, to_graph
+from composer.graph import to_graph
 from composer.model import HybridLM, build_model
 from composer.spec import ArchSpec, Layer, Loop, Parallel, Repeat
-from composer.spec_parse import load_spec, validate_spec
+from composer.spec_parse import dump_spec, load_spec, validate_spec
 
 __all__ = [
     "ArchSpec",
@@ -34,27 +37,31 @@ __all__ = [
     "validate_spec",
     # loaded on first use (they import the task, search and export machinery):
     "Budget",
-    "export",
+    "TrainConfig",
+    "export_bundle",
     "get_task",
     "load",
+    "run_search",
     "search",
     "train",
 ]
 
 _LAZY = {
-    "train": ("composer.train", "train"),
+    "train": ("composer.trainer", "train"),
+    "TrainConfig": ("composer.training.config", "TrainConfig"),
     "Budget": ("composer.training.schedule", "Budget"),
     "get_task": ("composer.tasks", "get_task"),
-    "export": ("composer.export", "export"),
+    "export_bundle": ("composer.export", "export"),
     "load": ("composer.export", "load"),
+    "run_search": ("composer.search.runner", "search"),
 }
 
 
 def __getattr__(name: str):
-    if name == "search":  # the search package, which is callable: composer.search(space, ...)
+    if name in ("search", "export"):  # packages; their functions are run_search and export_bundle
         import importlib
 
-        return importlib.import_module("composer.search")
+        return importlib.import_module(f"composer.{name}")
     if name in _LAZY:
         import importlib
 
@@ -62,9 +69,3 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'composer' has no attribute {name!r}")
 
-
-def dump_spec(spec: ArchSpec) -> str:
-    """The YAML text of a spec (`load_spec(dump_spec(s)) == s`)."""
-    import yaml
-
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=100)

@@ -1,7 +1,10 @@
 """The residual blocks a HybridLM is made of: a sub-layer, a parallel block and a weight-tied loop.
 
-Every block maps `(x [B, T, D], state) -> (x, state)`; a state of None means "fresh sequence, no state
-wanted". Blocks are built from spec nodes by `build_block`.
+Every block maps `(x [B, T, D], state) -> (x, state, losses)`; a state of None means "fresh sequence, no
+state wanted", and `losses` are the weighted auxiliary losses of this call by name (MoE balance and z-loss,
+loop ponder cost), summed over every primitive call inside it: a primitive in a loop or reused by `share`
+counts once per call. Losses travel only as return values, so a recomputed block (activation checkpointing)
+or a nested call cannot count twice. Blocks are built from spec nodes by `build_block`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,16 @@ from torch import nn
 
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, split_widths
 from primitives.base import Primitive, get_primitive
+
+Losses = dict[str, torch.Tensor]
+
+
+def add_losses(total: Losses, more: Losses) -> Losses:
+    """A new dict: `total` with `more` added name by name."""
+    out = dict(total)
+    for name, value in more.items():
+        out[name] = out[name] + value if name in out else value
+    return out
 
 
 def make_norm(kind: str, width: int) -> nn.Module:
@@ -51,30 +64,19 @@ def adapter_params(width: int, adapter: dict[str, Any] | None) -> int:
 
 
 class Registry:
-    """What the blocks of one model share: the named primitives seen while building (for `share`), and the
-    auxiliary losses collected during a forward (summed over every call, so a primitive inside a loop or
-    reused by `share` contributes once per call)."""
+    """The named primitives seen while building one model, for the `share` layers that reuse them."""
 
     def __init__(self):
         self.by_name: dict[str, Primitive] = {}
-        self.aux: dict[str, torch.Tensor] = {}
-
-    def add_aux(self, name: str, value: torch.Tensor) -> None:
-        self.aux[name] = self.aux[name] + value if name in self.aux else value
-
-    def collect(self, primitive: Primitive) -> None:
-        for name, value in primitive.aux_losses().items():
-            self.add_aux(name, value)
 
 
 class SubLayer(nn.Module):
     """x + op(norm(x)) (pre-norm) or norm(x + op(x)) (post-norm)."""
 
     def __init__(self, op: Primitive | None, width: int, norm: str, post_norm: bool, dropout: float,
-                 registry: Registry, shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
+                 shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
         super().__init__()
         self.op = op
-        self.registry = registry
         # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
         self._shared = [shared] if shared is not None else []
         self.norm = make_norm(norm, width)
@@ -89,14 +91,14 @@ class SubLayer(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return self.primitive.init_state(batch_size, device, dtype)
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
         h = x if self.post_norm else self.norm(x)
         if self.adapter is not None:
             h = self.adapter(h)
         y, state = self.primitive(h, state)
-        self.registry.collect(self.primitive)
+        losses = self.primitive.aux_losses()  # this call's, read before anything can call it again
         x = x + self.drop(y)
-        return (self.norm(x) if self.post_norm else x), state
+        return (self.norm(x) if self.post_norm else x), state, losses
 
 
 class ParallelBlock(nn.Module):
@@ -108,7 +110,6 @@ class ParallelBlock(nn.Module):
         self.widths = split_widths(d, node.split) if node.split else [d] * len(node.branches)
         self.split = node.split is not None
         self.combine = node.combine
-        self.registry = registry
         self.norm = make_norm(spec.norm, d)
         self.post_norm = spec.norm_position == "post"
         self.branches = nn.ModuleList()
@@ -128,13 +129,13 @@ class ParallelBlock(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return [p.init_state(batch_size, device, dtype) for p in self.primitives()]
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
         h = x if self.post_norm else self.norm(x)
         inputs = h.split(self.widths, dim=-1) if self.split else [h] * len(self.widths)
-        outs, states = [], []
+        outs, states, losses = [], [], {}
         for i, (op, u) in enumerate(zip(self.primitives(), inputs)):
             y, s = op(u, None if state is None else state[i])
-            self.registry.collect(op)
+            losses = add_losses(losses, op.aux_losses())
             outs.append(y)
             states.append(s)
         if self.combine in ("concat", "concat_proj"):
@@ -146,7 +147,7 @@ class ParallelBlock(nn.Module):
             if self.combine == "mean":
                 y = y / len(outs)
         x = x + self.drop(y)
-        return (self.norm(x) if self.post_norm else x), (None if state is None else states)
+        return (self.norm(x) if self.post_norm else x), (None if state is None else states), losses
 
 
 class LoopBlock(nn.Module):
@@ -163,7 +164,6 @@ class LoopBlock(nn.Module):
         self.times = node.times
         self.override: int | None = None
         self.body = nn.ModuleList(build_block(n, spec, registry) for n in node.body)
-        self.registry = registry
         self.inject = node.inject
         self.inject_proj = nn.Linear(2 * d, d, bias=False) if node.inject == "concat" else None
         self.iteration_embedding = nn.Parameter(torch.zeros(node.times, d)) if node.iteration_embedding else None
@@ -182,23 +182,25 @@ class LoopBlock(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return [[b.init_state(batch_size, device, dtype) for b in self.body] for _ in range(self.iterations)]
 
-    def _step(self, h: torch.Tensor, x0: torch.Tensor, it: int, states: Any) -> tuple[torch.Tensor, Any]:
+    def _step(self, h: torch.Tensor, x0: torch.Tensor, it: int,
+              states: Any) -> tuple[torch.Tensor, Any, Losses]:
         if it > 0 and self.inject == "add":
             h = h + x0
         elif it > 0 and self.inject == "concat":
             h = self.inject_proj(torch.cat([h, x0], dim=-1))
         if self.iteration_embedding is not None:
             h = h + self.iteration_embedding[min(it, self.times - 1)]
-        new_states = []
+        new_states, losses = [], {}
         for i, block in enumerate(self.body):
-            h, s = block(h, None if states is None else states[i])
+            h, s, block_losses = block(h, None if states is None else states[i])
             new_states.append(s)
-        return h, (None if states is None else new_states)
+            losses = add_losses(losses, block_losses)
+        return h, (None if states is None else new_states), losses
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
         n = self.iterations
         no_grad_iters = n - self.grad_iters if self.grad_iters is not None and self.training else 0
-        h, new_state = x, []
+        h, new_state, losses = x, [], {}
         act = self.halt is not None
         halted = torch.zeros(x.shape[:-1], device=x.device, dtype=x.dtype) if act else None
         output = torch.zeros_like(x) if act else None
@@ -206,8 +208,9 @@ class LoopBlock(nn.Module):
         remainder = torch.zeros_like(halted) if act else None
         for it in range(n):
             with torch.set_grad_enabled(torch.is_grad_enabled() and it >= no_grad_iters):
-                h, s = self._step(h, x, it, None if state is None else state[it])
+                h, s, step_losses = self._step(h, x, it, None if state is None else state[it])
             new_state.append(s)
+            losses = add_losses(losses, step_losses)
             if act:
                 # ACT: a token halts at the step where its halting probability reaches what is left of
                 # its budget (or at the last step), and spends that remainder there. Every token still runs
@@ -222,9 +225,9 @@ class LoopBlock(nn.Module):
                 remainder = remainder + torch.where(stop, remaining, torch.zeros_like(p)) * running
                 halted = halted + weight
         if act:
-            self.registry.add_aux("ponder", self.ponder_coef * (steps + remainder).mean())
+            losses = add_losses(losses, {"ponder": self.ponder_coef * (steps + remainder).mean()})
             h = output
-        return h, (None if state is None else new_state)
+        return h, (None if state is None else new_state), losses
 
 
 def make_primitive(layer: Layer, spec: ArchSpec, width: int,
@@ -241,7 +244,7 @@ def make_primitive(layer: Layer, spec: ArchSpec, width: int,
 def build_block(node: Node, spec: ArchSpec, registry: Registry) -> nn.Module:
     if isinstance(node, Layer):
         op, shared = make_primitive(node, spec, spec.d_model, registry)
-        return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout, registry,
+        return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout,
                         shared=shared, adapter=node.adapter)
     if isinstance(node, Loop):
         return LoopBlock(node, spec, registry)

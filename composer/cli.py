@@ -10,7 +10,8 @@ import sys
 from composer.errors import UserError
 
 SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_train", "composer.cli_search", "composer.cli_scale",
-                      "composer.cli_export", "composer.cli_report")
+                      "composer.cli_export", "composer.cli_report", "composer.cli_primitives",
+                      "composer.cli_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,11 +19,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="composer",
         description="Design hybrid sequence-model architectures by search.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's `__version__` (a source tree not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("hybrid-composer")
+    except metadata.PackageNotFoundError:
+        import composer
+
+        return getattr(composer, "__version__", "unknown")
 
 
 def main(argv: list[str] | None = None) -> int:

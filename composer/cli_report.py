@@ -8,16 +8,20 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report", help="write an HTML + PNG report of a search run",
-        description="Leaderboard, Pareto fronts (quality vs parameters, FLOPs, state bytes), best-so-far, "
-                    "learning curves, architecture stripes, parameter importances and scaling fits "
-                    "(when the run has a ladder). Writes <run>/report/report.html unless --out is given.")
+        description="The best architecture and the consensus, counts per status, wall time and the objective; "
+                    "then Pareto fronts (quality vs parameters, FLOPs, state bytes), best-so-far, learning "
+                    "curves, architecture stripes, parameter importances and scaling fits (when the run has a "
+                    "ladder); then a sortable leaderboard. Writes <run>/report/report.html unless --out is given.")
     parser.add_argument("run", help="search run directory (runs/<name>)")
     parser.add_argument("--out", help="folder for report.html and the PNGs (default: <run>/report)")
+    parser.add_argument("--include-pruned", action="store_true",
+                        help="draw the trials stopped early on the Pareto figure too (apart from the front, "
+                             "which holds full-budget trials only)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from composer.report import build_report
 
-    build_report(args.run, args.out)
+    build_report(args.run, args.out, include_pruned=args.include_pruned)
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from composer.canonical_form import stripe
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.graph import stripe
 from composer.runs import write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
@@ -108,7 +108,7 @@ def comparison_table(before: dict[str, str], after: dict[str, str]) -> str:
 
 
 def run_scale(args: argparse.Namespace) -> int:
-    from composer import dump_spec
+    from composer.spec_parse import dump_spec
 
     spec = load_spec(args.spec)
     scaled = scale_spec(spec, args)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.dry_run:
-        from composer.search.space import load_space
+        from composer.search.space_parse import load_space
 
         space = load_space(args.space or f"{args.resume}/space.yaml")
         print(dry_run(space, args.samples))
@@ -54,8 +54,8 @@ def dry_run(space: Any, samples: int) -> str:
     """The space's size, its searched names, and a few random candidates with their costs."""
     import optuna
 
+    from composer.canonical_form import arch_id, stripe
     from composer.costs import model_cost
-    from composer.graph import arch_id, stripe
 
     size = space.size()
     lines = [f"search space {space.name!r}: {space.description}" if space.description else
@@ -94,7 +94,7 @@ def summary_text(result: Any) -> str:
         lines.append(f"  best: trial {result.best_row['trial']} {result.best_row['stripe']}  "
                      f"{metric} {result.best_row.get(metric)}  -> {result.run_dir}/best.yaml")
     if result.consensus is not None:
-        from composer.graph import stripe
+        from composer.canonical_form import stripe
 
         lines.append(f"  consensus: {stripe(result.consensus)}  -> {result.run_dir}/consensus.yaml")
     lines.append(f"  leaderboard: {result.run_dir}/leaderboard.csv; "

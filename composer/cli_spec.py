@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from composer.canonical_form import arch_id, stripe
+from composer.cli_primitives import stripe_legend, stripe_symbols
 from composer.costs import ModelCost, model_cost
-from composer.graph import arch_id, stripe
 from composer.spec_parse import load_spec
 
 
@@ -44,6 +45,7 @@ def show_facts(spec, cost: ModelCost) -> dict:
         "arch_id": arch_id(spec),
         "name": spec.name,
         "stripe": stripe(spec),
+        "legend": stripe_symbols(spec),
         **cost.as_dict(),
         "layers": [
             {"path": r.path, "op": r.op, "params": r.cost.params, "active_params": r.cost.active,
@@ -69,6 +71,7 @@ def format_table(spec, cost: ModelCost) -> str:
     extra = [
         f"arch_id     {arch_id(spec)}",
         f"stripe      {stripe(spec)}",
+        f"legend      {stripe_legend(spec)}",
         f"params      {cost.params:,} total, {cost.non_embedding_params:,} non-embedding, "
         f"{cost.active_params:,} active",
         f"FLOPs/token {human(cost.flops_per_token)} forward, {human(cost.train_flops_per_token)} training "

@@ -1,46 +1,76 @@
-"""`composer train SPEC --task mqar [--steps N | --tokens N | --seconds S] ...`: train one candidate."""
+"""`composer train SPEC --task mqar [--steps N | --tokens N | --seconds S] ...`: train one candidate.
+
+The training flags are generated from TrainConfig (composer/training/config.py): one per setting, named after
+its flat key (`warmup_steps` -> `--warmup-steps`), with its type, choices, help text and default.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from composer.errors import UserError
 
+if TYPE_CHECKING:
+    from composer.training.config import TrainConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an architecture on a task within a budget",
                        description="Train SPEC on a task (mqar, text, mad, mad:<task>) within a budget of steps, "
-                       "tokens or seconds; print progress and a summary of quality and cost.")
+                       "tokens or seconds; print progress and a summary of quality and cost. Every training "
+                       "setting has a flag (composer/training/config.py).")
     p.add_argument("spec", help="architecture YAML file")
     p.add_argument("--task", default="mqar", help="task name (default mqar): mqar, text, mad, mad:<task>")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="training steps (default 1000)")
-    budget.add_argument("--tokens", type=int, help="training tokens")
-    budget.add_argument("--seconds", type=float, help="training wall-clock seconds")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--lrs", type=float, nargs="+", metavar="LR", help="sweep these learning rates, keep the best")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per step (default 32)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "wsd", "constant"])
-    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N steps")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, metavar="DIR", help="write metrics.jsonl and checkpoints here "
                    "(resumes from a checkpoint found there)")
     p.add_argument("--data", default=None, metavar="PATH", help="text task: a file, directory, glob or hub name")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="task setting, e.g. --set seq_len=128 --set kv_pairs=8 (repeatable)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--config", default=None, metavar="YAML", help="training settings from a YAML file (flat keys "
+                   "or sections); flags override it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_setting_flags(p)
     p.set_defaults(func=run)
 
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig setting, grouped by section; the budget flags exclude each other."""
+    from composer.training.config import SETTINGS
+
+    groups: dict[str, Any] = {}
+    for key, s in SETTINGS.items():
+        if s.section not in groups:
+            group = parser.add_argument_group(f"{s.section.replace('_', ' ')} settings")
+            groups[s.section] = group.add_mutually_exclusive_group() if s.section == "budget" else group
+        options: dict[str, Any] = {"default": None, "help": s.help + ("" if s.default is None else
+                                                                       f" (default {_default(s.default)})")}
+        if s.kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif s.kind is tuple:
+            options.update(type=float, nargs=s.length or "+", metavar="X")
+        elif s.kind is str:
+            options.update(choices=s.choices, metavar=None if s.choices else "NAME")
+        else:
+            options.update(type=s.kind, metavar="N" if s.kind is int else "X")
+        groups[s.section].add_argument(flag(key), dest=key, **options)
+
+
+def _default(value: Any) -> str:
+    return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(
+        value, float) else str(value)
+
+
+def parse_task_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> task parameters (values read as YAML)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -50,29 +80,35 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a command line: the --config file, then the flags given."""
+    from composer.training.config import SETTINGS, TrainConfig, parse_settings
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None}
+    try:
+        values = parse_settings(given, path="")
+    except UserError as e:
+        raise UserError(e.message, path=flag(e.path) if e.path in SETTINGS else e.path) from None
+    return config.with_values(values)
+
+
 def run(args: argparse.Namespace) -> int:
     from composer.cli import print_json
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
-    from composer.train import Budget, train
+    from composer.trainer import train
 
+    config = train_config_from_args(args)
     spec = load_spec(args.spec)
-    params = parse_settings(args.settings)
+    params = parse_task_settings(args.task_settings)
     if args.data is not None:
         if args.task != "text":
             raise UserError("--data applies to the text task only", path="--data")
         params["data"] = args.data
     task = get_task(args.task, **params)
-    if args.seconds is not None:
-        budget = Budget(seconds=args.seconds)
-    elif args.tokens is not None:
-        budget = Budget(tokens=args.tokens)
-    else:
-        budget = Budget(steps=args.steps if args.steps is not None else 1000)
     show = not args.json
-    result = train(spec, task, budget, lr=args.lr, lrs=args.lrs, seed=args.seed, batch_size=args.batch_size,
-                   schedule=args.schedule, eval_every=args.eval_every, out_dir=args.out, threads=args.threads,
-                   device=args.device, compile=args.compile, on_step=progress_line if show else None)
+    result = train(spec, task, config=config, out_dir=args.out, on_step=progress_line if show else None)
     if show:
         if sys.stderr.isatty():
             sys.stderr.write("\n")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from composer.blocks import LoopBlock, Registry, build_block, make_norm, sample_logits
+from composer.blocks import LoopBlock, Losses, Registry, add_losses, build_block, make_norm, sample_logits
 from composer.spec import ArchSpec, flatten
 from composer.spec_parse import load_spec
 
@@ -17,7 +17,10 @@ class HybridLM(nn.Module):
 
     `model(tokens)` returns logits `[B, T, V]`. `model(tokens, state)` continues the sequences held in
     `state` (from `init_state`) and returns `(logits, new_state)`: feeding a sequence in pieces gives the
-    same logits as feeding it whole.
+    same logits as feeding it whole. With `return_aux=True` the auxiliary losses of this call come last:
+    `(logits, losses)` or `(logits, new_state, losses)`; `losses` maps each name (moe_balance, moe_z,
+    ponder) to its weighted value summed over every primitive call, so a training loss is
+    `task_loss + sum(losses.values())`.
     """
 
     def __init__(self, spec: ArchSpec):
@@ -26,8 +29,8 @@ class HybridLM(nn.Module):
         d = spec.d_model
         self.embed = nn.Embedding(spec.vocab_size, d)
         self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.registry = Registry()
-        self.blocks = nn.ModuleList(build_block(node, spec, self.registry) for node in flatten(spec.layers))
+        registry = Registry()
+        self.blocks = nn.ModuleList(build_block(node, spec, registry) for node in flatten(spec.layers))
         self.final_norm = make_norm(spec.norm, d) if spec.norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(d, spec.vocab_size, bias=False)
         # Embeddings at std d^-1/2: large enough not to be drowned by the residual branches (whose Linear
@@ -40,16 +43,19 @@ class HybridLM(nn.Module):
             nn.init.normal_(self.head.weight, std=d ** -0.5)
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None):
-        self.registry.aux.clear()
+    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None, return_aux: bool = False):
         x = self.drop(self.embed(tokens))
         new_state = [] if state is not None else None
+        losses: Losses = {}
         for i, block in enumerate(self.blocks):
-            x, s = block(x, None if state is None else state[i])
+            x, s, block_losses = block(x, None if state is None else state[i])
+            losses = add_losses(losses, block_losses)
             if new_state is not None:
                 new_state.append(s)
         logits = self.head(self.final_norm(x))
-        return logits if state is None else (logits, new_state)
+        if state is None:
+            return (logits, losses) if return_aux else logits
+        return (logits, new_state, losses) if return_aux else (logits, new_state)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> list[Any]:
@@ -58,18 +64,6 @@ class HybridLM(nn.Module):
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
         return [block.init_state(batch_size, device, dtype) for block in self.blocks]
-
-    # -- auxiliary losses --------------------------------------------------------------------------
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """Weighted auxiliary losses of the last forward, summed per name over every primitive call
-        (MoE balance and z-loss, loop ponder cost)."""
-        return dict(self.registry.aux)
-
-    def aux_loss(self) -> torch.Tensor:
-        losses = self.aux_losses()
-        if not losses:
-            return torch.zeros((), device=self.embed.weight.device)
-        return torch.stack([v.float() for v in losses.values()]).sum()
 
     # -- test-time compute -------------------------------------------------------------------------
     def set_loop_times(self, times: int | None) -> None:

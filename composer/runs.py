@@ -32,7 +32,6 @@ from composer.errors import UserError
 LEADERBOARD_COLUMNS = ("trial", "status", "reason", "arch_id", "stripe", "params", "active_params",
                        "flops_per_token", "state_bytes", "val_loss", "accuracy", "step", "tokens", "evaluations",
                        "budget_fraction", "tokens_per_s", "train_time_s", "lr", "seed", "reused", "params_json")
-FINISHED = ("completed", "pruned", "failed", "diverged", "constraint", "invalid")
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -135,10 +134,3 @@ def _parse(text: str) -> Any:
             pass
     return text
 
-
-def open_run(path: str | os.PathLike) -> RunDir:
-    """An existing run folder (for report, export, scaling); a UserError when it is not one."""
-    run = RunDir(path)
-    if not run.exists():
-        raise UserError(f"{path} is not a search run folder (no space.yaml)")
-    return run

@@ -1,14 +1,24 @@
-"""The architecture spec: dataclasses for the DSL, and turning YAML / dicts into them with clear errors.
+"""The architecture spec: the DSL's dataclasses and their plain-data (YAML) form.
 
 An `ArchSpec` holds model-wide fields and a tuple of layer nodes:
 
-    Layer(op, params, name, share)   one residual sub-layer `x + op(norm(x))`
+    Layer(op, params, name, share, adapter)   one residual sub-layer `x + op(norm(x))`
     Repeat(times, body)              the body `times` times with fresh weights
     Loop(times, body, ...)           the body `times` times with shared weights (recurrent depth)
     Parallel(branches, combine, split)   several mixers on one input, outputs combined
 
 The spec is the single source of truth: the graph, the module, the costs and the export derive from it.
-Parsing is in `composer.spec_parse`; this module holds the data and its plain-data (YAML) form.
+Parsing and validation are in `composer.spec_parse`, the canonical form and `arch_id` in
+`composer.canonical_form`.
+
+Every list of fields (what the parser accepts, `to_dict`, the canonical form behind `arch_id`, export) is read
+from the dataclasses, so a new model-wide or node field is one line here (plus a parser rule when its type
+and bounds do not say enough). Field metadata:
+
+    label       names or documents the model without changing it: left out of the canonical form, so it
+                does not change `arch_id` (the spec's name and description, a layer's name)
+    requires    only has an effect when the named field is set (Loop.ponder_cost needs `halting`)
+    ge, gt, le, lt   numeric bounds the parser checks (integers are >= 1 unless `ge` says otherwise)
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any, Literal
 from primitives.base import get_primitive, make_config
 
 Combine = Literal["sum", "mean", "concat", "concat_proj"]
+LABEL = {"label": True}
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,7 @@ class Layer:
 
     op: str
     params: dict[str, Any] = field(default_factory=dict)
-    name: str | None = None
+    name: str | None = field(default=None, metadata=LABEL)
     share: str | None = None
     adapter: dict[str, Any] | None = None
 
@@ -57,7 +68,7 @@ class Loop:
     iteration_embedding: bool = False
     grad_iters: int | None = None
     halting: Literal["act"] | None = None
-    ponder_cost: float = 0.01
+    ponder_cost: float = field(default=0.01, metadata={"ge": 0, "requires": "halting"})
 
 
 @dataclass(frozen=True)
@@ -68,28 +79,31 @@ class Parallel:
     combine: Combine = "sum"
     split: tuple[float, ...] | None = None
 
+    def widths(self, d_model: int) -> list[int]:
+        """Each branch's width: all of d_model, or its `split` fraction."""
+        return split_widths(d_model, self.split) if self.split is not None else [d_model] * len(self.branches)
+
 
 Node = Layer | Repeat | Loop | Parallel
+# The keys of a layer mapping that are not parameters of its primitive.
+LAYER_KEYS = tuple(f.name for f in dataclasses.fields(Layer) if f.name != "params")
 
-MODEL_FIELDS = ("name", "description", "d_model", "vocab_size", "max_seq_len", "norm", "norm_position",
-                "tie_embeddings", "dropout", "defaults", "layers", "pattern", "legend")
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArchSpec:
-    """A whole language model: embedding, `layers`, final norm, LM head."""
+    """A whole language model: embedding, `layers`, final norm, LM head. Fields in their YAML order."""
 
+    name: str | None = field(default=None, metadata=LABEL)
+    description: str | None = field(default=None, metadata=LABEL)
     d_model: int
-    layers: tuple[Node, ...]
     vocab_size: int = 256
     max_seq_len: int = 1024
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_position: Literal["pre", "post"] = "pre"
     tie_embeddings: bool = True
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    name: str | None = None
-    description: str | None = None
+    layers: tuple[Node, ...]
 
     def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)
@@ -105,51 +119,53 @@ class ArchSpec:
         return make_config(cls, {**self.defaults.get(layer.op, {}), **layer.params})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (the YAML form) that `load_spec` reads back to an identical spec."""
-        out: dict[str, Any] = {}
-        if self.name:
-            out["name"] = self.name
-        if self.description:
-            out["description"] = self.description
-        out.update(d_model=self.d_model, vocab_size=self.vocab_size, max_seq_len=self.max_seq_len,
-                   norm=self.norm, norm_position=self.norm_position, tie_embeddings=self.tie_embeddings,
-                   dropout=self.dropout)
-        if self.defaults:
-            out["defaults"] = {k: dict(v) for k, v in self.defaults.items()}
-        out["layers"] = [node_to_data(n) for n in self.layers]
-        return out
+        """Plain data (the YAML form) that `load_spec` reads back to an identical spec: every field but the
+        unset ones (None, empty), so that a dumped spec shows all its model-wide settings."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key: plain(value) for key, value in values.items() if value is not None and value != {}}
+
+
+def is_label(f: dataclasses.Field) -> bool:
+    """Whether a field only names or documents the model (see the module docstring)."""
+    return bool(f.metadata.get("label"))
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (`dataclasses.MISSING` for a required field)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def plain(value: Any) -> Any:
+    """A field value as plain data: nodes in their YAML form, tuples as lists, mappings copied."""
+    if isinstance(value, Node):
+        return node_to_data(value)
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def options_data(node: Node, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The node's fields (but `skip`) that differ from their default, as plain data."""
+    return {f.name: plain(getattr(node, f.name)) for f in dataclasses.fields(node)
+            if f.name not in skip and getattr(node, f.name) != default_of(f)}
 
 
 def node_to_data(node: Node) -> Any:
+    """A node in its YAML form; options left at their default are not written."""
     if isinstance(node, Layer):
-        if node.share is not None:
-            data: dict[str, Any] = {"share": node.share}
-            if node.adapter:
-                data["adapter"] = dict(node.adapter)
-            return data
-        if not node.params and node.name is None:
-            return node.op
-        data = {"op": node.op}
-        if node.name is not None:
-            data["name"] = node.name
-        data.update(node.params)
-        return data
+        if node.share is not None:  # the op and params are the shared layer's
+            return {"share": node.share, **options_data(node, skip=("op", "params", "name", "share"))}
+        data = {"op": node.op, **options_data(node, skip=("op", "params")), **plain(node.params)}
+        return node.op if len(data) == 1 else data
     if isinstance(node, Repeat):
-        return {"repeat": node.times, "body": [node_to_data(n) for n in node.body]}
+        return {"repeat": node.times, **options_data(node, skip=("times",))}
     if isinstance(node, Loop):
-        loop: dict[str, Any] = {"times": node.times, "body": [node_to_data(n) for n in node.body]}
-        for key in ("inject", "grad_iters", "halting"):
-            if getattr(node, key) is not None:
-                loop[key] = getattr(node, key)
-        if node.iteration_embedding:
-            loop["iteration_embedding"] = True
-        if node.halting is not None:
-            loop["ponder_cost"] = node.ponder_cost
-        return {"loop": loop}
-    data = {"parallel": [node_to_data(n) for n in node.branches], "combine": node.combine}
-    if node.split is not None:
-        data["split"] = list(node.split)
-    return data
+        return {"loop": options_data(node)}
+    return {"parallel": plain(node.branches), **options_data(node, skip=("branches",))}
 
 
 def iter_layers(nodes: tuple[Node, ...]) -> Iterator[Layer]:

@@ -1,16 +1,36 @@
-"""Plain data (YAML, dicts) -> ArchSpec, validating every field and naming its YAML path on error."""
+"""Plain data (YAML, dicts) -> ArchSpec, validating every field and naming its YAML path on error; and back.
+
+The fields each form accepts are those of its dataclass in `composer.spec`: a field's type and bounds are
+checked by `_Parser.typed`; rules between fields (a split's widths, `grad_iters <= times`, shares) are
+written out below.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import functools
+import math
+import operator
+import types
+import typing
+from typing import Any, Literal
+
+import yaml
 
 from composer.errors import SpecError
-from composer.spec import MODEL_FIELDS, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
+from composer.spec import LAYER_KEYS, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
 from composer.yaml_source import Source, join, read_source
 from primitives.base import ConfigError, get_primitive, make_config, registered, unknown_name_message
 
-LAYER_KEYS = ("op", "name", "share", "adapter")
+# The architecture's keys: the ArchSpec fields, and the `pattern` + `legend` shorthand for `layers`.
+MODEL_KEYS = (*(f.name for f in dataclasses.fields(ArchSpec)), "pattern", "legend")
+# The Layer fields that `layer` and `shared_layer` read themselves (any other is checked by its type).
+LAYER_PARSED = ("op", "params", "name", "share", "adapter")
 ADAPTER_KINDS = ("linear", "lora")
+
+
+def field_names(cls: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
 
 
 def load_spec(obj: Any) -> ArchSpec:
@@ -18,6 +38,11 @@ def load_spec(obj: Any) -> ArchSpec:
     if isinstance(obj, ArchSpec):
         return obj
     return parse_spec(read_source(obj))
+
+
+def dump_spec(spec: ArchSpec) -> str:
+    """The YAML text of a spec (`load_spec(dump_spec(s)) == s`)."""
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
 
 class _Parser:
@@ -43,6 +68,42 @@ class _Parser:
             raise self.fail(f"expected one of {', '.join(map(str, options))}, got {value!r}", path)
         return value
 
+    def number(self, value: Any, path: str, bounds: typing.Mapping[str, Any]) -> float:
+        checks = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not all(checks[key](float(value), bound) for key, bound in bounds.items() if key in checks)):
+            raise self.fail(f"expected a number{_range_text(bounds)}, got {value!r}", path)
+        return float(value)
+
+    def typed(self, value: Any, hint: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
+        """`value` checked against a field's type (bool, int, float, str, a Literal, or one of them | None)
+        and its bounds in the field metadata."""
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+            if value is None:
+                return None
+            (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if typing.get_origin(hint) is Literal:
+            return self.choice(value, path, typing.get_args(hint))
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise self.fail(f"expected true or false, got {value!r}", path)
+            return value
+        if hint is int:
+            return self.integer(value, path, minimum=meta.get("ge", 1))
+        if hint is float:
+            return self.number(value, path, meta)
+        if hint is str:
+            if not isinstance(value, str):
+                raise self.fail(f"expected a string, got {value!r}", path)
+            return value
+        raise TypeError(f"{path}: no check for a field of type {hint}: give it one in spec_parse._Parser.typed")
+
+    def options(self, cls: type, data: dict, path: str, skip: tuple[str, ...]) -> dict[str, Any]:
+        """The fields of `cls` (but `skip`, which the caller reads itself) given in `data`, each checked."""
+        hints = _type_hints(cls)
+        return {f.name: self.typed(data[f.name], hints[f.name], join(path, f.name), f.metadata)
+                for f in dataclasses.fields(cls) if f.name in data and f.name not in skip}
+
     def mapping(self, value: Any, path: str) -> dict:
         if not isinstance(value, dict):
             raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
@@ -61,36 +122,13 @@ class _Parser:
         if data is None:
             raise self.fail("the spec is empty", "")
         data = self.mapping(data, "")
-        self.unknown_keys(data, MODEL_FIELDS, "", "the architecture")
+        self.unknown_keys(data, MODEL_KEYS, "", "the architecture")
         if "d_model" not in data:
             raise self.fail("missing required field (the model width)", "d_model")
         self.d_model = self.integer(data["d_model"], "d_model")
-        fields: dict[str, Any] = {"d_model": self.d_model}
-        for key in ("vocab_size", "max_seq_len"):
-            if key in data:
-                fields[key] = self.integer(data[key], key)
-        if "norm" in data:
-            fields["norm"] = self.choice(data["norm"], "norm", ("rmsnorm", "layernorm"))
-        if "norm_position" in data:
-            fields["norm_position"] = self.choice(data["norm_position"], "norm_position", ("pre", "post"))
-        if "tie_embeddings" in data:
-            if not isinstance(data["tie_embeddings"], bool):
-                raise self.fail(f"expected true or false, got {data['tie_embeddings']!r}", "tie_embeddings")
-            fields["tie_embeddings"] = data["tie_embeddings"]
-        if "dropout" in data:
-            p = data["dropout"]
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-                raise self.fail(f"expected a number in [0, 1), got {p!r}", "dropout")
-            fields["dropout"] = float(p)
-        for key in ("name", "description"):
-            if key in data and data[key] is not None:
-                if not isinstance(data[key], str):
-                    raise self.fail(f"expected a string, got {data[key]!r}", key)
-                fields[key] = data[key]
+        fields = self.options(ArchSpec, data, "", skip=("d_model", "defaults", "layers"))
         self.defaults = self.parse_defaults(data.get("defaults") or {})
-        fields["defaults"] = self.defaults
-        fields["layers"] = self.layers_field(data)
-        return ArchSpec(**fields)
+        return ArchSpec(d_model=self.d_model, defaults=self.defaults, layers=self.layers_field(data), **fields)
 
     def parse_defaults(self, data: Any) -> dict[str, dict[str, Any]]:
         data = self.mapping(data, "defaults")
@@ -173,7 +211,7 @@ class _Parser:
         except ConfigError as e:
             raise self.fail(e.message, join(path, e.field)) from None
         name = value.get("name")
-        layer = Layer(op=op, params=params, name=name)
+        layer = Layer(op=op, params=params, name=name, **self.options(Layer, value, path, skip=LAYER_PARSED))
         if name is not None:
             if not isinstance(name, str) or not name.isidentifier():
                 raise self.fail(f"a layer name must be an identifier, got {name!r}", join(path, "name"))
@@ -200,7 +238,8 @@ class _Parser:
         adapter = None
         if "adapter" in value:
             adapter = self.adapter(value["adapter"], join(path, "adapter"))
-        return Layer(op=original.op, params=dict(original.params), share=target, adapter=adapter)
+        return Layer(op=original.op, params=dict(original.params), share=target, adapter=adapter,
+                     **self.options(Layer, value, path, skip=LAYER_PARSED))
 
     def adapter(self, value: Any, path: str) -> dict[str, Any]:
         if isinstance(value, str):
@@ -217,15 +256,16 @@ class _Parser:
         spec = value["repeat"]
         if isinstance(spec, dict):
             self.unknown_keys(value, ("repeat",), path, "a repeat")
-            self.unknown_keys(spec, ("times", "body"), join(path, "repeat"), "a repeat")
-            times, body, base = spec.get("times"), spec.get("body"), join(path, "repeat")
+            self.unknown_keys(spec, field_names(Repeat), join(path, "repeat"), "a repeat")
+            times, base = spec.get("times"), join(path, "repeat")
         else:
-            self.unknown_keys(value, ("repeat", "body"), path, "a repeat")
-            times, body, base = spec, value.get("body"), path
-        times = self.integer(times, join(base, "times") if isinstance(spec, dict) else join(path, "repeat"))
-        if body is None:
+            self.unknown_keys(value, ("repeat", *field_names(Repeat, skip=("times",))), path, "a repeat")
+            times, spec, base = spec, value, path
+        times = self.integer(times, join(base, "times") if base != path else join(path, "repeat"))
+        if spec.get("body") is None:
             raise self.fail("missing required field (the layers to repeat)", join(base, "body"))
-        return Repeat(times=times, body=self.node_list(body, join(base, "body")))
+        return Repeat(times=times, body=self.node_list(spec["body"], join(base, "body")),
+                      **self.options(Repeat, spec, base, skip=("times", "body")))
 
     def loop(self, value: dict, path: str) -> Loop:
         spec = value["loop"]
@@ -235,42 +275,26 @@ class _Parser:
         else:
             spec = {"times": spec, **{k: v for k, v in value.items() if k != "loop"}}
             base = path
-        allowed = ("times", "body", "inject", "iteration_embedding", "grad_iters", "halting", "ponder_cost")
-        self.unknown_keys(spec, allowed, base, "a loop")
+        self.unknown_keys(spec, field_names(Loop), base, "a loop")
         if "times" not in spec:
             raise self.fail("missing required field (how many iterations)", join(base, "times"))
         times = self.integer(spec["times"], join(base, "times") if base != path else join(path, "loop"))
         if "body" not in spec:
             raise self.fail("missing required field (the layers to loop)", join(base, "body"))
         body = self.node_list(spec["body"], join(base, "body"))
-        fields: dict[str, Any] = {"times": times, "body": body}
-        if spec.get("inject") is not None:
-            fields["inject"] = self.choice(spec["inject"], join(base, "inject"), ("add", "concat"))
-        if "iteration_embedding" in spec:
-            if not isinstance(spec["iteration_embedding"], bool):
-                raise self.fail("expected true or false", join(base, "iteration_embedding"))
-            fields["iteration_embedding"] = spec["iteration_embedding"]
-        if spec.get("grad_iters") is not None:
-            fields["grad_iters"] = self.integer(spec["grad_iters"], join(base, "grad_iters"))
-            if fields["grad_iters"] > times:
-                raise self.fail(f"grad_iters={fields['grad_iters']} exceeds times={times}",
-                                join(base, "grad_iters"))
-        if spec.get("halting") is not None:
-            fields["halting"] = self.choice(spec["halting"], join(base, "halting"), ("act",))
-        if "ponder_cost" in spec:
-            cost = spec["ponder_cost"]
-            if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
-                raise self.fail(f"expected a number >= 0, got {cost!r}", join(base, "ponder_cost"))
-            fields["ponder_cost"] = float(cost)
-        return Loop(**fields)
+        fields = self.options(Loop, spec, base, skip=("times", "body"))
+        grad_iters = fields.get("grad_iters")
+        if grad_iters is not None and grad_iters > times:
+            raise self.fail(f"grad_iters={grad_iters} exceeds times={times}", join(base, "grad_iters"))
+        return Loop(times=times, body=body, **fields)
 
     def parallel(self, value: dict, path: str) -> Parallel:
-        self.unknown_keys(value, ("parallel", "combine", "split"), path, "a parallel block")
+        self.unknown_keys(value, ("parallel", *field_names(Parallel, skip=("branches",))), path, "a parallel block")
         branches = value["parallel"]
         if not isinstance(branches, list) or len(branches) < 2:
             raise self.fail("expected a list of at least two branches", join(path, "parallel"))
-        combine = self.choice(value.get("combine", "sum"), join(path, "combine"),
-                              ("sum", "mean", "concat", "concat_proj"))
+        fields = self.options(Parallel, value, path, skip=("branches", "split"))
+        combine = fields.get("combine", Parallel.combine)  # a dataclass keeps a field's default as class attribute
         split = value.get("split")
         widths = None
         if split is not None:
@@ -300,8 +324,23 @@ class _Parser:
             if not isinstance(node, Layer):
                 raise self.fail("a parallel branch must be a primitive", bpath)
             nodes.append(node)
-        return Parallel(branches=tuple(nodes), combine=combine,
-                        split=tuple(float(s) for s in split) if split is not None else None)
+        return Parallel(branches=tuple(nodes), split=tuple(float(s) for s in split) if split is not None else None,
+                        **fields)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _range_text(bounds: typing.Mapping[str, Any]) -> str:
+    """` in [0, 1)`, ` >= 0`, ... for a field's numeric bounds; empty without bounds."""
+    low = next(((key, bounds[key]) for key in ("ge", "gt") if key in bounds), None)
+    high = next(((key, bounds[key]) for key in ("le", "lt") if key in bounds), None)
+    if low and high:
+        return f" in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return "".join(f" {signs[pair[0]]} {pair[1]}" for pair in (low, high) if pair)
 
 
 def parse_spec(source: Source) -> ArchSpec:

@@ -1,7 +1,8 @@
 """Composer's library of layers. Importing this package registers every built-in primitive.
 
-Each family lives in its own module (`primitives/<family>.py`); every module here except `base` and
-`ops` is imported automatically, so a new family only needs a new file.
+Each family lives in its own module (`primitives/<family>.py`); every module here except `base`, `common`
+(layers several families share) and `ops` (the sequence operators) is imported automatically, so a new family
+only needs a new file (and its operator in `ops/`).
 """
 
 import importlib
@@ -18,6 +19,8 @@ from primitives.base import (
     unregister,
 )
 
+SHARED_MODULES = ("base", "common", "ops")  # not families: imported by the families that use them
+
 __all__ = [
     "Cost",
     "ConfigError",
@@ -30,5 +33,5 @@ __all__ = [
 ]
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "ops") and not _module.name.startswith("_"):
+    if _module.name not in SHARED_MODULES and not _module.name.startswith("_"):
         importlib.import_module(f"primitives.{_module.name}")

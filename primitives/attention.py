@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
+from primitives.common import rms_norm
 
 
 @dataclass
@@ -62,16 +63,14 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return rotated
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
 @register("attention")
 class Attention(Primitive):
     """Causal softmax attention built on `scaled_dot_product_attention`."""
 
+    symbol = "A"
     kind = "token_mixer"
     Config = AttentionConfig
+    width_scaled = ("n_heads", "n_kv_heads")  # head_dim kept: widening adds heads
 
     def __init__(self, d_model: int, cfg: AttentionConfig):
         super().__init__(d_model, cfg)

@@ -6,6 +6,7 @@ operator (`x + op(norm(x))`; the residual and the norm belong to the model, not 
 A primitive class declares
 
 * `name`     the registry name used in YAML (set by `@register("name")`),
+* `symbol`   its letter(s) in one-line stripes such as `A M (A M)x2` (default: the name's first two letters),
 * `kind`     "token_mixer" (mixes along time: attention, SSMs) or "channel_mixer" (MLP, MoE),
 * `Config`   a dataclass of its parameters with defaults (what the YAML may set),
 * `forward(x, state=None) -> (y, new_state)`: `x` is `[B, T, D]`. With `state=None` the sequence starts
@@ -14,8 +15,15 @@ A primitive class declares
 * `init_state(batch_size, device, dtype)`: the empty state (a dict of tensors), or None if stateless,
 * `cost(cfg, d_model, seq_len, dtype_bytes)`: analytic parameters, forward FLOPs per token at context
   `seq_len`, and state bytes per sequence at that context.
+* `width_scaled`: the Config fields that grow in proportion to d_model when `scaling.rules.widen` widens a
+  model (see `width_fields`).
+* `aux_losses()`: the weighted auxiliary losses of its most recent call (e.g. MoE load balancing). The block
+  that calls a primitive reads them right after the call and returns them with its output, so that every
+  call counts once, whatever loops, shared layers or recomputation do.
 
-Primitive modules import only torch, this module and `primitives.ops`, so that export can inline them.
+A family module imports only the standard library, torch, this module, `primitives.common` (the layers
+families share) and `primitives.ops` (never `primitives.ops.triton`, nor another family), so that export
+can inline exactly the families a model uses (`composer.export.standalone.import_rule_violations`).
 """
 
 from __future__ import annotations
@@ -92,8 +100,12 @@ class Primitive(nn.Module):
     """Base class of every layer; see the module docstring for the contract."""
 
     name: ClassVar[str] = ""
+    symbol: ClassVar[str] = ""  # set from the name by `register` when a class gives none
     kind: ClassVar[Literal["token_mixer", "channel_mixer"]] = "token_mixer"
     Config: ClassVar[type] = NoConfig
+    # Config fields that grow in proportion to d_model when a model is widened; None: the generic guess of
+    # `width_fields`. Fields not named keep their value (head dims, expansion ratios, per-channel state sizes).
+    width_scaled: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, d_model: int, cfg: Any):
         super().__init__()
@@ -108,7 +120,7 @@ class Primitive(nn.Module):
         return None
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
-        """Auxiliary losses of the last forward (e.g. MoE load balancing); empty by default."""
+        """Weighted auxiliary losses of the most recent call (e.g. MoE load balancing); empty by default."""
         return {}
 
     @classmethod
@@ -128,6 +140,15 @@ class Primitive(nn.Module):
     def cost(cls, cfg: Any, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         raise NotImplementedError
 
+    @classmethod
+    def width_fields(cls) -> tuple[str, ...]:
+        """The Config fields widening scales with d_model: `width_scaled`, or when a class does not say, every
+        field named like `n_heads` (`*heads`), `d_ff`, `dt_rank` or `*_rank`."""
+        if cls.width_scaled is not None:
+            return cls.width_scaled
+        names = (f.name for f in dataclasses.fields(cls.Config))
+        return tuple(n for n in names if n.endswith("heads") or n in ("d_ff", "dt_rank") or n.endswith("_rank"))
+
 
 # ----------------------------------------------------------------------------------------------
 # Registry
@@ -146,6 +167,7 @@ def register(name: str):
         if cls.kind not in ("token_mixer", "channel_mixer"):
             raise TypeError(f"{cls.__name__}.kind must be 'token_mixer' or 'channel_mixer'")
         cls.name = name
+        cls.symbol = cls.__dict__.get("symbol") or name[:2].upper()
         _REGISTRY[name] = cls
         return cls
 
@@ -157,14 +179,13 @@ def unregister(name: str) -> None:
 
 
 def registered() -> dict[str, type[Primitive]]:
-    """All registered primitives by name (after importing the built-in families)."""
-    _load_builtins()
+    """All registered primitives by name. The built-in families are registered by importing this package's
+    `__init__`, which Python runs before this module (and the standalone export inlines them)."""
     return dict(_REGISTRY)
 
 
 def get_primitive(name: str) -> type[Primitive]:
     """The primitive class called `name`; KeyError with a suggestion when unknown."""
-    _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     raise KeyError(unknown_name_message("primitive", name, list(_REGISTRY)))
@@ -174,16 +195,6 @@ def unknown_name_message(what: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
     return f"unknown {what} {name!r}{hint}"
-
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        import primitives  # noqa: F401  (imports every family module, which registers its layers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +285,3 @@ def divides(field: str, divisor: int, total: int, total_name: str) -> None:
     """Helper for `check`: `divisor` must divide `total`."""
     if divisor <= 0 or total % divisor:
         raise ConfigError(field, f"{field}={divisor} must divide {total_name}={total}")
-
-
-def linear_params(d_in: int, d_out: int, bias: bool = False) -> int:
-    return d_in * d_out + (d_out if bias else 0)

@@ -36,8 +36,10 @@ def hidden_size(cfg: MLPConfig, d_model: int) -> int:
 class MLP(Primitive):
     """y = W_down(silu(W_gate x) * W_up x)  (SwiGLU)   or   y = W_down(gelu(W_up x))  (GELU)."""
 
+    symbol = "M"
     kind = "channel_mixer"
     Config = MLPConfig
+    width_scaled = ("d_ff",)  # `expansion` kept; an explicit d_ff scales
 
     def __init__(self, d_model: int, cfg: MLPConfig):
         super().__init__(d_model, cfg)

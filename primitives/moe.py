@@ -66,8 +66,10 @@ def expert_capacity(cfg: MoEConfig, n_tokens: int) -> int | None:
 class MoE(Primitive):
     """Top-k routed SwiGLU experts (stacked weights [E, d, 2h] and [E, h, d]) plus optional shared ones."""
 
+    symbol = "E"
     kind = "channel_mixer"
     Config = MoEConfig
+    width_scaled = ()  # expert count, top_k and expert expansion kept
 
     def __init__(self, d_model: int, cfg: MoEConfig):
         super().__init__(d_model, cfg)

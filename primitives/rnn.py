@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
-from primitives.conv import ShortConv, default_heads
+from primitives.common import ShortConv, default_heads
 from primitives.ops import scan_diagonal
 
 
@@ -53,8 +53,10 @@ class MinGRUConfig:
 class MinGRU(Primitive):
     """minGRU with input and output projections (and an optional swish output gate)."""
 
+    symbol = "U"
     kind = "token_mixer"
     Config = MinGRUConfig
+    width_scaled = ()  # expand kept
 
     def __init__(self, d_model: int, cfg: MinGRUConfig):
         super().__init__(d_model, cfg)
@@ -119,8 +121,10 @@ class BlockDiagonalLinear(nn.Module):
 class RGLRU(Primitive):
     """Griffin's recurrent block: GeLU gate branch times (conv -> RG-LRU) branch, then out projection."""
 
+    symbol = "RG"
     kind = "token_mixer"
     Config = RGLRUConfig
+    width_scaled = ("n_heads",)  # expand, kernel_size and c kept
 
     def __init__(self, d_model: int, cfg: RGLRUConfig):
         super().__init__(d_model, cfg)

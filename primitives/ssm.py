@@ -22,7 +22,7 @@ With expand 1.5, N = 64, G = 1: 4.5 d^2 + d (2N + H) + ..., ~1.27x attention at 
 
 FLOPs per token count projections and convolutions (2 per multiply-add) and the recurrence: Mamba's scan
 4 E N (update and readout, one multiply-add each per state element); Mamba-2's chunked SSD per head
-2 (2 N P) for the state update and readout plus 2 c (N + P) for the intra-chunk part (chunk size c = 64).
+2 (2 N P) for the state update and readout plus 2 c (N + P) for the intra-chunk part (c = CHUNK_SIZE, 64).
 Elementwise gates, the discretisation and norms are not counted.
 """
 
@@ -36,12 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
-from primitives.conv import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
-from primitives.ops import chunk_simple_gla, naive_simple_gla, scan_diagonal
-
-CHUNK = 64
-DECODE_MAX = 4  # pieces up to this length (decoding) run the step form: the chunked one pads a whole chunk
-
+from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
+from primitives.ops import CHUNK_SIZE, scan_diagonal, simple_gla
 
 # ----------------------------------------------------------------------------------------------
 # Mamba-1
@@ -64,8 +60,10 @@ def mamba_sizes(cfg: MambaConfig, d_model: int) -> tuple[int, int]:
 class Mamba(Primitive):
     """Mamba-1 block: selective scan over [B, T, E, N] with `scan_diagonal`."""
 
+    symbol = "S"
     kind = "token_mixer"
     Config = MambaConfig
+    width_scaled = ("dt_rank",)  # expand and d_state kept
 
     def __init__(self, d_model: int, cfg: MambaConfig):
         super().__init__(d_model, cfg)
@@ -150,8 +148,10 @@ def mamba2_sizes(cfg: Mamba2Config, d_model: int) -> tuple[int, int, int]:
 class Mamba2(Primitive):
     """Mamba-2 block: SSD with one scalar decay per head, computed by `chunk_simple_gla`."""
 
+    symbol = "S2"
     kind = "token_mixer"
     Config = Mamba2Config
+    width_scaled = ("n_heads",)  # head dim (expand * d / n_heads), d_state, n_groups kept
 
     def __init__(self, d_model: int, cfg: Mamba2Config):
         super().__init__(d_model, cfg)
@@ -190,7 +190,7 @@ class Mamba2(Primitive):
         GN = cfg.n_groups * N
         matmul = d_model * (2 * E + 2 * GN + H) + E * d_model
         params = matmul + (E + 2 * GN) * (k + 1) + 3 * H + E
-        flops = 2 * matmul + 2 * (E + 2 * GN) * k + H * (4 * N * P + 2 * CHUNK * (N + P))
+        flops = 2 * matmul + 2 * (E + 2 * GN) * k + H * (4 * N * P + 2 * CHUNK_SIZE * (N + P))
         state = ((E + 2 * GN) * (k - 1) + H * N * P) * dtype_bytes
         return Cost(params, float(flops), state)
 
@@ -210,10 +210,9 @@ class Mamba2(Primitive):
         C = C.reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float()
         dt = F.softplus(dt.float() + self.dt_bias)                          # [B, T, H]
         g = dt * -torch.exp(self.A_log.float())
-        ssd = naive_simple_gla if T <= DECODE_MAX else chunk_simple_gla
-        o, ssm = ssd(C, B, u * dt[..., None], g, scale=1.0,
-                  initial_state=None if state is None else state["ssm"],
-                  output_final_state=state is not None, chunk_size=CHUNK)
+        o, ssm = simple_gla(C, B, u * dt[..., None], g, scale=1.0,
+                            initial_state=None if state is None else state["ssm"],
+                            output_final_state=state is not None)
         y = o.float() + self.D[:, None] * u
         gated = (y.reshape(Bsz, T, E) * F.silu(z.float())).reshape(Bsz, T, G, E // G)
         y = self.out_proj(head_rms_norm(gated, self.norm).reshape(Bsz, T, E).to(x.dtype))

@@ -12,7 +12,7 @@ A ladder file (YAML):
     tolerance: 0.05
     budget: {tokens_per_param: 20}           # or {tokens: 1M} or {flops: [1e12, 3e12]} (IsoFLOP)
     seeds: [0, 1]
-    train: {lr: 3e-3, batch_size: 16}        # keyword arguments of composer.train.train
+    train: {lr: 3e-3, batch_size: 16}        # training settings (composer/training/config.py)
     predict_at: 10M                          # optional: predicted loss (with interval) at this size
     bootstrap: 500                           # resamples for the fits' intervals
 
@@ -21,7 +21,7 @@ Token budgets: `tokens_per_param: r` trains a size of N parameters on r * N toke
 C / (training FLOPs per token) tokens (IsoFLOP). `min_tokens` / `max_tokens` clamp the result.
 
 Trials run through a `TrialRunner`. `LocalRunner` trains them one after another in this process with
-`composer.train.train`; it is the seam where the Ray search runner plugs in. Every finished trial is written
+`composer.trainer.train`; it is the seam where the Ray search runner plugs in. Every finished trial is written
 to `runs/<name>/ladder.json` at once (atomically), and a rerun skips trials already there, so a killed ladder
 resumes. After the trials: per-architecture fits of L(N) (and of L(N, D) when budgets vary), rank transfer
 from the smallest size to each larger one with the seed noise floor, and a plot.
@@ -42,6 +42,7 @@ from composer.errors import UserError
 from composer.runs import write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.training.config import parse_settings
 from composer.yaml_source import Source, join, read_source
 from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
 from scaling.rules import choose_method, fit_to_params, param_count
@@ -50,6 +51,8 @@ from scaling.transfer import transfer_report
 LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",
                "train", "predict_at", "loss_metric", "bootstrap")
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
+                     "seed": "the ladder sets each trial's seed: use `seeds`"}
 
 
 def parse_count(value: Any) -> int:
@@ -149,9 +152,10 @@ def load_ladder(obj: Any) -> Ladder:
             raise source.error(f"expected a list of integer seeds, got {seeds!r}", "seeds")
         ladder.seeds = list(seeds)
     if "train" in data:
-        if not isinstance(data["train"], dict):
-            raise source.error("expected a mapping of trainer arguments", "train")
-        ladder.train = dict(data["train"])
+        try:
+            ladder.train = parse_settings(data["train"], "train", SET_BY_THE_LADDER)
+        except UserError as e:
+            raise source.error(e.message, e.path) from None
     if data.get("predict_at") is not None:
         ladder.predict_at = _count(source, data["predict_at"], "predict_at")
     if "bootstrap" in data:
@@ -272,7 +276,7 @@ class TrialRunner(Protocol):
 
 
 class LocalRunner:
-    """Trials on this machine through `composer.train.train`: in this process, or in `workers` processes
+    """Trials on this machine through `composer.trainer.train`: in this process, or in `workers` processes
     (each trains with `threads` torch threads; results arrive as trials finish)."""
 
     def __init__(self, workers: int = 1, threads: int | None = None,
@@ -288,7 +292,7 @@ class LocalRunner:
         jobs = [(trial, ladder.task, kwargs) for trial in trials]
         if self.workers <= 1:
             for i, job in enumerate(jobs):
-                self.log(_describe(job[0], i, len(jobs)))
+                self.log(describe_trial(job[0], i, len(jobs)))
                 yield job[0], train_trial(*job)
             return
         import concurrent.futures as cf
@@ -299,18 +303,18 @@ class LocalRunner:
             futures = {pool.submit(train_trial, *job): job[0] for job in jobs}
             for i, future in enumerate(cf.as_completed(futures)):
                 trial = futures[future]
-                self.log(_describe(trial, i, len(jobs)) + " done")
+                self.log(describe_trial(trial, i, len(jobs)) + " done")
                 yield trial, future.result()
 
 
-def _describe(trial: Trial, i: int, n: int) -> str:
+def describe_trial(trial: Trial, i: int, n: int) -> str:
     return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}: {trial.tokens:,} tokens"
 
 
 def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Train one trial (a module-level function so worker processes can run it); its final metrics."""
     from composer.tasks import get_task
-    from composer.train import train
+    from composer.trainer import train
 
     task = get_task(task_config["name"], **{k: v for k, v in task_config.items() if k != "name"})
     result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, **train_kwargs)
@@ -318,8 +322,10 @@ def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[st
 
 
 def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: TrialRunner | None = None,
-               log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a ladder; returns and writes `runs/<name>/ladder.json` with results and fits."""
+               log: Callable[[str], None] | None = None, trials: list[Trial] | None = None) -> dict[str, Any]:
+    """Run (or resume) a ladder; returns and writes `runs/<name>/ladder.json` with results and fits.
+
+    `trials` replaces the ladder's own plan (a caller that sizes its architectures itself, e.g. confirm)."""
     from composer.tasks import get_task
 
     log = log or (lambda message: None)
@@ -330,7 +336,7 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
     if path.is_file():
         done = {r["key"]: r for r in json.loads(path.read_text()).get("trials", [])}
     task = get_task(ladder.task["name"], **{k: v for k, v in ladder.task.items() if k != "name"})
-    trials = plan(ladder, seq_len=getattr(task, "seq_len", None))
+    trials = plan(ladder, seq_len=getattr(task, "seq_len", None)) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
     rows = dict(done)

@@ -6,18 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from scaling.ladder import Ladder, Trial, _describe, train_trial
+from scaling.ladder import Ladder, Trial, describe_trial, train_trial
 
 
 class RayRunner:
-    """Train ladder trials in parallel on Ray; results arrive as trials finish."""
+    """Train ladder trials in parallel on Ray; results arrive as trials finish. `max_concurrent` caps the
+    trials in flight (default: as many as the cluster's CPUs allow)."""
 
     def __init__(self, address: str | None = None, threads: int = 1, verbose: bool = False,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, max_concurrent: int | None = None):
         self.address = address
         self.threads = threads
         self.verbose = verbose
         self.log = log or (lambda message: None)
+        self.max_concurrent = max_concurrent
 
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
         import ray
@@ -27,11 +29,15 @@ class RayRunner:
         start_ray(self.address, self.verbose)
         kwargs = {**ladder.train, "threads": self.threads}
         remote = ray.remote(num_cpus=self.threads, max_retries=1)(train_trial)
-        pending = {remote.remote(trial, ladder.task, kwargs): trial for trial in trials}
+        waiting = list(trials)
+        pending: dict[Any, Trial] = {}
         done = 0
-        while pending:
+        while waiting or pending:
+            while waiting and (self.max_concurrent is None or len(pending) < self.max_concurrent):
+                trial = waiting.pop(0)
+                pending[remote.remote(trial, ladder.task, kwargs)] = trial
             ready, _ = ray.wait(list(pending), num_returns=1)
             trial = pending.pop(ready[0])
-            self.log(_describe(trial, done, len(trials)) + " done")
+            self.log(describe_trial(trial, done, len(trials)) + " done")
             done += 1
             yield trial, ray.get(ready[0])

@@ -14,7 +14,7 @@ blocks compare whole).
   units left over go to the largest fractional parts (largest-remainder rounding; ties to the earlier run).
   A run the rounding would drop gets one unit, taken from the run with the most units, so no primitive
   disappears. `AAMMMM` stretched to 12 is `AAAAMMMMMMMM`.
-* `widen(spec, d)`    the width rules of `WIDTH_RULES` (below).
+* `widen(spec, d)`    each primitive's width-scaled fields (`Primitive.width_fields`) grow with d_model.
 * `fit_to_params`     depth by the Composer rule (stack a search of fewer than 16 units, stretch one of 16 or
   more) and width by search, to land within `tol` of a parameter count.
 """
@@ -36,47 +36,13 @@ from primitives.base import ConfigError, get_primitive, make_config
 # ------------------------------------------------------------------------------------------------
 # Width rules
 #
-# The fields of each primitive that grow in proportion to d_model; every other field is kept, which keeps
-# head dimensions (attention adds heads), expansion ratios (MLP, MoE experts, SSM inner width) and per-channel
-# state sizes (Mamba's d_state, so Mamba's state grows with its channels). Fields left unset (None) are left
-# to the primitive's own default at the new width (e.g. attention's `d_model // 64` heads, Mamba's dt_rank
-# `ceil(d_model / 16)`), which already follow these rules. A scaled value that the primitive rejects at the
-# new width (a head count that no longer divides it) moves to the nearest value it accepts.
-#
-# Primitives missing from the table use `generic_scaled_fields`: integer fields named like `n_heads`,
-# `n_kv_heads`, `d_ff`, `dt_rank`, `*_rank` or `*_dim_total` scale; everything else is kept.
-
-WIDTH_RULES: dict[str, tuple[str, ...]] = {
-    "attention": ("n_heads", "n_kv_heads"),        # head_dim kept: heads added
-    "mlp": ("d_ff",),                              # `expansion` kept; an explicit d_ff scales
-    "moe": (),                                     # expert count, top_k and expert expansion kept
-    "mamba": ("dt_rank",),                         # expand and d_state kept
-    "mamba2": ("n_heads",),                        # head dim (expand * d / n_heads), d_state, n_groups kept
-    "retnet": ("n_heads",),
-    "linear_attention": ("n_heads",),
-    "gla": ("n_heads",),                           # gate_rank kept (a fixed low rank)
-    "hgrn2": ("n_heads",),
-    "deltanet": ("n_heads",),
-    "gated_deltanet": ("n_heads",),
-    "mlstm": ("n_heads",),
-    "rglru": ("n_heads",),
-    "mingru": (),
-    "short_conv": (),
-}
-
-
-def generic_scaled_fields(op: str) -> tuple[str, ...]:
-    """Width-scaled fields of a primitive without a table entry (see the comment above `WIDTH_RULES`)."""
-    out = []
-    for f in dataclasses.fields(get_primitive(op).Config):
-        name = f.name
-        if name.endswith("heads") or name in ("d_ff", "dt_rank") or name.endswith("_rank"):
-            out.append(name)
-    return tuple(out)
-
-
-def scaled_fields(op: str) -> tuple[str, ...]:
-    return WIDTH_RULES[op] if op in WIDTH_RULES else generic_scaled_fields(op)
+# Each primitive class names the Config fields that grow in proportion to d_model (`width_scaled`, read
+# through `Primitive.width_fields`); every other field is kept, which keeps head dimensions (attention adds
+# heads), expansion ratios (MLP, MoE experts, SSM inner width) and per-channel state sizes (Mamba's d_state,
+# so Mamba's state grows with its channels). Fields left unset (None) are left to the primitive's own
+# default at the new width (e.g. attention's `d_model // 64` heads, Mamba's dt_rank `ceil(d_model / 16)`),
+# which already follow these rules. A scaled value that the primitive rejects at the new width (a head
+# count that no longer divides it) moves to the nearest value it accepts.
 
 
 def _accepts(op: str, params: dict[str, Any], width: int) -> ConfigError | None:
@@ -97,7 +63,7 @@ def _widen_params(op: str, written: dict[str, Any], own: dict[str, Any], ratio: 
     """
     merged = dict(written)
     changed = dict(own)
-    for name in scaled_fields(op):
+    for name in get_primitive(op).width_fields():
         value = own.get(name)
         if not isinstance(value, int) or isinstance(value, bool):
             continue
@@ -123,7 +89,7 @@ def _nearest_first(target: int) -> list[int]:
 
 
 def widen(spec: ArchSpec, d_model: int) -> ArchSpec:
-    """The spec at width `d_model`, scaling primitive parameters by `WIDTH_RULES`."""
+    """The spec at width `d_model`, scaling each primitive's width-scaled parameters (see the width rules)."""
     if not isinstance(d_model, int) or d_model < 1:
         raise UserError(f"d_model must be a positive integer, got {d_model!r}")
     ratio = d_model / spec.d_model

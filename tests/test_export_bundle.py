@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 
-from composer import HybridLM, UserError, arch_id, dump_spec, load_spec, stripe
+from composer import HybridLM, UserError, arch_id, load_spec, stripe
 from composer.export import export, load
-from composer.export.weights import read_safetensors, unique_state_dict, write_safetensors
+from composer.export.weights import read_safetensors, unique_state_dict
+from composer.spec_parse import dump_spec
 
 SPEC = {"name": "tiny", "d_model": 32, "vocab_size": 40, "max_seq_len": 64, "layers": ["attention", "mlp"]}
 QUIET = {"progress": lambda *_: None}
@@ -24,7 +26,7 @@ def trained_checkpoint(folder, spec_data=SPEC, metrics=None, seed=0):
     torch.manual_seed(seed)
     model = HybridLM(spec)
     (folder / "spec.yaml").write_text(dump_spec(spec))
-    write_safetensors(str(folder / "model.safetensors"), unique_state_dict(model))
+    save_file(unique_state_dict(model), str(folder / "model.safetensors"))
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics))
     return model
@@ -114,7 +116,7 @@ def test_user_errors_leave_nothing_behind(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "spec.yaml").write_text(dump_spec(load_spec(SPEC)))
-    write_safetensors(str(bad / "model.safetensors"), {"embed.weight": torch.zeros(3, 3)})
+    save_file({"embed.weight": torch.zeros(3, 3)}, str(bad / "model.safetensors"))
     with pytest.raises(UserError, match="weights do not fit"):
         export(bad, tmp_path / "out", **QUIET)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "full"]  # no half-written bundle
@@ -158,7 +160,7 @@ def test_trainer_layout_and_tied_weights_stored_under_the_head_name(tmp_path):
     (folder / "spec.yaml").write_text(dump_spec(model.spec))
     tensors = unique_state_dict(model)
     tensors["head.weight"] = tensors.pop("embed.weight")
-    write_safetensors(str(folder / "checkpoint" / "model.safetensors"), tensors)
+    save_file(tensors, str(folder / "checkpoint" / "model.safetensors"))
     (folder / "metrics.jsonl").write_text('{"step": 10, "val_loss": 3.0}\n{"step": 20, "val_loss": 2.0}\n')
     export(folder, tmp_path / "b", **QUIET)
     assert torch.equal(load(tmp_path / "b").embed.weight, model.embed.weight)

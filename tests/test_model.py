@@ -163,14 +163,13 @@ def test_loop_times_at_inference_changes_compute():
 def test_act_ponder_cost_is_an_aux_loss():
     model = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"], "halting": "act",
                                            "ponder_cost": 0.5}}]))
-    model(torch.randint(0, 50, (2, 9)))
-    losses = model.aux_losses()
+    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)
     assert set(losses) == {"ponder"}
     # halting bias starts at sigmoid(-2) ~ 0.12 per step: every token runs all 3 iterations, spending
     # the remainder 1 - 2 * 0.12 at the last: ponder = N + R
     p = torch.sigmoid(torch.tensor(-2.0)).item()
     assert losses["ponder"].item() == pytest.approx(0.5 * (3 + 1 - 2 * p), rel=1e-5)
-    model.aux_loss().backward()
+    sum(losses.values()).backward()
     assert model.blocks[0].halt.bias.grad is not None
 
 
@@ -183,13 +182,70 @@ def test_aux_losses_sum_over_every_call_of_a_looped_or_shared_primitive(layers):
     moe = next(m for m in model.modules() if getattr(m, "name", "") == "moe")
     calls = []
     moe.register_forward_hook(lambda module, args, out: calls.append(module.aux_losses()))
-    model(torch.randint(0, 50, (2, 9)))
+    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)
     assert len(calls) in (2, 3)
-    losses = model.aux_losses()
     for name in ("moe_balance", "moe_z"):
         torch.testing.assert_close(losses[name], sum(c[name] for c in calls))
-    model(torch.randint(0, 50, (2, 9)))  # a new forward starts a new sum
-    torch.testing.assert_close(model.aux_losses()["moe_balance"], sum(c["moe_balance"] for c in calls[-len(calls) // 2:]))
+    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)  # a new forward starts a new sum
+    torch.testing.assert_close(losses["moe_balance"], sum(c["moe_balance"] for c in calls[-len(calls) // 2:]))
+
+
+LOOPED_MOE = [{"loop": {"times": 2, "body": ["attention", {"op": "moe", "n_experts": 4}]}},
+              {"op": "moe", "n_experts": 4, "name": "e"}, {"share": "e"}]
+
+
+class Checkpointed(nn.Module):
+    """A block run under activation checkpointing: its forward runs again during backward."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x, state=None):
+        with torch.utils.checkpoint.set_checkpoint_early_stop(False):  # recompute the whole block
+            return torch.utils.checkpoint.checkpoint(self.block, x, state, use_reentrant=False)
+
+
+def test_recomputed_blocks_count_aux_losses_once():
+    model = build_model(spec_of(LOOPED_MOE))
+    tokens = torch.randint(0, 50, (2, 9))
+    params = [p for p in model.parameters() if p.requires_grad]
+    logits, expected = model(tokens, return_aux=True)
+    expected_grads = torch.autograd.grad(logits.sum() + sum(expected.values()), params, allow_unused=True)
+    calls = []
+    for moe in {id(m): m for m in model.modules() if getattr(m, "name", "") == "moe"}.values():
+        moe.register_forward_hook(lambda module, args, out: calls.append(1))
+    model.blocks = nn.ModuleList(Checkpointed(b) for b in model.blocks)
+    logits, losses = model(tokens, return_aux=True)
+    forward_calls = len(calls)
+    grads = torch.autograd.grad(logits.sum() + sum(losses.values()), params, allow_unused=True)
+    assert forward_calls == 4 and len(calls) == 2 * forward_calls  # every MoE call ran again in backward
+    assert set(losses) == set(expected) == {"moe_balance", "moe_z"}
+    for name in expected:
+        torch.testing.assert_close(losses[name], expected[name])
+    for g, g_ref in zip(grads, expected_grads):
+        assert (g is None) == (g_ref is None)
+        if g is not None:
+            torch.testing.assert_close(g, g_ref)
+
+
+def test_aux_losses_belong_to_their_call():
+    """A nested or later call (an evaluation between forward and backward) leaves a call's losses as they were;
+    the streaming form returns them last."""
+    model = build_model(spec_of(LOOPED_MOE))
+    first = torch.randint(0, 50, (2, 9))
+    _, losses = model(first, return_aux=True)
+    kept = {name: value.detach().clone() for name, value in losses.items()}
+    _, other = model(torch.randint(0, 50, (3, 5)), return_aux=True)
+    assert not torch.allclose(other["moe_balance"], kept["moe_balance"])
+    for name in kept:
+        torch.testing.assert_close(losses[name], kept[name])
+    sum(losses.values()).backward()
+    logits, state, streamed = model(first, model.init_state(2), return_aux=True)
+    assert logits.shape == (2, 9, 50) and len(state) == len(model.blocks)
+    for name in kept:
+        torch.testing.assert_close(streamed[name], kept[name])
+    assert isinstance(model(first), torch.Tensor)
 
 
 def test_user_registered_primitive_is_usable_by_name():

@@ -6,7 +6,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composer import UserError, arch_id, build_model, dump_spec, load_spec, model_cost
+from composer import UserError, arch_id, build_model, load_spec, model_cost
+from composer.spec_parse import dump_spec
 from primitives import registered
 
 SMALL = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

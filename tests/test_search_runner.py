@@ -172,3 +172,90 @@ def test_study_search_tells_pruned_and_failed_states():
     assert [t.state.name for t in trials] == ["PRUNED", "COMPLETE", "FAIL", "FAIL"]
     assert trials[0].intermediate_values == {1: 0.5, 2: 0.6} and trials[1].value == 0.9
     assert trials[2].user_attrs == {"status": "diverged", "reason": "diverged at step 3"}
+
+
+def ours(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "composer.search.optuna_search"]
+
+
+def test_study_search_multi_objective_grid_and_bad_values(caplog):
+    """Several objectives: no intermediate reports, COMPLETE with every value. The grid sampler's Study.stop
+    (raised outside optimize once the grid is used up) leaves the trial recorded and logs nothing; a value
+    Optuna refuses (NaN) is logged and does not stop the search."""
+    storage = optuna.storages.InMemoryStorage()
+    grid = optuna.samplers.GridSampler({"x": [0, 1]}, seed=0)
+    searcher = StudySearch(space=lambda trial: {"y": trial.suggest_int("x", 0, 1) * 2}, metric=["loss", "size"],
+                           mode=["min", "max"], sampler=grid, storage=storage, study_name="m")
+    configs = [searcher.suggest(trial_id) for trial_id in ("a", "b", "c")]
+    assert sorted(c["x"] for c in configs[:2]) == [0, 1] and all(c["y"] == 2 * c["x"] for c in configs)
+    searcher.on_trial_result("a", {"loss": 1.0, "size": 3, "evaluation": 1, "final": False})
+    searcher.on_trial_complete("a", {"loss": 0.5, "size": 3, "evaluation": 2, "final": True, "arch_id": "x0"})
+    with caplog.at_level("WARNING", logger="composer.search.optuna_search"):
+        searcher.on_trial_complete("b", {"loss": 0.7, "size": 4, "evaluation": 2, "final": True})
+        assert ours(caplog) == []                 # the grid is used up: Study.stop raised, the trial is stored
+        with pytest.raises(RuntimeError, match="Study.stop"):      # (what the searcher caught)
+            grid.after_trial(searcher.study, searcher.study.trials[1], optuna.trial.TrialState.COMPLETE, [0.7, 4])
+        searcher.on_trial_complete("c", {"loss": float("nan"), "size": 4, "evaluation": 2, "final": True})
+        assert ours(caplog) == [
+            "could not record trial c in the study: The value nan is not acceptable"]
+    trials = optuna.load_study(study_name="m", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
+    assert trials[0].values == [0.5, 3.0] and trials[0].intermediate_values == {}
+    assert trials[0].user_attrs == {"status": "completed", "arch_id": "x0"}
+
+
+def test_study_search_fails_a_trial_whose_space_raises(tmp_path):
+    def space(trial):
+        trial.suggest_int("x", 0, 3)
+        raise KeyError("bad space")
+
+    searcher = StudySearch(space=space, metric="loss", mode="min", storage=optuna.storages.InMemoryStorage())
+    with pytest.raises(KeyError):
+        searcher.suggest("a")
+    assert searcher.study.trials[0].state.name == "FAIL"
+    searcher.on_trial_complete("a", None, error=True)      # Tune's notice afterwards changes nothing
+    searcher.save(str(tmp_path / "searcher.pkl"))           # the study is the state: no searcher file
+    assert searcher.study.trials[0].state.name == "FAIL" and list(tmp_path.iterdir()) == []
+
+
+def test_prepare_resume_fails_and_requeues_cut_short_trials(tmp_path):
+    """Only public Optuna calls: RUNNING trials are told FAIL, trials cut short are enqueued once with their
+    parameters, WAITING ones are left to be asked, finished rows are kept."""
+    from composer.runs import RunDir
+    from composer.search.runner import prepare_resume
+
+    run = RunDir(tmp_path)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="maximize")
+    done = study.ask()
+    done.suggest_int("x", 0, 9)
+    study.tell(done, 0.5)                                       # 0: finished, in the leaderboard
+    running = study.ask()
+    running.suggest_int("x", 0, 9)                              # 1: killed while training
+    study.ask()                                                 # 2: killed before sampling (no parameters)
+    unrecorded = study.ask()
+    unrecorded.suggest_int("x", 0, 9)
+    study.tell(unrecorded, 0.7)                                 # 3: told, but its row was not written
+    study.enqueue_trial({"x": 4})                               # 4: enqueued, never asked
+    run.write_leaderboard([{"trial": 0, "status": "completed", "accuracy": 0.5},
+                           {"trial": 1, "status": "running"}], ["accuracy"])
+    rows = prepare_resume(run, study)
+    assert [(r["trial"], r["status"]) for r in rows] == [(0, "completed")]
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "WAITING", "WAITING",
+                                              "WAITING"]
+    assert [(t.user_attrs.get("retry_of"), t.system_attrs["fixed_params"]) for t in trials[5:]] == [
+        (1, {"x": running.params["x"]}), (3, {"x": unrecorded.params["x"]})]
+    prepare_resume(run, study)                                  # a second resume does not enqueue them again
+    assert len(study.trials) == 7
+
+
+def test_the_search_function_is_public_under_two_names():
+    """`composer.search` is the package (no callable-module trick); its function is also `composer.run_search`."""
+    import types
+
+    import composer
+    import composer.search
+
+    assert composer.run_search is search is composer.search.search
+    assert isinstance(composer.search, types.ModuleType) and not callable(composer.search)
+    assert "run_search" in composer.__all__

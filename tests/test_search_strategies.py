@@ -6,13 +6,13 @@ import textwrap
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from composer import load_spec, stripe
 from composer.errors import UserError
 from composer.search.aggregate import majority_vote, select_top
-from composer.search.space import load_space
-from composer.search.strategies import RegularizedEvolutionSampler, make_sampler, mutate
+from composer.search.space_parse import load_space
+from composer.search.strategies import RegularizedEvolutionSampler, allowed, make_sampler, mutate
 
 SPACE = textwrap.dedent("""\
     name: evo
@@ -58,6 +58,17 @@ def test_mutations_are_structural():
     assert child[name] != PARENT[name] and int(name[5]) < 3     # only layers in use are changed
     int_child, _ = mutate({"w": 5}, {"w": IntDistribution(1, 9, step=2)}, random.Random(0))
     assert int_child["w"] in (3, 7)
+
+
+def test_allowed_checks_a_value_against_a_distribution():
+    """A parent's value is reused only where the child's distribution offers it (public Optuna API only)."""
+    assert allowed("gla", OPS) and not allowed("mamba2", OPS) and not allowed(None, OPS)
+    widths = IntDistribution(1, 9, step=2)
+    assert allowed(5, widths) and not allowed(4, widths) and not allowed(11, widths) and not allowed("5x", widths)
+    lr = FloatDistribution(1e-4, 1e-2, log=True)
+    assert allowed(1e-3, lr) and not allowed(0.1, lr) and not allowed(-1.0, lr)
+    stepped = FloatDistribution(0.0, 1.0, step=0.25)
+    assert allowed(0.75, stepped) and not allowed(0.3, stepped)
 
 
 def test_evolution_sampler_trials_are_valid_mutated_specs():

@@ -2,8 +2,9 @@
 
 import pytest
 
-from composer import ArchSpec, Layer, Loop, Parallel, Repeat, arch_id, canonical, dump_spec, load_spec, stripe
+from composer import ArchSpec, Layer, Loop, Parallel, Repeat, arch_id, canonical, load_spec, stripe
 from composer.graph import to_graph
+from composer.spec_parse import dump_spec
 
 BASE = {"d_model": 64, "vocab_size": 100, "max_seq_len": 64}
 

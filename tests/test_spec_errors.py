@@ -50,6 +50,17 @@ def error_of(text):
      "sum to 1"),
     ("d_model: 64\nlayers:\n  - 42\n", "layers[0]", 3, "expected a primitive name"),
     ("d_model: 64\nnorm: batchnorm\nlayers: [mlp]\n", "norm", 2, "rmsnorm"),
+    # fields checked by their type and bounds (composer.spec field metadata)
+    ("d_model: 64\ndropout: 1.0\nlayers: [mlp]\n", "dropout", 2, "expected a number in [0, 1), got 1.0"),
+    ("d_model: 64\nname: 3\nlayers: [mlp]\n", "name", 2, "expected a string"),
+    ("d_model: 64\ntie_embeddings: 1\nlayers: [mlp]\n", "tie_embeddings", 2, "expected true or false"),
+    ("d_model: 64\nlayers:\n  - loop: {times: 2, body: [mlp], ponder_cost: -1}\n", "layers[0].loop.ponder_cost", 3,
+     "expected a number >= 0"),
+    ("d_model: 64\nlayers:\n  - loop: {times: 2, body: [mlp], inject: sideways}\n", "layers[0].loop.inject", 3,
+     "one of add, concat"),
+    ("d_model: 64\nlayers:\n  - loop: {times: 2, body: [mlp], grad_iters: 3}\n", "layers[0].loop.grad_iters", 3,
+     "exceeds times=2"),
+    ("d_model: 64\nlayers:\n  - loop: 2\n    body: [mlp]\n    halting: yes\n", "layers[0].halting", 5, "one of act"),
 ])
 def test_errors_name_path_and_line(text, path, line, words):
     err = error_of(text)

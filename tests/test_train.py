@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from composer.cli_train import register
 from composer.errors import UserError
 from composer.tasks import get_task, mad_suite
-from composer.train import Budget, StopTraining, make_optimizer, train
+from composer.trainer import Budget, StopTraining, make_optimizer, train
 from composer.training.schedule import lr_factor
 
 TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}

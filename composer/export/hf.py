@@ -4,6 +4,7 @@
 
 builds the model from `modeling.py` (the standalone source) and loads `model.safetensors`. The files are
 fixed text (nothing from the spec is written into them); the architecture travels in `config.json`.
+`from_pretrained` is held to the bundle: model.safetensors only, with exactly the model's tensors.
 
 The configuration file imports the bundle's modeling.py, so that each bundle's config class (and with it
 the model class transformers registers for it) is its own.
@@ -100,9 +101,32 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
             if name != "spec":
                 self.add_module(name, child)
         self.spec = core.spec
-        self.registry = core.registry  # the blocks' shared state (auxiliary losses), not a module
         self._tied_weights_keys = {"head.weight": "embed.weight"} if core.spec.tie_embeddings else {}
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading, held to the bundle: the weights come from model.safetensors only (never a
+        pytorch_model.bin), and every tensor must be there and fit: none missing (it would stay random), none
+        extra, none of another shape."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("a Composer bundle's weights are model.safetensors only (use_safetensors=False)")
+        kwargs["use_safetensors"] = True
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                              **kwargs)
+        problems = []
+        for key, words in (("missing_keys", "missing"), ("unexpected_keys", "not in the model"),
+                           ("mismatched_keys", "of another shape")):
+            names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+            if names:
+                problems.append(f"{words}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else ""))
+        if info.get("error_msgs"):
+            problems.append("; ".join(str(m) for m in info["error_msgs"]))
+        if problems:
+            raise ValueError(f"{pretrained_model_name_or_path}: model.safetensors does not match the architecture "
+                             f"({'; '.join(problems)})")
+        return (model, info) if want_info else model
 
     @classmethod
     def _supports_default_dynamic_cache(cls):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from composer.errors import UserError
-from composer.export.sources import read_weights_file
-from composer.export.weights import load_weights
+from composer.export.weights_io import load_weights_file
 from composer.model import HybridLM
 from composer.spec_parse import load_spec
 
@@ -21,8 +20,5 @@ def load(directory: str | Path, device: str = "cpu") -> HybridLM:
     if not weights.exists():
         raise UserError(f"{directory}: the bundle has no weights (exported from a spec without --init-weights)")
     model = HybridLM(load_spec(spec_file))
-    try:
-        load_weights(model, read_weights_file(weights))
-    except (ValueError, RuntimeError) as e:
-        raise UserError(f"{weights}: weights do not fit the architecture ({e})") from None
+    load_weights_file(model, weights)
     return model.to(device).eval()

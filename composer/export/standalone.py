@@ -2,10 +2,15 @@
 
 The file is made by inlining Composer's own modules rather than by a second implementation, so the
 exported model runs the very code Composer trained: `primitives.base`, the primitive families the spec
-uses and the `primitives.ops` modules they import, `composer.spec`, `composer.blocks`, `composer.model`,
-plus the export helpers `spec_data` (plain data -> ArchSpec) and `weights` (a torch-only safetensors
-reader). Inlining rests on the rule every primitive module follows: it imports only torch, the stdlib,
-`primitives.base` and `primitives.ops`.
+uses and the shared modules they import (`primitives.common`, `primitives.ops`), `composer.spec`,
+`composer.blocks`, `composer.model`, plus the export helpers `spec_data` (plain data -> ArchSpec) and
+`weights` (a torch-only safetensors reader that checks the file's header before it builds a tensor).
+
+Inlining rests on the import rule every family module (`primitives/<family>.py`) and `primitives.common`
+follow: they import only the standard library, torch, `primitives.base`, `primitives.common` and
+`primitives.ops` (never `primitives.ops.triton`, nor another family), so the file holds exactly the
+families a model uses and needs nothing but torch. `import_rule_violations` checks a module's source
+against it (tests/test_export_import_rule.py runs it over every registered primitive's module).
 
 How a module is inlined: its docstring and `from __future__` line are dropped, its stdlib/torch imports
 are hoisted (deduplicated) to the top of the file, imports of other inlined modules are removed (their
@@ -24,6 +29,7 @@ import importlib
 import inspect
 import math
 import pprint
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,9 @@ SKIPPED_NAME_VALUES = {"TRITON_AVAILABLE": "False"}
 # Top-level definitions left out of the standalone file (they need the YAML parser).
 DROPPED_DEFINITIONS = {"composer.model": {"build_model"}}
 HEAD_MODULES = ("primitives.base",)
+# What a family module may import besides the standard library and torch (and what it may not).
+FAMILY_IMPORTS = ("primitives.base", "primitives.common", "primitives.ops")
+FAMILY_IMPORTS_EXCLUDED = ("primitives.ops.triton",)
 TAIL_MODULES = ("composer.spec", "composer.blocks", "composer.model", "composer.export.spec_data",
                 "composer.export.weights")
 
@@ -46,12 +55,35 @@ class InlineError(RuntimeError):
     """The sources cannot be inlined safely (a broken import rule or a name clash)."""
 
 
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def is_internal(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in INTERNAL_PACKAGES)
+    return within(module, INTERNAL_PACKAGES)
 
 
 def is_skipped(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in SKIPPED_PACKAGES)
+    return within(module, SKIPPED_PACKAGES)
+
+
+def import_rule_violations(source: str) -> list[str]:
+    """The imports in a family module's source that break the import rule (see the module docstring)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            modules = ["." * node.level + (node.module or "")]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            root = module.split(".")[0]
+            allowed = root in sys.stdlib_module_names or root == "torch" or (
+                within(module, FAMILY_IMPORTS) and not within(module, FAMILY_IMPORTS_EXCLUDED))
+            if not allowed:
+                out.append(f"line {node.lineno}: imports {module}")
+    return out
 
 
 def primitive_modules(spec: ArchSpec) -> list[str]:
@@ -104,7 +136,7 @@ class Inliner:
         module = _Module(name)
         for node, _ in module.internal_imports():
             if isinstance(node, ast.Import):
-                continue  # `import primitives` (the registry's lazy loader) is not a dependency
+                continue  # only `from ... import` statements name inlined modules
             if is_skipped(node.module):
                 continue
             for dep in self.providers(node.module, [a.name for a in node.names]):
@@ -124,7 +156,10 @@ class Inliner:
             obj = getattr(module, name, None)
             if inspect.ismodule(obj):
                 raise InlineError(f"`from {module_name} import {name}` imports a module; import its names")
-            owner = getattr(obj, "__module__", None)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                owner = obj.__module__
+            else:  # a constant does not know its module: find the submodule that assigns it
+                owner = assigning_module(module_name, name)
             if not owner or not owner.startswith(module_name):
                 raise InlineError(f"cannot tell which module defines {module_name}.{name}")
             out.append(owner)
@@ -197,6 +232,16 @@ class Inliner:
             raise InlineError(f"`{bound}` is defined differently in {bindings[bound][1]} and {module}; "
                               f"rename one of them so that export can inline both")
         bindings.setdefault(bound, (source, module))
+
+
+def assigning_module(package: str, name: str) -> str | None:
+    """The loaded module inside `package` whose top level binds `name` other than by an import."""
+    for module_name, module in sorted(sys.modules.items()):
+        if not module_name.startswith(package + ".") or hasattr(module, "__path__") or is_skipped(module_name):
+            continue
+        if any(name in _bound_names(node) for node in ast.parse(inspect.getsource(module)).body):
+            return module_name
+    return None
 
 
 class _Edits:
@@ -352,9 +397,15 @@ def load_model(directory: str | None = None, device: str = "cpu") -> HybridLM:
     import os
 
     directory = directory or os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(directory, WEIGHTS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{{path}}: no weights in this bundle (build_model() gives untrained ones)")
     model = build_model()
-    tensors, _ = read_safetensors(os.path.join(directory, WEIGHTS_FILE))
-    load_weights(model, tensors)
+    tensors, _ = read_safetensors(path)
+    try:
+        load_weights(model, tensors)
+    except ValueError as e:
+        raise ValueError(f"{{path}}: the weights do not fit this model: {{e}}") from None
     return model.to(device).eval()
 
 

@@ -1,6 +1,6 @@
-"""Run a search: Ray Tune executes the trials, Optuna (through Tune's OptunaSearch, SQLite study in
-`runs/<name>/study.db`) chooses them, ASHA stops the poor ones early, and a Tune callback keeps the
-leaderboard. See composer/runs.py for the files a search writes.
+"""Run a search: Ray Tune executes the trials, Optuna (an SQLite study in `runs/<name>/study.db`, asked and told
+through composer/search/optuna_search.py) chooses them, ASHA stops the poor ones early, and a Tune callback keeps
+the leaderboard. See composer/runs.py for the files a search writes.
 
     from composer.search import search
     result = search("search_spaces/quickstart.yaml", trials=8)
@@ -26,11 +26,12 @@ from typing import Any
 import optuna
 import yaml
 
+from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
-from composer.graph import arch_id, stripe
 from composer.runs import RunDir, write_atomic, write_json
 from composer.search.aggregate import majority_vote, select_top
-from composer.search.space import SearchSpace, load_space
+from composer.search.space import SearchSpace
+from composer.search.space_parse import load_space
 from composer.search.strategies import make_sampler
 from composer.search.trial import cache_key, run_trial
 from composer.spec_parse import load_spec
@@ -52,8 +53,8 @@ class SearchResult:
 
 
 class DefineByRun:
-    """The define-by-run function given to OptunaSearch: sample a candidate, cost it, check constraints.
-    A class (not a closure) so Tune can pickle the searcher into its experiment checkpoint."""
+    """The define-by-run function of the searcher: sample a candidate, cost it, check constraints.
+    A class (not a closure) so Tune can pickle the searcher with its experiment state."""
 
     def __init__(self, space: SearchSpace):
         self.space = space
@@ -85,8 +86,7 @@ def _study_searcher(space: SearchSpace, storage: Any, sampler: Any) -> Any:
     modes = space.modes()
     single = len(names) == 1
     return StudySearch(space=DefineByRun(space), metric=names[0] if single else names,
-                       mode=modes[0] if single else modes, sampler=sampler, storage=storage,
-                       study_name=space.name, seed=space.seed)
+                       mode=modes[0] if single else modes, sampler=sampler, storage=storage, study_name=space.name)
 
 
 def evaluations_per_trial(space: SearchSpace) -> int | None:
@@ -149,17 +149,21 @@ def start_ray(address: str | None, verbose: bool) -> None:
 
 
 def prepare_resume(run: RunDir, study: optuna.Study) -> list[dict[str, Any]]:
-    """Keep the finished rows; trials left RUNNING by an interruption fail in the study and are asked again
-    with the same parameters. Returns the kept rows."""
-    rows = [r for r in run.read_leaderboard() if r.get("status") in ("completed", "pruned", "failed", "diverged",
-                                                                     "constraint", "invalid")]
+    """Keep the finished rows; trials an interruption cut short (left RUNNING, or told but missing from the
+    leaderboard) are told FAIL and enqueued again with the same parameters, once. Enqueued trials still WAITING
+    are left to be asked. Returns the kept rows."""
+    from composer.search.optuna_search import STATES
+
+    rows = [r for r in run.read_leaderboard() if r.get("status") in STATES]
     finished = {int(r["trial"]) for r in rows}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING) \
-                or (trial.state.is_finished() and trial.number not in finished):
-            if not trial.state.is_finished():
-                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            if trial.params:
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        running = trial.state == optuna.trial.TrialState.RUNNING
+        if running or (trial.state.is_finished() and trial.number not in finished):
+            if running:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            if trial.params and trial.number not in retried:
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return rows
 
@@ -322,6 +326,6 @@ def _spec_of(run: RunDir, row: dict[str, Any]) -> Any:
 
 
 def _spec_yaml(spec: Any, comment: str) -> str:
-    from composer import dump_spec
+    from composer.spec_parse import dump_spec
 
     return f"# {comment}\n" + dump_spec(spec)

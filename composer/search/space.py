@@ -8,7 +8,7 @@ A space file (see search_spaces/quickstart.yaml for a commented example):
       n_layers: {choice: [2, 3, 4]}
       slot: {op: {choice: [attention, gla]}, channel: mlp}
     task: {name: mqar, params: {seq_len: 64}}
-    train: {steps: 200, lr: {float: [3e-4, 3e-3], log: true}, batch_size: 32, eval_every: 20}
+    train: {steps: 200, lr: {float: [3e-4, 3e-3], log: true}, batch_size: 32, eval_every: 20}   # training settings
     objectives: [{metric: accuracy, mode: max}]
     constraints: {max_params: 1e6}
     strategy: {name: tpe}
@@ -21,6 +21,8 @@ Parameter names are stable: `d_model`, `defaults.attention.n_heads` (paths in `b
 `layer3.op`, `layer3.d_ff`, `layer3.channel.op`, `n_attention`, `mixer`, `placement`, `loop`. Every slot up
 to the largest depth is sampled (only the first `n_layers` are used), and a primitive parameter is sampled
 only when its slot's primitive has it, so each name always offers the same choices (Optuna requires it).
+`train` takes every training setting (composer/training/config.py), flat or by section; a searched setting
+is named by its flat key (`lr`). `load_space` (composer/search/space_parse.py) reads a space file.
 """
 
 from __future__ import annotations
@@ -33,16 +35,8 @@ from typing import Any
 from composer.errors import SpecError
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
-from composer.yaml_source import join, read_source
+from composer.yaml_source import join
 from primitives.base import config_fields, registered
-
-TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
-            "scheduler", "resources", "seed", "repeats", "trials")
-TRAIN_KEYS = ("steps", "tokens", "seconds", "lr", "batch_size", "eval_every", "warmup_steps", "schedule",
-              "weight_decay", "threads")
-CONSTRAINT_KEYS = ("max_params", "max_active_params", "max_flops_per_token", "max_state_bytes", "context")
-COST_METRICS = ("params", "non_embedding_params", "active_params", "flops_per_token", "state_bytes")
-PLACEMENTS = ("spread", "first", "last", "middle")
 
 
 @dataclass(frozen=True)
@@ -261,11 +255,3 @@ def _pattern(cfg: dict[str, Any], pick: Any) -> list[Any]:
             layers.append(channel)
     return layers
 
-
-def load_space(obj: Any) -> SearchSpace:
-    """A SearchSpace from a path, a YAML string, a dict (or a SearchSpace, returned as is)."""
-    if isinstance(obj, SearchSpace):
-        return obj
-    from composer.search.space_parse import parse_space
-
-    return parse_space(read_source(obj))

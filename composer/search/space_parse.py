@@ -6,9 +6,26 @@ from __future__ import annotations
 from typing import Any
 
 from composer.errors import UserError
-from composer.search.space import CONSTRAINT_KEYS, PLACEMENTS, TOP_KEYS, TRAIN_KEYS, Dist, SearchSpace
-from composer.yaml_source import Source, join
+from composer.search.space import Dist, SearchSpace
+from composer.training.config import SETTINGS
+from composer.training.settings import Setting, check, flatten
+from composer.yaml_source import Source, join, read_source
 from primitives.base import config_fields, registered, unknown_name_message
+
+TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
+            "scheduler", "resources", "seed", "repeats", "trials")
+CONSTRAINT_KEYS = ("max_params", "max_active_params", "max_flops_per_token", "max_state_bytes", "context")
+PLACEMENTS = ("spread", "first", "last", "middle")
+SET_BY_THE_SEARCH = {"seed": "the search sets each trial's seed: use the top-level `seed`",
+                     "resume": "trials always start fresh (a search resumes from its study instead)"}
+DEFAULT_STEPS = 200
+
+
+def load_space(obj: Any) -> SearchSpace:
+    """A SearchSpace from a path, a YAML string, a dict (or a SearchSpace, returned as is)."""
+    if isinstance(obj, SearchSpace):
+        return obj
+    return parse_space(read_source(obj))
 
 
 def parse_space(source: Source) -> SearchSpace:
@@ -207,17 +224,29 @@ class _Parser:
         return {"name": value["name"], "params": params, "vocab_size": first.vocab_size, "seq_len": first.seq_len}
 
     def train(self, value: Any) -> dict[str, Any]:
-        value = self.mapping(value or {}, "train", TRAIN_KEYS)
-        out = {k: self.value(v, join("train", k)) for k, v in value.items()}
+        """Training settings by flat key (sections flattened), plain values checked against TrainConfig;
+        searched ones stay Dists, named by their flat key. Without a budget, DEFAULT_STEPS steps."""
+        try:
+            out = {}
+            for key, (raw, where) in flatten(value or {}, SETTINGS, "train", SET_BY_THE_SEARCH).items():
+                raw = self.value(raw, where)
+                out[key] = self.searched(SETTINGS[key], raw, where) if isinstance(raw, Dist) else check(
+                    SETTINGS[key], raw, where)
+        except UserError as e:
+            raise self.fail(e.message, e.path) from None
         if not any(k in out for k in ("steps", "tokens", "seconds")):
-            out["steps"] = 200
-        for key in ("steps", "tokens", "batch_size", "eval_every", "warmup_steps"):
-            if key in out and not isinstance(out[key], Dist):
-                out[key] = self.integer(out[key], join("train", key), 0 if key == "warmup_steps" else 1)
-        for key in ("seconds", "lr"):
-            if key in out and not isinstance(out[key], Dist):
-                out[key] = self.number(out[key], join("train", key))
+            out["steps"] = DEFAULT_STEPS
         return out
+
+    def searched(self, setting: Setting, dist: Dist, path: str) -> Dist:
+        """A searched training setting must be searchable as declared; each sampled value is checked when its
+        trial builds its TrainConfig (a bad one fails that trial, with the reason)."""
+        if setting.kind is tuple:
+            raise self.fail("a list setting cannot be searched", path)
+        if dist.kind != "choice" and (setting.kind not in (int, float) or (dist.kind == "float" and
+                                                                           setting.kind is int)):
+            raise self.fail(f"expected {'`int` or ' if setting.kind is int else ''}`choice` for this setting", path)
+        return dist
 
     def objectives(self, value: Any) -> list[dict[str, str]]:
         if value is None:

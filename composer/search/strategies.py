@@ -61,18 +61,32 @@ class RegularizedEvolutionSampler(BaseSampler):
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         child = self._children.get(trial.number)
-        if child is not None and param_name in child:
-            value = child[param_name]
-            try:
-                if param_distribution._contains(param_distribution.to_internal_repr(value)):
-                    return value
-            except (ValueError, TypeError):
-                pass
+        if child is not None and param_name in child and allowed(child[param_name], param_distribution):
+            return child[param_name]
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: list[float] | None) -> None:
         self._children.pop(trial.number, None)
+
+
+def allowed(value: Any, dist: BaseDistribution) -> bool:
+    """Whether `value` is one of the values `dist` offers (a parent's value may not be: a stage of the
+    incremental search, or a slot moved by a mutation, can offer other choices or bounds)."""
+    try:
+        internal = dist.to_internal_repr(value)     # a choice's index; raises for a value not among the choices
+    except (ValueError, TypeError):
+        return False
+    if isinstance(dist, CategoricalDistribution):
+        return True
+    if isinstance(dist, (IntDistribution, FloatDistribution)):
+        if not dist.low <= internal <= dist.high:
+            return False
+        if dist.step is None:
+            return True
+        k = (internal - dist.low) / dist.step
+        return abs(k - round(k)) < 1e-8
+    return False
 
 
 def mutate(params: dict[str, Any], dists: dict[str, BaseDistribution],

@@ -78,15 +78,12 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
 def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Path,
                     report: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train every repeat (seed); the first reports each evaluation, the result averages the repeats."""
-    from composer.train import Budget, train
+    from composer.trainer import TrainConfig, train
 
-    settings = dict(meta["train"])
-    budget = {k: settings.pop(k) for k in ("steps", "tokens", "seconds") if k in settings}
-    lr = settings.pop("lr", 1e-3)
-    threads = settings.pop("threads", None) or context.get("threads")
+    config = TrainConfig.from_dict(meta["train"])
+    threads = config.runtime.threads or context.get("threads")
     task = context["task"]
-    batch_size = settings.get("batch_size", 32)
-    total_steps = Budget.of(budget).total_steps(batch_size * task["seq_len"])
+    total_steps = config.budget.total_steps(config.runtime.batch_size * task["seq_len"])
     counter = iter(range(1, 1 << 30))
 
     def callback(metrics: dict[str, Any]) -> None:
@@ -102,10 +99,9 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
     runs = []
     for r in range(context["repeats"]):
         out_dir = trial_dir if r == 0 else trial_dir / f"seed{r}"
-        runs.append(train(meta["spec"], task["name"], budget, lr=lr, seed=context["seed"] + r,
-                          callback=callback if r == 0 else None,
-                          out_dir=out_dir, threads=threads, task_params=task.get("params"), resume=False,
-                          **settings))
+        run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False)
+        runs.append(train(meta["spec"], task["name"], config=run_config, callback=callback if r == 0 else None,
+                          out_dir=out_dir, task_params=task.get("params")))
     first = runs[0]
     metrics = dict(first.metrics)
     if len(runs) > 1:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.errors import UserError
-from composer.tasks.base import IGNORE, SyntheticTask, Task, stable_seed
+from composer.tasks.base import IGNORE, DataRepeatWarning, SyntheticTask, Task, stable_seed
 from composer.tasks.mad import TASKS as MAD_TASKS
 from composer.tasks.mad import MADTask, canonical_task, task_settings
 from composer.tasks.mqar import MQAR
@@ -84,5 +84,5 @@ def register_task(name: str, factory: Callable[..., Task]) -> None:
     REGISTRY[name] = factory
 
 
-__all__ = ["IGNORE", "MADTask", "MQAR", "SyntheticTask", "Task", "TaskSuite", "TextLM", "get_task", "mad_suite",
-           "names", "register_task", "stable_seed", "task_params"]
+__all__ = ["IGNORE", "DataRepeatWarning", "MADTask", "MQAR", "SyntheticTask", "Task", "TaskSuite", "TextLM",
+           "get_task", "mad_suite", "names", "register_task", "stable_seed", "task_params"]

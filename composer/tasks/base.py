@@ -10,6 +10,7 @@ would, in any process.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -48,6 +49,10 @@ def positive_int(params: dict[str, Any], field: str) -> int:
     return value
 
 
+class DataRepeatWarning(UserWarning):
+    """Training passes over a task's training data more than once."""
+
+
 class Task:
     """Base class of evaluation tasks. Subclasses set `name`, `vocab_size`, `seq_len` and implement
     `train_batch` and `test_set`; `evaluate` works for any task whose test targets mark labelled positions."""
@@ -60,6 +65,31 @@ class Task:
     def params(self) -> dict[str, Any]:
         """The task's settings (recorded with every run)."""
         return {}
+
+    def model_vocab_size(self, spec_vocab_size: int) -> int:
+        """The vocabulary the model trains with, given the spec's. Here the task's: a synthetic task's
+        vocabulary is one of its settings, so it sets the model's (one spec trains on every MAD task). A task
+        whose vocabulary is a tokenizer's (text) raises a UserError when the spec says another size."""
+        return self.vocab_size
+
+    def tokens_per_pass(self) -> int | None:
+        """Tokens in one pass over the training data, where seeing them again is repetition (text); None for
+        generated tasks, whose fixed sets are visited for many epochs by design."""
+        return None
+
+    def warn_if_repeated(self, tokens: int) -> float | None:
+        """Warn (DataRepeatWarning) when training on `tokens` tokens passes over the training data more than
+        once; returns the number of passes (None when they do not apply)."""
+        per_pass = self.tokens_per_pass()
+        if not per_pass:
+            return None
+        passes = tokens / per_pass
+        if passes > 1:
+            warnings.warn(DataRepeatWarning(
+                f"training on {tokens:,} tokens makes {passes:.1f} passes over the {per_pass:,}-token training "
+                f"split of task {self.name!r}: the model sees the data repeated (use more data or a smaller "
+                "budget)"), stacklevel=2)
+        return passes
 
     def train_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

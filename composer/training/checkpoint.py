@@ -1,4 +1,5 @@
-"""Checkpoints: model weights as safetensors, optimizer and loop state via torch.save (loaded weights_only).
+"""A training run's folder: checkpoints (model weights as safetensors, optimizer and loop state via torch.save,
+loaded weights_only) and the learning curve `metrics.jsonl`.
 
 A checkpoint is a directory `<out_dir>/checkpoint/` with `model.safetensors` and `trainer.pt`; it is written
 to a temporary directory first and renamed, so a crash never leaves half a checkpoint.
@@ -6,6 +7,7 @@ to a temporary directory first and renamed, so a crash never leaves half a check
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -52,3 +54,17 @@ def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module,
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["loop"]
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def append_metrics(out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """One evaluation appended to `<out_dir>/metrics.jsonl` (the learning curve)."""
+    with open(Path(out_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def write_metrics(out_dir: str | os.PathLike, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl holds exactly `history`: the evaluations up to the checkpoint a run continues from."""
+    (Path(out_dir) / METRICS_FILE).write_text("".join(json.dumps(m) + "\n" for m in history))

@@ -6,15 +6,18 @@ import math
 from dataclasses import dataclass
 
 from composer.errors import UserError
+from composer.training.settings import setting
+
+SCHEDULES = ("cosine", "wsd", "constant")
 
 
 @dataclass(frozen=True)
 class Budget:
     """How long a run may train. Any combination; the run ends at the first limit reached."""
 
-    steps: int | None = None
-    tokens: int | None = None
-    seconds: float | None = None
+    steps: int | None = setting(None, "training steps", positive=True)
+    tokens: int | None = setting(None, "training tokens", positive=True)
+    seconds: float | None = setting(None, "training wall-clock seconds", positive=True)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.tokens is None and self.seconds is None:
@@ -80,4 +83,4 @@ def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str = "co
         return 1.0 - (1.0 - min_ratio) * min(1.0, (progress - start) / decay_fraction)
     if schedule == "constant":
         return 1.0
-    raise UserError(f"unknown schedule {schedule!r}; expected cosine, wsd or constant", path="schedule")
+    raise UserError(f"unknown schedule {schedule!r}; expected {', '.join(SCHEDULES)}", path="schedule")

@@ -2,35 +2,58 @@
 
 Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_torch` (chunked PyTorch,
 one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
-dispatch between the last two (see `dispatch.py`).
+dispatch between the last two, and `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step
+and chunked forms by length (see `dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
+`chunk_mlstm` has only its PyTorch form.
 """
 
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
 from primitives.ops.chunked_gla import chunk_gla_torch
+from primitives.ops.chunked_mlstm import chunk_mlstm
 from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
-from primitives.ops.dispatch import chunk_delta_rule, chunk_gated_delta_rule, chunk_gla, chunk_simple_gla
+from primitives.ops.dispatch import (
+    CHUNK_SIZE,
+    DECODE_MAX,
+    chunk_delta_rule,
+    chunk_gated_delta_rule,
+    chunk_gla,
+    chunk_simple_gla,
+    delta_rule,
+    gated_delta_rule,
+    gla,
+    simple_gla,
+)
 from primitives.ops.naive import (
     naive_delta_rule,
     naive_gated_delta_rule,
     naive_gla,
+    naive_mlstm,
     naive_scan_diagonal,
     naive_simple_gla,
 )
 from primitives.ops.scan_diagonal import scan_diagonal
 
 __all__ = [
+    "CHUNK_SIZE",
+    "DECODE_MAX",
     "chunk_delta_rule",
     "chunk_delta_rule_torch",
     "chunk_gated_delta_rule",
     "chunk_gated_delta_rule_torch",
     "chunk_gla",
     "chunk_gla_torch",
+    "chunk_mlstm",
     "chunk_simple_gla",
     "chunk_simple_gla_torch",
+    "delta_rule",
+    "gated_delta_rule",
+    "gla",
     "naive_delta_rule",
     "naive_gated_delta_rule",
     "naive_gla",
+    "naive_mlstm",
     "naive_scan_diagonal",
     "naive_simple_gla",
     "scan_diagonal",
+    "simple_gla",
 ]

@@ -1,11 +1,26 @@
-"""The public `chunk_*` operators: Triton kernels for CUDA tensors (when triton imports), else chunked torch.
+"""Which form of an operator runs, and the constants every layer shares for that choice.
 
-`backend` picks the path explicitly: "auto" (default), "torch" or "triton". "triton" also runs on CPU
-tensors under TRITON_INTERPRET=1, which is how the kernels are tested without a GPU.
+* The public `chunk_*` operators pick a form per call with `backend`:
+  - "torch": the chunked PyTorch form.
+  - "triton": the Triton kernel, strictly (a compile error or a bad shape raises). It also runs on CPU
+    tensors under TRITON_INTERPRET=1, which is how the kernels are tested without a GPU.
+  - "auto" (default): the Triton kernel for CUDA tensors when triton is installed, else PyTorch. How far
+    the auto path trusts a kernel is set by the environment variable COMPOSER_TRITON:
+    `check` (default): before a kernel first serves a call class (operator, device, dtypes, head dims,
+    chunk size and chunk-count class, initial/final state, grad), it runs once on a small input against the
+    PyTorch path (forward, and backward when the call needs grad); on an error or a mismatch beyond the
+    dtype's tolerance that class uses PyTorch for the rest of the process, with one `KernelFallbackWarning`
+    naming the operator and the reason (`primitives/ops/triton/verify.py`). `trust`: the kernel without
+    the check. `off`: never a kernel.
+* The length-dispatched operators the layers call (`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule`):
+  the step form for pieces of at most `DECODE_MAX` tokens (decoding), else the chunked form in chunks of
+  `CHUNK_SIZE`, the chunk length the layers' FLOP formulas count.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -13,68 +28,121 @@ import torch
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
 from primitives.ops.chunked_gla import chunk_gla_torch
 from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
+from primitives.ops.naive import naive_delta_rule, naive_gated_delta_rule, naive_gla, naive_simple_gla
 
 Tensor = torch.Tensor
 Backend = Literal["auto", "torch", "triton"]
 
+CHUNK_SIZE = 64
+DECODE_MAX = 4  # pieces up to this length (decoding) run the step form: the chunked one pads a whole chunk
 
-def _use_triton(backend: Backend, x: Tensor) -> bool:
-    if backend == "torch":
+TRITON_ENV = "COMPOSER_TRITON"
+TRITON_MODES = ("off", "check", "trust")
+TORCH_FORMS: dict[str, Callable] = {"chunk_simple_gla": chunk_simple_gla_torch, "chunk_gla": chunk_gla_torch,
+                                    "chunk_delta_rule": chunk_delta_rule_torch,
+                                    "chunk_gated_delta_rule": chunk_gated_delta_rule_torch}
+
+
+def triton_mode() -> str:
+    """COMPOSER_TRITON: "check" (default), "trust" or "off"."""
+    mode = os.environ.get(TRITON_ENV, "").strip().lower() or "check"
+    if mode not in TRITON_MODES:
+        raise ValueError(f"{TRITON_ENV} must be one of {', '.join(TRITON_MODES)}, got {mode!r}")
+    return mode
+
+
+def kernel_device(x: Tensor) -> bool:
+    """Whether the auto path may run a Triton kernel on `x`'s device: CUDA, with triton installed."""
+    if not x.is_cuda:
         return False
-    if backend not in ("auto", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     from primitives.ops.triton import TRITON_AVAILABLE
 
-    if backend == "triton" and not TRITON_AVAILABLE:
-        raise ValueError("backend='triton' needs the triton package, which does not import here")
-    return backend == "triton" or (x.is_cuda and TRITON_AVAILABLE)
+    return TRITON_AVAILABLE
+
+
+def triton_form(operator: str) -> Callable:
+    """The Triton kernel of `operator` (imports triton)."""
+    from primitives.ops.triton import kernel
+
+    return kernel(operator)
+
+
+def run_operator(operator: str, tensors: tuple[Tensor, ...], scale: float | None, initial_state: Tensor | None,
+                 output_final_state: bool, chunk_size: int, backend: Backend) -> tuple[Tensor, Tensor | None]:
+    """Run `operator` on (*tensors, scale, initial_state, output_final_state, chunk_size) in the form
+    `backend` picks (see the module docstring)."""
+    args = (*tensors, scale, initial_state, output_final_state, chunk_size)
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend == "triton":
+        from primitives.ops.triton import TRITON_AVAILABLE
+
+        if not TRITON_AVAILABLE:
+            raise ValueError("backend='triton' needs the triton package, which is not installed here")
+        return triton_form(operator)(*args)
+    if backend == "auto" and auto_uses_kernel(operator, args):
+        return triton_form(operator)(*args)
+    return TORCH_FORMS[operator](*args)
+
+
+def auto_uses_kernel(operator: str, args: tuple) -> bool:
+    """The auto path's choice for one call: a kernel only on a kernel device, and (in "check" mode) only
+    for a call class whose first-use check passed."""
+    mode = triton_mode()
+    if mode == "off" or not kernel_device(args[0]):
+        return False
+    if mode == "trust":
+        return True
+    from primitives.ops.triton.verify import kernel_passes
+
+    return kernel_passes(operator, args, lambda: triton_form(operator), TORCH_FORMS[operator])
 
 
 def chunk_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
                      initial_state: Tensor | None = None, output_final_state: bool = False,
-                     chunk_size: int = 64, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
+                     chunk_size: int = CHUNK_SIZE, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
     """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (log decay per head)."""
-    if _use_triton(backend, q):
-        from primitives.ops.triton.simple_gla import chunk_simple_gla_triton
-
-        return chunk_simple_gla_triton(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-    return chunk_simple_gla_torch(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    return run_operator("chunk_simple_gla", (q, k, v, g), scale, initial_state, output_final_state, chunk_size,
+                        backend)
 
 
 def chunk_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
               initial_state: Tensor | None = None, output_final_state: bool = False,
-              chunk_size: int = 64, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
+              chunk_size: int = CHUNK_SIZE, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
     """S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H, K]` (log decay per
     key channel)."""
-    if _use_triton(backend, q):
-        from primitives.ops.triton.gla import chunk_gla_triton
-
-        return chunk_gla_triton(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-    return chunk_gla_torch(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    return run_operator("chunk_gla", (q, k, v, g), scale, initial_state, output_final_state, chunk_size, backend)
 
 
 def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,
                      initial_state: Tensor | None = None, output_final_state: bool = False,
-                     chunk_size: int = 64, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
+                     chunk_size: int = CHUNK_SIZE, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
     """S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1}) ; o_t = scale q_t S_t (k L2-normalised by caller)."""
-    if _use_triton(backend, q):
-        from primitives.ops.triton.gated_delta_rule import chunk_gated_delta_rule_triton
-
-        g = torch.zeros_like(beta)
-        return chunk_gated_delta_rule_triton(q, k, v, g, beta, scale, initial_state, output_final_state,
-                                             chunk_size)
-    return chunk_delta_rule_torch(q, k, v, beta, scale, initial_state, output_final_state, chunk_size)
+    return run_operator("chunk_delta_rule", (q, k, v, beta), scale, initial_state, output_final_state, chunk_size,
+                        backend)
 
 
 def chunk_gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
                            scale: float | None = None, initial_state: Tensor | None = None,
-                           output_final_state: bool = False, chunk_size: int = 64,
+                           output_final_state: bool = False, chunk_size: int = CHUNK_SIZE,
                            backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
     """S_t = exp(g_t) S_{t-1} + beta_t k_t^T (v_t - exp(g_t) k_t S_{t-1}) ; o_t = scale q_t S_t."""
-    if _use_triton(backend, q):
-        from primitives.ops.triton.gated_delta_rule import chunk_gated_delta_rule_triton
+    return run_operator("chunk_gated_delta_rule", (q, k, v, g, beta), scale, initial_state, output_final_state,
+                        chunk_size, backend)
 
-        return chunk_gated_delta_rule_triton(q, k, v, g, beta, scale, initial_state, output_final_state,
-                                             chunk_size)
-    return chunk_gated_delta_rule_torch(q, k, v, g, beta, scale, initial_state, output_final_state,
-                                        chunk_size)
+
+def by_length(chunked, stepwise):
+    """An operator that runs `stepwise` on pieces of at most DECODE_MAX tokens, else `chunked` in chunks of
+    CHUNK_SIZE."""
+
+    def run(q: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor | None]:
+        op = stepwise if q.shape[1] <= DECODE_MAX else chunked
+        return op(q, *args, chunk_size=CHUNK_SIZE, **kwargs)
+
+    return run
+
+
+simple_gla = by_length(chunk_simple_gla, naive_simple_gla)
+gla = by_length(chunk_gla, naive_gla)
+delta_rule = by_length(chunk_delta_rule, naive_delta_rule)
+gated_delta_rule = by_length(chunk_gated_delta_rule, naive_gated_delta_rule)

@@ -4,6 +4,8 @@ Layout (as flash-linear-attention): q, k `[B, T, H, K]`, v `[B, T, H, V]`, state
 log space. Queries are scaled by `K ** -0.5` unless `scale` is given. The loop runs in fp32 (fp64 stays
 fp64); outputs come back in the dtype of `v`, the final state in the compute dtype. `chunk_size` is
 accepted only so that every form of an operator has the same signature.
+
+`naive_mlstm` (xLSTM's matrix memory) keeps the stabilised state (C', n', m) described in `chunked_mlstm.py`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,35 @@ def naive_gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Ten
     """S_t = exp(g_t) S_{t-1} + beta_t k_t^T (v_t - exp(g_t) k_t S_{t-1}) ; o_t = scale q_t S_t."""
     decay = g.to(_compute_dtype(g)).exp()[..., None, None]
     return _recurrence(q, k, v, decay, beta, scale, initial_state, output_final_state)
+
+
+def naive_mlstm(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, log_fgate: Tensor,
+                initial_state: tuple[Tensor, Tensor, Tensor] | None = None, output_final_state: bool = False,
+                chunk_size: int = 64) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """m_t = max(log f_t + m_{t-1}, i~_t); C'_t = f' C'_{t-1} + i' k_t^T v_t; n'_t = f' n'_{t-1} + i' k_t with
+    f' = exp(log f_t + m_{t-1} - m_t), i' = exp(i~_t - m_t); o_t = q_t C'_t / max(|q_t . n'_t|, exp(-m_t)).
+
+    q, k `[B, T, H, K]` (k scaled by the caller), v `[B, T, H, V]`, igate and log_fgate `[B, T, H]`.
+    """
+    dtype, out_dtype = _compute_dtype(v), v.dtype
+    B, T, H, K = q.shape
+    q, k, v, igate, log_fgate = (x.to(dtype) for x in (q, k, v, igate, log_fgate))
+    if initial_state is None:
+        C, n, m = q.new_zeros(B, H, K, v.shape[-1]), q.new_zeros(B, H, K), q.new_zeros(B, H)
+    else:
+        C, n, m = (s.to(dtype) for s in initial_state)
+    outputs = []
+    for t in range(T):
+        m_new = torch.maximum(log_fgate[:, t] + m, igate[:, t])
+        f = torch.exp(log_fgate[:, t] + m - m_new)[..., None]
+        i = torch.exp(igate[:, t] - m_new)[..., None]
+        C = f[..., None] * C + (i * k[:, t])[..., None] * v[:, t, :, None, :]
+        n = f * n + i * k[:, t]
+        m = m_new
+        den = torch.maximum((q[:, t] * n).sum(-1).abs(), torch.exp(-m))
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], C) / den[..., None])
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(v.shape)
+    return o.to(out_dtype), ((C, n, m) if output_final_state else None)
 
 
 def naive_scan_diagonal(log_a: Tensor, b: Tensor,

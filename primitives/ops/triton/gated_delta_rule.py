@@ -39,3 +39,11 @@ def chunk_gated_delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, g: Tensor, be
                                      resolve_scale(scale, K), chunk_size, precision)
     o = from_heads_layout(o, B, H, T, chunk_size).to(v.dtype)
     return o, (final.view(B, H, K, V) if output_final_state else None)
+
+
+def chunk_delta_rule_triton(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,
+                            initial_state: Tensor | None = None, output_final_state: bool = False,
+                            chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """The delta rule is the gated one with g = 0."""
+    return chunk_gated_delta_rule_triton(q, k, v, torch.zeros_like(beta), beta, scale, initial_state,
+                                         output_final_state, chunk_size)

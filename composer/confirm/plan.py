@@ -1,0 +1,166 @@
+"""Planning a confirmation: candidates fitted to each size, the target task, one training recipe, the trials.
+
+Everything a confirmation needs is checked here, before anything is written: the run, the candidates, the
+baselines, the task, the training settings and whether every candidate can be fitted to every size.
+
+The training recipe is one for all candidates: the search's fixed training settings (its budget and its
+evaluation cadence, which served the early-stopping scheduler, left out), a searched setting taking the best
+trial's value, then the confirmation's own `train` settings. Trials evaluate once, at the end, unless
+`eval_every` is given. Every candidate at a size trains on the same number of tokens: `tokens_per_param` times
+the size's target (not the candidate's own count, which the width rounding moves a little), or `tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composer.confirm.candidates import Candidate, SearchRun, adapt_to_task, read_search, select_candidates
+from composer.confirm.config import ConfirmConfig, size_multiple
+from composer.confirm.sizing import Sized, fit_hardware
+from composer.errors import UserError
+from composer.runs import RunDir
+from composer.search.space import Dist
+from composer.training.config import parse_settings
+from scaling.ladder import Ladder, Trial, parse_count
+from scaling.rules import param_count
+
+LEFT_TO_THE_SEARCH = ("steps", "tokens", "seconds", "eval_every", "checkpoint_every", "seed", "resume", "lrs")
+EVALUATE_AT_THE_END = 1 << 40
+LADDER_NAME = "confirm"             # results in runs/<name>/confirm/ladder.json
+
+
+@dataclass
+class ConfirmPlan:
+    """What a confirmation will train, and everything needed to analyse it."""
+
+    run: RunDir
+    config: ConfirmConfig
+    metric: str                               # the search's objective (the proxy)
+    mode: str
+    task: dict[str, Any]                      # {"name": ..., **params}: the ladder's form
+    train: dict[str, Any]                     # flat training settings, one recipe for all
+    candidates: list[Candidate]
+    sizes: list[tuple[str, int]]              # (label, parameter target), increasing
+    sized: dict[tuple[str, str], Sized]       # (candidate, size label) -> fitted spec and how
+    trials: list[Trial]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.config.seeds))
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run.path(LADDER_NAME)
+
+    def ladder(self) -> Ladder:
+        """The ladder the trials run through (scaling.ladder: runners, resumable ladder.json)."""
+        budget = ({"tokens": self.config.tokens} if self.config.tokens is not None
+                  else {"tokens_per_param": self.config.tokens_per_param})
+        return Ladder(name=LADDER_NAME, task=dict(self.task), architectures={c.name: c.spec for c in self.candidates},
+                      sizes=list(self.sizes), count=self.config.count, method=self.config.method,
+                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds, train=dict(self.train),
+                      bootstrap=min(self.config.bootstrap, 500))
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.run.root), "objective": {"metric": self.metric, "mode": self.mode},
+                "task": self.task, "train": self.train, "config": self.config.as_dict(),
+                "candidates": [c.as_dict() for c in self.candidates],
+                "sizes": [{"label": label, "target": target} for label, target in self.sizes],
+                "sizing": [{"candidate": name, "size": label, **sized.as_dict()}
+                           for (name, label), sized in self.sized.items()],
+                "tokens": {label: self.tokens(target) for label, target in self.sizes},
+                "trials": len(self.trials), "notes": self.notes}
+
+    def tokens(self, target: int) -> int:
+        if self.config.tokens is not None:
+            return self.config.tokens
+        return int(round(self.config.tokens_per_param * target))
+
+
+def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
+    """Read the run and plan every trial; every problem is a UserError, and nothing is written."""
+    search = read_search(run_dir)
+    candidates = select_candidates(search, config.top_k, config.consensus, config.baselines)
+    task, vocab_size, seq_len = target_task(search, config)
+    notes: list[str] = []
+    train = recipe(search, config, notes)
+    for c in candidates:
+        c.spec = adapt_to_task(c.spec, vocab_size, seq_len)
+    best = candidates[0]
+    sizes = resolve_sizes(config.sizes, param_count(best.spec, config.count), best.name)
+    plan = ConfirmPlan(search.run, config, search.metric, search.mode, task, train, candidates, sizes, {}, [],
+                       notes)
+    batch = train.get("batch_size", 32) * seq_len
+    for label, target in sizes:
+        if plan.tokens(target) < batch:
+            raise UserError(f"size {label}: {plan.tokens(target):,} training tokens are fewer than one batch "
+                            f"({batch:,} tokens); raise tokens_per_param or tokens", path="tokens")
+    for c in candidates:
+        for label, target in sizes:
+            plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
+                                                       tolerance=config.tolerance, what=f"{c.name} at size {label}")
+    budget = "tokens" if config.tokens is not None else "tokens_per_param"
+    for label, target in sizes:                    # smallest size first, all candidates at a seed together
+        for seed in plan.seeds:
+            for c in candidates:
+                plan.trials.append(Trial(c.name, label, target, seed, plan.tokens(target), budget,
+                                         plan.sized[(c.name, label)].spec))
+    return plan
+
+
+def resolve_sizes(given: tuple[str, ...], best_params: int, best_name: str) -> list[tuple[str, int]]:
+    """(label, target) per size, increasing; `10x` is ten times the best trial's parameter count."""
+    out = []
+    for i, text in enumerate(given):
+        multiple = size_multiple(text)
+        try:
+            target = int(round(multiple * best_params)) if multiple is not None else parse_count(text)
+        except ValueError as e:
+            raise UserError(str(e), path=f"sizes[{i}]") from None
+        out.append((text, target))
+    out.sort(key=lambda s: s[1])
+    targets = [t for _, t in out]
+    if len(set(targets)) != len(targets):
+        raise UserError(f"two sizes give the same target ({', '.join(given)}; {best_name} has {best_params:,})",
+                        path="sizes")
+    return out
+
+
+def target_task(search: SearchRun, config: ConfirmConfig) -> tuple[dict[str, Any], int, int]:
+    """The task to confirm on ({"name", **params}), its vocabulary size and sequence length."""
+    from composer.tasks import TaskSuite, get_task
+
+    given = config.task or {"name": search.space.task["name"], "params": search.space.task.get("params", {})}
+    task = {"name": given["name"], **given.get("params", {})}
+    try:
+        built = get_task(given["name"], **given.get("params", {}))
+    except UserError as e:
+        raise UserError(e.message, path="task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
+    if isinstance(built, TaskSuite):
+        raise UserError(f"confirm compares validation losses: give a single task, not the suite {given['name']!r} "
+                        "(e.g. --task text --data FILE, or mad:<task>)", path="task")
+    return task, built.vocab_size, built.seq_len
+
+
+def recipe(search: SearchRun, config: ConfirmConfig, notes: list[str]) -> dict[str, Any]:
+    """One set of flat training settings for every trial (see the module docstring)."""
+    best = search.completed()[0]
+    sampled = json.loads(best.get("params_json") or "{}")
+    out: dict[str, Any] = {}
+    for key, value in search.space.train.items():
+        if key in LEFT_TO_THE_SEARCH:
+            continue
+        if isinstance(value, Dist):
+            if key not in sampled:
+                continue
+            value = sampled[key]
+            notes.append(f"{key} was searched: every candidate trains with the best trial's {key} = {value}")
+        out[key] = value
+    out = parse_settings(out, "train")
+    out.update(config.train)
+    out.setdefault("eval_every", EVALUATE_AT_THE_END)
+    return out

@@ -1,0 +1,90 @@
+"""Run a confirmation: plan it, train its trials through the ladder runner, analyse, write `confirm.json`.
+
+The trials go through `scaling.ladder.run_ladder` as a ladder named `confirm` inside the run folder, so they
+run on the same runners (Ray tasks by default, or processes here) and resume the same way: every finished
+trial is written to `runs/<name>/confirm/ladder.json` at once (atomically), and a rerun trains only the
+trials missing there. A rerun with more seeds, sizes or candidates reuses what matches; one whose task,
+training settings, token budgets or fitted specs differ from the finished trials is refused before anything
+is trained, since mixing them would compare unlike runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from composer.confirm.analysis import analyse
+from composer.confirm.config import ConfirmConfig
+from composer.confirm.plan import ConfirmPlan, build_plan
+from composer.errors import UserError
+from composer.runs import write_json
+from scaling.ladder import LocalRunner, TrialRunner, run_ladder
+
+CONFIRM_FILE = "confirm.json"
+
+
+def plan_confirm(run_dir: str | Path, config: ConfirmConfig | None = None) -> ConfirmPlan:
+    """The confirmation's plan (candidates, sizing, trials), checked; nothing is written or trained."""
+    return build_plan(run_dir, config or ConfirmConfig())
+
+
+def confirm(run_dir: str | Path, config: ConfirmConfig | None = None, *, runner: str | TrialRunner = "ray",
+            workers: int = 1, threads: int | None = None, address: str | None = None,
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Confirm a search's candidates at larger sizes (see the module docstring); returns the `confirm.json` data.
+
+    `runner`: "ray" (Ray tasks, embedded or the cluster at `address`; `workers` trials at once), "local"
+    (`workers` processes here), or any `scaling.ladder.TrialRunner`. `threads`: torch threads per trial.
+    """
+    log = log or (lambda message: None)
+    plan = build_plan(run_dir, config or ConfirmConfig())
+    check_resume(plan)
+    ladder = plan.ladder()
+    run_ladder(ladder, plan.run.root, make_runner(runner, workers, threads, address, log), log, trials=plan.trials)
+    rows = json.loads((plan.out_dir / "ladder.json").read_text())["trials"]
+    result = {**plan.describe(), **analyse(plan, rows), "trials_file": str(plan.out_dir / "ladder.json")}
+    write_json(plan.run.path(CONFIRM_FILE), result)
+    return result
+
+
+def make_runner(runner: str | TrialRunner, workers: int, threads: int | None, address: str | None,
+                log: Callable[[str], None]) -> TrialRunner:
+    if not isinstance(runner, str):
+        return runner
+    if runner == "ray":
+        from scaling.ray_runner import RayRunner
+
+        return RayRunner(address, threads=threads or 1, log=log, max_concurrent=workers if workers > 1 else None)
+    if runner == "local":
+        return LocalRunner(workers, threads, log=log)
+    raise UserError(f"unknown runner {runner!r}; expected ray or local", path="runner")
+
+
+def _normal(value: Any) -> Any:
+    """As it reads back from the trials file."""
+    return json.loads(json.dumps(value, default=float))
+
+
+def check_resume(plan: ConfirmPlan) -> None:
+    """Refuse to mix finished trials trained differently from this plan (see the module docstring)."""
+    path = plan.out_dir / "ladder.json"
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    before = data.get("ladder", {})
+    start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
+                  "or rerun with the earlier ones")
+    for key, now in (("task", plan.task), ("train", plan.train)):
+        if key in before and _normal(before[key]) != _normal(now):
+            raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")
+    planned = {t.key: t for t in plan.trials}
+    for row in data.get("trials", []):
+        trial = planned.get(row.get("key"))
+        if trial is None:
+            continue
+        if row.get("tokens") != trial.tokens or _normal(row.get("spec")) != _normal(trial.spec.to_dict()):
+            raise UserError(f"{path}: trial {trial.arch} at {trial.size} seed {trial.seed} was trained "
+                            f"{'on other tokens' if row.get('tokens') != trial.tokens else 'with another spec'}; "
+                            f"{start_over}")

@@ -1,0 +1,209 @@
+"""Fit a candidate to a parameter target with hardware-friendly widths, and say what the rounding did.
+
+Depth follows the Composer rule (`scaling.rules.choose_method`: stack the searched block when it has fewer
+than 16 units, stretch each run of identical layers otherwise); parameters grow about as depth * width^2,
+so the rule's depth is the cube root of the growth (stack factor, or unit count). The width is rounded to a
+*hardware-friendly* multiple (matrix tiles and vector widths of CPUs and GPUs): a multiple of 64 from 128 on,
+of 16 below. Such widths are coarse (from 128 to 192 is 2.25x the parameters), so the rule's depth and its
+neighbours (stack factor -1 to +2, or unit count +-3) are all tried and the (depth, width) pair closest to the target
+wins (ties: the depth closest to the rule's). When that pair is further than `tolerance` from the target,
+finer widths are allowed, one tier at a time: multiples of 32 (from 128 on), then 16, then 8 (below 128:
+multiples of 32 first, then 16, then 8 are already in). Every head dimension must stay a multiple of 8 (or one
+the searched architecture already had). Head counts follow `scaling.rules.widen` (head dimensions kept, counts kept valid).
+
+`Sized` records the request and the result: parameters requested and got, the depth the rule gave and the
+one used, the width used, its multiple, and the integer width that would have hit the target at that depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from composer.errors import UserError
+from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten, split_widths
+from primitives.base import ConfigError, get_primitive, make_config
+from scaling.rules import choose_method, deepen, param_count, runs, units, widen
+
+MAX_WIDTH = 1 << 15
+STRETCH_NEIGHBOURS = 3
+# Each tier adds widths to the previous one: 16..112 by 16 and 128 on by 64; then multiples of 32, 16, 8.
+TIERS = ((64, 16), (32, 32), (16, 16), (8, 8))       # (multiple from 128 on, multiple below 128)
+
+
+def friendly_widths(tier: int, limit: int = MAX_WIDTH) -> list[int]:
+    """The widths of tier `tier` (0: the hardware-friendly ones; each later tier adds finer multiples)."""
+    above, below = TIERS[tier]
+    return sorted({*range(below, 128, below), *range(128, limit + 1, above)})
+
+
+def width_multiple(d_model: int) -> int:
+    """The largest of 64, 32, 16, 8 that divides d_model (1 when none does)."""
+    return next((m for m in (64, 32, 16, 8) if d_model % m == 0), 1)
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A candidate fitted to one size, and how."""
+
+    spec: ArchSpec
+    requested: int
+    params: int
+    method: str                      # stack | stretch
+    rule_depth: int                  # the depth the cube-root rule gives (stack factor or unit count)
+    depth: int                       # the depth used
+    units: int                       # layer units after deepening
+    d_model: int
+    exact_d_model: int | None        # the integer width closest to the target at this depth (None: none valid)
+    head_dims: dict[str, list[int]]  # per primitive with heads: the distinct head dimensions
+
+    @property
+    def error(self) -> float:
+        return (self.params - self.requested) / self.requested
+
+    def describe(self) -> str:
+        depth = f"stack x{self.depth}" if self.method == "stack" else f"stretch to {self.depth}"
+        if self.depth != self.rule_depth:
+            depth += f" (rule: {self.rule_depth})"
+        exact = f"; {self.exact_d_model} would fit exactly" if self.exact_d_model not in (None, self.d_model) else ""
+        heads = ", ".join(f"{op} head dim {'/'.join(map(str, dims))}" for op, dims in self.head_dims.items())
+        return (f"{self.requested:,} -> {self.params:,} ({self.error:+.1%}); {self.units} layers ({depth}); "
+                f"d_model {self.d_model} (multiple of {width_multiple(self.d_model)}{exact})"
+                + (f"; {heads}" if heads else ""))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "params": self.params, "error": self.error, "method": self.method,
+                "rule_depth": self.rule_depth, "depth": self.depth, "units": self.units, "d_model": self.d_model,
+                "multiple": width_multiple(self.d_model), "exact_d_model": self.exact_d_model,
+                "head_dims": self.head_dims, "description": self.describe()}
+
+
+class _Widths:
+    """Parameter counts of one deepened spec at each width, cached; None where the spec is invalid or a head
+    dimension is not sensible (see `sensible_heads`)."""
+
+    def __init__(self, spec: ArchSpec, count: str, allowed_heads: dict[str, list[int]]):
+        self.spec, self.count, self.allowed_heads = spec, count, allowed_heads
+        self.cache: dict[int, tuple[int, ArchSpec] | None] = {}
+
+    def at(self, width: int) -> tuple[int, ArchSpec] | None:
+        if width not in self.cache:
+            try:
+                wide = widen(self.spec, width)
+                ok = sensible_heads(head_dims(wide), self.allowed_heads)
+                self.cache[width] = (param_count(wide, self.count), wide) if ok else None
+            except UserError:
+                self.cache[width] = None
+        return self.cache[width]
+
+    def closest(self, widths: list[int], target: int) -> tuple[int, int, ArchSpec] | None:
+        """(width, params, spec) of the valid width in the sorted `widths` closest to `target` (parameters grow
+        with width: bisect for the crossing, then look at the neighbours)."""
+        lo, hi = 0, len(widths) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            value = self.at(widths[mid]) or self._near_valid(widths, mid)
+            if value is not None and value[0] >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        found = [(w, *v) for i in range(max(0, lo - 2), min(len(widths), lo + 2)) if (v := self.at(w := widths[i]))]
+        return min(found, key=lambda f: abs(f[1] - target)) if found else None
+
+    def _near_valid(self, widths: list[int], i: int) -> tuple[int, ArchSpec] | None:
+        for j in (i + 1, i - 1, i + 2, i - 2):
+            if 0 <= j < len(widths) and (value := self.at(widths[j])) is not None:
+                return value
+        return None
+
+
+def rule_depths(spec: ArchSpec, method: str, target: int, count: str) -> tuple[int, list[int]]:
+    """The rule's depth for `target` and the depths tried, closest to the rule's first."""
+    factor = (target / param_count(spec, count)) ** (1 / 3)
+    if method == "stack":
+        base = max(1, round(factor))
+        tried = {max(1, base + k) for k in (-1, 0, 1, 2)}
+    else:
+        least = len(runs(spec))
+        base = max(least, round(len(units(spec)) * factor))
+        tried = {max(least, base + k) for k in range(-STRETCH_NEIGHBOURS, STRETCH_NEIGHBOURS + 1)}
+    return base, sorted(tried, key=lambda d: (abs(d - base), d))
+
+
+def fit_hardware(spec: ArchSpec, target: int, *, method: str = "auto", count: str = "non_embedding",
+                 tolerance: float = 0.1, what: str = "the architecture") -> Sized:
+    """`spec` deepened by the Composer rule and widened to the coarsest tier of hardware-friendly widths that
+    lands within `tolerance` (relative) of `target` parameters; a UserError when no multiple of 8 does."""
+    if target <= 0:
+        raise UserError(f"the parameter target must be positive, got {target}")
+    chosen = choose_method(spec, method)
+    if param_count(spec, count) <= 0:
+        raise UserError(f"{what} has no {count.replace('_', '-')} parameters to scale")
+    base, depths = rule_depths(spec, chosen, target, count)
+    tables = {}
+    original_heads = head_dims(spec)
+    for depth in depths:
+        try:
+            tables[depth] = _Widths(deepen(spec, chosen, depth), count, original_heads)
+        except UserError:
+            continue
+    closest: tuple[float, int, int, int, ArchSpec] | None = None     # error, rank, depth, params, spec
+    for tier in range(len(TIERS)):
+        widths = friendly_widths(tier)
+        best = None
+        for rank, (depth, table) in enumerate(tables.items()):
+            found = table.closest(widths, target)
+            if found is not None:
+                error = abs(found[1] - target) / target
+                if best is None or (error, rank) < best[:2]:
+                    best = (error, rank, depth, found[1], found[2])
+        if best is not None and (closest is None or best[0] < closest[0]):
+            closest = best
+        if best is not None and best[0] <= tolerance:
+            _, _, depth, params, wide = best
+            return Sized(wide, target, params, chosen, base, depth, len(units(wide)), wide.d_model,
+                         exact_width(tables[depth], wide.d_model, params, target), head_dims(wide))
+    detail = "" if closest is None else (f"; the closest is {closest[3]:,} parameters ({closest[0]:.1%} off) at "
+                                         f"d_model {closest[4].d_model} and {len(units(closest[4]))} layers")
+    raise UserError(f"cannot fit {what} to {target:,} {count.replace('_', '-')} parameters within "
+                    f"{tolerance:.0%} with a width that is a multiple of 8{detail}")
+
+
+def exact_width(table: _Widths, width: int, params: int, target: int) -> int | None:
+    """The valid integer width closest to `target` parameters near width * sqrt(target / params)."""
+    guess = max(1, round(width * (target / params) ** 0.5))
+    found = [(w, v[0]) for w in range(max(1, guess - 3), guess + 4) if (v := table.at(w)) is not None]
+    return min(found, key=lambda f: (abs(f[1] - target), f[0]))[0] if found else None
+
+
+def sensible_heads(dims: dict[str, list[int]], original: dict[str, list[int]]) -> bool:
+    """Every head dimension a multiple of 8, or one the searched architecture already had for that primitive."""
+    return all(d % 8 == 0 or d in original.get(op, ()) for op, values in dims.items() for d in values)
+
+
+def head_dims(spec: ArchSpec) -> dict[str, list[int]]:
+    """Per primitive with heads (`n_heads` in its resolved config): the distinct head dimensions."""
+    out: dict[str, set[int]] = {}
+
+    def visit(node: Node, width: int) -> None:
+        if isinstance(node, Layer):
+            cls = get_primitive(node.op)
+            try:
+                cfg = cls.resolve(make_config(cls, {**spec.defaults.get(node.op, {}), **node.params}), width)
+            except (ConfigError, TypeError, ValueError):
+                return
+            heads = getattr(cfg, "n_heads", None)
+            if isinstance(heads, int) and heads > 0:
+                dim = getattr(cfg, "head_dim", None) or width // heads
+                out.setdefault(node.op, set()).add(int(dim))
+        elif isinstance(node, Loop):
+            for inner in node.body:
+                visit(inner, width)
+        elif isinstance(node, Parallel):
+            widths = split_widths(width, node.split) if node.split else [width] * len(node.branches)
+            for branch, w in zip(node.branches, widths):
+                visit(branch, w)
+
+    for node in flatten(spec.layers):
+        visit(node, spec.d_model)
+    return {op: sorted(dims) for op, dims in sorted(out.items())}

@@ -1,0 +1,215 @@
+"""The bundle's tokenizer, in the files Hugging Face reads: `tokenizer.json` (the `tokenizers` library's own
+format), `tokenizer_config.json` and, when the tokenizer has special tokens, `special_tokens_map.json`, so
+that `AutoTokenizer.from_pretrained(bundle)` and `pipeline("text-generation", model=bundle, ...)` work.
+
+Which tokenizer a bundle gets (the first that applies):
+
+1. the one given: `export(..., tokenizer=...)` / `--tokenizer`: a task's tokenizer object, a
+   `tokenizers.Tokenizer`, a transformers tokenizer, `"byte"`, `"ids"`, or a path to a `tokenizer.json`
+   (or to a folder holding one);
+2. the source's own: a `tokenizer.json` beside the checkpoint or in the run folder, else the tokenizer of
+   the task the run trained on (as its `space.yaml` names it);
+3. by vocabulary: 256 tokens is Composer's default text tokenizer (bytes), anything else token ids.
+
+The kinds Composer builds itself:
+
+* `byte`: byte i <-> id i, exactly as the text task's `ByteTokenizer` (UTF-8; decoding replaces invalid
+  sequences). It is a BPE without merges over the ByteLevel alphabet: the pre-tokenizer turns each byte into
+  one character of that alphabet, and the vocabulary gives that character the byte's value as its id.
+* `ids`: the synthetic tasks' tokens (MQAR, MAD) are symbols, not text: the text "3 17 5" <-> [3, 17, 5].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from composer.errors import UserError
+
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+BYTE_VOCAB = 256
+# Spellings of an end-of-text token, for tokenizers that carry special tokens without naming their roles.
+EOS_SPELLINGS = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "[EOS]")
+SYNTHETIC_TASKS = ("mqar", "mad")
+
+
+@dataclass
+class BundleTokenizer:
+    """A tokenizer to write into a bundle: a `tokenizers.Tokenizer`, or a transformers tokenizer (`hf`) that
+    writes its own files."""
+
+    kind: str               # byte, ids, bpe, wordpiece, ..., or pretrained (a transformers tokenizer)
+    origin: str             # where it came from, for the model card
+    tokenizer: Any = None   # tokenizers.Tokenizer
+    hf: Any = None          # a transformers tokenizer (has save_pretrained)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf) if self.hf is not None else self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "origin": self.origin}
+
+
+def byte_to_char() -> dict[int, str]:
+    """The ByteLevel alphabet: printable bytes stand for themselves, the other 68 for chr(256 + k) in order."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    out, shifted = {}, 0
+    for byte in range(BYTE_VOCAB):
+        if byte in printable:
+            out[byte] = chr(byte)
+        else:
+            out[byte] = chr(BYTE_VOCAB + shifted)
+            shifted += 1
+    return out
+
+
+def byte_level() -> Any:
+    """The byte tokenizer as a `tokenizers.Tokenizer`: id i is byte i."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE(vocab={char: byte for byte, char in byte_to_char().items()}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def id_tokenizer(vocab_size: int) -> Any:
+    """Token ids written as decimal numbers separated by spaces."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(vocab={str(i): i for i in range(vocab_size)}, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok
+
+
+def from_object(obj: Any, origin: str) -> BundleTokenizer:
+    """A tokenizer object as Composer's tasks, `tokenizers` or transformers make them."""
+    from tokenizers import Tokenizer
+
+    from composer.tasks.text import ByteTokenizer
+
+    if isinstance(obj, BundleTokenizer):
+        return obj
+    if isinstance(obj, ByteTokenizer):
+        return BundleTokenizer("byte", origin, byte_level())
+    if hasattr(obj, "save_pretrained") and hasattr(obj, "backend_tokenizer"):
+        return BundleTokenizer("pretrained", origin, hf=obj)
+    if isinstance(obj, Tokenizer):
+        return BundleTokenizer(_kind(obj), origin, obj)
+    for attr in ("tok", "tokenizer", "backend_tokenizer", "hf"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and inner is not obj:
+            return from_object(inner, origin)
+    raise UserError(f"cannot write a tokenizer of type {type(obj).__name__}: give a tokenizers.Tokenizer, a "
+                    "transformers tokenizer, 'byte', 'ids' or a tokenizer.json", path="tokenizer")
+
+
+def _kind(tok: Any) -> str:
+    return type(tok.model).__name__.lower()
+
+
+def from_file(path: str | Path) -> BundleTokenizer:
+    """A tokenizer.json (or a folder holding one; a folder with a tokenizer_config.json is read by transformers,
+    so that its special tokens come along)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    folder = path if path.is_dir() else None
+    file = path / TOKENIZER_FILE if folder else path
+    if not file.is_file():
+        raise UserError(f"{file}: no such tokenizer file", path="tokenizer")
+    if folder is not None and (folder / CONFIG_FILE).is_file():
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            pass
+        else:
+            return BundleTokenizer("pretrained", str(folder), hf=AutoTokenizer.from_pretrained(str(folder)))
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as e:  # noqa: BLE001  (tokenizers raises a bare Exception)
+        raise UserError(f"{file}: not a tokenizers file ({e})", path="tokenizer") from None
+    return BundleTokenizer(_kind(tok), str(file), tok)
+
+
+def named(name: str, vocab_size: int) -> BundleTokenizer:
+    if name == "byte":
+        return BundleTokenizer("byte", "Composer's byte-level tokenizer", byte_level())
+    if name == "ids":
+        return BundleTokenizer("ids", "token ids", id_tokenizer(vocab_size))
+    return from_file(name)
+
+
+def task_tokenizer(task: dict[str, Any], vocab_size: int) -> BundleTokenizer | None:
+    """The tokenizer of a task definition ({name, params}); None when the task is not known to Composer."""
+    name = str(task.get("name", ""))
+    params = task.get("params") or {}
+    if name.split(":")[0] in SYNTHETIC_TASKS:
+        return BundleTokenizer("ids", f"task {name} (token ids)", id_tokenizer(vocab_size))
+    if name != "text":
+        return None
+    choice = params.get("tokenizer", "byte")
+    if choice == "byte":
+        return BundleTokenizer("byte", "task text (bytes)", byte_level())
+    from composer.tasks import get_task
+
+    try:
+        tokenizer = get_task("text", **params).tokenizer
+    except UserError as e:
+        raise UserError(f"cannot rebuild the run's text tokenizer ({choice}): {e}; pass --tokenizer "
+                        "(a tokenizer.json)", path="tokenizer") from None
+    return from_object(tokenizer, f"task text (tokenizer {choice})")
+
+
+def choose(given: Any, found: BundleTokenizer | None, vocab_size: int) -> tuple[BundleTokenizer, str | None]:
+    """The bundle's tokenizer and a note when it was not recorded by the source (see the module docstring)."""
+    note = None
+    if given is not None:
+        chosen = named(str(given), vocab_size) if isinstance(given, (str, Path)) else from_object(given, "given")
+    elif found is not None:
+        chosen = found
+    elif vocab_size == BYTE_VOCAB:
+        chosen = named("byte", vocab_size)
+        note = "no tokenizer recorded by the source: the 256-token vocabulary is taken as bytes"
+    else:
+        chosen = named("ids", vocab_size)
+        note = (f"no tokenizer recorded by the source: token ids (vocabulary {vocab_size}); "
+                "pass --tokenizer for a text model")
+    if chosen.vocab_size > vocab_size:
+        raise UserError(f"the tokenizer has {chosen.vocab_size} tokens, more than the model's vocabulary of "
+                        f"{vocab_size}", path="tokenizer")
+    return chosen, note
+
+
+def write(bundle_tokenizer: BundleTokenizer, folder: Path, model_max_length: int) -> None:
+    """Write the tokenizer files into `folder`."""
+    if bundle_tokenizer.hf is not None:
+        bundle_tokenizer.hf.save_pretrained(str(folder))
+        return
+    tok = bundle_tokenizer.tokenizer
+    (folder / TOKENIZER_FILE).write_text(tok.to_str(pretty=True), encoding="utf-8")
+    special = special_tokens(tok)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+              "clean_up_tokenization_spaces": False, "composer_tokenizer": bundle_tokenizer.kind, **special}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if special:
+        (folder / SPECIAL_TOKENS_FILE).write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+
+
+def special_tokens(tok: Any) -> dict[str, Any]:
+    """The special tokens of a `tokenizers.Tokenizer` as transformers names them (an end-of-text spelling is
+    the eos token; the others are additional special tokens)."""
+    names = [t.content for _, t in sorted(tok.get_added_tokens_decoder().items()) if t.special]
+    out: dict[str, Any] = {}
+    eos = next((n for n in names if n in EOS_SPELLINGS), None)
+    if eos is not None:
+        out["eos_token"] = eos
+    others = [n for n in names if n != eos]
+    if others:
+        out["additional_special_tokens"] = others
+    return out

@@ -1,0 +1,234 @@
+"""The budgeted candidate trainer: train a spec on a task, report quality and cost, stop when told to.
+
+    from composer.trainer import Budget, train
+    result = train(spec, "mqar", Budget(steps=500), lr=1e-3, callback=lambda m: m["accuracy"] > 0.1 or None)
+    result = train(spec, "mqar", config=TrainConfig.from_dict({"steps": 500, "warmup_steps": 20}))
+    result.status, result.metrics["accuracy"], result.metrics["tokens_per_s"]
+
+Settings come from a `TrainConfig` (composer/training/config.py lists every one, with its help text), a dict
+of them (flat or by section), or flat keyword arguments (`lr=`, `warmup_steps=`), applied in that order; a
+`budget` argument replaces the config's budget. `callback(metrics)` is called after every evaluation;
+returning `False` (or raising `StopTraining`) stops the run with status "stopped" (an early-stopping scheduler
+prunes this way). NaN/inf losses or gradients end the run with status "diverged", never an exception. With
+`out_dir`, every evaluation appends to `metrics.jsonl` and checkpoints are written; a later call with the same
+`out_dir` resumes from the checkpoint and reaches the same weights as an uninterrupted run. `lrs=[...]` sweeps
+learning rates and keeps the best run; a `TaskSuite` (the `mad` suite) trains one model per member and
+reports each accuracy and the mean. `threads` applies to the call only: every entry point restores torch's
+thread count.
+
+The run's pieces live in composer/training/: set-up (setup.py), one step (step.py), evaluation (evaluate.py),
+checkpoints (checkpoint.py), the learning-rate schedule and budget (schedule.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composer.errors import UserError
+from composer.spec import ArchSpec
+from composer.tasks import Task, TaskSuite, get_task
+from composer.training.config import TrainConfig, train_config
+from composer.training.evaluate import evaluate
+from composer.training.runtime import torch_threads
+from composer.training.schedule import Budget, lr_factor
+from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
+from composer.training.step import train_step
+
+__all__ = ["Budget", "StopTraining", "TrainConfig", "TrainResult", "fit_spec", "make_optimizer", "train",
+           "train_suite", "train_sweep"]
+
+Callback = Callable[[dict[str, Any]], Any]
+PathLike = str | os.PathLike
+
+
+class StopTraining(Exception):
+    """Raise from a callback (or return False) to stop a run early with status "stopped"."""
+
+
+@dataclass
+class TrainResult:
+    status: str                                   # completed | diverged | stopped
+    metrics: dict[str, Any]                       # the last evaluation's metrics and the model's costs
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    diverged_step: int | None = None
+    out_dir: str | None = None
+    sweep: list[dict[str, Any]] = field(default_factory=list)    # one row per learning rate, when swept
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # per suite member, for a suite
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _resolve_task(task: Task | TaskSuite | str, task_params: dict[str, Any] | None) -> Task | TaskSuite:
+    if isinstance(task, str):
+        return get_task(task, **(task_params or {}))
+    if task_params:
+        raise UserError("task_params only apply when the task is given by name", path="task_params")
+    return task
+
+
+def train(spec: ArchSpec | dict | str, task: Task | TaskSuite | str, budget: Budget | int | dict | None = None,
+          config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
+          out_dir: PathLike | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
+          task_params: dict[str, Any] | None = None, **settings: Any) -> TrainResult:
+    """Train `spec` on `task` within `budget`; see the module docstring. Returns a TrainResult."""
+    task = _resolve_task(task, task_params)
+    config = train_config(config, budget, **settings)
+    with torch_threads(config.runtime.threads):
+        if isinstance(task, TaskSuite):
+            return train_suite(spec, task, config=config, callback=callback, out_dir=out_dir, on_step=on_step)
+        if config.optimizer.lrs:
+            return train_sweep(spec, task, config=config, callback=callback, out_dir=out_dir, on_step=on_step)
+        return _train_one(spec, task, config, callback, out_dir, on_step)
+
+
+def train_sweep(spec: ArchSpec | dict | str, task: Task, budget: Budget | int | dict | None = None,
+                config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
+                out_dir: PathLike | None = None, on_step: Callable | None = None, **settings: Any) -> TrainResult:
+    """One run per learning rate in `lrs` (MAD protocol: 1e-4, 5e-4, 1e-3); returns the best, with every run
+    in `sweep`."""
+    config = train_config(config, budget, **settings)
+    if not config.optimizer.lrs:
+        raise UserError("expected at least one learning rate", path="lrs")
+    best, best_score, rows = None, float("-inf"), []
+    with torch_threads(config.runtime.threads):
+        for lr in config.optimizer.lrs:
+            run_dir = None if out_dir is None else Path(out_dir) / f"lr={lr:g}"
+            result = _train_one(spec, task, config.with_settings(lr=lr, lrs=None), callback, run_dir, on_step)
+            score = _score(task, result)
+            rows.append({"lr": lr, "status": result.status, "val_loss": result.metrics.get("val_loss"),
+                         "accuracy": result.metrics.get("accuracy"), "out_dir": result.out_dir})
+            if best is None or score > best_score:
+                best, best_score = result, score
+    assert best is not None
+    best.sweep = rows
+    return best
+
+
+def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, callback: Callback | None,
+               out_dir: PathLike | None, on_step: Callable | None) -> TrainResult:
+    state = set_up(spec, task, config, out_dir)
+    opt, schedule = config.optimizer, config.lr_schedule
+    total_steps = state.budget.total_steps(state.tokens_per_step)
+    eval_every = config.evaluation.eval_every or (max(1, total_steps // 10) if total_steps else 200)
+    warmup = min(schedule.warmup_steps, max(1, total_steps // 10)) if total_steps else schedule.warmup_steps
+    checkpoint_every = config.checkpoint.checkpoint_every
+
+    status, diverged_step, train_loss = "completed", None, float("nan")
+    metrics: dict[str, Any] = state.history[-1] if state.history else {}
+    done = total_steps is not None and state.step >= total_steps
+    while not done:
+        start = time.perf_counter()
+        lr = opt.lr * lr_factor(state.step, state.progress(), warmup, schedule.schedule, schedule.min_lr_ratio)
+        loss = train_step(state, lr, config.runtime.batch_size, opt.grad_clip)
+        if loss is None:
+            status, diverged_step = "diverged", state.step
+            break
+        train_loss = loss
+        state.train_time += time.perf_counter() - start
+        if on_step is not None and (state.step % config.runtime.log_every == 0 or state.step == 1):
+            on_step(_progress(state, train_loss, lr))
+        done = state.progress() >= 1.0
+        if state.step % eval_every == 0 or done:
+            metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
+            if _should_stop(callback, metrics):
+                status = "stopped"
+                break
+            if checkpoint_every and state.step % checkpoint_every == 0 and not done:
+                state.save(out_dir)
+
+    if status == "diverged":
+        metrics = {**(state.history[-1] if state.history else state.static), "diverged_step": diverged_step}
+    elif not metrics:
+        metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
+    if status != "diverged":
+        state.save(out_dir)
+    return TrainResult(status, {**metrics, "status": status}, state.history, state.step, diverged_step,
+                       None if out_dir is None else str(out_dir))
+
+
+def _should_stop(callback: Callback | None, metrics: dict[str, Any]) -> bool:
+    if callback is None:
+        return False
+    try:
+        return callback(dict(metrics)) is False
+    except StopTraining:
+        return True
+
+
+def _progress(state: TrainState, loss: float, lr: float) -> dict[str, Any]:
+    fraction, elapsed, tokens = state.progress(), state.train_time, state.step * state.tokens_per_step
+    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+    return {"step": state.step, "loss": loss, "lr": lr, "tokens": tokens,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "elapsed_s": elapsed, "eta_s": eta,
+            "fraction": fraction}
+
+
+def _score(task: Task, result: TrainResult) -> float:
+    """Higher is better: accuracy, or minus the validation loss for tasks scored by loss."""
+    if result.status == "diverged":
+        return float("-inf")
+    value = result.metrics.get("accuracy" if task.primary_metric == "accuracy" else "val_loss", float("nan"))
+    value = value if task.primary_metric == "accuracy" else -value
+    return value if math.isfinite(value) else float("-inf")
+
+
+def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | int | dict | None = None,
+                config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
+                out_dir: PathLike | None = None, on_step: Callable | None = None, **settings: Any) -> TrainResult:
+    """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean.
+
+    `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
+    members done so far, `member`, `member_accuracy`, `members_done` and `members_total`. Members are
+    evaluated once, at the end of their budget, unless `eval_every` (or `checkpoint_every`, which saves at
+    evaluations) is given: nothing reads a member's intermediate evaluations, which cost more than the
+    training itself on short MAD budgets.
+    """
+    config = train_config(config, budget, **settings)
+    if config.evaluation.eval_every is None and not config.checkpoint.checkpoint_every:
+        config = config.with_settings(eval_every=1 << 62)
+    members: dict[str, dict[str, Any]] = {}
+    statuses = []
+    with torch_threads(config.runtime.threads):
+        for label, task in suite.members:
+            run_dir = None if out_dir is None else Path(out_dir) / label.replace("/", "__")
+            if config.optimizer.lrs:
+                result = train_sweep(spec, task, config=config, out_dir=run_dir, on_step=on_step)
+            else:
+                result = _train_one(spec, task, config, None, run_dir, on_step)
+            statuses.append(result.status)
+            accuracy = result.metrics.get("accuracy", float("nan")) if result.status != "diverged" else 0.0
+            members[label] = {"task": task.name, "status": result.status, "accuracy": accuracy,
+                              "val_loss": result.metrics.get("val_loss"), "lr": result.metrics.get("lr"),
+                              "steps": result.step, "train_time_s": result.metrics.get("train_time_s"),
+                              "tokens_per_s": result.metrics.get("tokens_per_s")}
+            progress = {**_suite_metrics(suite, members), "member": label,
+                        "member_accuracy": members[label]["accuracy"], "members_done": len(members),
+                        "members_total": len(suite.members)}
+            if callback is not None and _should_stop(callback, progress):
+                return TrainResult("stopped", _suite_metrics(suite, members), [], 0, None,
+                                   None if out_dir is None else str(out_dir), members=members)
+    status = "completed" if all(s == "completed" for s in statuses) else "diverged"
+    return TrainResult(status, _suite_metrics(suite, members), [], 0, None,
+                       None if out_dir is None else str(out_dir), members=members)
+
+
+def _suite_metrics(suite: TaskSuite, members: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"suite": suite.name}
+    task_scores = []
+    for task_name, labels in suite.groups().items():
+        values = [members[label]["accuracy"] for label in labels if label in members]
+        if values:
+            score = sum(values) / len(values)
+            metrics[f"accuracy/{task_name.split(':')[-1]}"] = score
+            task_scores.append(score)
+    metrics["accuracy"] = sum(task_scores) / len(task_scores) if task_scores else float("nan")
+    return metrics

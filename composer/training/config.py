@@ -1,0 +1,146 @@
+"""Every training setting, once: `TrainConfig`, in sections (optimizer, lr_schedule, budget, evaluation,
+checkpoint, runtime) whose fields carry their help text.
+
+    config = TrainConfig.from_dict({"lr": 3e-3, "warmup_steps": 20, "steps": 500})           # flat keys
+    config = TrainConfig.from_dict({"optimizer": {"lr": 3e-3}, "budget": {"steps": 500}})    # or sections
+    config.optimizer.lr, config.to_dict(), config.flat(), config.with_settings(batch_size=16)
+
+A setting's flat key is its field name (each is unique), so the flat form of YAML `train:` blocks, of
+`composer.train(..., lr=...)` keyword arguments and of the CLI flags (`--warmup-steps`) all derive from these
+dataclasses (see composer/training/settings.py). A new setting is one field here plus the code that reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from composer.errors import UserError
+from composer.training.schedule import SCHEDULES, Budget
+from composer.training.settings import check, flatten, setting, settings_of
+from composer.yaml_source import read_source
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW, with weight decay on matrices only."""
+
+    lr: float = setting(1e-3, "peak learning rate", positive=True)
+    lrs: tuple[float, ...] | None = setting(None, "sweep these learning rates (one run each) and keep the best",
+                                            positive=True)
+    weight_decay: float = setting(0.1, "AdamW weight decay on matrices (not norms, biases or embeddings)",
+                                  minimum=0)
+    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", minimum=0)
+    grad_clip: float = setting(1.0, "clip the gradient norm to this value", positive=True)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Linear warmup, then a decay over the rest of the budget."""
+
+    schedule: str = setting("cosine", "decay after warmup: cosine, wsd (warmup-stable-decay) or constant",
+                            choices=SCHEDULES)
+    warmup_steps: int = setting(50, "linear warmup steps (at most a tenth of a known step budget)", minimum=0)
+    min_lr_ratio: float = setting(0.1, "final learning rate as a fraction of the peak", minimum=0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_every: int | None = setting(None, "evaluate every N steps (default: a tenth of a known step budget, "
+                                     "else 200)", positive=True)
+    eval_batch_size: int = setting(128, "sequences per evaluation batch", positive=True)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    checkpoint_every: int | None = setting(None, "also checkpoint every N steps, at an evaluation (a run with an "
+                                           "output folder always checkpoints at its end)", positive=True)
+    resume: bool = setting(True, "resume from a checkpoint found in the output folder")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    seed: int = setting(0, "torch random seed: the model's initialisation and dropout (the task seeds its data)")
+    batch_size: int = setting(32, "sequences per training step", positive=True)
+    threads: int | None = setting(None, "torch CPU threads for this run (restored afterwards)", positive=True)
+    compile: bool = setting(False, "torch.compile the model")
+    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda when available)")
+    log_every: int = setting(10, "report progress every N steps", positive=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one candidate trains. The budget defaults to 1000 steps; a budget given replaces it whole."""
+
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    budget: Budget = field(default_factory=lambda: Budget(steps=1000))
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str = "train",
+                  reserved: dict[str, str] | None = None) -> TrainConfig:
+        """From flat keys, sections, or both (missing ones keep their defaults); errors name `path.key`."""
+        return cls().with_values(parse_settings(data, path, reserved))
+
+    @classmethod
+    def load(cls, obj: Any) -> TrainConfig:
+        """From a YAML file, YAML text or a dict; errors name the key and, from YAML, its line."""
+        source = read_source(obj)
+        try:
+            return cls.from_dict(source.data or {}, path="")
+        except UserError as e:
+            raise source.error(e.message, e.path) from None
+
+    def with_settings(self, **settings: Any) -> TrainConfig:
+        """A copy with these flat settings changed, checked like `from_dict`."""
+        return self.with_values(parse_settings(settings, "train"))
+
+    def with_values(self, values: dict[str, Any]) -> TrainConfig:
+        """A copy with these already checked flat values; budget keys replace the budget whole."""
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            sections.setdefault(SETTINGS[key].section, {})[key] = value
+        changes = {name: Budget(**given) if name == "budget" else dataclasses.replace(getattr(self, name), **given)
+                   for name, given in sections.items()}
+        return dataclasses.replace(self, **changes)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat key."""
+        return {key: getattr(getattr(self, s.section), key) for key, s in SETTINGS.items()}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The nested form as plain data, ready for YAML (`from_dict(c.to_dict()) == c`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, value in self.flat().items():
+            out.setdefault(SETTINGS[key].section, {})[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+SETTINGS = settings_of(TrainConfig)     # flat key -> Setting: the accepted keys, types, defaults, help text
+
+
+def parse_settings(data: Any, path: str = "train", reserved: dict[str, str] | None = None) -> dict[str, Any]:
+    """Checked flat values from user data written flat and/or by section (only the keys given)."""
+    return {key: check(SETTINGS[key], value, where)
+            for key, (value, where) in flatten(data, SETTINGS, path, reserved).items()}
+
+
+def train_config(config: TrainConfig | dict[str, Any] | None = None, budget: Budget | int | dict | None = None,
+                 **settings: Any) -> TrainConfig:
+    """The settings of one `train` call: `config` (a TrainConfig or a dict), then the flat keyword
+    `settings`, then `budget` when given."""
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    elif not isinstance(config, TrainConfig):
+        raise UserError(f"expected a TrainConfig or a mapping, got {type(config).__name__}", path="config")
+    if settings:
+        config = config.with_settings(**settings)
+    if budget is not None:
+        config = dataclasses.replace(config, budget=Budget.of(budget))
+    return config

@@ -1,0 +1,100 @@
+"""Setting up one run: the spec fitted to the task, the model, its optimizer and (optionally compiled)
+forward, the static metrics every evaluation carries, and the progress restored from a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from composer.costs import model_cost
+from composer.model import build_model
+from composer.spec import ArchSpec
+from composer.spec_parse import load_spec
+from composer.tasks import Task
+from composer.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, write_metrics
+from composer.training.config import TrainConfig
+from composer.training.runtime import resolve_device
+from composer.training.schedule import Budget
+
+
+@dataclass
+class TrainState:
+    """One run's objects and its progress (what a checkpoint saves besides the weights and optimizer)."""
+
+    model: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]     # the model, or its torch.compile'd form
+    optimizer: torch.optim.Optimizer
+    task: Task
+    device: torch.device
+    budget: Budget
+    tokens_per_step: int
+    static: dict[str, Any]                               # settings and costs, copied into every evaluation
+    step: int = 0
+    train_time: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def progress(self) -> float:
+        """Fraction of the budget used, in [0, 1]."""
+        return self.budget.progress(self.step, self.train_time, self.tokens_per_step)
+
+    def save(self, out_dir: str | os.PathLike | None) -> None:
+        if out_dir is not None:
+            save_checkpoint(out_dir, self.model, self.optimizer,
+                            {"step": self.step, "train_time": self.train_time, "history": self.history})
+
+    def restore(self, out_dir: str | os.PathLike) -> None:
+        loop = load_checkpoint(out_dir, self.model, self.optimizer)
+        self.step, self.train_time, self.history = loop["step"], loop["train_time"], loop["history"]
+
+
+def fit_spec(spec: ArchSpec | dict | str, task: Task) -> ArchSpec:
+    """The spec with the task's vocabulary and a context long enough for it."""
+    spec = load_spec(spec)
+    return dataclasses.replace(spec, vocab_size=task.vocab_size, max_seq_len=max(spec.max_seq_len, task.seq_len))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: not on norms, biases or embeddings (nor a head tied to them)."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 or id(p) in embedding_ids else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=False)
+
+
+def set_up(spec: ArchSpec | dict | str, task: Task, config: TrainConfig,
+           out_dir: str | os.PathLike | None) -> TrainState:
+    """Build the run; with `out_dir`, resume from its checkpoint (when `resume`) and rewrite metrics.jsonl to
+    the evaluations up to that checkpoint."""
+    spec = fit_spec(spec, task)
+    device = resolve_device(config.runtime.device)
+    torch.manual_seed(config.runtime.seed)
+    model = build_model(spec).to(device)
+    model.train()
+    optimizer = make_optimizer(model, config.optimizer.lr, config.optimizer.weight_decay, config.optimizer.betas)
+    forward = torch.compile(model) if config.runtime.compile else model
+    costs = model_cost(spec, seq_len=task.seq_len)
+    batch_size = config.runtime.batch_size
+    static = {"lr": config.optimizer.lr, "seed": config.runtime.seed, "batch_size": batch_size,
+              "seq_len": task.seq_len, "task": task.name, "params": costs.params,
+              "non_embedding_params": costs.non_embedding_params, "active_params": costs.active_params,
+              "flops_per_token": costs.flops_per_token, "train_flops_per_token": costs.train_flops_per_token,
+              "state_bytes": costs.state_bytes}
+    state = TrainState(model, forward, optimizer, task, device, config.budget, batch_size * task.seq_len, static)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if config.checkpoint.resume and has_checkpoint(out_dir):
+            state.restore(out_dir)
+        write_metrics(out_dir, state.history)
+    return state

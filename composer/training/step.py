@@ -1,0 +1,32 @@
+"""One optimizer step: learning rate, batch, forward with the auxiliary losses, backward, clip, update."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from composer.training.setup import TrainState
+
+
+def train_step(state: TrainState, lr: float, batch_size: int, grad_clip: float) -> float | None:
+    """Train one step at learning rate `lr`; the training loss, or None when the loss or the gradient norm is
+    not finite (then nothing is updated and the step does not count)."""
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    inputs, targets = state.task.train_batch(state.step, batch_size)
+    inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=state.device.type == "cuda"):
+        logits, aux_losses = state.forward(inputs, return_aux=True)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-100)
+        loss = loss + sum(aux_losses.values())
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    train_loss = loss.item()
+    if not (math.isfinite(train_loss) and math.isfinite(grad_norm.item())):
+        return None
+    state.optimizer.step()
+    state.step += 1
+    return train_loss

@@ -1,0 +1,201 @@
+"""Layers and functions several primitive families share (the one module a family imports besides
+`primitives.base` and `primitives.ops`).
+
+* `default_heads`, `rms_norm`, `head_rms_norm`, `inverse_softplus_dt`: head counts, norms, the dt init.
+* `ShortConv`: a depthwise causal convolution over time that can continue a sequence; its streaming state is
+  the last k - 1 inputs, `[B, C, k - 1]`. Mamba, Mamba-2, DeltaNet, Gated DeltaNet, Griffin's recurrent
+  block and the `short_conv` mixer use it.
+* `HeadMixer` (with `HeadsConfig`, `head_sizes`): the multi-head matrix-state layout of the linear-attention
+  family and mLSTM (q, k, v heads, optional short conv, swish output gate, per-head norm, output projection).
+  H heads; queries/keys of total width K = round(expand_k d) (dk = K / H per head), values of total width
+  V = round(expand_v d) (dv = V / H); a state S [B, H, dk, dv] per sequence. n_heads defaults to V // 64
+  (at least 1, lowered until it divides K and V). Its cost formula counts the projections and the chunked
+  recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv) for the intra-chunk part
+  (c = CHUNK_SIZE) and, for the delta rules, 2 dk dv for the k S product of the error term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from primitives.base import ConfigError, Cost, Primitive, State, divides, positive
+from primitives.ops import CHUNK_SIZE
+
+
+def default_heads(width: int, head_dim: int = 64, divides_also: int = 0) -> int:
+    """The largest head count <= width // head_dim (at least 1) dividing `width` (and `divides_also`)."""
+    heads = max(1, width // head_dim)
+    while width % heads or divides_also % heads:
+        heads -= 1
+    return heads
+
+
+def head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dim of `x` [..., H, d] with weight [H * d] (one scale per channel)."""
+    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return normed.to(x.dtype) * weight.view(x.shape[-2], x.shape[-1])
+
+
+def inverse_softplus_dt(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Tensor:
+    """Biases b with softplus(b) log-uniform in [dt_min, dt_max] (the Mamba initialisation of dt)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dim of `x`, in its own dtype."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class ShortConv(nn.Module):
+    """Depthwise causal conv over time: y_t = sum_j w_j x_{t-k+1+j} (+ bias), optional SiLU.
+
+    `forward(x [B, T, C], cache [B, C, k-1] or None) -> (y [B, T, C], new cache or None)`; with a cache
+    the convolution sees the previous k - 1 inputs, so pieces of a sequence equal the whole.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 4, bias: bool = False, activation: bool = False):
+        super().__init__()
+        self.channels, self.kernel_size, self.activation = channels, kernel_size, activation
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+
+    @staticmethod
+    def param_count(channels: int, kernel_size: int, bias: bool = False) -> int:
+        return channels * kernel_size + (channels if bias else 0)
+
+    def empty_cache(self, batch_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        return torch.zeros(batch_size, self.channels, self.kernel_size - 1, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x.transpose(1, 2)
+        if cache is None:
+            padded = F.pad(x, (self.kernel_size - 1, 0))
+        else:
+            padded = torch.cat([cache.to(x.dtype), x], dim=-1)
+        y = self.conv(padded).transpose(1, 2)
+        if self.activation:
+            y = F.silu(y)
+        new_cache = None if cache is None else padded[..., padded.shape[-1] - (self.kernel_size - 1):]
+        return y, new_cache
+
+
+@dataclass
+class HeadsConfig:
+    n_heads: int | None = None
+    expand_k: float = 0.5
+    expand_v: float = 1.0
+
+
+def head_sizes(cfg: HeadsConfig, d_model: int) -> tuple[int, int, int]:
+    """(n_heads H, total key width K, total value width V)."""
+    K, V = int(round(cfg.expand_k * d_model)), int(round(cfg.expand_v * d_model))
+    return cfg.n_heads or default_heads(max(V, 1), divides_also=K), K, V
+
+
+class HeadMixer(Primitive):
+    """Shared plumbing: sizes, checks, the cost formula, state handling and the gated output norm.
+
+    `features(cfg)` says what a layer has: a short conv over q, k, v (its kernel size, 0 for none), a swish
+    output gate (g_proj, d -> V), the per-head norm, and extra value columns in the state.
+    """
+
+    kind = "token_mixer"
+    width_scaled = ("n_heads",)  # expansions kept (and GLA's gate_rank, a fixed low rank)
+    uses_delta_rule = False
+
+    @classmethod
+    def features(cls, cfg: HeadsConfig) -> tuple[int, bool, bool, int]:
+        """(kernel_size, output gate, norm, extra state value columns)."""
+        return 0, True, True, 0
+
+    @classmethod
+    def extra_params(cls, cfg: HeadsConfig, d_model: int) -> int:
+        """Parameters beyond q, k, v, conv, gate, norm and o (decay and beta projections)."""
+        return 0
+
+    def __init__(self, d_model: int, cfg: HeadsConfig):
+        super().__init__(d_model, cfg)
+        self.n_heads, self.key_width, self.value_width = head_sizes(cfg, d_model)
+        self.kernel_size, self.has_gate, self.has_norm, self.extra_v = self.features(cfg)
+        H, K, V = self.n_heads, self.key_width, self.value_width
+        self.dk, self.dv = K // H, V // H
+        self.qkv = nn.Linear(d_model, 2 * K + V, bias=False)
+        if self.kernel_size:
+            self.conv = ShortConv(2 * K + V, self.kernel_size, activation=True)
+        if self.has_gate:
+            self.g_proj = nn.Linear(d_model, V, bias=False)
+        if self.has_norm:
+            self.norm = nn.Parameter(torch.ones(V))
+        self.o_proj = nn.Linear(V, d_model, bias=False)
+
+    @classmethod
+    def check(cls, cfg: HeadsConfig, d_model: int) -> None:
+        positive("n_heads", cfg.n_heads)
+        positive("expand_k", cfg.expand_k)
+        positive("expand_v", cfg.expand_v)
+        H, K, V = head_sizes(cfg, d_model)
+        if K < 1 or V < 1:
+            raise ConfigError("expand_k" if K < 1 else "expand_v", f"leaves no channels at d_model={d_model}")
+        divides("n_heads", H, K, "key width round(expand_k * d_model)")
+        divides("n_heads", H, V, "value width round(expand_v * d_model)")
+
+    @classmethod
+    def resolve(cls, cfg: HeadsConfig, d_model: int) -> HeadsConfig:
+        return replace(cfg, n_heads=head_sizes(cfg, d_model)[0])
+
+    @classmethod
+    def cost(cls, cfg: HeadsConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
+        H, K, V = head_sizes(cfg, d_model)
+        k, gate, norm, extra_v = cls.features(cfg)
+        dk, dv = K // H, V // H + extra_v
+        matmul = d_model * (2 * K + V) + V * d_model + (d_model * V if gate else 0)
+        conv = ShortConv.param_count(2 * K + V, k) if k else 0
+        extra = cls.extra_params(cfg, d_model)
+        params = matmul + conv + extra + (V if norm else 0)
+        recurrence = H * (4 * dk * dv + 2 * CHUNK_SIZE * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
+        flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
+        state = (H * dk * dv + (2 * K + V) * max(k - 1, 0)) * dtype_bytes
+        return Cost(params, float(flops), state)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        state = {"ssm": torch.zeros(batch_size, self.n_heads, self.dk, self.dv + self.extra_v,
+                                    device=device, dtype=dtype)}
+        if self.kernel_size:
+            state["conv"] = self.conv.empty_cache(batch_size, device, dtype)
+        return state
+
+    def project(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, ...]:
+        """q, k [B, T, H, dk], v [B, T, H, dv] (after the short conv when there is one) and the conv cache."""
+        qkv, cache = self.qkv(x), None
+        if self.kernel_size:
+            qkv, cache = self.conv(qkv, None if state is None else state["conv"])
+        q, k, v = qkv.split([self.key_width, self.key_width, self.value_width], dim=-1)
+        B, T, H = x.shape[0], x.shape[1], self.n_heads
+        return q.view(B, T, H, self.dk), k.view(B, T, H, self.dk), v.view(B, T, H, self.dv), cache
+
+    def finish(self, x: torch.Tensor, o: torch.Tensor, ssm: torch.Tensor | None, cache: torch.Tensor | None,
+               state: State) -> tuple[torch.Tensor, State]:
+        """o [B, T, H, dv] -> norm -> swish gate -> o_proj; and the new state."""
+        B, T = x.shape[:2]
+        if self.has_norm:
+            o = head_rms_norm(o, self.norm)
+        o = o.reshape(B, T, self.value_width)
+        if self.has_gate:
+            o = o * F.silu(self.g_proj(x).to(o.dtype))
+        y = self.o_proj(o.to(x.dtype))
+        if state is None:
+            return y, None
+        new_state = {"ssm": ssm.to(state["ssm"].dtype)}
+        if self.kernel_size:
+            new_state["conv"] = cache
+        return y, new_state
+
+    @staticmethod
+    def initial(state: State) -> tuple[torch.Tensor | None, bool]:
+        return (None, False) if state is None else (state["ssm"], True)
