@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import add_data_argument, text_task, write_result  # noqa: E402
 from composer import build_model  # noqa: E402
 from composer.tasks import get_task  # noqa: E402
 from composer.trainer import Budget, fit_spec, make_optimizer, train  # noqa: E402
@@ -51,9 +51,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    add_data_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    task = get_task("text", seq_len=256)
+    task_config = text_task(args.data, seq_len=256)
+    task = get_task(**task_config)
     spec = fit_spec(SPEC, task)
     trainer, bare = [], []
     for _ in range(args.rounds):
@@ -64,7 +66,7 @@ def main() -> None:
         print(f"train() {trainer[-1]:,.0f} tok/s   bare loop {bare[-1]:,.0f} tok/s", flush=True)
     ratio = statistics.median(trainer) / statistics.median(bare)
     path = write_result("trainer", {
-        "spec": SPEC, "task": "text (bytes, seq_len 256)", "steps": args.steps, "batch_size": args.batch_size,
+        "spec": SPEC, "task": task_config, "steps": args.steps, "batch_size": args.batch_size,
         "threads": args.threads, "trainer_tokens_per_s": trainer, "bare_tokens_per_s": bare,
         "ratio_of_medians": ratio, "target": ">= 0.95",
     })

@@ -2,11 +2,11 @@
 
 Six architectures (pure attention, two pure linear-time baselines, three hybrids) are fitted by
 `scaling.rules.fit_to_params` (stacking the searched block) to three non-embedding sizes spanning 12.5x, and
-trained on the `text` task (the shipped byte-level sample, context 128) for 400K tokens each (one fixed token
-budget: a tokens-per-parameter rule does not fit the CPU time) with two seeds each, through the
-ladder machinery (`scaling.ladder.run_ladder`, two worker processes of one thread). Reported: Spearman,
-Kendall and pairwise accuracy between the smallest and each larger size's ranking (mean over seeds), beside
-the seed-to-seed noise floor at each size, and per-architecture fits of L(N) = E + A N^-alpha.
+trained on the `text` task (`--data`, default Tiny Shakespeare with its last tenth validating; context 128)
+for 400K tokens each (one fixed token budget: a tokens-per-parameter rule does not fit the CPU time) with two
+seeds each, through the ladder machinery (`scaling.ladder.run_ladder`, two worker processes of one thread).
+Reported: Spearman, Kendall and pairwise accuracy between the smallest and each larger size's ranking (mean
+over seeds), beside the seed-to-seed noise floor at each size, and per-architecture fits of L(N) = E + A N^-alpha.
 
     .venv/bin/python benchmarks/bench_transfer.py [--quick] [--fresh]
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import add_data_argument, text_task  # noqa: E402
 from scaling.ladder import LocalRunner, load_ladder, run_ladder  # noqa: E402
 
 ARCHITECTURES = {
@@ -41,10 +42,10 @@ ARCHITECTURES = {
 }
 
 
-def ladder_config(quick: bool) -> dict:
+def ladder_config(quick: bool, data: str | None) -> dict:
     return {
         "name": "bench_transfer_quick" if quick else "bench_transfer",
-        "task": {"name": "text", "seq_len": 128},
+        "task": text_task(data, seq_len=128),
         "architectures": ARCHITECTURES,
         "sizes": ["20K", "70K", "250K"],
         "count": "non_embedding",
@@ -63,8 +64,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a plumbing check with tiny budgets")
     parser.add_argument("--fresh", action="store_true", help="discard earlier results of this ladder")
     parser.add_argument("--workers", type=int, default=2)
+    add_data_argument(parser)
     args = parser.parse_args()
-    ladder = load_ladder(ladder_config(args.quick))
+    ladder = load_ladder(ladder_config(args.quick, args.data))
     runs = Path("runs")
     if args.fresh:
         shutil.rmtree(runs / ladder.name, ignore_errors=True)

@@ -1,17 +1,40 @@
-"""Shared helpers for benchmark scripts: timing loops and writing results."""
+"""Shared helpers for benchmark scripts: timing loops, the text corpus, writing results."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+TINY_SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"   # ../shared/data from the repo root
+VAL_FRACTION = 0.1          # nanoGPT's split: the last tenth of the text validates
+
+
+def default_data() -> str | None:
+    """Tiny Shakespeare when it is there (it is never downloaded), else None: the text task's shipped sample."""
+    return str(TINY_SHAKESPEARE) if TINY_SHAKESPEARE.is_file() else None
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data FILE` for benchmarks that train on text (default: Tiny Shakespeare when present)."""
+    parser.add_argument("--data", default=default_data(),
+                        help="text file, folder or glob for the text task (default: ../shared/data/tinyshakespeare.txt "
+                             "from the repo root when it exists, else the shipped sample)")
+
+
+def text_task(data: str | None, **params: object) -> dict:
+    """The text task's settings as a ladder/space mapping: `data` (None: the shipped sample) with nanoGPT's split."""
+    return {"name": "text", **({} if data is None else {"data": str(data)}), "val_fraction": VAL_FRACTION, **params}
 
 
 def machine() -> dict:
@@ -41,3 +64,67 @@ def alternate(fns: dict[str, Callable[[], None]], rounds: int, steps: int, warmu
                 fn()
             times[name].append((time.perf_counter() - start) / steps)
     return times
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of a benchmark: `spec` on `task` ({"name": ..., **params}) within `budget`."""
+
+    kind: str                  # what the run is for (the target, a proxy, a baseline)
+    arch: str
+    seed: int
+    spec: dict[str, Any]
+    task: dict[str, Any]
+    budget: dict[str, int]
+    settings: dict[str, Any]   # training settings (composer/training/config.py)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}|{self.arch}|{self.seed}"
+
+
+_TASKS: dict[str, Any] = {}
+KEEP = ("val_loss", "accuracy", "params", "non_embedding_params", "tokens", "step", "tokens_per_s")
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train one job with one torch thread (tasks are built once per process); its final metrics, with the CPU
+    seconds (this process's CPU time: less dependent on the machine's load than wall time) and wall seconds."""
+    from composer.tasks import get_task
+    from composer.trainer import train
+
+    key = json.dumps(job.task, sort_keys=True)
+    if key not in _TASKS:
+        _TASKS[key] = get_task(job.task["name"], **{k: v for k, v in job.task.items() if k != "name"})
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = train(job.spec, _TASKS[key], job.budget, seed=job.seed, threads=1, **job.settings)
+    return {"status": result.status, **{k: result.metrics[k] for k in KEEP if k in result.metrics},
+            "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
+
+
+def run_jobs(jobs: list[Job], path: Path, workers: int) -> dict[str, dict[str, Any]]:
+    """Run the jobs not yet in `path` (a JSON object key -> row) in `workers` processes, writing every row as it
+    finishes (atomically), so a killed benchmark resumes where it stopped. Returns all rows."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from composer.runs import write_json
+
+    done: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [j for j in jobs if j.key not in done]
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done", flush=True)
+    if not todo:
+        return done
+    start = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, job): job for job in todo}
+        for i, future in enumerate(cf.as_completed(futures)):
+            job = futures[future]
+            metrics = future.result()
+            done[job.key] = {"kind": job.kind, "arch": job.arch, "seed": job.seed, "budget": job.budget,
+                             "metrics": metrics}
+            write_json(path, done)
+            score = metrics.get("val_loss") if job.task["name"] == "text" else metrics.get("accuracy")
+            print(f"{time.perf_counter() - start:7.0f}s [{i + 1}/{len(todo)}] {job.key}: {score:.4f} "
+                  f"({metrics['cpu_s']:.0f} CPU s, load {os.getloadavg()[0]:.1f})", flush=True)
+    return done

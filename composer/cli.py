@@ -1,21 +1,37 @@
-"""The `composer` command. Each subcommand lives in its own module with `register(subparsers)`."""
+"""The `composer` command. Each subcommand lives in its own module with `register(subparsers)`.
+
+Every way a command can fail because of its input ends in one line `error: ...` on stderr and exit code 2:
+a UserError, a command-line usage error, and an OSError from the file system (a path that is a file, no
+permission, a full disk). Ctrl-C exits 130; a closed stdout (`composer primitives | head`) exits quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import sys
+from typing import NoReturn
 
 from composer.errors import UserError
 
 SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_train", "composer.cli_search", "composer.cli_scale",
                       "composer.cli_export", "composer.cli_report", "composer.cli_primitives",
-                      "composer.cli_eval")
+                      "composer.cli_eval", "composer.cli_confirm")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage mistake reported as one `error:` line and exit 2, like every other user error
+    (subcommand parsers are made by the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="composer",
         description="Design hybrid sequence-model architectures by search.",
     )
@@ -41,8 +57,8 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         result = args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -50,7 +66,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except OSError as e:
+        print(f"error: {UserError(os_error_text(e))}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def os_error_text(e: OSError) -> str:
+    """`runs/x: Permission denied` for an OSError from the file system."""
+    names = " -> ".join(str(name) for name in (e.filename, e.filename2) if name is not None)
+    return f"{names}: {e.strerror}" if names and e.strerror else str(e)
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away: point stdout at devnull, so the interpreter's final flush does not
+    fail again (the recipe of the `signal` module's documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (captured in a test)
+        pass
 
 
 def print_json(data: object) -> None:

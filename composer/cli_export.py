@@ -1,4 +1,4 @@
-"""`composer export SOURCE --out DIR`: a bundle with spec, weights, model card and standalone modeling.py."""
+"""`composer export SOURCE --out DIR`: a bundle with spec, weights, tokenizer, model card and standalone modeling.py."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="export an architecture (spec, checkpoint or search run) as a PyTorch bundle",
         description="Write DIR with spec.yaml, config.json, model.safetensors (when there are weights), "
-                    "README.md (model card), modeling.py (standalone: needs only torch) and the Hugging "
-                    "Face wrapper files. SOURCE is a spec file, a trained checkpoint directory, or a "
-                    "search run directory (runs/<name>: its best trial unless --trial or --consensus).")
+                    "tokenizer.json + tokenizer_config.json, README.md (model card), modeling.py (standalone: "
+                    "needs only torch) and the Hugging Face wrapper files. SOURCE is a spec file, a trained "
+                    "checkpoint directory, or a search run directory (runs/<name>: its best trial unless --trial "
+                    "or --consensus).")
     parser.add_argument("source", help="spec file, checkpoint directory, or search run directory")
     parser.add_argument("--out", required=True, help="bundle directory to write")
-    parser.add_argument("--trial", help="a search run's trial id to export (default: the best)")
+    parser.add_argument("--trial", help="a search run's trial number or name to export (default: the best)")
     parser.add_argument("--consensus", action="store_true", help="export a search run's consensus architecture")
     parser.add_argument("--init-weights", action="store_true",
                         help="for a source without weights, write freshly initialised (untrained) weights")
@@ -24,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--torch-export", action="store_true",
                         help="also write model.pt2 (torch.export for a fixed input shape; not possible with moe)")
     parser.add_argument("--seq-len", type=int, default=16, help="sequence length for --torch-export")
-    parser.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    parser.add_argument("--tokenizer", default=None, metavar="TOK",
+                        help="the bundle's tokenizer: byte, ids, or a tokenizer.json (or a folder holding one); "
+                             "default: the one the source was trained with")
+    parser.add_argument("--force", action="store_true",
+                        help="replace DIR when it is an existing bundle (never another folder)")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seq-len must be >= 1, got {args.seq_len}")
     result = export(args.source, args.out, trial=args.trial, pick="consensus" if args.consensus else "best",
                     init_weights=args.init_weights, seed=args.seed, torch_export=args.torch_export,
-                    export_seq_len=args.seq_len, overwrite=args.force)
+                    export_seq_len=args.seq_len, overwrite=args.force, tokenizer=args.tokenizer)
     if not result.has_weights:
         print("note: no weights in this source; the bundle holds the architecture only "
               "(--init-weights writes untrained weights)")

@@ -8,7 +8,8 @@ from pathlib import Path
 from composer.canonical_form import stripe
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.runs import write_atomic
+from composer.limits import MAX_INTEGER, MAX_LAYERS
+from composer.runs import check_not_run_file, write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
@@ -51,14 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
-    from scaling.ladder import parse_count
+    from scaling.ladder import MAX_PARAMS, parse_count
     from scaling.rules import choose_method, fit_to_params, stack, stretch, units, widen
 
     if args.params is not None:
         if args.layers is not None or args.d_model is not None:
             raise UserError("give --params alone, or --layers and/or --d-model")
         try:
-            n = parse_count(args.params)
+            n = parse_count(args.params, MAX_PARAMS)
         except ValueError as e:
             raise UserError(str(e), path="--params") from None
         if not 0 < args.tol < 1:
@@ -67,6 +68,9 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
     if args.layers is None and args.d_model is None:
         raise UserError("give --params, --layers or --d-model")
     if args.layers is not None:
+        if not 1 <= args.layers <= MAX_LAYERS:
+            raise UserError(f"expected a layer count in [1, {MAX_LAYERS:,}] (limit MAX_LAYERS), got {args.layers}",
+                            path="--layers")
         method = choose_method(spec, args.method)
         current = len(units(spec))
         if method == "stack":
@@ -110,11 +114,14 @@ def comparison_table(before: dict[str, str], after: dict[str, str]) -> str:
 def run_scale(args: argparse.Namespace) -> int:
     from composer.spec_parse import dump_spec
 
-    spec = load_spec(args.spec)
-    scaled = scale_spec(spec, args)
-    print(comparison_table(facts(spec, args.context), facts(scaled, args.context)))
     if not Path(args.out).parent.is_dir():
         raise UserError(f"directory does not exist: {Path(args.out).parent}", path="--out")
+    check_not_run_file(args.out, "--out")
+    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
+        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    spec = load_spec(Path(args.spec))
+    scaled = scale_spec(spec, args)
+    print(comparison_table(facts(spec, args.context), facts(scaled, args.context)))
     write_atomic(args.out, dump_spec(scaled))
     print(f"wrote {args.out}")
     return 0
@@ -123,6 +130,10 @@ def run_scale(args: argparse.Namespace) -> int:
 def run_ladder_command(args: argparse.Namespace) -> int:
     from scaling.ladder import LocalRunner, load_ladder, plan, run_ladder
 
+    for flag in ("workers", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"expected a number >= 1, got {value}", path=f"--{flag}")
     ladder = load_ladder(args.ladder)
     if args.plan:
         for trial in plan(ladder):
@@ -143,9 +154,10 @@ def run_ladder_command(args: argparse.Namespace) -> int:
 def format_report(result: dict) -> str:
     lines = ["", "fits  L(N) = E + A * N^-alpha  (90% bootstrap intervals)"]
     for arch, fit in result.get("fits", {}).items():
-        lo, hi = fit["intervals"]["alpha"]
-        line = f"  {arch:24s} E={fit['E']:.3f} A={fit['A']:.3g} alpha={fit['alpha']:.3f} [{lo:.3f}, {hi:.3f}]"
-        if "prediction" in fit:
+        from scaling.laws import describe_fit
+
+        line = f"  {arch:24s} {describe_fit(fit)}"          # an unidentifiable fit: why, and no numbers
+        if "prediction" in fit and fit.get("identifiable", True):
             p = fit["prediction"]
             lo, hi = p["interval"]
             line += f"  L({p['n_params']:.3g})={p['loss']:.3f} [{lo:.3f}, {hi:.3f}]"

@@ -1,10 +1,12 @@
-"""`composer search SPACE`: run an architecture search; `--dry-run` shows the space without starting Ray;
-`--resume runs/<name>` continues an interrupted search."""
+"""`composer search SPACE`: run an architecture search; `--dry-run` checks the whole search and shows the space
+without starting Ray; `--resume runs/<name>` continues an interrupted search. Ctrl-C (or SIGTERM) stops the
+trials, writes what finished marked partial, and exits 130 (143 for SIGTERM)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any
 
 from composer.errors import UserError
@@ -35,17 +37,34 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.name is not None:
+        from composer.runs import safe_name
+
+        safe_name(args.name, "--name")
     if args.dry_run:
+        from composer.search.ray_cluster import embedded
+        from composer.search.setup import check_search
         from composer.search.space_parse import load_space
 
         space = load_space(args.space or f"{args.resume}/space.yaml")
+        space = space.with_overrides(trials=args.trials)
+        if args.max_concurrent:
+            space.resources = {**space.resources, "max_concurrent": args.max_concurrent}
+        check_search(space, embedded(args.address))
         print(dry_run(space, args.samples))
         return 0
     from composer.search import search
+    from composer.search.interrupt import SearchInterrupted
 
-    result = search(args.space, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume, resume=bool(args.resume),
-                    trials=args.trials, max_concurrent=args.max_concurrent, address=args.address,
-                    verbose=args.verbose)
+    try:
+        result = search(args.space, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,
+                        resume=bool(args.resume), trials=args.trials, max_concurrent=args.max_concurrent,
+                        address=args.address, verbose=args.verbose)
+    except SearchInterrupted as stop:
+        print(summary_text(stop.result))
+        print(f"search interrupted by {stop.result.summary['signal']}: {stop.result.summary['partial']}; "
+              f"continue with: {stop.result.summary['resume']}", file=sys.stderr)
+        return stop.exit_code
     print(summary_text(result))
     return 0
 
@@ -87,11 +106,13 @@ def dry_run(space: Any, samples: int) -> str:
 
 def summary_text(result: Any) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.get("counts", {}).items()))
-    lines = [f"search finished: {len(result.rows)} trials ({counts}) in {result.summary.get('elapsed_s')} s",
-             f"  run folder: {result.run_dir}"]
+    state = (f"search interrupted (partial): {len(result.rows)} of {result.summary.get('planned_trials')}"
+             if result.summary.get("interrupted") else f"search finished: {len(result.rows)}")
+    lines = [f"{state} trials ({counts}) in {result.summary.get('elapsed_s')} s", f"  run folder: {result.run_dir}"]
     if result.best_row:
         metric = result.summary["objectives"][0]["metric"]
-        lines.append(f"  best: trial {result.best_row['trial']} {result.best_row['stripe']}  "
+        so_far = " so far" if result.summary.get("interrupted") else ""
+        lines.append(f"  best{so_far}: trial {result.best_row['trial']} {result.best_row['stripe']}  "
                      f"{metric} {result.best_row.get(metric)}  -> {result.run_dir}/best.yaml")
     if result.consensus is not None:
         from composer.canonical_form import stripe

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from composer.canonical_form import arch_id, stripe
 from composer.cli_primitives import stripe_legend, stripe_symbols
 from composer.costs import ModelCost, model_cost
+from composer.errors import UserError
+from composer.limits import MAX_INTEGER
 from composer.spec_parse import load_spec
 
 
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
+    spec = load_spec(Path(args.spec))
     print(f"ok: {args.spec} is valid (arch_id {arch_id(spec)}): {stripe(spec)}")
     return 0
 
@@ -85,7 +88,11 @@ def format_table(spec, cost: ModelCost) -> str:
 def run_show(args: argparse.Namespace) -> int:
     from composer.cli import print_json
 
-    spec = load_spec(args.spec)
+    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
+        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    if not 1 <= args.dtype_bytes <= 8:
+        raise UserError(f"expected 1 to 8 bytes per value, got {args.dtype_bytes}", path="--dtype-bytes")
+    spec = load_spec(Path(args.spec))
     cost = model_cost(spec, seq_len=args.context, dtype_bytes=args.dtype_bytes)
     if args.json:
         print_json(show_facts(spec, cost))

@@ -2,6 +2,9 @@
 
 The training flags are generated from TrainConfig (composer/training/config.py): one per setting, named after
 its flat key (`warmup_steps` -> `--warmup-steps`), with its type, choices, help text and default.
+
+With `--out DIR`, Ctrl-C or SIGTERM ends the run after its current step with a checkpoint in DIR, and the command
+exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from composer.errors import UserError
+from composer.yaml_source import parse_yaml
 
 if TYPE_CHECKING:
     from composer.training.config import TrainConfig
@@ -26,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "setting has a flag (composer/training/config.py).")
     p.add_argument("spec", help="architecture YAML file")
     p.add_argument("--task", default="mqar", help="task name (default mqar): mqar, text, mad, mad:<task>")
-    p.add_argument("--out", default=None, metavar="DIR", help="write metrics.jsonl and checkpoints here "
-                   "(resumes from a checkpoint found there)")
+    p.add_argument("--out", default=None, metavar="DIR", help="write spec.yaml, metrics.jsonl and checkpoints here "
+                   "(every --checkpoint-every steps and --checkpoint-seconds, on Ctrl-C or SIGTERM, and at the end); "
+                   "the same command run again resumes from the checkpoint")
     p.add_argument("--data", default=None, metavar="PATH", help="text task: a file, directory, glob or hub name")
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
                    help="task setting, e.g. --set seq_len=128 --set kv_pairs=8 (repeatable)")
@@ -53,15 +58,30 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             groups[s.section] = group.add_mutually_exclusive_group() if s.section == "budget" else group
         options: dict[str, Any] = {"default": None, "help": s.help + ("" if s.default is None else
                                                                        f" (default {_default(s.default)})")}
+        # argparse neither rejects a value nor checks a choice: TrainConfig's own check does, so that a bad value
+        # is one `error:` line naming the flag (argparse would print its usage too)
         if s.kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif s.kind is tuple:
-            options.update(type=float, nargs=s.length or "+", metavar="X")
+            options.update(type=lenient(float), nargs=s.length or "+", metavar="X")
         elif s.kind is str:
-            options.update(choices=s.choices, metavar=None if s.choices else "NAME")
+            options.update(metavar="{" + ",".join(s.choices) + "}" if s.choices else "NAME")
         else:
-            options.update(type=s.kind, metavar="N" if s.kind is int else "X")
+            options.update(type=lenient(s.kind), metavar="N" if s.kind is int else "X")
         groups[s.section].add_argument(flag(key), dest=key, **options)
+
+
+def lenient(kind: type) -> Callable[[str], Any]:
+    """An argparse type: the flag's value as a number of `kind` (1e3 is the integer 1000), or as given when it
+    is not one, for the setting's check to reject by name."""
+    def convert(text: str) -> Any:
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if kind is int and number.is_integer() else number
+
+    return convert
 
 
 def _default(value: Any) -> str:
@@ -76,7 +96,10 @@ def parse_task_settings(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"expected KEY=VALUE, got {item!r}", path="--set")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse_yaml(value).data
+        except UserError as e:
+            raise UserError(e.message, path=f"--set {key.strip()}") from None
     return out
 
 
@@ -98,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
     from composer.trainer import train
+    from composer.training.checkpoint import CHECKPOINT
+    from composer.training.interrupt import interrupt_signal, signal_name, stop_on_signals
 
     config = train_config_from_args(args)
-    spec = load_spec(args.spec)
+    spec = load_spec(Path(args.spec))
     params = parse_task_settings(args.task_settings)
     if args.data is not None:
         if args.task != "text":
@@ -108,14 +133,31 @@ def run(args: argparse.Namespace) -> int:
         params["data"] = args.data
     task = get_task(args.task, **params)
     show = not args.json
-    result = train(spec, task, config=config, out_dir=args.out, on_step=progress_line if show else None)
+    try:
+        with stop_on_signals():
+            result = train(spec, task, config=config, out_dir=args.out, on_step=progress_line if show else None)
+            signum = interrupt_signal()
+    except UserError as e:
+        raise UserError(e.message, path=_flag_path(e.path), line=e.line, source=e.source) from None
     if show:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         print(summary(result))
     else:
         print_json(result.to_dict())
+    if result.status == "interrupted" and signum is not None:
+        where = (f"checkpoint saved in {Path(args.out) / CHECKPOINT}; run the same command again to resume from it"
+                 if args.out else "nothing saved (no --out)")
+        print(f"interrupted by {signal_name(signum)} after step {result.step}: {where}", file=sys.stderr)
+        return 128 + signum
     return 0 if result.status != "diverged" else 1
+
+
+def _flag_path(path: str | None) -> str | None:
+    """An error's field as the flag that sets it (`out` -> `--out`, `warmup_steps` -> `--warmup-steps`)."""
+    from composer.training.config import SETTINGS
+
+    return flag(path) if path in SETTINGS or path == "out" else path
 
 
 def progress_line(p: dict[str, Any]) -> None:
@@ -139,7 +181,7 @@ def _fmt(value: Any) -> str:
 
 SUMMARY_KEYS = ("status", "task", "val_loss", "accuracy", "bits_per_byte", "train_loss", "step", "tokens",
                 "tokens_per_s", "peak_memory_bytes", "params", "non_embedding_params", "active_params",
-                "flops_per_token", "state_bytes", "lr", "diverged_step")
+                "flops_per_token", "state_bytes", "lr", "diverged_step", "interrupted_step")
 
 
 def summary(result: Any) -> str:

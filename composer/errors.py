@@ -25,7 +25,16 @@ class UserError(Exception):
         elif self.line:
             where = f"line {self.line}: "
         field = f"{self.path}: " if self.path else ""
-        return f"{where}{field}{self.message}"
+        return one_line(f"{where}{field}{self.message}")
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """A message on one line (line breaks become spaces) of at most `limit` characters (the middle cut out), so
+    that a hostile value quoted in a message cannot flood the terminal."""
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    if len(text) > limit:
+        text = f"{text[:limit // 2 - 3]} ... {text[-(limit // 2 - 3):]}"
+    return text
 
 
 class SpecError(UserError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import operator
 import types
 import typing
 from typing import Any, Literal
@@ -18,9 +17,20 @@ from typing import Any, Literal
 import yaml
 
 from composer.errors import SpecError
+from composer.limits import MAX_INTEGER, MAX_LAYERS, MAX_NESTING
 from composer.spec import LAYER_KEYS, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
 from composer.yaml_source import Source, join, read_source
-from primitives.base import ConfigError, get_primitive, make_config, registered, unknown_name_message
+from primitives.base import (
+    ConfigError,
+    bounds_message,
+    brief,
+    get_primitive,
+    in_bounds,
+    make_config,
+    range_text,
+    registered,
+    unknown_name_message,
+)
 
 # The architecture's keys: the ArchSpec fields, and the `pattern` + `legend` shorthand for `layers`.
 MODEL_KEYS = (*(f.name for f in dataclasses.fields(ArchSpec)), "pattern", "legend")
@@ -51,6 +61,7 @@ class _Parser:
         self.names: dict[str, tuple[Layer, str, int]] = {}
         self.d_model = 0
         self.defaults: dict[str, dict[str, Any]] = {}
+        self.nesting = 0   # repeat / loop / parallel blocks around the node being parsed
 
     def fail(self, message: str, path: str) -> SpecError:
         return self.source.error(message, path, SpecError)
@@ -61,6 +72,8 @@ class _Parser:
             raise self.fail(f"expected an integer, got {value!r}", path)
         if value < minimum:
             raise self.fail(f"must be >= {minimum}, got {value}", path)
+        if value > MAX_INTEGER:
+            raise self.fail(bounds_message(value, {}), path)
         return value
 
     def choice(self, value: Any, path: str, options: tuple) -> Any:
@@ -69,11 +82,13 @@ class _Parser:
         return value
 
     def number(self, value: Any, path: str, bounds: typing.Mapping[str, Any]) -> float:
-        checks = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or not all(checks[key](float(value), bound) for key, bound in bounds.items() if key in checks)):
-            raise self.fail(f"expected a number{_range_text(bounds)}, got {value!r}", path)
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"expected a number, got {value!r}", path)
+        number = float(value) if abs(value) <= MAX_INTEGER else math.inf
+        if not in_bounds(number, bounds):
+            kind = "a finite number" if not math.isfinite(number) else "a number"
+            raise self.fail(f"expected {kind}{range_text(bounds)}, got {brief(value)}", path)
+        return number
 
     def typed(self, value: Any, hint: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
         """`value` checked against a field's type (bool, int, float, str, a Literal, or one of them | None)
@@ -128,7 +143,16 @@ class _Parser:
         self.d_model = self.integer(data["d_model"], "d_model")
         fields = self.options(ArchSpec, data, "", skip=("d_model", "defaults", "layers"))
         self.defaults = self.parse_defaults(data.get("defaults") or {})
-        return ArchSpec(d_model=self.d_model, defaults=self.defaults, layers=self.layers_field(data), **fields)
+        layers = self.layers_field(data)
+        self.check_layer_count(layers, "layers" if "layers" in data else "pattern")
+        return ArchSpec(d_model=self.d_model, defaults=self.defaults, layers=layers, **fields)
+
+    def check_layer_count(self, nodes: tuple[Node, ...], path: str, times: int = 1) -> None:
+        count = times * layer_count(nodes)
+        if count > MAX_LAYERS:
+            how = f"{times:,} x {layer_count(nodes):,} layers = " if times > 1 else ""
+            raise self.fail(f"{how}{count:,} layers run per token, more than {MAX_LAYERS:,} (limit MAX_LAYERS: "
+                            "repeat and loop iterations count)", path)
 
     def parse_defaults(self, data: Any) -> dict[str, dict[str, Any]]:
         data = self.mapping(data, "defaults")
@@ -159,6 +183,9 @@ class _Parser:
         pattern = data.get("pattern")
         if not isinstance(pattern, str) or not pattern.replace(" ", ""):
             raise self.fail(f"expected a non-empty string of legend letters, got {pattern!r}", "pattern")
+        if len(pattern.replace(" ", "")) > MAX_LAYERS:
+            raise self.fail(f"{len(pattern.replace(' ', '')):,} letters, more than {MAX_LAYERS:,} layers "
+                            "(limit MAX_LAYERS)", "pattern")
         legend = self.mapping(data.get("legend") or {}, "legend")
         nodes = []
         for i, letter in enumerate(pattern.replace(" ", "")):
@@ -174,6 +201,8 @@ class _Parser:
             raise self.fail(f"expected a list of layers, got {type(value).__name__}", path)
         if not value:
             raise self.fail("must contain at least one layer", path)
+        if len(value) > MAX_LAYERS:
+            raise self.fail(f"{len(value):,} layers, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
         return tuple(self.node(item, join(path, i)) for i, item in enumerate(value))
 
     def node(self, value: Any, path: str) -> Node:
@@ -182,12 +211,16 @@ class _Parser:
         if not isinstance(value, dict):
             raise self.fail(f"expected a primitive name or a mapping, got {value!r}", path)
         self.mapping(value, path)
-        if "repeat" in value:
-            return self.repeat(value, path)
-        if "loop" in value:
-            return self.loop(value, path)
-        if "parallel" in value:
-            return self.parallel(value, path)
+        blocks = {"repeat": self.repeat, "loop": self.loop, "parallel": self.parallel}
+        kind = next((key for key in blocks if key in value), None)
+        if kind is not None:
+            if self.nesting >= MAX_NESTING:
+                raise self.fail(f"blocks nested more than {MAX_NESTING} deep (limit MAX_NESTING)", join(path, kind))
+            self.nesting += 1
+            try:
+                return blocks[kind](value, path)
+            finally:
+                self.nesting -= 1
         if "op" in value or "share" in value:
             return self.layer(value, path)
         raise self.fail("a layer needs `op`, `share`, `repeat`, `loop` or `parallel`", path)
@@ -223,6 +256,8 @@ class _Parser:
     def shared_layer(self, value: dict, path: str) -> Layer:
         self.unknown_keys(value, LAYER_KEYS, path, "a shared layer")
         target = value["share"]
+        if not isinstance(target, str):
+            raise self.fail(f"expected the name of an earlier layer, got {target!r}", join(path, "share"))
         if target not in self.names:
             known = list(self.names)
             message = unknown_name_message("share target", str(target), known) if known else (
@@ -264,8 +299,9 @@ class _Parser:
         times = self.integer(times, join(base, "times") if base != path else join(path, "repeat"))
         if spec.get("body") is None:
             raise self.fail("missing required field (the layers to repeat)", join(base, "body"))
-        return Repeat(times=times, body=self.node_list(spec["body"], join(base, "body")),
-                      **self.options(Repeat, spec, base, skip=("times", "body")))
+        body = self.node_list(spec["body"], join(base, "body"))
+        self.check_layer_count(body, join(base, "times") if base != path else join(path, "repeat"), times)
+        return Repeat(times=times, body=body, **self.options(Repeat, spec, base, skip=("times", "body")))
 
     def loop(self, value: dict, path: str) -> Loop:
         spec = value["loop"]
@@ -282,6 +318,7 @@ class _Parser:
         if "body" not in spec:
             raise self.fail("missing required field (the layers to loop)", join(base, "body"))
         body = self.node_list(spec["body"], join(base, "body"))
+        self.check_layer_count(body, join(base, "times") if base != path else join(path, "loop"), times)
         fields = self.options(Loop, spec, base, skip=("times", "body"))
         grad_iters = fields.get("grad_iters")
         if grad_iters is not None and grad_iters > times:
@@ -333,14 +370,17 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _range_text(bounds: typing.Mapping[str, Any]) -> str:
-    """` in [0, 1)`, ` >= 0`, ... for a field's numeric bounds; empty without bounds."""
-    low = next(((key, bounds[key]) for key in ("ge", "gt") if key in bounds), None)
-    high = next(((key, bounds[key]) for key in ("le", "lt") if key in bounds), None)
-    if low and high:
-        return f" in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
-    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return "".join(f" {signs[pair[0]]} {pair[1]}" for pair in (low, high) if pair)
+def layer_count(nodes: tuple[Node, ...]) -> int:
+    """Layers run per token: repeat and loop iterations multiplied out, each parallel branch counted."""
+    total = 0
+    for node in nodes:
+        if isinstance(node, Layer):
+            total += 1
+        elif isinstance(node, (Repeat, Loop)):
+            total += node.times * layer_count(node.body)
+        else:
+            total += layer_count(node.branches)
+    return total
 
 
 def parse_spec(source: Source) -> ArchSpec:

@@ -10,14 +10,20 @@ of them (flat or by section), or flat keyword arguments (`lr=`, `warmup_steps=`)
 `budget` argument replaces the config's budget. `callback(metrics)` is called after every evaluation;
 returning `False` (or raising `StopTraining`) stops the run with status "stopped" (an early-stopping scheduler
 prunes this way). NaN/inf losses or gradients end the run with status "diverged", never an exception. With
-`out_dir`, every evaluation appends to `metrics.jsonl` and checkpoints are written; a later call with the same
-`out_dir` resumes from the checkpoint and reaches the same weights as an uninterrupted run. `lrs=[...]` sweeps
-learning rates and keeps the best run; a `TaskSuite` (the `mad` suite) trains one model per member and
-reports each accuracy and the mean. `threads` applies to the call only: every entry point restores torch's
-thread count.
+`out_dir`, every evaluation appends to `metrics.jsonl`, the fitted spec is written to `spec.yaml`, and checkpoints
+are written every `checkpoint_every` steps, every `checkpoint_seconds` and at the end; a later call with the same
+`out_dir` resumes from the checkpoint (after checking it belongs to the same run: training/fingerprint.py) and
+reaches the same weights and metrics.jsonl as an uninterrupted run. Inside `stop_on_signals()` (the CLI), SIGINT
+or SIGTERM ends the run after its current step with a checkpoint and status "interrupted". A run whose estimated
+memory exceeds the device's available memory is refused before anything is built (training/memory.py).
+
+`lrs=[...]` sweeps learning rates (and `weight_decays=[...]` weight decays: one run per pair) and keeps the best
+run; a `TaskSuite` (the `mad` suite) trains one model per member and reports each accuracy and the mean.
+`threads` applies to the call only: every entry point restores torch's thread count.
 
 The run's pieces live in composer/training/: set-up (setup.py), one step (step.py), evaluation (evaluate.py),
-checkpoints (checkpoint.py), the learning-rate schedule and budget (schedule.py).
+checkpoints (checkpoint.py, fingerprint.py), signals (interrupt.py), the memory estimate (memory.py), the
+learning-rate schedule and budget (schedule.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from composer.spec import ArchSpec
 from composer.tasks import Task, TaskSuite, get_task
 from composer.training.config import TrainConfig, train_config
 from composer.training.evaluate import evaluate
+from composer.training.interrupt import interrupt_signal
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
 from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
@@ -54,7 +61,7 @@ class StopTraining(Exception):
 
 @dataclass
 class TrainResult:
-    status: str                                   # completed | diverged | stopped
+    status: str                                   # completed | diverged | stopped | interrupted
     metrics: dict[str, Any]                       # the last evaluation's metrics and the model's costs
     history: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
@@ -85,7 +92,7 @@ def train(spec: ArchSpec | dict | str, task: Task | TaskSuite | str, budget: Bud
     with torch_threads(config.runtime.threads):
         if isinstance(task, TaskSuite):
             return train_suite(spec, task, config=config, callback=callback, out_dir=out_dir, on_step=on_step)
-        if config.optimizer.lrs:
+        if config.optimizer.lrs or config.optimizer.weight_decays:
             return train_sweep(spec, task, config=config, callback=callback, out_dir=out_dir, on_step=on_step)
         return _train_one(spec, task, config, callback, out_dir, on_step)
 
@@ -93,19 +100,26 @@ def train(spec: ArchSpec | dict | str, task: Task | TaskSuite | str, budget: Bud
 def train_sweep(spec: ArchSpec | dict | str, task: Task, budget: Budget | int | dict | None = None,
                 config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
                 out_dir: PathLike | None = None, on_step: Callable | None = None, **settings: Any) -> TrainResult:
-    """One run per learning rate in `lrs` (MAD protocol: 1e-4, 5e-4, 1e-3); returns the best, with every run
-    in `sweep`."""
+    """One run per learning rate in `lrs` x weight decay in `weight_decays` (MAD protocol: lrs 1e-4, 5e-4, 1e-3;
+    either list alone sweeps with the other setting fixed); returns the best, with every run in `sweep`."""
     config = train_config(config, budget, **settings)
-    if not config.optimizer.lrs:
+    opt = config.optimizer
+    if not opt.lrs and not opt.weight_decays:
         raise UserError("expected at least one learning rate", path="lrs")
     best, best_score, rows = None, float("-inf"), []
     with torch_threads(config.runtime.threads):
-        for lr in config.optimizer.lrs:
-            run_dir = None if out_dir is None else Path(out_dir) / f"lr={lr:g}"
-            result = _train_one(spec, task, config.with_settings(lr=lr, lrs=None), callback, run_dir, on_step)
+        for lr, wd in [(lr, wd) for lr in opt.lrs or (opt.lr,) for wd in opt.weight_decays or (opt.weight_decay,)]:
+            name = f"lr={lr:g}" + (f",wd={wd:g}" if opt.weight_decays else "")
+            run_dir = None if out_dir is None else Path(out_dir) / name
+            one = config.with_settings(lr=lr, lrs=None, weight_decay=wd, weight_decays=None)
+            result = _train_one(spec, task, one, callback, run_dir, on_step)
             score = _score(task, result)
-            rows.append({"lr": lr, "status": result.status, "val_loss": result.metrics.get("val_loss"),
-                         "accuracy": result.metrics.get("accuracy"), "out_dir": result.out_dir})
+            rows.append({"lr": lr, "weight_decay": wd, "status": result.status,
+                         "val_loss": result.metrics.get("val_loss"), "accuracy": result.metrics.get("accuracy"),
+                         "out_dir": result.out_dir})
+            if result.status == "interrupted":      # the sweep stops with this run (a rerun resumes it)
+                result.sweep = rows
+                return result
             if best is None or score > best_score:
                 best, best_score = result, score
     assert best is not None
@@ -118,9 +132,11 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
     state = set_up(spec, task, config, out_dir)
     opt, schedule = config.optimizer, config.lr_schedule
     total_steps = state.budget.total_steps(state.tokens_per_step)
+    if total_steps is not None:
+        task.warn_if_repeated(total_steps * state.tokens_per_step)
     eval_every = config.evaluation.eval_every or (max(1, total_steps // 10) if total_steps else 200)
     warmup = min(schedule.warmup_steps, max(1, total_steps // 10)) if total_steps else schedule.warmup_steps
-    checkpoint_every = config.checkpoint.checkpoint_every
+    checkpoints = PeriodicCheckpoints(config.checkpoint.checkpoint_every, config.checkpoint.checkpoint_seconds)
 
     status, diverged_step, train_loss = "completed", None, float("nan")
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
@@ -142,17 +158,41 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
             if _should_stop(callback, metrics):
                 status = "stopped"
                 break
-            if checkpoint_every and state.step % checkpoint_every == 0 and not done:
-                state.save(out_dir)
+        if done:
+            break
+        if interrupt_signal() is not None:      # a signal during this step: save it and stop (see interrupt.py)
+            status = "interrupted"
+            break
+        if out_dir is not None and checkpoints.due(state.step):
+            state.save(out_dir)
+            checkpoints.saved()
 
     if status == "diverged":
         metrics = {**(state.history[-1] if state.history else state.static), "diverged_step": diverged_step}
+    elif status == "interrupted":
+        metrics = {**(state.history[-1] if state.history else state.static), "interrupted_step": state.step}
     elif not metrics:
         metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
     if status != "diverged":
         state.save(out_dir)
     return TrainResult(status, {**metrics, "status": status}, state.history, state.step, diverged_step,
                        None if out_dir is None else str(out_dir))
+
+
+class PeriodicCheckpoints:
+    """When a run with an output folder checkpoints between its start and end: every `every` steps, and once
+    `seconds` have passed since the last checkpoint (or the start); 0 turns either off."""
+
+    def __init__(self, every: int, seconds: float):
+        self.every, self.seconds = every, seconds
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        by_steps = self.every > 0 and step % self.every == 0
+        return by_steps or (self.seconds > 0 and time.monotonic() - self.last >= self.seconds)
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
 
 
 def _should_stop(callback: Callback | None, metrics: dict[str, Any]) -> bool:
@@ -188,23 +228,25 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
 
     `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
     members done so far, `member`, `member_accuracy`, `members_done` and `members_total`. Members are
-    evaluated once, at the end of their budget, unless `eval_every` (or `checkpoint_every`, which saves at
-    evaluations) is given: nothing reads a member's intermediate evaluations, which cost more than the
-    training itself on short MAD budgets.
+    evaluated once, at the end of their budget, unless `eval_every` is given: nothing reads a member's
+    intermediate evaluations, which cost more than the training itself on short MAD budgets.
     """
     config = train_config(config, budget, **settings)
-    if config.evaluation.eval_every is None and not config.checkpoint.checkpoint_every:
+    if config.evaluation.eval_every is None:
         config = config.with_settings(eval_every=1 << 62)
     members: dict[str, dict[str, Any]] = {}
     statuses = []
     with torch_threads(config.runtime.threads):
         for label, task in suite.members:
             run_dir = None if out_dir is None else Path(out_dir) / label.replace("/", "__")
-            if config.optimizer.lrs:
+            if config.optimizer.lrs or config.optimizer.weight_decays:
                 result = train_sweep(spec, task, config=config, out_dir=run_dir, on_step=on_step)
             else:
                 result = _train_one(spec, task, config, None, run_dir, on_step)
             statuses.append(result.status)
+            if result.status == "interrupted":
+                return TrainResult("interrupted", _suite_metrics(suite, members), [], 0, None,
+                                   None if out_dir is None else str(out_dir), members=members)
             accuracy = result.metrics.get("accuracy", float("nan")) if result.status != "diverged" else 0.0
             members[label] = {"task": task.name, "status": result.status, "accuracy": accuracy,
                               "val_loss": result.metrics.get("val_loss"), "lr": result.metrics.get("lr"),

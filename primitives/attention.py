@@ -19,18 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
 from primitives.common import rms_norm
 
 
 @dataclass
 class AttentionConfig:
-    n_heads: int | None = None
-    n_kv_heads: int | None = None
-    head_dim: int | None = None
-    window: int | None = None
+    n_heads: int | None = bounded(None, ge=1)
+    n_kv_heads: int | None = bounded(None, ge=1)
+    head_dim: int | None = bounded(None, ge=1)
+    window: int | None = bounded(None, ge=1)
     rope: bool = True
-    rope_base: float = 10000.0
+    rope_base: float = bounded(10000.0, gt=1)
     qk_norm: bool = False
     forget_gate: bool = False
     bias: bool = False

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import operator
 import types
 import typing
 from dataclasses import dataclass
@@ -201,12 +203,31 @@ def unknown_name_message(what: str, name: str, known: list[str]) -> str:
 # Building a Config from plain data (YAML), with field-level errors
 
 
+# The largest integer any Config field may hold (sizes, counts): far above any real layer, and small enough that
+# sizes fit a tensor dimension and convert to float. composer/limits.py lists it with the other input limits.
+MAX_INTEGER = 2**31 - 1
+BOUND_CHECKS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def bounded(default: Any, **bounds: float) -> Any:
+    """A Config field with numeric bounds (`ge`, `gt`, `le`, `lt`) that `make_config` checks, e.g.
+    `rope_base: float = bounded(10000.0, gt=1)`. Every number is checked to be finite (floats) and at most
+    MAX_INTEGER (integers) whether or not it has bounds."""
+    unknown = set(bounds) - set(BOUND_CHECKS)
+    if unknown:
+        raise TypeError(f"unknown bound(s) {sorted(unknown)}; use ge, gt, le, lt")
+    return dataclasses.field(default=default, metadata=bounds)
+
+
 def config_fields(cls: type[Primitive]) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls.Config)}
 
 
 def make_config(cls: type[Primitive], params: dict[str, Any]) -> Any:
-    """Build `cls.Config` from a dict, checking names and types; raises ConfigError naming the field."""
+    """Build `cls.Config` from a dict, checking names, types and bounds; raises ConfigError naming the field.
+
+    The bounds: every float finite, every integer within MAX_INTEGER, and the field's own bounds metadata
+    (see `bounded`), so a new primitive's fields get the generic checks for free."""
     fields = config_fields(cls)
     hints = typing.get_type_hints(cls.Config)
     values = {}
@@ -214,8 +235,59 @@ def make_config(cls: type[Primitive], params: dict[str, Any]) -> Any:
         if key not in fields:
             raise ConfigError(key, unknown_name_message(f"parameter of {cls.name!r}", key, list(fields)))
         values[key] = coerce(key, value, hints[key])
+        check_bounds(key, values[key], fields[key].metadata)
     cfg = cls.Config(**values)
     return cfg
+
+
+def in_bounds(value: float, bounds: typing.Mapping[str, Any]) -> bool:
+    """Whether a number is finite, within MAX_INTEGER when an integer, and inside `bounds` (ge, gt, le, lt)."""
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        return False
+    return math.isfinite(value) and all(BOUND_CHECKS[key](value, bound) for key, bound in bounds.items()
+                                        if key in BOUND_CHECKS)
+
+
+def finite_number(value: Any) -> bool:
+    """Whether `value` is an int or float (not a bool) with a finite float value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past the float range
+        return False
+
+
+def range_text(bounds: typing.Mapping[str, Any]) -> str:
+    """` in [0, 1)`, ` >= 0`, ... for a field's numeric bounds; empty without bounds."""
+    low = next(((key, bounds[key]) for key in ("ge", "gt") if key in bounds), None)
+    high = next(((key, bounds[key]) for key in ("le", "lt") if key in bounds), None)
+    if low and high:
+        return f" in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return "".join(f" {signs[pair[0]]} {pair[1]}" for pair in (low, high) if pair)
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """`repr(value)` with its middle cut out past `limit` characters (a 5,000-digit number in a message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text):,} characters)"
+
+
+def bounds_message(value: Any, bounds: typing.Mapping[str, Any]) -> str:
+    """What a number out of bounds should have been: "expected an integer >= 1, got 0"."""
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        return f"expected an integer of at most {MAX_INTEGER:,} (limit MAX_INTEGER), got {brief(value)}"
+    kind = "a finite number" if isinstance(value, float) and not math.isfinite(value) else (
+        "an integer" if isinstance(value, int) else "a number")
+    return f"expected {kind}{range_text(bounds)}, got {value!r}"
+
+
+def check_bounds(field: str, value: Any, bounds: typing.Mapping[str, Any]) -> None:
+    """ConfigError when a number (or a number in a list) is not finite or out of its bounds."""
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and not in_bounds(item, bounds):
+            raise ConfigError(field, bounds_message(item, bounds))
 
 
 def coerce(field: str, value: Any, hint: Any) -> Any:
@@ -254,7 +326,7 @@ def coerce(field: str, value: Any, hint: Any) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return float(value) if abs(value) <= MAX_INTEGER or isinstance(value, float) else math.inf
     elif hint is str:
         if isinstance(value, str):
             return value

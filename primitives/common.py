@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, divides, positive
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive
 from primitives.ops import CHUNK_SIZE
 
 
@@ -87,9 +87,9 @@ class ShortConv(nn.Module):
 
 @dataclass
 class HeadsConfig:
-    n_heads: int | None = None
-    expand_k: float = 0.5
-    expand_v: float = 1.0
+    n_heads: int | None = bounded(None, ge=1)
+    expand_k: float = bounded(0.5, gt=0)
+    expand_v: float = bounded(1.0, gt=0)
 
 
 def head_sizes(cfg: HeadsConfig, d_model: int) -> tuple[int, int, int]:

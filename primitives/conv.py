@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, positive, register
 from primitives.common import ShortConv
 
 
 @dataclass
 class ShortConvConfig:
-    expand: float = 1.5
-    kernel_size: int = 4
+    expand: float = bounded(1.5, gt=0)
+    kernel_size: int = bounded(4, ge=1)
     conv_bias: bool = False
 
 

@@ -40,14 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import State, positive, register
+from primitives.base import State, bounded, positive, register
 from primitives.common import HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
 from primitives.ops import delta_rule, gated_delta_rule, gla, simple_gla
 
 
 @dataclass
 class LinearAttentionConfig(HeadsConfig):
-    expand_k: float = 1.0
+    expand_k: float = bounded(1.0, gt=0)
     feature_map: Literal["elu", "identity"] = "elu"
 
 
@@ -97,8 +97,8 @@ class RetNet(HeadMixer):
 
 @dataclass
 class GLAConfig(HeadsConfig):
-    gate_rank: int = 16
-    gate_normalizer: float = 16.0
+    gate_rank: int = bounded(16, ge=1)
+    gate_normalizer: float = bounded(16.0, gt=0)
 
 
 @register("gla")
@@ -150,8 +150,8 @@ class HGRN2(HeadMixer):
 
 @dataclass
 class DeltaNetConfig(HeadsConfig):
-    expand_k: float = 1.0
-    kernel_size: int = 4
+    expand_k: float = bounded(1.0, gt=0)
+    kernel_size: int = bounded(4, ge=1)
     output_gate: bool = False
 
 
@@ -194,7 +194,7 @@ class DeltaNet(HeadMixer):
 
 @dataclass
 class GatedDeltaNetConfig(HeadsConfig):
-    kernel_size: int = 4
+    kernel_size: int = bounded(4, ge=1)
 
 
 @register("gated_deltanet")

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, positive, register
 
 
 @dataclass
 class MLPConfig:
     kind: Literal["swiglu", "gelu"] = "swiglu"
-    expansion: float | None = None
-    d_ff: int | None = None
+    expansion: float | None = bounded(None, gt=0)
+    d_ff: int | None = bounded(None, ge=1)
     bias: bool = False
 
 

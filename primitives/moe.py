@@ -34,20 +34,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, positive, register
 from primitives.ops.grouped_mm import Impl, grouped_mm
 
 
 @dataclass
 class MoEConfig:
-    n_experts: int = 8
-    top_k: int = 2
+    n_experts: int = bounded(8, ge=1)
+    top_k: int = bounded(2, ge=1)
     score: Literal["softmax", "sigmoid"] = "softmax"
-    n_shared_experts: int = 0
-    expansion: float = 1.375
-    capacity_factor: float | None = None
-    aux_loss_coef: float = 0.01
-    z_loss_coef: float = 0.001
+    n_shared_experts: int = bounded(0, ge=0)
+    expansion: float = bounded(1.375, gt=0)
+    capacity_factor: float | None = bounded(None, gt=0)
+    aux_loss_coef: float = bounded(0.01, ge=0)
+    z_loss_coef: float = bounded(0.001, ge=0)
     renormalize: bool = True
 
 

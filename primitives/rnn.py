@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
 from primitives.common import ShortConv, default_heads
 from primitives.ops import scan_diagonal
 
@@ -45,7 +45,7 @@ def check_width(expand: float, d_model: int) -> None:
 
 @dataclass
 class MinGRUConfig:
-    expand: float = 1.0
+    expand: float = bounded(1.0, gt=0)
     output_gate: bool = True
 
 
@@ -90,10 +90,10 @@ class MinGRU(Primitive):
 
 @dataclass
 class RGLRUConfig:
-    expand: float = 1.0
-    n_heads: int | None = None
-    kernel_size: int = 4
-    c: float = 8.0
+    expand: float = bounded(1.0, gt=0)
+    n_heads: int | None = bounded(None, ge=1)
+    kernel_size: int = bounded(4, ge=1)
+    c: float = bounded(8.0, gt=0)
 
 
 def rglru_sizes(cfg: RGLRUConfig, d_model: int) -> tuple[int, int]:

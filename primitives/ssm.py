@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
 from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
 from primitives.ops import CHUNK_SIZE, scan_diagonal, simple_gla
 
@@ -45,10 +45,10 @@ from primitives.ops import CHUNK_SIZE, scan_diagonal, simple_gla
 
 @dataclass
 class MambaConfig:
-    expand: float = 1.5
-    d_state: int = 16
-    dt_rank: int | None = None
-    kernel_size: int = 4
+    expand: float = bounded(1.5, gt=0)
+    d_state: int = bounded(16, ge=1)
+    dt_rank: int | None = bounded(None, ge=1)
+    kernel_size: int = bounded(4, ge=1)
 
 
 def mamba_sizes(cfg: MambaConfig, d_model: int) -> tuple[int, int]:
@@ -130,11 +130,11 @@ class Mamba(Primitive):
 
 @dataclass
 class Mamba2Config:
-    expand: float = 1.5
-    n_heads: int | None = None
-    d_state: int = 64
-    n_groups: int = 1
-    kernel_size: int = 4
+    expand: float = bounded(1.5, gt=0)
+    n_heads: int | None = bounded(None, ge=1)
+    d_state: int = bounded(64, ge=1)
+    n_groups: int = bounded(1, ge=1)
+    kernel_size: int = bounded(4, ge=1)
 
 
 def mamba2_sizes(cfg: Mamba2Config, d_model: int) -> tuple[int, int, int]:

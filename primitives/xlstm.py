@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import Cost, State, positive, register
+from primitives.base import Cost, State, bounded, positive, register
 from primitives.common import HeadMixer, HeadsConfig, head_sizes
 from primitives.ops import CHUNK_SIZE, chunk_mlstm
 
 
 @dataclass
 class MLSTMConfig(HeadsConfig):
-    chunk_size: int = CHUNK_SIZE
+    chunk_size: int = bounded(CHUNK_SIZE, ge=1)
 
 
 @register("mlstm")

@@ -39,11 +39,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from composer.errors import UserError
-from composer.runs import write_atomic
+from composer.limits import MAX_BOOTSTRAP, MAX_GRID_POINTS, MAX_SEED
+from composer.runs import RunLock, contained, safe_name, write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 from composer.training.config import parse_settings
 from composer.yaml_source import Source, join, read_source
+from primitives.base import brief, finite_number
 from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
 from scaling.rules import choose_method, fit_to_params, param_count
 from scaling.transfer import transfer_report
@@ -51,12 +53,13 @@ from scaling.transfer import transfer_report
 LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",
                "train", "predict_at", "loss_metric", "bootstrap")
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+MAX_PARAMS = 10**12          # a parameter target beyond this is a typo; fitting it would take minutes
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
                      "seed": "the ladder sets each trial's seed: use `seeds`"}
 
 
-def parse_count(value: Any) -> int:
-    """20M, 1.5B, 300K, 1e6 or 123456 -> an integer; ValueError otherwise."""
+def parse_count(value: Any, maximum: float | None = None) -> int:
+    """20M, 1.5B, 300K, 1e6 or 123456 -> an integer (at most `maximum` when given); ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"expected a count like 20M, got {value!r}")
     if isinstance(value, (int, float)):
@@ -68,6 +71,8 @@ def parse_count(value: Any) -> int:
         number = float(match.group(1)) * SUFFIXES.get(match.group(2).upper(), 1.0)
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"expected a positive count, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"expected at most {maximum:.0e}, got {value!r}")
     return int(round(number))
 
 
@@ -130,7 +135,11 @@ def load_ladder(obj: Any) -> Ladder:
         raise source.error(e.message, f"task.{e.path}") from None
     archs = _architectures(source, data["architectures"], base)
     sizes = _sizes(source, data["sizes"])
-    ladder = Ladder(name=str(data["name"]), task=dict(task), architectures=archs, sizes=sizes)
+    try:
+        name = safe_name(data["name"], "name")        # the ladder's folder under --out-root
+    except UserError as e:
+        raise source.error(e.message, "name") from None
+    ladder = Ladder(name=name, task=dict(task), architectures=archs, sizes=sizes)
     if "count" in data:
         if data["count"] not in ("non_embedding", "total", "active"):
             raise source.error(f"expected non_embedding, total or active, got {data['count']!r}", "count")
@@ -148,8 +157,9 @@ def load_ladder(obj: Any) -> Ladder:
         ladder.budget = _budget(source, data["budget"])
     if "seeds" in data:
         seeds = data["seeds"]
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-            raise source.error(f"expected a list of integer seeds, got {seeds!r}", "seeds")
+        if (not isinstance(seeds, list) or not seeds or len(seeds) > MAX_GRID_POINTS
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
+            raise source.error(f"expected a list of integer seeds in [0, {MAX_SEED}], got {brief(seeds)}", "seeds")
         ladder.seeds = list(seeds)
     if "train" in data:
         try:
@@ -160,17 +170,20 @@ def load_ladder(obj: Any) -> Ladder:
         ladder.predict_at = _count(source, data["predict_at"], "predict_at")
     if "bootstrap" in data:
         n_boot = data["bootstrap"]
-        if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 0:
-            raise source.error(f"expected a number of resamples >= 0, got {n_boot!r}", "bootstrap")
+        if not isinstance(n_boot, int) or isinstance(n_boot, bool) or not 0 <= n_boot <= MAX_BOOTSTRAP:
+            raise source.error(f"expected a number of resamples in [0, {MAX_BOOTSTRAP:,}] (limit MAX_BOOTSTRAP), "
+                               f"got {brief(n_boot)}", "bootstrap")
         ladder.bootstrap = n_boot
     if "loss_metric" in data:
-        ladder.loss_metric = str(data["loss_metric"])
+        if not isinstance(data["loss_metric"], str):
+            raise source.error(f"expected a metric name, got {brief(data['loss_metric'])}", "loss_metric")
+        ladder.loss_metric = data["loss_metric"]
     return ladder
 
 
-def _count(source: Source, value: Any, path: str) -> int:
+def _count(source: Source, value: Any, path: str, maximum: float | None = None) -> int:
     try:
-        return parse_count(value)
+        return parse_count(value, maximum)
     except ValueError as e:
         raise source.error(str(e), path) from None
 
@@ -201,7 +214,7 @@ def _architectures(source: Source, value: Any, base: Path) -> dict[str, ArchSpec
 def _sizes(source: Source, value: Any) -> list[tuple[str, int]]:
     if not isinstance(value, list) or len(value) < 2:
         raise source.error("expected a list of at least two parameter targets (e.g. [1M, 3M, 10M])", "sizes")
-    sizes = [(str(v), _count(source, v, join("sizes", i))) for i, v in enumerate(value)]
+    sizes = [(str(v), _count(source, v, join("sizes", i), MAX_PARAMS)) for i, v in enumerate(value)]
     if [n for _, n in sizes] != sorted({n for _, n in sizes}):
         raise source.error("sizes must be distinct and increasing", "sizes")
     return sizes
@@ -222,8 +235,8 @@ def _budget(source: Source, value: Any) -> dict[str, Any]:
             out[key] = _count(source, value[key], join("budget", key))
     if "tokens_per_param" in value:
         r = value["tokens_per_param"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0:
-            raise source.error(f"expected a positive number, got {r!r}", "budget.tokens_per_param")
+        if not finite_number(r) or r <= 0:
+            raise source.error(f"expected a finite positive number, got {r!r}", "budget.tokens_per_param")
         out["tokens_per_param"] = float(r)
     if "flops" in value:
         flops = value["flops"] if isinstance(value["flops"], list) else [value["flops"]]
@@ -307,6 +320,28 @@ class LocalRunner:
                 yield trial, future.result()
 
 
+def check_trials_fit(trials: list[Trial], ladder: Ladder, task: Any, workers: int = 1) -> None:
+    """Before anything trains: a UserError naming the first trial whose estimated memory, times the `workers`
+    training at once, exceeds this machine's available memory (composer/training/memory.py)."""
+    from composer.tasks import TaskSuite
+    from composer.training.config import TrainConfig
+    from composer.training.memory import MemoryLimitError, check_memory
+    from composer.training.runtime import resolve_device
+    from composer.training.setup import fit_spec
+
+    config = TrainConfig.from_dict(ladder.train)
+    if not config.runtime.memory_check or isinstance(task, TaskSuite):     # a suite's members check themselves
+        return
+    device = resolve_device(config.runtime.device)
+    for arch, size in dict.fromkeys((t.arch, t.size) for t in trials):
+        spec = next(t.spec for t in trials if (t.arch, t.size) == (arch, size))
+        try:
+            check_memory(fit_spec(spec, task), task.seq_len, config.runtime.batch_size,
+                         config.evaluation.eval_batch_size, device, concurrent=max(1, workers))
+        except MemoryLimitError as e:
+            raise MemoryLimitError(f"architecture {arch!r} at size {size}: {e.message}", path="memory") from None
+
+
 def describe_trial(trial: Trial, i: int, n: int) -> str:
     return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}: {trial.tokens:,} tokens"
 
@@ -325,22 +360,34 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
                log: Callable[[str], None] | None = None, trials: list[Trial] | None = None) -> dict[str, Any]:
     """Run (or resume) a ladder; returns and writes `runs/<name>/ladder.json` with results and fits.
 
-    `trials` replaces the ladder's own plan (a caller that sizes its architectures itself, e.g. confirm)."""
+    `trials` replaces the ladder's own plan (a caller that sizes its architectures itself, e.g. confirm). The
+    folder `<out_root>/<name>` is locked while the ladder runs (composer.runs.RunLock)."""
+    log = log or (lambda message: None)
+    out_dir = contained(out_root, Path(out_root) / safe_name(ladder.name, "name"), "name")
+    with RunLock(out_dir):          # one process at a time works in a ladder's folder
+        return _run_ladder(ladder, out_dir, runner, log, trials)
+
+
+def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],
+                trials: list[Trial] | None) -> dict[str, Any]:
     from composer.tasks import get_task
 
-    log = log or (lambda message: None)
-    out_dir = Path(out_root) / ladder.name
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "ladder.json"
     done: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        done = {r["key"]: r for r in json.loads(path.read_text()).get("trials", [])}
+        try:
+            done = {r["key"]: r for r in json.loads(path.read_text(encoding="utf-8")).get("trials", [])}
+        except (ValueError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start the ladder "
+                            "afresh") from None
     task = get_task(ladder.task["name"], **{k: v for k, v in ladder.task.items() if k != "name"})
     trials = plan(ladder, seq_len=getattr(task, "seq_len", None)) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
     rows = dict(done)
     runner = runner or LocalRunner(log=log)
+    if isinstance(runner, LocalRunner):
+        check_trials_fit(todo, ladder, task, runner.workers)
     for trial, metrics in runner.run(todo, ladder):
         rows[trial.key] = trial_row(trial, metrics, ladder)
         _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values())})

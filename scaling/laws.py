@@ -194,13 +194,12 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float], *, n_boot: int = 50
 
 
 def describe_fit(fit: dict) -> str:
-    """One line for a fit in its `as_dict` form: the values with alpha's interval, or why it is
-    unidentifiable (then no values: they would be read as findings)."""
+    """One line for a fit in its `as_dict` form: the values with alpha's interval (at the fit's level), or why
+    it is unidentifiable (then no values: they would be read as findings)."""
     if fit.get("identifiable") is False:
         return "unidentifiable: " + "; ".join(fit.get("problems") or [])
     lo, hi = fit["intervals"]["alpha"]
-    return (f"E={fit['E']:.3f} A={fit['A']:.3g} alpha={fit['alpha']:.3f} [{lo:.3f}, {hi:.3f}] "
-            f"({fit.get('level', 0.9):.0%} interval)")
+    return f"E={fit['E']:.3f} A={fit['A']:.3g} alpha={fit['alpha']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def predict(fit: PowerLawFit, n: float) -> tuple[float, float, float]:

@@ -24,9 +24,12 @@ class RayRunner:
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
         import ray
 
-        from composer.search.runner import start_ray
+        from composer.search.ray_cluster import check_local_resources, check_trial_resources, embedded, start_ray
 
+        if embedded(self.address):
+            check_local_resources(self.threads, 0, cpus_field="--threads")
         start_ray(self.address, self.verbose)
+        check_trial_resources(self.threads, 0, cpus_field="--threads")
         kwargs = {**ladder.train, "threads": self.threads}
         remote = ray.remote(num_cpus=self.threads, max_retries=1)(train_trial)
         waiting = list(trials)

@@ -147,8 +147,8 @@ def rank_agreement_interval(proxy: Sequence[float], target_seeds: Sequence[Seque
                             level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
     """Spearman and Kendall between `proxy[i]` and the mean of `target_seeds[i]` (architecture i's target
     score per seed), each with a percentile-bootstrap interval that resamples every architecture's seeds
-    (independently). Resamples where one side is constant (no ranking) are left out; `resamples` says how
-    many were used."""
+    (independently). Resamples where one side is constant (no ranking) are left out; each measure's
+    `resamples` says how many were used."""
     if len(proxy) != len(target_seeds):
         raise ValueError(f"{len(proxy)} proxy scores for {len(target_seeds)} architectures")
     if len(proxy) < 2:
@@ -164,8 +164,7 @@ def rank_agreement_interval(proxy: Sequence[float], target_seeds: Sequence[Seque
         values = values[np.isfinite(values)]
         ci = (np.quantile(values, [(1 - level) / 2, (1 + level) / 2]).tolist() if len(values)
               else [math.nan, math.nan])
-        out[name] = {"value": point[name], "ci": [float(v) for v in ci]}
-        out["resamples"] = int(len(values))
+        out[name] = {"value": point[name], "ci": [float(v) for v in ci], "resamples": int(len(values))}
     return out
 
 

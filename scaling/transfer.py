@@ -52,7 +52,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _sign(v: float) -> int:
-    return (v > 0) - (v < 0)
+    return int(v > 0) - int(v < 0)          # int(): numpy booleans do not subtract
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import primitives
 from composer import HybridLM, SpecError, load_spec
 from composer.export import export
-from safetensors.torch import save_file
 
 pytestmark = pytest.mark.slow  # one bundle per registered primitive, checked in a subprocess: ~20-40 s
 

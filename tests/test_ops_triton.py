@@ -9,6 +9,7 @@ this file in a fresh interpreter-mode subprocess instead. Shapes are tiny: ~1.5 
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "1"
@@ -22,6 +23,7 @@ triton = pytest.importorskip("triton")
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
 from primitives import ops  # noqa: E402
+from primitives.ops import dispatch  # noqa: E402
 
 IN_PROCESS = isinstance(triton.language.standard.sum, InterpretedFunction)
 in_process = pytest.mark.skipif(not IN_PROCESS, reason="triton imported before TRITON_INTERPRET was set; "
@@ -133,3 +135,30 @@ def test_triton_rejects_bad_chunk_size():
                                                        chunk_size=8)
     with pytest.raises(ValueError, match="power-of-two chunk_size >= 16"):
         gla.chunk_gla_triton(q, q, q, torch.zeros(1, 8, 1, 16), chunk_size=48)
+
+
+@in_process
+@pytest.mark.parametrize("op", ["simple_gla", "gla", "gated_delta_rule", "delta_rule"])
+def test_real_kernel_passes_the_auto_paths_check_and_is_used(op, monkeypatch):
+    """With the CPU standing in as a kernel device, the auto path checks each real kernel on first use, finds
+    it right and runs it: results equal to backend="triton", no fallback warning."""
+    from primitives.ops.triton import verify
+
+    fetched = []
+    real_form = dispatch.triton_form
+    monkeypatch.setattr(dispatch, "triton_form", lambda operator: fetched.append(operator) or real_form(operator))
+    monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    monkeypatch.setattr(verify, "VERDICTS", {})
+    monkeypatch.delenv("COMPOSER_TRITON", raising=False)
+    args, state = inputs(op, 40, 16, 24, True)
+    state.requires_grad_()
+    fn = getattr(ops, f"chunk_{op}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", verify.KernelFallbackWarning)
+        o, final, grads = outputs_and_grads(fn, args, state, 16)
+    [(call_class, verdict)] = verify.VERDICTS.items()
+    assert verdict.ok and call_class.grad and call_class.head_dims == (16, 24), verdict
+    assert fetched == [f"chunk_{op}"] * 2  # the check, then the call
+    o_kernel, final_kernel, grads_kernel = outputs_and_grads(fn, args, state, 16, backend="triton")
+    assert torch.equal(o, o_kernel) and torch.equal(final, final_kernel)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_kernel, strict=True))

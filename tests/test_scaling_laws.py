@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
+from scaling.laws import describe_fit, fit_joint_law, fit_power_law, plot_fits, predict
 
 SIZES = np.array([1e5, 3e5, 1e6, 3e6, 1e7, 3e7])
 
@@ -65,3 +65,66 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "fits.png"
     plot_fits({"a": (n, loss), "b": (SIZES[:2], [3.0, 2.9])}, {"a": fit}, str(path), target=1e8)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_three_sizes_are_reported_unidentifiable():
+    """Three sizes determine the three parameters exactly: the fit keeps its numbers but says it is unchecked."""
+    n = np.repeat([2.5e4, 1e5, 4e5], 2)
+    fit = fit_power_law(n, 2.0 + 10 * n ** -0.3 + np.tile([0.01, -0.01], 3), n_boot=50)
+    assert not fit.identifiable and fit.n_sizes == 3
+    assert any("3 distinct sizes for 3 parameters" in p for p in fit.problems)
+    described = describe_fit(fit.as_dict())
+    assert described.startswith("unidentifiable: 3 distinct sizes") and "E=" not in described
+    assert fit.as_dict()["identifiable"] is False
+
+
+def test_a_well_determined_fit_is_identifiable():
+    rng = np.random.default_rng(1)
+    n = np.repeat(SIZES, 3)
+    fit = fit_power_law(n, 1.7 + 40.0 * n ** -0.34 + rng.normal(0, 0.003, len(n)), n_boot=100)
+    assert fit.identifiable and fit.problems == ()
+    assert describe_fit(fit.as_dict()).startswith("E=1.70")
+
+
+def test_irreducible_loss_is_bounded_by_the_data():
+    """Over four sizes the loss falls a little faster with each decade (no power law with E >= 0 bends that
+    way): the unbounded optimum is a negative E; the fit stops at 0 and says so instead of printing E = 0 as a
+    finding. E never exceeds the smallest observed loss."""
+    n = np.repeat([2.5e4, 1e5, 4e5, 1.6e6], 2)
+    decades = np.log10(n / 2.5e4)
+    loss = 2.3 - 0.1 * decades - 0.01 * decades ** 2 + np.tile([0.005, -0.005], 4)
+    fit = fit_power_law(n, loss, n_boot=100)
+    assert fit.E == 0.0
+    assert any(p.startswith("E at its lower bound 0") for p in fit.problems)
+    for seed in range(20):                        # flattening, noisy losses: E stays below the smallest loss
+        rng = np.random.default_rng(seed)
+        y = 2.0 + 3.0 * SIZES ** -0.5 + rng.normal(0, 0.02, len(SIZES))
+        fit = fit_power_law(SIZES, y, n_boot=0)
+        assert 0 <= fit.E < y.min()
+
+
+def test_bounded_fit_matches_a_general_bounded_optimiser():
+    """The variable-projection fit against scipy's L-BFGS-B on the same bounds (the slow reference), from many
+    starting points: the fit's squared error is never worse."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        n = np.repeat(SIZES[:4], 2)
+        y = rng.uniform(1, 3) + rng.uniform(1, 50) * n ** -rng.uniform(0.1, 0.6) + rng.normal(0, 0.02, len(n))
+        fit = fit_power_law(n, y, n_boot=0)
+        scale = float(np.exp(np.log(n).mean()))
+        sse = lambda p, y=y, x=n / scale: float(((y - p[0] - p[1] * x ** -p[2]) ** 2).sum())
+        ours = sse((fit.E, fit.A * scale ** -fit.alpha, fit.alpha))
+        best = min(minimize(sse, start, method="L-BFGS-B",
+                            bounds=[(0, y.min()), (0, None), (1e-3, 3.0)]).fun
+                   for start in [(e, 1.0, al) for e in (0.0, y.min() / 2) for al in (0.1, 0.5, 1.5)])
+        assert ours <= best + 1e-9
+
+
+def test_a_wide_exponent_interval_is_unidentifiable():
+    rng = np.random.default_rng(5)
+    n = np.repeat([1e5, 2e5, 4e5, 8e5], 2)
+    loss = 3.0 + 0.5 * n ** -0.05 + rng.normal(0, 0.05, len(n))     # noise swamps the trend
+    fit = fit_power_law(n, loss, n_boot=200)
+    assert not fit.identifiable

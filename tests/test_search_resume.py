@@ -1,6 +1,8 @@
-"""Resume after kill -9 of the driver, and a search across a two-node Ray cluster (both slow)."""
+"""Resume after kill -9 of the driver; Ctrl-C and SIGTERM tell the truth; kill -9 leaves no Ray process behind;
+two drivers on one folder; a search across a two-node Ray cluster (all slow)."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -143,3 +145,113 @@ def stop_our_ray(temp_dir: str) -> None:
     for pid, (_, cmdline) in processes().items():
         if temp_dir in cmdline and pid != os.getpid():
             kill_tree(pid)
+
+
+def cli(*argv: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "composer", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+
+
+def wait_for_rows(driver: subprocess.Popen, run: Path, count: int) -> None:
+    deadline = time.time() + 180
+    while len(finished_rows(run)) < count and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert len(finished_rows(run)) >= count, driver.stdout.read() if driver.poll() is not None else "timeout"
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """The live (not zombie) processes of session `sid`: the driver started with start_new_session, so every
+    Ray process it started is in it."""
+    out = {}
+    for pid, (_, cmd) in processes().items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[3]) == sid and stat[0] != "Z":
+            out[pid] = cmd
+    return out
+
+
+def watchdogs_of(pid: int) -> list[int]:
+    return [p for p, (_, cmd) in processes().items() if f"ray_watchdog.py {pid} " in cmd]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_search_says_so_and_resumes(tmp_path, sig, code):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    run = tmp_path / "runs" / "resumable"
+    driver = cli("search", str(space), "--runs-dir", str(tmp_path / "runs"))
+    try:
+        wait_for_rows(driver, run, 1)
+        os.kill(driver.pid, sig)
+        out, _ = driver.communicate(timeout=180)
+    finally:
+        kill_tree(driver.pid)
+    assert driver.returncode == code, out
+    name = signal.Signals(sig).name
+    assert f"search interrupted by {name}:" in out and f"continue with: composer search --resume {run}" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["signal"] == name and summary["planned_trials"] == 6
+    finished = {r["trial"]: r for r in finished_rows(run) if r["status"] != "interrupted"}
+    assert 1 <= len(finished) < 6 and summary["counts"]["completed"] == len(finished)
+    assert summary["best"]["trial"] in {int(t) for t in finished}
+    assert "search was interrupted" in (run / "best.yaml").read_text().splitlines()[0]
+    assert not (run / ".lock").exists()
+    if sig != signal.SIGINT:
+        return
+    resumed = cli("search", "--resume", str(run))
+    out, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0 and "search finished: 6 trials" in out, out
+    after = {r["trial"]: r for r in finished_rows(run)}
+    assert len(after) == 6 and all(r["status"] == "completed" for r in after.values())
+    for number, row in finished.items():      # what finished before Ctrl-C is kept as it was
+        assert after[number] == row
+    assert json.loads((run / "summary.json").read_text())["interrupted"] is False
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_ray_process_and_no_session_folder(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    run = tmp_path / "runs" / "resumable"
+    driver = cli("search", str(space), "--runs-dir", str(tmp_path / "runs"))
+    try:
+        wait_for_rows(driver, run, 1)
+        ray_processes = session_processes(driver.pid)
+        assert any("raylet" in cmd for cmd in ray_processes.values()), ray_processes
+        sessions = list(Path(tempfile.gettempdir(), "ray").glob(f"session_*_{driver.pid}"))
+        assert len(sessions) == 1 and (sessions[0] / "composer_driver").is_file()
+        assert len(watchdogs_of(driver.pid)) == 1
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        deadline = time.time() + 20          # Ray's own agents linger 30-60 s after their raylet
+        while (session_processes(driver.pid) or watchdogs_of(driver.pid)) and time.time() < deadline:
+            time.sleep(0.5)
+        assert session_processes(driver.pid) == {} and watchdogs_of(driver.pid) == []
+        assert not sessions[0].exists()
+    finally:
+        kill_tree(driver.pid)
+        for pid in session_processes(driver.pid):
+            kill_tree(pid)
+    resumed = cli("search", "--resume", str(run), "--trials", "2")      # the stale lock does not stop a resume
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+
+
+@pytest.mark.slow
+def test_two_drivers_started_together_one_runs(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.replace("trials: 6", "trials: 1"))
+    drivers = [cli("search", str(space), "--runs-dir", str(tmp_path / "runs"), "--name", "same") for _ in range(2)]
+    outs = [d.communicate(timeout=300)[0] for d in drivers]
+    codes = sorted(d.returncode for d in drivers)
+    assert codes == [0, 2], outs
+    refused = outs[[d.returncode for d in drivers].index(2)].strip().splitlines()
+    assert len(refused) == 1 and ("is in use by pid" in refused[0] or "already holds a search" in refused[0]), refused
+    assert len(finished_rows(tmp_path / "runs" / "same")) == 1
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{tmp_path / 'runs' / 'same' / 'study.db'}")
+    assert len(study.trials) == 1

@@ -1,6 +1,6 @@
-"""Samplers (regularized evolution mutations), the searcher's trial states, and aggregation by majority vote."""
+"""Samplers (regularized evolution mutations), the searcher's trial states, and aggregation by majority vote
+(more in test_search_aggregate.py; the incremental search in test_search_incremental.py)."""
 
-import json
 import random
 import textwrap
 
@@ -161,33 +161,3 @@ def test_select_top_ranks_dedupes_and_thresholds():
     assert [r["trial"] for r in select_top(rows, "accuracy", "max", threshold=0.1)] == [2, 5]
     assert [r["trial"] for r in select_top(rows, "accuracy", "min", top_k=1)] == [0]
     assert [r["trial"] for r in select_top(rows, "accuracy", "max")] == [2, 5, 0]     # at least 3 by default
-
-
-def test_incremental_stages_freeze_the_voted_prefix():
-    from composer.search.runner import incremental_stages
-
-    space = load_space(SPACE.replace("n_layers: {choice: [1, 2, 3, 4]}", "n_layers: 4").replace(
-        "strategy: {name: evolution, options: {population_size: 6, tournament_size: 3}}",
-        "strategy: {name: incremental, options: {step: 2, top_k: 3}}"))
-
-    class Recorder:
-        rows = []
-
-    stages = incremental_stages(space, Recorder, trials=8)
-    first, trials = next(stages)
-    assert trials == 4 and first.layers[1]["n_layers"] == 2
-    assert list(first.distributions()) == ["d_model", "layer0.op", "layer1.op"]
-    votes = [("gla", "attention", 0.9), ("gla", "short_conv", 0.8), ("attention", "short_conv", 0.7),
-             ("attention", "attention", 0.1)]
-    Recorder.rows = [{"trial": i, "status": "completed", "arch_id": str(i), "val_loss": -acc,
-                      "params_json": json.dumps({"d_model": 32, "layer0.op": a, "layer1.op": b})}
-                     for i, (a, b, acc) in enumerate(votes)]
-    # the objective is val_loss (min) by default: the ranking is the order above
-    second, trials = next(stages)
-    assert trials == 4 and second.layers[1]["n_layers"] == 4
-    assert list(second.distributions()) == ["d_model", "layer2.op", "layer3.op"]
-    study = optuna.create_study()
-    spec = second.sample(study.ask()).spec
-    assert [layer.op for layer in spec.layers][:4] == ["gla", "mlp", "short_conv", "mlp"]
-    with pytest.raises(StopIteration):
-        next(stages)

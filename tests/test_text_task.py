@@ -92,6 +92,10 @@ def test_tokenizer_errors(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(UserError, match="has no tokenizer.json"):
         get_task("text", data=data, tokenizer=str(tmp_path / "empty_dir"))
+    with pytest.raises(UserError, match="did you mean 'bpe'"):
+        get_task("text", data=data, tokenizer="BPE")
+    with pytest.raises(UserError, match="expected a file, folder, glob or dataset name"):
+        get_task("text", data=["a.txt"])
     (tmp_path / "broken.json").write_text('{"model": 3}')
     with pytest.raises(UserError, match="broken.json is not a tokenizer"):
         get_task("text", data=data, tokenizer=str(tmp_path / "broken.json"))
@@ -130,6 +134,8 @@ def test_bpe_is_exactly_the_size_asked_for(tmp_path):
     with pytest.raises(UserError, match=r"yields only (\d+) BPE tokens, fewer than bpe_vocab_size 4096") as e:
         get_task("text", data=data, seq_len=16, tokenizer="bpe", bpe_vocab_size=4096)
     assert e.value.path == "bpe_vocab_size"
+    recorded = get_task("text", data=data, seq_len=16, tokenizer="bpe", bpe_vocab_size=300, max_chars=9000).params()
+    assert (recorded["bpe_vocab_size"], recorded["max_chars"]) == (300, 9000)
     with pytest.raises(UserError, match="more than 256"):
         get_task("text", data=data, seq_len=16, tokenizer="bpe", bpe_vocab_size=256)
 
@@ -283,6 +289,8 @@ def test_missing_and_folder_errors(tmp_path):
         load_text(tmp_path / "empty")
     with pytest.raises(UserError, match="no files match"):
         load_text(str(tmp_path / "*.txt"))
+    with pytest.raises(UserError, match="/dev/null is not a regular file or folder"):
+        load_text("/dev/null")
 
 
 def test_cli_bad_data_file_is_one_error_line(tmp_path, capsys):
@@ -294,3 +302,26 @@ def test_cli_bad_data_file_is_one_error_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("error: data: ") and err.count("\n") == 1, err
         assert str(tmp_path / name) in err
+
+
+# -- the trainer's use of both ------------------------------------------------------------------------------
+def test_trainer_checks_the_vocabulary_and_warns_on_repeats(tmp_path):
+    from composer.trainer import fit_spec, train
+
+    task = get_task("text", data=text_file(tmp_path), seq_len=16, tokenizer="bpe", bpe_vocab_size=300)
+    spec = {"d_model": 16, "layers": ["mlp"]}
+    with pytest.raises(UserError, match="the spec's vocab_size is 256 but the text task's tokenizer 'bpe' has 300"):
+        fit_spec(spec, task)
+    assert fit_spec({**spec, "vocab_size": 300}, task).vocab_size == 300
+    passes = 40 * 32 * 16 / len(task.train_tokens)
+    with pytest.warns(DataRepeatWarning, match=f"makes {passes:.1f} passes"):
+        result = train({**spec, "vocab_size": 300}, task, 40, batch_size=32, threads=1, eval_every=40)
+    assert result.status == "completed"
+    assert fit_spec(spec, get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4)).vocab_size == 64
+
+
+def test_recorded_params_rebuild_the_task():
+    task = get_task("text", seq_len=32, val_fraction=0.1, max_chars=50_000)
+    given = {k: v for k, v in task.params().items() if k not in ("vocab_size", "train_tokens", "val_tokens")}
+    assert given["data"] == "sample"
+    assert torch.equal(get_task("text", **given).train_tokens, task.train_tokens)

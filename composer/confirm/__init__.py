@@ -14,8 +14,8 @@ and compared (analysis.py; statistics in scaling/stats.py). Results: `runs/<name
 
 from composer.confirm.config import ConfirmConfig, parse_confirm
 from composer.confirm.plan import ConfirmPlan
-from composer.confirm.run import CONFIRM_FILE, confirm, plan_confirm
+from composer.confirm.run import CONFIRM_FILE, confirm, plan_confirm, run_plan
 from composer.confirm.table import format_confirm, format_plan, format_results
 
 __all__ = ["CONFIRM_FILE", "ConfirmConfig", "ConfirmPlan", "confirm", "format_confirm", "format_plan",
-           "format_results", "parse_confirm", "plan_confirm"]
+           "format_results", "parse_confirm", "plan_confirm", "run_plan"]

@@ -134,17 +134,19 @@ def size_words(plan: ConfirmPlan, target: int) -> str:
 
 
 def who(c: Candidate, kind: str) -> str:
+    """The candidate in a verdict: by the role that matters most (best trial, consensus, baseline)."""
     if kind == "target_winner_vs_baseline":
         return f"{c.name} (the lowest target loss, picked after the fact)"
-    if "top1" in c.roles and "consensus" in c.roles:
-        return f"the best trial ({c.name}, also the consensus)"
     if "top1" in c.roles:
-        return f"the best trial ({c.name})"
+        return f"the best trial ({c.name}{', also the consensus' if 'consensus' in c.roles else ''})"
     if "consensus" in c.roles:
-        return "the consensus"
-    if c.name == TRANSFORMER:
-        return "the transformer"
-    return f"the baseline {c.name}" if c.is_baseline else c.name
+        return "the consensus" + ("" if c.name == "consensus" else f" ({c.name})")
+    if TRANSFORMER in (c.name, *c.aliases):
+        return "the transformer" + ("" if c.name == TRANSFORMER else f" ({c.name})")
+    if c.is_baseline:
+        baseline = c.name if c.roles[0] == "baseline" else c.aliases[-1]
+        return f"the baseline {baseline}" + ("" if baseline == c.name else f" ({c.name})")
+    return c.name
 
 
 def verdict(size: str, candidate: str, against: str, diff: Any, params: int, other: int) -> str:

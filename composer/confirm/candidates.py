@@ -21,6 +21,7 @@ from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
 from composer.runs import RunDir
 from composer.search.aggregate import select_top
+from composer.search.incremental import final_rows
 from composer.search.space import SearchSpace
 from composer.search.space_parse import load_space
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten
@@ -40,6 +41,7 @@ class Candidate:
     proxy: float | None = None         # the search objective's value (None: the search never trained it)
     trial: int | None = None           # the trial the proxy score comes from
     notes: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)    # the names of the roles it also fills (transformer, ...)
     arch_id: str = field(init=False)   # of the spec as the search knew it (before adapting it to a task)
 
     def __post_init__(self) -> None:
@@ -50,8 +52,9 @@ class Candidate:
         return "baseline" in self.roles
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "roles": self.roles, "arch_id": self.arch_id, "stripe": stripe(self.spec),
-                "proxy": self.proxy, "trial": self.trial, "notes": self.notes, "spec": self.spec.to_dict()}
+        return {"name": self.name, "roles": self.roles, "aliases": self.aliases, "arch_id": self.arch_id,
+                "stripe": stripe(self.spec), "proxy": self.proxy, "trial": self.trial, "notes": self.notes,
+                "spec": self.spec.to_dict()}
 
 
 @dataclass
@@ -65,8 +68,15 @@ class SearchRun:
     mode: str                         # min | max
 
     def completed(self) -> list[dict[str, Any]]:
-        """Full-budget completed trials with a finite objective, best first, one per arch_id."""
+        """Full-budget completed trials with a finite objective, best first, one per arch_id (the consensus the
+        search trained included): where proxy scores come from."""
         return select_top(self.rows, self.metric, self.mode, top_k=len(self.rows) or 1)
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The search's own candidates as `completed` ranks them: not the consensus it trained at the end, and
+        for an incremental search only its last (full-depth) stage."""
+        return select_top(final_rows(self.space, self.run.root, self.rows), self.metric, self.mode,
+                          top_k=len(self.rows) or 1)
 
     def spec_of(self, row: dict[str, Any]) -> ArchSpec:
         path = self.run.trial_dir(int(row["trial"])) / "spec.yaml"
@@ -95,7 +105,7 @@ def read_search(run_dir: str | Path) -> SearchRun:
 
 def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines: tuple[str, ...]) -> list[Candidate]:
     """The top-k trials (best first), then the consensus, then the baselines; one candidate per architecture."""
-    ranked = search.completed()
+    ranked = search.ranked()
     if not ranked:
         counts: dict[str, int] = {}
         for row in search.rows:
@@ -132,6 +142,7 @@ def _add(out: list[Candidate], new: Candidate, search: SearchRun, missing: str) 
     same = next((c for c in out if c.arch_id == new.arch_id), None)
     if same is not None:
         same.roles += new.roles
+        same.aliases.append(new.name)
         same.notes.append(f"also the {new.name} (same architecture): trained once")
         return
     new.proxy, new.trial = search.proxy_of(new.spec)

@@ -94,15 +94,15 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
     sizes = resolve_sizes(config.sizes, param_count(best.spec, config.count), best.name)
     plan = ConfirmPlan(search.run, config, search.metric, search.mode, task, train, candidates, sizes, {}, [],
                        notes)
+    for c in candidates:
+        for label, target in sizes:
+            plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
+                                                       tolerance=config.tolerance, what=f"{c.name} at size {label}")
     batch = train.get("batch_size", 32) * seq_len
     for label, target in sizes:
         if plan.tokens(target) < batch:
             raise UserError(f"size {label}: {plan.tokens(target):,} training tokens are fewer than one batch "
                             f"({batch:,} tokens); raise tokens_per_param or tokens", path="tokens")
-    for c in candidates:
-        for label, target in sizes:
-            plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
-                                                       tolerance=config.tolerance, what=f"{c.name} at size {label}")
     budget = "tokens" if config.tokens is not None else "tokens_per_param"
     for label, target in sizes:                    # smallest size first, all candidates at a seed together
         for seed in plan.seeds:
@@ -148,7 +148,7 @@ def target_task(search: SearchRun, config: ConfirmConfig) -> tuple[dict[str, Any
 
 def recipe(search: SearchRun, config: ConfirmConfig, notes: list[str]) -> dict[str, Any]:
     """One set of flat training settings for every trial (see the module docstring)."""
-    best = search.completed()[0]
+    best = search.ranked()[0]
     sampled = json.loads(best.get("params_json") or "{}")
     out: dict[str, Any] = {}
     for key, value in search.space.train.items():

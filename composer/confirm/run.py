@@ -31,34 +31,43 @@ def plan_confirm(run_dir: str | Path, config: ConfirmConfig | None = None) -> Co
 
 
 def confirm(run_dir: str | Path, config: ConfirmConfig | None = None, *, runner: str | TrialRunner = "ray",
-            workers: int = 1, threads: int | None = None, address: str | None = None,
+            workers: int | None = None, threads: int | None = None, address: str | None = None,
             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Confirm a search's candidates at larger sizes (see the module docstring); returns the `confirm.json` data.
 
-    `runner`: "ray" (Ray tasks, embedded or the cluster at `address`; `workers` trials at once), "local"
-    (`workers` processes here), or any `scaling.ladder.TrialRunner`. `threads`: torch threads per trial.
+    `runner`: "ray" (Ray tasks, embedded or the cluster at `address`; at most `workers` at once, default as
+    many as the CPUs allow), "local" (`workers` processes here, default 1: in this process), or any
+    `scaling.ladder.TrialRunner`. `threads`: torch threads per trial.
     """
+    return run_plan(build_plan(run_dir, config or ConfirmConfig()), runner=runner, workers=workers, threads=threads,
+                    address=address, log=log)
+
+
+def run_plan(plan: ConfirmPlan, *, runner: str | TrialRunner = "ray", workers: int | None = None,
+             threads: int | None = None, address: str | None = None,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train a plan's missing trials, analyse them all and write `confirm.json` (see `confirm`)."""
     log = log or (lambda message: None)
-    plan = build_plan(run_dir, config or ConfirmConfig())
-    check_resume(plan)
-    ladder = plan.ladder()
-    run_ladder(ladder, plan.run.root, make_runner(runner, workers, threads, address, log), log, trials=plan.trials)
-    rows = json.loads((plan.out_dir / "ladder.json").read_text())["trials"]
-    result = {**plan.describe(), **analyse(plan, rows), "trials_file": str(plan.out_dir / "ladder.json")}
-    write_json(plan.run.path(CONFIRM_FILE), result)
+    with plan.run.lock():                 # one driver per run folder (a search, or a confirmation of it)
+        check_resume(plan)
+        trained = make_runner(runner, workers, threads, address, log)
+        run_ladder(plan.ladder(), plan.run.root, trained, log, trials=plan.trials)
+        rows = json.loads((plan.out_dir / "ladder.json").read_text())["trials"]
+        result = {**plan.describe(), **analyse(plan, rows), "trials_file": str(plan.out_dir / "ladder.json")}
+        write_json(plan.run.path(CONFIRM_FILE), result)
     return result
 
 
-def make_runner(runner: str | TrialRunner, workers: int, threads: int | None, address: str | None,
+def make_runner(runner: str | TrialRunner, workers: int | None, threads: int | None, address: str | None,
                 log: Callable[[str], None]) -> TrialRunner:
     if not isinstance(runner, str):
         return runner
     if runner == "ray":
         from scaling.ray_runner import RayRunner
 
-        return RayRunner(address, threads=threads or 1, log=log, max_concurrent=workers if workers > 1 else None)
+        return RayRunner(address, threads=threads or 1, log=log, max_concurrent=workers)
     if runner == "local":
-        return LocalRunner(workers, threads, log=log)
+        return LocalRunner(workers or 1, threads, log=log)
     raise UserError(f"unknown runner {runner!r}; expected ray or local", path="runner")
 
 

@@ -5,11 +5,14 @@ than 16 units, stretch each run of identical layers otherwise); parameters grow 
 so the rule's depth is the cube root of the growth (stack factor, or unit count). The width is rounded to a
 *hardware-friendly* multiple (matrix tiles and vector widths of CPUs and GPUs): a multiple of 64 from 128 on,
 of 16 below. Such widths are coarse (from 128 to 192 is 2.25x the parameters), so the rule's depth and its
-neighbours (stack factor -1 to +2, or unit count +-3) are all tried and the (depth, width) pair closest to the target
-wins (ties: the depth closest to the rule's). When that pair is further than `tolerance` from the target,
-finer widths are allowed, one tier at a time: multiples of 32 (from 128 on), then 16, then 8 (below 128:
-multiples of 32 first, then 16, then 8 are already in). Every head dimension must stay a multiple of 8 (or one
-the searched architecture already had). Head counts follow `scaling.rules.widen` (head dimensions kept, counts kept valid).
+neighbours (stack factor -1 to +2, or unit count +-3) are all tried: among the (depth, width) pairs within
+half the tolerance of the target the depth closest to the rule's wins; when none is that close, the closest.
+When that pair is further than `tolerance` from the target, finer widths are allowed one tier at a time:
+multiples of 32 from 128 on, then of 16, then of 8 everywhere. Every head dimension (a primitive's `head_dim`,
+else its input width over `n_heads`) must stay a multiple of 8 or one the searched architecture already had;
+head counts follow `scaling.rules.widen` (head dimensions kept). When none of these lands within `tolerance`
+(small models: at width 48 the next multiple of 8 is 36% more parameters), any width is allowed as a last
+resort, and the result says it is not hardware-friendly.
 
 `Sized` records the request and the result: parameters requested and got, the depth the rule gave and the
 one used, the width used, its multiple, and the integer width that would have hit the target at that depth.
@@ -27,13 +30,17 @@ from scaling.rules import choose_method, deepen, param_count, runs, units, widen
 
 MAX_WIDTH = 1 << 15
 STRETCH_NEIGHBOURS = 3
-# Each tier adds widths to the previous one: 16..112 by 16 and 128 on by 64; then multiples of 32, 16, 8.
-TIERS = ((64, 16), (32, 32), (16, 16), (8, 8))       # (multiple from 128 on, multiple below 128)
+CLOSE_ENOUGH = 0.5       # pairs within this fraction of the tolerance count as equal: the rule's depth wins
+# Each tier adds widths to the previous one: 16..112 by 16 and 128 on by 64; then by 32, 16 from 128 on; then by 8;
+# then (the last resort, not hardware-friendly) any width with any valid head count.
+TIERS = ((64, 16), (32, 16), (16, 16), (8, 8), (1, 1))       # (multiple from 128 on, multiple below 128)
 
 
 def friendly_widths(tier: int, limit: int = MAX_WIDTH) -> list[int]:
     """The widths of tier `tier` (0: the hardware-friendly ones; each later tier adds finer multiples)."""
     above, below = TIERS[tier]
+    if above == 1:
+        return list(range(1, limit + 1))
     return sorted({*range(below, 128, below), *range(128, limit + 1, above)})
 
 
@@ -56,6 +63,7 @@ class Sized:
     d_model: int
     exact_d_model: int | None        # the integer width closest to the target at this depth (None: none valid)
     head_dims: dict[str, list[int]]  # per primitive with heads: the distinct head dimensions
+    hardware: bool = True            # False: no hardware-friendly width landed within tolerance (last resort)
 
     @property
     def error(self) -> float:
@@ -66,6 +74,8 @@ class Sized:
         if self.depth != self.rule_depth:
             depth += f" (rule: {self.rule_depth})"
         exact = f"; {self.exact_d_model} would fit exactly" if self.exact_d_model not in (None, self.d_model) else ""
+        if not self.hardware:
+            exact += "; not hardware-friendly: no multiple of 8 with head dims a multiple of 8 lands within tolerance"
         heads = ", ".join(f"{op} head dim {'/'.join(map(str, dims))}" for op, dims in self.head_dims.items())
         return (f"{self.requested:,} -> {self.params:,} ({self.error:+.1%}); {self.units} layers ({depth}); "
                 f"d_model {self.d_model} (multiple of {width_multiple(self.d_model)}{exact})"
@@ -75,26 +85,28 @@ class Sized:
         return {"requested": self.requested, "params": self.params, "error": self.error, "method": self.method,
                 "rule_depth": self.rule_depth, "depth": self.depth, "units": self.units, "d_model": self.d_model,
                 "multiple": width_multiple(self.d_model), "exact_d_model": self.exact_d_model,
-                "head_dims": self.head_dims, "description": self.describe()}
+                "head_dims": self.head_dims, "hardware_friendly": self.hardware, "description": self.describe()}
 
 
 class _Widths:
-    """Parameter counts of one deepened spec at each width, cached; None where the spec is invalid or a head
-    dimension is not sensible (see `sensible_heads`)."""
+    """Parameter counts of one deepened spec at each width, cached; None where the spec is invalid, or (when
+    `strict`) a head dimension is not sensible (see `sensible_heads`)."""
 
     def __init__(self, spec: ArchSpec, count: str, allowed_heads: dict[str, list[int]]):
         self.spec, self.count, self.allowed_heads = spec, count, allowed_heads
-        self.cache: dict[int, tuple[int, ArchSpec] | None] = {}
+        self.cache: dict[int, tuple[int, ArchSpec, bool] | None] = {}
+        self.strict = True
 
     def at(self, width: int) -> tuple[int, ArchSpec] | None:
         if width not in self.cache:
             try:
                 wide = widen(self.spec, width)
-                ok = sensible_heads(head_dims(wide), self.allowed_heads)
-                self.cache[width] = (param_count(wide, self.count), wide) if ok else None
+                sensible = sensible_heads(head_dims(wide), self.allowed_heads)
+                self.cache[width] = (param_count(wide, self.count), wide, sensible)
             except UserError:
                 self.cache[width] = None
-        return self.cache[width]
+        found = self.cache[width]
+        return None if found is None or (self.strict and not found[2]) else found[:2]
 
     def closest(self, widths: list[int], target: int) -> tuple[int, int, ArchSpec] | None:
         """(width, params, spec) of the valid width in the sorted `widths` closest to `target` (parameters grow
@@ -150,27 +162,28 @@ def fit_hardware(spec: ArchSpec, target: int, *, method: str = "auto", count: st
     closest: tuple[float, int, int, int, ArchSpec] | None = None     # error, rank, depth, params, spec
     for tier in range(len(TIERS)):
         widths = friendly_widths(tier)
-        best = None
-        for rank, (depth, table) in enumerate(tables.items()):
-            found = table.closest(widths, target)
-            if found is not None:
-                error = abs(found[1] - target) / target
-                if best is None or (error, rank) < best[:2]:
-                    best = (error, rank, depth, found[1], found[2])
+        for table in tables.values():
+            table.strict = tier < len(TIERS) - 1
+        found = [(abs(f[1] - target) / target, rank, depth, f[1], f[2])
+                 for rank, (depth, table) in enumerate(tables.items()) if (f := table.closest(widths, target))]
+        close = [f for f in found if f[0] <= CLOSE_ENOUGH * tolerance]
+        best = min(close, key=lambda f: f[1]) if close else min(found, key=lambda f: f[:2], default=None)
         if best is not None and (closest is None or best[0] < closest[0]):
             closest = best
         if best is not None and best[0] <= tolerance:
             _, _, depth, params, wide = best
             return Sized(wide, target, params, chosen, base, depth, len(units(wide)), wide.d_model,
-                         exact_width(tables[depth], wide.d_model, params, target), head_dims(wide))
+                         exact_width(tables[depth], wide.d_model, params, target), head_dims(wide),
+                         hardware=tier < len(TIERS) - 1)
     detail = "" if closest is None else (f"; the closest is {closest[3]:,} parameters ({closest[0]:.1%} off) at "
                                          f"d_model {closest[4].d_model} and {len(units(closest[4]))} layers")
     raise UserError(f"cannot fit {what} to {target:,} {count.replace('_', '-')} parameters within "
-                    f"{tolerance:.0%} with a width that is a multiple of 8{detail}")
+                    f"{tolerance:.0%}{detail}")
 
 
 def exact_width(table: _Widths, width: int, params: int, target: int) -> int | None:
     """The valid integer width closest to `target` parameters near width * sqrt(target / params)."""
+    table.strict = False
     guess = max(1, round(width * (target / params) ** 0.5))
     found = [(w, v[0]) for w in range(max(1, guess - 3), guess + 4) if (v := table.at(w)) is not None]
     return min(found, key=lambda f: (abs(f[1] - target), f[0]))[0] if found else None

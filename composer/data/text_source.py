@@ -37,9 +37,9 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 def load_text(data: str | os.PathLike | None = None, text_field: str = "text", dataset_config: str | None = None,
               split: str = "train", max_chars: int | None = None) -> str:
-    """The text of `data` (default: the shipped sample), at most `max_chars` characters; see the module
+    """The text of `data` (default, or "sample": the shipped sample), at most `max_chars` characters; see the module
     docstring."""
-    path = str(data) if data is not None else str(SAMPLE)
+    path = str(SAMPLE) if data is None or data == "sample" else str(data)
     files = local_files(path)
     if files is None:
         pieces: Iterable[str] = hub_pieces(path, dataset_config, split, text_field)
@@ -76,6 +76,8 @@ def local_files(path: str) -> list[str] | None:
             raise UserError(f"the folder {path} holds no data files", path="data")
     elif p.is_file():
         files = [str(p)]
+    elif p.exists():
+        raise UserError(f"{path} is not a regular file or folder", path="data")
     elif any(c in path for c in "*?["):
         files = sorted(f for f in glob.glob(str(p)) if os.path.isfile(f))
         if not files:

@@ -73,6 +73,8 @@ def make_tokenizer(name: str, train_text: str, bpe_vocab_size: int) -> ByteToken
         return ByteTokenizer()
     if name == "bpe":
         return bpe_tokenizer(train_text, bpe_vocab_size)
+    if name.lower() in ("byte", "bpe"):
+        raise UserError(f"unknown tokenizer {name!r}; did you mean {name.lower()!r}?", path="tokenizer")
     return pretrained_tokenizer(name)
 
 

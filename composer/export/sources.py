@@ -121,9 +121,7 @@ def _from_run(path: Path, trial: str | None, pick: str) -> Resolved:
         trial = check_trial_name(trial)
     if trial is None and pick == "best":
         trial = best_trial_id(path)
-        if trial is not None:
-            trial = check_trial_name(trial)
-        else:
+        if trial is None:
             if (path / "best.yaml").exists():
                 return _run_spec(path, path / "best.yaml", f"run {path} (best.yaml)")
             raise UserError(f"{path}: no best trial yet (empty leaderboard and no best.yaml)")
@@ -147,12 +145,12 @@ def _run_spec(run: Path, file: Path, origin: str) -> Resolved:
                     task=run_task(run), source=run)
 
 
-def check_trial_name(trial: str | int) -> str:
+def check_trial_name(trial: str | int, field: str = "--trial") -> str:
     """A trial id is a name (a trial number, or a name inside the run), never a path."""
     text = str(trial)
     if not TRIAL_NAME.fullmatch(text) or text in (".", ".."):
-        raise UserError(f"--trial must be a trial number or name (letters, digits, '_', '-', '.'; not a path), "
-                        f"got {text!r}", path="--trial")
+        raise UserError(f"{field} must be a trial number or name (letters, digits, '_', '-', '.'; not a path), "
+                        f"got {text!r}", path=field)
     return text
 
 
@@ -185,7 +183,10 @@ def best_trial_id(path: Path) -> str | None:
     from composer.runs import RunDir
 
     best = RunDir(path).best_trial()
-    return str(best) if best is not None and (path / "trials" / str(best)).is_dir() else None
+    if best is None:
+        return None
+    best = check_trial_name(best, field="summary.json best.trial")
+    return best if (path / "trials" / best).is_dir() else None
 
 
 def leaderboard_row(path: Path, trial: str) -> dict[str, Any]:

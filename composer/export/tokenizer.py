@@ -91,17 +91,15 @@ def from_object(obj: Any, origin: str) -> BundleTokenizer:
     """A tokenizer object as Composer's tasks, `tokenizers` or transformers make them."""
     from tokenizers import Tokenizer
 
-    from composer.tasks.text import ByteTokenizer
-
     if isinstance(obj, BundleTokenizer):
         return obj
-    if isinstance(obj, ByteTokenizer):
-        return BundleTokenizer("byte", origin, byte_level())
+    if type(obj).__name__ == "ByteTokenizer" and getattr(obj, "vocab_size", None) == BYTE_VOCAB:
+        return BundleTokenizer("byte", origin, byte_level())   # the text task's bytes
     if hasattr(obj, "save_pretrained") and hasattr(obj, "backend_tokenizer"):
         return BundleTokenizer("pretrained", origin, hf=obj)
     if isinstance(obj, Tokenizer):
         return BundleTokenizer(_kind(obj), origin, obj)
-    for attr in ("tok", "tokenizer", "backend_tokenizer", "hf"):
+    for attr in ("backend", "tok", "tokenizer", "backend_tokenizer", "hf"):   # wrappers such as the text task's
         inner = getattr(obj, attr, None)
         if inner is not None and inner is not obj:
             return from_object(inner, origin)
@@ -141,7 +139,7 @@ def named(name: str, vocab_size: int) -> BundleTokenizer:
     if name == "byte":
         return BundleTokenizer("byte", "Composer's byte-level tokenizer", byte_level())
     if name == "ids":
-        return BundleTokenizer("ids", "token ids", id_tokenizer(vocab_size))
+        return BundleTokenizer("ids", "Composer's id tokenizer", id_tokenizer(vocab_size))
     return from_file(name)
 
 
@@ -159,7 +157,12 @@ def task_tokenizer(task: dict[str, Any], vocab_size: int) -> BundleTokenizer | N
     from composer.tasks import get_task
 
     try:
-        tokenizer = get_task("text", **params).tokenizer
+        if choice == "bpe":   # trained on the run's text: rebuilt from it (or the cache)
+            tokenizer = get_task("text", **params).tokenizer
+        else:                 # a pretrained one: a tokenizer.json, a folder or a hub name
+            from composer.data.tokenizer import pretrained_tokenizer
+
+            tokenizer = pretrained_tokenizer(str(choice))
     except UserError as e:
         raise UserError(f"cannot rebuild the run's text tokenizer ({choice}): {e}; pass --tokenizer "
                         "(a tokenizer.json)", path="tokenizer") from None

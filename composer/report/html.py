@@ -18,6 +18,7 @@ from typing import Any
 
 import composer.report.figures as figures
 from composer.canonical_form import arch_id, stripe
+from composer.report.confirmation import confirmation_section
 from composer.report.run_data import RunData, Trial, read_run
 from composer.report.units import duration, human, metric
 from composer.spec import ArchSpec, iter_layers
@@ -95,7 +96,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, progress=pr
             continue
         (out / f"{name}.png").write_bytes(png)
         sections.append(_figure(title, png, wide=name == "pareto"))
-    page = _page(run, sections, _scaling_section(run))
+    page = _page(run, sections, _scaling_section(run), confirmation_section(run.path, out, progress, _figure))
     path = out / "report.html"
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -289,7 +290,7 @@ def _raw_table(run: RunData) -> str:
             + "\n".join(rows) + "\n</tbody></table></div></details>")
 
 
-def _page(run: RunData, sections: list[str], scaling: str) -> str:
+def _page(run: RunData, sections: list[str], scaling: str, confirmation: str = "") -> str:
     name = html.escape(run.path.name)
     ranked = html.escape(run.quality_key) if run.quality_key else "trial number"
     return f"""<!DOCTYPE html>
@@ -298,6 +299,7 @@ def _page(run: RunData, sections: list[str], scaling: str) -> str:
 <body>
 <h1>Search run <code>{name}</code></h1>
 {_header(run)}
+{confirmation}
 <h2>Figures</h2>
 <div class="figures">{"".join(sections)}</div>
 <h2>Leaderboard</h2>

@@ -6,17 +6,19 @@ the leaderboard. See composer/runs.py for the files a search writes.
     result = search("search_spaces/quickstart.yaml", trials=8)
     result.best, result.consensus, result.rows
 
-Resuming (`resume=True`, or `composer search --resume runs/<name>`) reads the study and the leaderboard:
-finished trials are kept, trials the interruption cut short are asked again with the same parameters, and
-the remaining trials are run.
+Resuming (`resume=True`, or `composer search --resume runs/<name>`) checks the folder against its study
+(composer/search/resume.py), then reads the study and the leaderboard: finished trials are kept, trials the
+interruption cut short are asked again with the same parameters, and the remaining trials are run.
+
+Before anything is written, the whole search is checked (composer/search/setup.py) and the cluster started or
+reached (composer/search/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
+Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/search/interrupt.py).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,17 +30,20 @@ import yaml
 
 from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
-from composer.runs import RunDir, write_atomic, write_json
-from composer.search.aggregate import majority_vote, select_top
+from composer.provenance import provenance
+from composer.runs import RunDir, contained, safe_name, write_atomic, write_json
+from composer.search.aggregate import select_top
+from composer.search.consensus import consensus_summary, make_consensus, train_consensus
+from composer.search.incremental import final_rows, run_incremental, searched
+from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
+from composer.search.ray_cluster import check_trial_resources, embedded, start_ray
+from composer.search.resume import open_study, prepare_resume, verify_resume
+from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
 from composer.search.space_parse import load_space
 from composer.search.strategies import make_sampler
 from composer.search.trial import cache_key, run_trial
 from composer.spec_parse import load_spec
-
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0",
-             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_TRAIN_V2_ENABLED": "0",
-             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60"}
 
 
 @dataclass
@@ -50,6 +55,7 @@ class SearchResult:
     consensus: Any = None             # ArchSpec
     pareto: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    confirm: dict[str, Any] | None = None     # the confirmation (confirm.json), for a space with `confirm:`
 
 
 class DefineByRun:
@@ -70,8 +76,7 @@ class DefineByRun:
         spec = candidate.spec
         costs = model_cost(spec, seq_len=space.task_seq_len())
         meta.update(spec=spec.to_dict(), arch_id=arch_id(spec), stripe=stripe(spec),
-                    costs={"params": costs.params, "active_params": costs.active_params,
-                           "flops_per_token": costs.flops_per_token, "state_bytes": costs.state_bytes},
+                    costs={k: getattr(costs, k) for k in COST_METRICS},
                     cache_key=cache_key(arch_id(spec), candidate.train, space.task, space.seed, space.repeats))
         violation = space.check_constraints(spec)
         if violation:
@@ -89,174 +94,117 @@ def _study_searcher(space: SearchSpace, storage: Any, sampler: Any) -> Any:
                        mode=modes[0] if single else modes, sampler=sampler, storage=storage, study_name=space.name)
 
 
-def evaluations_per_trial(space: SearchSpace) -> int | None:
-    """How many evaluations a full-budget trial reports (ASHA's max_t), when the budget says."""
-    from composer.tasks import get_task
-
-    train = space.train
-    if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
-                                                                            "batch_size")):
-        return None
-    task = get_task(space.task["name"], **space.task.get("params", {}))
-    seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
-    limits = [train["steps"]] if train.get("steps") else []
-    if train.get("tokens"):
-        limits.append(math.ceil(train["tokens"] / (train.get("batch_size", 32) * seq_len)))
-    if not limits or train.get("seconds"):
-        return None
-    steps = min(limits)
-    every = train.get("eval_every") or max(1, steps // 10)
-    return math.ceil(steps / every)
-
-
-def make_scheduler(space: SearchSpace) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    options = dict(space.scheduler)
-    name = options.pop("name")
-    if name in ("fifo", "none"):
-        return FIFOScheduler()
-    if name != "asha":
-        raise UserError(f"unknown scheduler {name!r}; expected asha or none", path="scheduler.name")
-    max_t = options.pop("max_t", None) or evaluations_per_trial(space)
-    if max_t is None:
-        raise UserError("ASHA needs scheduler.max_t (evaluations per trial) for a time budget",
-                        path="scheduler.max_t")
-    grace = min(options.pop("grace_period", 1), max_t)
-    try:
-        return ASHAScheduler(time_attr="evaluation", metric="objective_0", mode=space.modes()[0], max_t=max_t,
-                             grace_period=grace, **options)
-    except (TypeError, AssertionError) as e:
-        raise UserError(f"bad scheduler options: {e}", path="scheduler") from None
-
-
-def start_ray(address: str | None, verbose: bool) -> None:
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    import ray
-
-    if not verbose:      # trial errors are in the leaderboard; Tune's tracebacks only with --verbose
-        for name in ("ray", "ray.tune", "ray.train"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
-                              "logging_level": logging.INFO if verbose else logging.ERROR}
-    if address is None:
-        kwargs["num_cpus"] = os.cpu_count() or 1
-    ray.init(address=address, **kwargs)
-
-
-def prepare_resume(run: RunDir, study: optuna.Study) -> list[dict[str, Any]]:
-    """Keep the finished rows; trials an interruption cut short (left RUNNING, or told but missing from the
-    leaderboard) are told FAIL and enqueued again with the same parameters, once. Enqueued trials still WAITING
-    are left to be asked. Returns the kept rows."""
-    from composer.search.optuna_search import STATES
-
-    rows = [r for r in run.read_leaderboard() if r.get("status") in STATES]
-    finished = {int(r["trial"]) for r in rows}
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    for trial in trials:
-        running = trial.state == optuna.trial.TrialState.RUNNING
-        if running or (trial.state.is_finished() and trial.number not in finished):
-            if running:
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            if trial.params and trial.number not in retried:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    return rows
-
-
 def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike = "runs",
            run_dir: str | os.PathLike | None = None, resume: bool = False, trials: int | None = None,
            max_concurrent: int | None = None, address: str | None = None, verbose: bool = False,
            progress: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or, with `resume`, continue) the search described by `space` (a path, a YAML string, a dict or a
-    SearchSpace); see the module docstring. Returns the leaderboard rows, the best and consensus specs."""
+    SearchSpace); see the module docstring. Returns the leaderboard rows, the best and consensus specs.
+
+    Everything is checked before the run folder is written; one driver at a time works in a folder (RunLock);
+    a resume is checked against the study first (composer/search/resume.py). SIGINT / SIGTERM stop the trials,
+    write what finished marked partial and raise SearchInterrupted (composer/search/interrupt.py)."""
     started = time.time()
-    if resume:
-        run = RunDir(run_dir or Path(runs_dir) / (name or ""))
-        if not run.exists():
-            raise UserError(f"nothing to resume: {run.root} holds no search (no space.yaml)")
-        space = load_space(str(run.path("space.yaml")))
-    else:
-        space = load_space(space)
-        run = RunDir(run_dir or Path(runs_dir) / (name or space.name))
+    run, space = resolve_run(space, name, runs_dir, run_dir, resume)
     space = space.with_overrides(trials=trials)
     if max_concurrent:
         space.resources = {**space.resources, "max_concurrent": max_concurrent}
-    data = {**space.data, "trials": space.trials, "resources": {**space.data.get("resources", {}),
-                                                                **{k: v for k, v in space.resources.items() if v}}}
-    run.create(yaml.safe_dump(data, sort_keys=False), resume=resume)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(run.study_url)
-    directions = ["minimize" if m == "min" else "maximize" for m in space.modes()]
-    study = optuna.create_study(storage=storage, study_name=space.name, directions=directions, load_if_exists=True)
-    rows = prepare_resume(run, study) if resume else []
-    remaining = space.trials - len(rows)
-    from composer.search.callbacks import Recorder
-
-    recorder = Recorder(run, space, rows, progress=progress, show=progress is None)
-    if space.strategy["name"] == "incremental":
-        for stage_space, stage_trials in incremental_stages(space, recorder, remaining):
-            _run_tune(stage_space, run, storage, recorder, stage_trials, address, verbose)
-    elif remaining > 0:
-        _run_tune(space, run, storage, recorder, remaining, address, verbose)
-    return finish(run, space, recorder.rows, study, time.time() - started)
-
-
-def incremental_stages(space: SearchSpace, recorder: Any, trials: int) -> Any:
-    """Composer's incremental layer-wise search: search the first `step` slots, freeze them to the per-slot
-    majority vote of the stage's top candidates, search the next `step` slots, and so on. Yields
-    (stage space, trials) one stage at a time, so each stage sees the previous stage's results."""
-    kind, cfg = space.layers
-    if kind != "slots":
-        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
-    options = space.strategy.get("options") or {}
-    step = int(options.get("step", 2))
-    depth = len(cfg["slots"])
-    stages = math.ceil(depth / step)
-    frozen: list[dict[str, Any]] = []
-    for stage in range(stages):
-        n = min(depth, (stage + 1) * step)
-        slots = frozen + cfg["slots"][len(frozen):n]
-        staged = space.with_overrides(layers=("slots", {**cfg, "n_layers": n, "slots": slots}))
-        before = len(recorder.rows)
-        yield staged, max(1, trials // stages) if stage < stages - 1 else max(1, trials - before)
-        top = select_top(recorder.rows[before:], staged.objective_names()[0], staged.modes()[0],
-                         top_k=options.get("top_k"), threshold=options.get("threshold"))
-        frozen = [_freeze(slots[i], _vote_slot([json.loads(r["params_json"]) for r in top], i)) if top
-                  else slots[i] for i in range(n)]
-
-
-def _vote_slot(params: list[dict[str, Any]], i: int) -> dict[str, Any]:
-    """Slot i's sampled values (`op`, `d_ff`, `channel.op`, ...) by majority vote over the top candidates
-    (ties go to the better-ranked)."""
-    from collections import Counter
-
-    prefix = f"layer{i}."
-    choices = [json.dumps({k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}, sort_keys=True)
-               for p in params]
-    counts = Counter(choices)
-    return json.loads(next(c for c in choices if counts[c] == max(counts.values())))
-
-
-def _freeze(template: dict[str, Any], voted: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The slot template with its voted values fixed (a channel template recursively)."""
-    out = {}
-    for key, value in template.items():
-        if key == "channel" and isinstance(value, dict):
-            out[key] = _freeze(value, voted, prefix + "channel.")
+    check_search(space, embedded(address))
+    interruption = Interruption()
+    with run.lock() as lock:
+        if lock.stale:
+            warn_stale(run, lock.stale)
+        if resume:
+            verify_resume(run, space)
         else:
-            out[key] = voted.get(prefix + key, value)
-    return out
+            run.check_new()
+        start_ray(address, verbose)
+        check_trial_resources(float(space.resources["cpus_per_trial"]),
+                              float(space.resources.get("gpus_per_trial") or 0))
+        if not resume:
+            data = {**space.data, "trials": space.trials, "resources": {
+                **space.data.get("resources", {}), **{k: v for k, v in space.resources.items() if v}}}
+            run.create(yaml.safe_dump(data, sort_keys=False), provenance())
+        study = open_study(run, space)
+        rows = prepare_resume(run, study) if resume else []
+        remaining = space.trials - len(searched(rows))
+        from composer.search.callbacks import Recorder
+
+        recorder = Recorder(run, space, rows, progress=progress, show=progress is None)
+
+        def run_trials(trial_space: SearchSpace, n: int) -> None:
+            _run_tune(trial_space, run, recorder, n, interruption, verbose)
+
+        with interruption.catch():
+            if space.strategy["name"] == "incremental":
+                run_incremental(space, run.root, lambda: recorder.rows, run_trials, log=None if progress else print,
+                                stopped=lambda: interruption.signum is not None)
+            elif remaining > 0:
+                run_trials(space, remaining)
+            if interruption.signum is None:
+                train_consensus(run, space, recorder.rows, lambda r: _spec_of(run, r), run_trials)
+        if interruption.signum is not None:
+            for row in recorder.by_trial.values():
+                if row["status"] == "running":
+                    row.update(status="interrupted", reason=f"cut short by {interruption.name}; --resume runs it "
+                                                            "again")
+        result = finish(run, space, recorder.rows, study, time.time() - started, interruption.name)
+    if interruption.signum is not None:
+        raise SearchInterrupted(result, interruption.signum)
+    if "confirm" in space.data:
+        result.confirm = confirm_after(run, space, address, print if progress is None else None)
+    return result
 
 
-def _run_tune(space: SearchSpace, run: RunDir, storage: Any, recorder: Any, trials: int, address: str | None,
+def confirm_after(run: RunDir, space: SearchSpace, address: str | None,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
+    """The space's `confirm:` block, run once the search has finished (and released its folder)."""
+    from composer.confirm import confirm, format_results, parse_confirm
+
+    threads = max(1, int(float(space.resources["cpus_per_trial"])))
+    try:
+        result = confirm(run.root, parse_confirm(space.data["confirm"]), address=address, threads=threads, log=log)
+    except UserError as e:
+        raise UserError(f"the search finished (results in {run.root}); its confirmation did not start: {e}") from None
+    if log is not None:
+        log(format_results(result))
+    return result
+
+
+def warn_stale(run: RunDir, owner: dict[str, Any]) -> None:
+    """A lock record left by a driver that died without releasing it (kill -9): say whose it was."""
+    import socket
+
+    from composer.runs import describe_owner
+
+    note = f"{run.root} was left locked by {describe_owner(owner)}, which is gone; taking it over"
+    if owner.get("host") not in (None, socket.gethostname()):
+        note += (" (it was on another host: if that driver still runs, stop it; file locks may not reach across "
+                 "hosts on a network file system)")
+    print(f"note: {note}", file=sys.stderr)
+
+
+def resolve_run(space: Any, name: str | None, runs_dir: str | os.PathLike, run_dir: str | os.PathLike | None,
+                resume: bool) -> tuple[RunDir, SearchSpace]:
+    """The run folder and the space: `run_dir` as given, else `<runs_dir>/<name or the space's name>`, a name
+    that must be one folder name and stay inside `runs_dir`. A resume reads the folder's space.yaml."""
+    if name is not None:
+        safe_name(name, "--name")
+    if resume:
+        root = Path(run_dir) if run_dir else contained(runs_dir, Path(runs_dir) / (name or ""), "--name")
+        run = RunDir(root)
+        if not run.exists():
+            raise UserError(f"nothing to resume: {run.root} holds no search (no space.yaml)")
+        return run, load_space(str(run.path("space.yaml")))
+    space = load_space(space)
+    if run_dir:
+        return RunDir(run_dir), space
+    folder = name or safe_name(space.name, "name")
+    return RunDir(contained(runs_dir, Path(runs_dir) / folder, "--name" if name else "name")), space
+
+
+def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, interruption: Interruption,
               verbose: bool) -> None:
-    start_ray(address, verbose)
     import ray
     from ray import tune
 
@@ -270,6 +218,7 @@ def _run_tune(space: SearchSpace, run: RunDir, storage: Any, recorder: Any, tria
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": cpus, "gpu": gpus})
     sampler = make_sampler(space.strategy, space, space.seed + len(recorder.rows))
     sessions = sorted(p.name for p in run.path("tune").glob("session*")) if run.path("tune").is_dir() else []
+    storage = optuna.storages.RDBStorage(run.study_url)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=_study_searcher(space, storage, sampler),
@@ -277,7 +226,7 @@ def _run_tune(space: SearchSpace, run: RunDir, storage: Any, recorder: Any, tria
                                     max_concurrent_trials=concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(storage_path=str(run.path("tune")), name=f"session{len(sessions)}",
-                                  verbose=2 if verbose else 0, callbacks=[recorder],
+                                  verbose=2 if verbose else 0, callbacks=[recorder], stop=tune_stopper(interruption),
                                   failure_config=tune.FailureConfig(max_failures=int(space.resources.get(
                                       "max_failures", 1))),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
@@ -290,33 +239,44 @@ def trial_dirname(trial: Any) -> str:
 
 
 def finish(run: RunDir, space: SearchSpace, rows: list[dict[str, Any]], study: optuna.Study,
-           elapsed: float) -> SearchResult:
-    """Write the leaderboard, best.yaml, consensus.yaml, pareto.json and summary.json."""
+           elapsed: float, interrupted: str | None = None) -> SearchResult:
+    """Write the leaderboard, best.yaml, consensus.yaml, pareto.json and summary.json. After an interruption
+    (`interrupted`: the signal's name) they hold what finished, and summary.json says so."""
     metrics = space.objective_names()
     run.write_leaderboard(rows, metrics)
     result = SearchResult(run.root, rows)
     metric, mode = metrics[0], space.modes()[0]
-    ranked = select_top(rows, metric, mode, top_k=len(rows) or 1)
+    ranked = select_top(final_rows(space, run.root, rows), metric, mode, top_k=len(rows) or 1)
+    done = sum(1 for r in rows if r["status"] not in ("running", "interrupted"))
+    partial = (f" (so far: the search was interrupted by {interrupted} after {done} of {space.trials} trials; "
+               f"composer search --resume {run.root} continues it)") if interrupted else ""
     if ranked:
         result.best_row = ranked[0]
         result.best = _spec_of(run, ranked[0])
         write_atomic(run.path("best.yaml"), _spec_yaml(result.best, f"best of {run.name}: trial "
-                                                                    f"{ranked[0]['trial']}"))
-        options = space.strategy.get("options") or {}
-        top = select_top(rows, metric, mode, top_k=options.get("top_k"), threshold=options.get("threshold"))
-        result.consensus = majority_vote([_spec_of(run, r) for r in top], name=f"{run.name}-consensus")
-        write_atomic(run.path("consensus.yaml"), _spec_yaml(result.consensus, result.consensus.description))
+                                                                    f"{ranked[0]['trial']}{partial}"))
+        result.consensus = make_consensus(space, run.root, rows, lambda r: _spec_of(run, r), f"{run.name}-consensus")
+    if result.consensus is not None:
+        write_atomic(run.path("consensus.yaml"), _spec_yaml(result.consensus, result.consensus.description
+                                                            + partial))
     if len(metrics) > 1:
         by_number = {int(r["trial"]): r for r in rows}
         result.pareto = [by_number[t.number] for t in study.best_trials if t.number in by_number]
-        write_json(run.path("pareto.json"), {"objectives": space.objectives, "trials": result.pareto})
+        write_json(run.path("pareto.json"), {"objectives": space.objectives, "trials": result.pareto,
+                                             "interrupted": bool(interrupted)})
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     result.summary = {"name": run.name, "strategy": space.strategy["name"], "trials": len(rows), "counts": counts,
+                      "planned_trials": space.trials, "interrupted": bool(interrupted),
                       "objectives": space.objectives, "best": result.best_row,
                       "consensus_arch_id": arch_id(result.consensus) if result.consensus else None,
-                      "elapsed_s": round(elapsed, 1)}
+                      "consensus": consensus_summary(space, run.root, rows, result.consensus),
+                      "elapsed_s": round(elapsed, 1), "provenance": provenance()}
+    if interrupted:
+        result.summary.update(signal=interrupted, resume=f"composer search --resume {run.root}",
+                              partial=f"best and consensus are from the {done} trials that finished before "
+                                      f"{interrupted}; {space.trials - done} of {space.trials} are still to run")
     write_json(run.path("summary.json"), result.summary)
     return result
 

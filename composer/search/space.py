@@ -12,6 +12,8 @@ A space file (see search_spaces/quickstart.yaml for a commented example):
     objectives: [{metric: accuracy, mode: max}]
     constraints: {max_params: 1e6}
     strategy: {name: tpe}
+    aggregate: {select: kmeans, clusters: 5, vote: n0}   # the consensus (composer/search/aggregate.py)
+    match: {params: base, by: d_ff, tol: 0.02}            # equal-size candidates (composer/search/equal_size.py)
     scheduler: {name: asha, grace_period: 2, reduction_factor: 2}
     resources: {cpus_per_trial: 1, max_concurrent: 2}
     trials: 12
@@ -23,6 +25,9 @@ to the largest depth is sampled (only the first `n_layers` are used), and a prim
 only when its slot's primitive has it, so each name always offers the same choices (Optuna requires it).
 `train` takes every training setting (composer/training/config.py), flat or by section; a searched setting
 is named by its flat key (`lr`). `load_space` (composer/search/space_parse.py) reads a space file.
+
+A trial that carries a whole spec in its user attributes (`spec`, with `train`: the consensus, enqueued through
+the study at the end of a search) builds that spec instead of sampling.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.errors import SpecError
+from composer.search.aggregate import Aggregation
+from composer.search.equal_size import Match, MatchError
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 from composer.yaml_source import join
@@ -79,6 +86,7 @@ class Candidate:
     train: dict[str, Any]
     params: dict[str, Any]
     invalid: str | None = None       # why the sampled point is not a valid architecture
+    record: dict[str, Any] = field(default_factory=dict)     # per-trial facts: `match`, `consensus`
 
 
 @dataclass
@@ -98,10 +106,46 @@ class SearchSpace:
     repeats: int = 1
     trials: int = 10
     data: dict[str, Any] = field(default_factory=dict)      # the space as plain data (space.yaml)
+    aggregate: Aggregation = field(default_factory=Aggregation)
+    match: Match | None = None
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, trial: Any) -> Candidate:
-        """Sample one candidate with `trial` (an Optuna trial or anything with suggest_* methods)."""
+        """Sample one candidate with `trial` (an Optuna trial or anything with suggest_* methods); a trial
+        carrying a spec (the consensus) builds that spec. With `match`, the spec is resized to the target."""
+        attrs = getattr(trial, "user_attrs", None) or {}
+        if attrs.get("spec") is not None:
+            return Candidate(load_spec(attrs["spec"]), dict(attrs.get("train") or {}), {},
+                             record={"consensus": True} if attrs.get("consensus") else {})
+        candidate = self.sample_unmatched(trial)
+        if self.match is None or candidate.spec is None:
+            return candidate
+        try:
+            spec, record = self.match.fit(candidate.spec, self.match_target(), self.task_seq_len())
+        except MatchError as e:
+            return dataclasses.replace(candidate, spec=None, invalid=str(e))
+        return dataclasses.replace(candidate, spec=spec, record={"match": record})
+
+    def match_target(self) -> float:
+        """The size every candidate is matched to: the given number, or the reference candidate's."""
+        assert self.match is not None
+        if self.match.target is not None:
+            return self.match.target
+        import optuna
+
+        reference = self.sample_unmatched(optuna.trial.FixedTrial(self.reference_params()))
+        if reference.spec is None:
+            raise SpecError(f"match: base: the reference candidate (the first choices) is not valid: "
+                            f"{reference.invalid}", path="match.params")
+        return self.match.measure(reference.spec, self.task_seq_len())
+
+    def reference_params(self) -> dict[str, Any]:
+        """The first value of every searched choice (the low end of a range)."""
+        return {name: dist.values[0] if dist.kind == "choice" else dist.low
+                for name, dist in self.distributions().items()}
+
+    def sample_unmatched(self, trial: Any) -> Candidate:
+        """The candidate `trial` samples, before any `match`."""
         params: dict[str, Any] = {}
 
         def pick(value: Any, name: str) -> Any:
@@ -129,7 +173,7 @@ class SearchSpace:
             n = pick(cfg["n_layers"], "n_layers")
             layers = []
             for i, template in enumerate(cfg["slots"]):
-                built = _slot(template, f"layer{i}", pick)
+                built = _slot(template, slot_name(cfg, i), pick)
                 if i < n:
                     layers.extend(built)
         else:
@@ -150,7 +194,7 @@ class SearchSpace:
                 if isinstance(cfg.get(key), Dist):
                     seen[key] = cfg[key]
             for i, template in enumerate(cfg["slots"]):
-                _template_dists(template, f"layer{i}", seen)
+                _template_dists(template, slot_name(cfg, i), seen)
         elif kind == "pattern":
             for key in ("n_layers", "n_attention", "mixer", "placement", "loop", "channel"):
                 if isinstance(cfg.get(key), Dist):
@@ -191,6 +235,13 @@ class SearchSpace:
 
     def with_overrides(self, **changes: Any) -> SearchSpace:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def slot_name(cfg: dict[str, Any], i: int) -> str:
+    """The parameter prefix of slot `i`: `layer<i>`, or `layer<names[i]>` when the slots are a stage of an
+    incremental search (named by their place in the full-depth model, so a name always offers the same choices)."""
+    names = cfg.get("names")
+    return f"layer{names[i] if names else i}"
 
 
 def _resolve(value: Any, path: str, pick: Any) -> Any:

@@ -3,19 +3,29 @@ its YAML path and line. The format is described in composer/search/space.py."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from composer.errors import UserError
+from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS, MAX_SEED
+from composer.runs import safe_name
+from composer.search.aggregate import SELECTIONS, VOTES, Aggregation
+from composer.search.equal_size import COUNTS, QUANTITIES, Match
 from composer.search.space import Dist, SearchSpace
 from composer.training.config import SETTINGS
 from composer.training.settings import Setting, check, flatten
 from composer.yaml_source import Source, join, read_source
-from primitives.base import config_fields, registered, unknown_name_message
+from primitives.base import brief, config_fields, finite_number, registered, unknown_name_message
 
 TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
-            "scheduler", "resources", "seed", "repeats", "trials")
+            "scheduler", "resources", "seed", "repeats", "trials", "confirm", "aggregate", "match")
 CONSTRAINT_KEYS = ("max_params", "max_active_params", "max_flops_per_token", "max_state_bytes", "context")
 PLACEMENTS = ("spread", "first", "last", "middle")
+AGGREGATE_KEYS = ("select", "top_k", "threshold", "clusters", "vote", "context", "train")
+MATCH_KEYS = (*QUANTITIES, "by", "tol", "count", "context")
+LAYERWISE_OPTIONS = {"one_shot": ("sampler", "sampler_options", "top_k", "threshold"),
+                     "incremental": ("sampler", "sampler_options", "top_k", "threshold", "step", "variant")}
+VARIANTS = ("end", "middle")
 SET_BY_THE_SEARCH = {"seed": "the search sets each trial's seed: use the top-level `seed`",
                      "resume": "trials always start fresh (a search resumes from its study instead)"}
 DEFAULT_STEPS = 200
@@ -54,12 +64,16 @@ class _Parser:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-            raise self.fail(f"expected a {'positive ' if positive else ''}number, got {value!r}", path)
+            raise self.fail(f"expected a {'positive ' if positive else ''}number, got {brief(value)}", path)
+        if not finite_number(value):
+            raise self.fail(f"expected a finite number, got {brief(value)}", path)
         return value
 
-    def integer(self, value: Any, path: str, minimum: int = 1) -> int:
+    def integer(self, value: Any, path: str, minimum: int = 1, maximum: int = MAX_INTEGER) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(f"expected an integer >= {minimum}, got {value!r}", path)
+            raise self.fail(f"expected an integer >= {minimum}, got {brief(value)}", path)
+        if value > maximum:
+            raise self.fail(f"expected an integer of at most {maximum:,}, got {brief(value)}", path)
         return value
 
     def value(self, value: Any, path: str) -> Any:
@@ -94,7 +108,13 @@ class _Parser:
         step = value.get("step")
         if step is not None:
             step = self.number(step, join(path, "step"))
-        return Dist(kind, (), low, high, bool(log), step)
+        if kind == "int" and max(abs(low), abs(high)) > MAX_INTEGER:
+            raise self.fail(f"expected integer bounds within {MAX_INTEGER:,} (limit MAX_INTEGER)", join(path, kind))
+        dist = Dist(kind, (), low, high, bool(log), step)
+        if math.isfinite(grid_points(dist)) and grid_points(dist) > MAX_GRID_POINTS:
+            raise self.fail(f"{grid_points(dist):,.0f} values, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS): "
+                            "use a float range or a coarser `step`", path)
+        return dist
 
     def space(self) -> SearchSpace:
         data = self.source.data
@@ -105,8 +125,10 @@ class _Parser:
             if key not in data:
                 raise self.fail("missing required field", key)
         name = data["name"]
-        if not isinstance(name, str) or not name or "/" in name:
-            raise self.fail(f"expected a name usable as a folder name, got {name!r}", "name")
+        try:
+            safe_name(name, "name")          # it becomes the run folder's name
+        except UserError as e:
+            raise self.fail(e.message, "name") from None
         base = self.value(self.mapping(data.get("base") or {}, "base"), "base")
         for key in ("layers", "pattern", "legend"):
             if key in base:
@@ -118,10 +140,134 @@ class _Parser:
             strategy=self.named(data.get("strategy"), "strategy", "tpe"),
             scheduler=self.named(data.get("scheduler"), "scheduler", "asha"),
             resources=self.resources(data.get("resources")),
-            seed=self.integer(data.get("seed", 0), "seed", 0), repeats=self.integer(data.get("repeats", 1), "repeats"),
+            seed=self.integer(data.get("seed", 0), "seed", 0, MAX_SEED),
+            repeats=self.integer(data.get("repeats", 1), "repeats"),
             trials=self.integer(data.get("trials", 10), "trials"), data=data)
+        space.aggregate = self.aggregate(data.get("aggregate"), space.strategy)
+        self.layerwise(space)
+        self.check_grid(space)
         self.check_sample(space)
+        if data.get("match") is not None:
+            space.match = self.match(data["match"], space)
+        if "confirm" in data:
+            self.confirm(data["confirm"])
         return space
+
+    def aggregate(self, value: Any, strategy: dict[str, Any]) -> Aggregation:
+        """`aggregate:` (composer/search/aggregate.py); without it, a layer-wise strategy's legacy
+        `options.top_k` / `options.threshold`. The consensus is trained (`train`) by default when the space
+        aggregates: a layer-wise strategy, or an `aggregate:` section."""
+        options = strategy.get("options") if isinstance(strategy.get("options"), dict) else {}
+        legacy = {k: options[k] for k in ("top_k", "threshold") if k in options}
+        if value is None:
+            value = {"select": "threshold" if "threshold" in legacy else "top_k", **legacy,
+                     "train": strategy.get("name") in LAYERWISE_OPTIONS}
+            path = "strategy.options"
+        else:
+            if legacy:
+                raise self.fail("give the top set in `aggregate:` (select, top_k, threshold), not in the "
+                                "strategy's options", join("strategy.options", next(iter(legacy))))
+            path = "aggregate"
+        value = self.mapping(value, path, AGGREGATE_KEYS)
+        select = value.get("select", "top_k")
+        if select not in SELECTIONS:
+            raise self.fail(f"expected one of {', '.join(SELECTIONS)}, got {select!r}", join(path, "select"))
+        vote = value.get("vote", "n0")
+        if vote not in VOTES:
+            raise self.fail(f"expected one of {', '.join(VOTES)}, got {vote!r}", join(path, "vote"))
+        needs = {"threshold": ("select", "threshold"), "clusters": ("select", "kmeans"), "context": ("vote", "nc")}
+        for key, (field, wanted) in needs.items():
+            if key in value and value.get(field, "") != wanted:
+                raise self.fail(f"`{key}` applies with `{field}: {wanted}`", join(path, key))
+        if select == "threshold" and "threshold" not in value:
+            raise self.fail("`select: threshold` needs `threshold` (the largest distance from the best objective)",
+                            join(path, "threshold"))
+        top_k = value.get("top_k")
+        threshold = value.get("threshold")
+        if not isinstance(value.get("train", True), bool):
+            raise self.fail(f"expected true or false, got {value['train']!r}", join(path, "train"))
+        if threshold is not None and not (self.number(threshold, join(path, "threshold"), positive=False) >= 0):
+            raise self.fail(f"expected a number >= 0, got {threshold!r}", join(path, "threshold"))
+        return Aggregation(
+            select=select, vote=vote,
+            top_k=None if top_k is None else self.integer(top_k, join(path, "top_k")),
+            threshold=None if threshold is None else self.number(threshold, join(path, "threshold"), positive=False),
+            clusters=self.integer(value.get("clusters", 5), join(path, "clusters")),
+            context=self.integer(value.get("context", 1), join(path, "context")), train=value.get("train", True))
+
+    def layerwise(self, space: SearchSpace) -> None:
+        """The options of `one_shot` and `incremental`, and what incremental needs of the layers."""
+        name = space.strategy["name"]
+        if name not in LAYERWISE_OPTIONS:
+            return
+        options = self.mapping(space.strategy.get("options") or {}, "strategy.options", LAYERWISE_OPTIONS[name])
+        if not isinstance(options.get("sampler", "random"), str):
+            raise self.fail("expected a strategy name (random, tpe, gp, ...)", "strategy.options.sampler")
+        if options.get("sampler") in LAYERWISE_OPTIONS:
+            raise self.fail("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)",
+                            "strategy.options.sampler")
+        if options.get("sampler_options") is not None:
+            self.mapping(options["sampler_options"], "strategy.options.sampler_options")
+        if name != "incremental":
+            return
+        self.integer(options.get("step", 2), "strategy.options.step")
+        if options.get("variant", "end") not in VARIANTS:
+            raise self.fail(f"expected one of {', '.join(VARIANTS)}, got {options.get('variant')!r}",
+                            "strategy.options.variant")
+        kind, cfg = space.layers
+        if kind != "slots":
+            raise self.fail("the incremental strategy needs a `slots` layer space", "strategy.name")
+        if isinstance(cfg["n_layers"], Dist):
+            raise self.fail("the incremental strategy grows the stack slot by slot to every slot; give "
+                            "`n_layers` as a number", "layers.n_layers")
+
+    def match(self, value: Any, space: SearchSpace) -> Match:
+        """`match:` (composer/search/equal_size.py); the target is measured now, so a bad one fails here."""
+        value = self.mapping(value, "match", MATCH_KEYS)
+        given = [q for q in QUANTITIES if q in value]
+        if len(given) != 1:
+            raise self.fail(f"give one of {', '.join(QUANTITIES)} (a number, or `base`)", "match")
+        quantity = given[0]
+        where = join("match", quantity)
+        target = value[quantity]
+        if target != "base":
+            target = self.number(target, where)
+        if "by" not in value:
+            raise self.fail("`match` needs `by`: the width to adjust (d_model, d_ff, d_state, ...)", "match.by")
+        by = value["by"]
+        widths = sorted({"d_model", *(f for cls in registered().values() for f, spec in config_fields(cls).items()
+                                      if "int" in str(spec.type))})
+        if by not in widths:
+            raise self.fail(unknown_name_message("width", by, widths), "match.by")
+        if "count" in value and quantity != "params":
+            raise self.fail("`count` applies to `params`", "match.count")
+        if value.get("count", "non_embedding") not in COUNTS:
+            raise self.fail(f"expected one of {', '.join(COUNTS)}, got {value['count']!r}", "match.count")
+        if "context" in value and quantity != "state_bytes":
+            raise self.fail("`context` applies to `state_bytes`", "match.context")
+        tol = self.number(value.get("tol", 0.02), "match.tol")
+        if tol >= 1:
+            raise self.fail(f"expected a relative tolerance below 1, got {tol!r}", "match.tol")
+        match = Match(quantity, None if target == "base" else float(target), by, tol,
+                      value.get("count", "non_embedding"),
+                      None if value.get("context") is None else self.integer(value["context"], "match.context"))
+        space.match = match
+        try:
+            reached = space.match_target()
+        except UserError as e:
+            raise self.fail(e.message, where) from None
+        if reached <= 0:
+            raise self.fail(f"the reference candidate has no {match.label()} to match", where)
+        return match
+
+    def confirm(self, value: Any) -> None:
+        """A `confirm:` block (composer/confirm/config.py), run after the search: its fields are checked now."""
+        from composer.confirm.config import parse_confirm
+
+        try:
+            parse_confirm(value, "confirm")
+        except UserError as e:
+            raise self.fail(e.message, e.path) from None
 
     def layers(self, value: Any) -> tuple[str, Any]:
         if isinstance(value, list):
@@ -139,24 +285,35 @@ class _Parser:
             if "n_layers" not in value:
                 raise self.fail("`slot` needs `n_layers`", "layers.n_layers")
             n_layers = self.value(value["n_layers"], "layers.n_layers")
-            self.check_ints(n_layers, "layers.n_layers")
+            self.check_ints(n_layers, "layers.n_layers", loop)
             most = int(n_layers.largest() if isinstance(n_layers, Dist) else n_layers)
             template = self.template(value["slot"], "layers.slot")
             return "slots", {"n_layers": n_layers, "slots": [template] * most, "loop": loop}
         slots = value["slots"]
         if not isinstance(slots, list) or not slots:
             raise self.fail("expected a non-empty list of slots", "layers.slots")
+        if len(slots) > MAX_LAYERS:
+            raise self.fail(f"{len(slots):,} slots, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", "layers.slots")
         templates = [self.template(s, join("layers.slots", i)) for i, s in enumerate(slots)]
         n_layers = self.value(value.get("n_layers", len(slots)), "layers.n_layers")
-        self.check_ints(n_layers, "layers.n_layers")
+        self.check_ints(n_layers, "layers.n_layers", loop)
         if (n_layers.largest() if isinstance(n_layers, Dist) else n_layers) > len(slots):
             raise self.fail(f"more layers than the {len(slots)} slots given", "layers.n_layers")
         return "slots", {"n_layers": n_layers, "slots": templates, "loop": loop}
 
-    def check_ints(self, value: Any, path: str) -> None:
-        values = value.grid() if isinstance(value, Dist) else [value]
+    def check_ints(self, value: Any, path: str, loop: Any = 1) -> None:
+        """Layer counts: integers in [1, MAX_LAYERS] (a range checked by its ends, not expanded); with `loop`,
+        the largest count times the largest loop is held to MAX_LAYERS too."""
+        values = [value.low, value.high] if isinstance(value, Dist) and value.kind == "int" else (
+            value.grid() if isinstance(value, Dist) else [value])
         if values is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-            raise self.fail(f"expected integers >= 1, got {values!r}", path)
+            raise self.fail(f"expected integers >= 1, got {brief(values)}", path)
+        if max(values) > MAX_LAYERS:
+            raise self.fail(f"{max(values):,} layers, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
+        most = max(values) * (loop.largest() if isinstance(loop, Dist) else loop)
+        if most > MAX_LAYERS:
+            raise self.fail(f"{max(values):,} layers looped up to {most // max(values):,} times is {most:,} layers, "
+                            f"more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
 
     def ops(self, value: Any, path: str, allow_none: bool = False) -> list[str]:
         known = list(registered()) + (["none"] if allow_none else [])
@@ -193,7 +350,7 @@ class _Parser:
                 raise self.fail("missing required field", join(path, key))
         cfg = {k: self.value(v, join(path, k)) for k, v in value.items()}
         cfg["loop"] = loop
-        self.check_ints(cfg["n_layers"], join(path, "n_layers"))
+        self.check_ints(cfg["n_layers"], join(path, "n_layers"), loop)
         k = cfg.get("n_attention", 1)
         ks = k.grid() if isinstance(k, Dist) else [k]
         if ks is None or not all(isinstance(x, int) and x >= 0 for x in ks):
@@ -267,6 +424,17 @@ class _Parser:
             out.append({"metric": item["metric"], "mode": mode})
         return out
 
+    def check_grid(self, space: SearchSpace) -> None:
+        """The grid strategy enumerates every combination: hold their number to MAX_GRID_POINTS."""
+        if space.strategy.get("name") != "grid":
+            return
+        total = 1.0
+        for dist in space.distributions().values():
+            total *= grid_points(dist)
+        if total > MAX_GRID_POINTS:
+            raise self.fail(f"the grid has {total:,.0f} points, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS)",
+                            "strategy.name")
+
     def constraints(self, value: Any) -> dict[str, float]:
         value = self.mapping(value or {}, "constraints", CONSTRAINT_KEYS)
         return {k: self.number(v, join("constraints", k)) for k, v in value.items()}
@@ -290,12 +458,28 @@ class _Parser:
             self.integer(out["max_concurrent"], "resources.max_concurrent")
         return out
 
-    def check_sample(self, space: SearchSpace) -> None:
-        """Sample the largest-index choices once so a broken base is reported now, with its line."""
+    def check_sample(self, space: SearchSpace, tries: int = 32) -> None:
+        """Sample candidates (seeded) so a broken base is reported now, with its line: a space none of whose
+        first `tries` candidates is a valid architecture (`d_model: .nan`, a slot's `rope_base: -1`) is an error."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        candidate = space.sample(study.ask())
-        if candidate.invalid and all(not isinstance(v, Dist) for v in space.distributions().values()):
-            raise self.fail(candidate.invalid, "base")
+        tries = tries if space.distributions() else 1
+        first = None
+        for _ in range(tries):
+            candidate = space.sample(study.ask())
+            if not candidate.invalid:
+                return
+            first = first or candidate.invalid
+        raise self.fail(first if tries == 1 else f"none of {tries} sampled candidates is valid; the first: {first}",
+                        "base")
+
+
+def grid_points(dist: Dist) -> float:
+    """How many values a searched value takes (inf for a continuous range), counted without listing them."""
+    if dist.kind == "choice":
+        return len(dist.values)
+    if dist.kind == "int":
+        return (dist.high - dist.low) // (dist.step or 1) + 1
+    return math.floor((dist.high - dist.low) / dist.step) + 1 if dist.step else math.inf

@@ -5,7 +5,10 @@ Each report holds the trainer's metrics plus `objective_<i>` (the objectives, wi
 there is no value), `evaluation` (ASHA's time axis) and `final` (True only for the full-budget result; a
 trial that ends without a final report was stopped early, i.e. pruned). A candidate that is not a valid
 architecture or breaks a constraint reports once, at evaluation 0, with `status` and `reason`, and never
-trains. Finished results are cached by `cache_key` so a duplicate candidate does not train again.
+trains; so does one whose estimated training memory exceeds what the trial's machine has (status `constraint`,
+checked by the trainer before it builds anything). Finished results are cached by `cache_key` so a duplicate
+candidate does not train again. The candidate's `record` (its size match, the consensus flag) goes into every
+report and its result.json, never into the cache (a duplicate has its own).
 """
 
 from __future__ import annotations
@@ -40,12 +43,15 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     """The Tune function trainable; `config["meta"]` is the candidate built by the define-by-run function."""
     from ray import tune
 
+    from composer.training.memory import MemoryLimitError
+
     meta = config["meta"]
     names, modes = context["objectives"], context["modes"]
     trial_dir = Path(context["run_dir"]) / "trials" / str(meta["trial"])
     trial_dir.mkdir(parents=True, exist_ok=True)
+    record = meta.get("record") or {}
     base = {"trial": meta["trial"], "arch_id": meta.get("arch_id"), "stripe": meta.get("stripe"),
-            **meta.get("costs", {})}
+            **meta.get("costs", {}), **record}
 
     def report(metrics: dict[str, Any], evaluation: int, final: bool) -> None:
         tune.report({**base, **metrics, **objectives({**base, **metrics}, names, modes),
@@ -59,17 +65,22 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     cache = Path(context["run_dir"]) / "cache" / f"{meta['cache_key']}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        result = {**cached["result"], "reused": True, "reused_from": cached["result"].get("trial")}
+        result = {**cached["result"], "reused": True, "reused_from": cached["result"].get("trial"), **record}
         write_json(trial_dir / "result.json", result)
         report(result, len(cached["history"]), True)
         return
 
     try:
         result, history = train_candidate(meta, context, trial_dir, report)
+    except MemoryLimitError as e:   # refused before anything was built: a constraint of this machine, not a failure
+        result = {**base, "status": "constraint", "reason": e.message}
+        write_json(trial_dir / "result.json", result)
+        report(result, 0, True)
+        return
     except Exception as e:       # recorded for the leaderboard; Tune retries the trial, then marks it failed
         (trial_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
         raise
-    write_json(trial_dir / "result.json", result)
+    write_json(trial_dir / "result.json", {**result, **record})
     if result["status"] == "completed":
         write_json(cache, {"result": result, "history": history})
     report(result, max(1, len(history)), True)
@@ -77,7 +88,10 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
 
 def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Path,
                     report: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train every repeat (seed); the first reports each evaluation, the result averages the repeats."""
+    """Train every repeat (seed); the first reports each evaluation, the result averages the repeats. A
+    learning-rate x weight-decay sweep (`lrs`, `weight_decays`: the MAD protocol) keeps each candidate's best run,
+    lists every run under `sweep`, and reports only its final result (its runs' evaluations are not one time
+    axis for a scheduler)."""
     from composer.trainer import TrainConfig, train
 
     config = TrainConfig.from_dict(meta["train"])
@@ -96,12 +110,14 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
         if not last:
             report(metrics, next(counter), False)
 
+    sweep = bool(config.optimizer.lrs or config.optimizer.weight_decays)
     runs = []
     for r in range(context["repeats"]):
         out_dir = trial_dir if r == 0 else trial_dir / f"seed{r}"
         run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False)
-        runs.append(train(meta["spec"], task["name"], config=run_config, callback=callback if r == 0 else None,
-                          out_dir=out_dir, task_params=task.get("params")))
+        runs.append(train(meta["spec"], task["name"], config=run_config,
+                          callback=callback if r == 0 and not sweep else None, out_dir=out_dir,
+                          task_params=task.get("params")))
     first = runs[0]
     metrics = dict(first.metrics)
     if len(runs) > 1:
@@ -116,4 +132,8 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
               "budget_fraction": 1.0 if status == "completed" else None, "step": total}
     if status == "diverged":
         result["reason"] = f"diverged at step {first.diverged_step}"
+    if first.sweep:
+        kept = next((row for row in first.sweep if row["out_dir"] == first.out_dir), None)
+        result.update(sweep=[{**row, "seed": context["seed"] + r} for r, run in enumerate(runs) for row in run.sweep],
+                      **({"lr": kept["lr"], "weight_decay": kept["weight_decay"]} if kept else {}))
     return result, first.history

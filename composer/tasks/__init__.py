@@ -28,6 +28,11 @@ class TaskSuite:
     name: str
     members: list[tuple[str, Task]] = field(default_factory=list)   # (label, task)
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The keys the suite reports: the mean accuracy and each task's."""
+        return ("accuracy", *(f"accuracy/{name.split(':')[-1]}" for name in self.groups()))
+
     def groups(self) -> dict[str, list[str]]:
         """Member labels per task name (`mad:in_context_recall` -> its setting labels)."""
         out: dict[str, list[str]] = {}

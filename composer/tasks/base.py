@@ -61,6 +61,7 @@ class Task:
     vocab_size: int
     seq_len: int
     primary_metric: str = "accuracy"   # what a learning-rate sweep maximises ("loss" is minimised)
+    metrics: tuple[str, ...] = ("loss", "accuracy")   # the keys `evaluate` returns
 
     def params(self) -> dict[str, Any]:
         """The task's settings (recorded with every run)."""

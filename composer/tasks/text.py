@@ -16,6 +16,7 @@ windows of the packed token stream; validation is consecutive windows.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -37,8 +38,9 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
 class TextLM(Task):
     name = "text"
     primary_metric = "loss"
+    metrics = ("loss", "accuracy", "bits_per_byte")
 
-    def __init__(self, data: str | None = None, seq_len: int = 256, tokenizer: str = "byte",
+    def __init__(self, data: str | os.PathLike | None = None, seq_len: int = 256, tokenizer: str = "byte",
                  bpe_vocab_size: int = 4096, val_fraction: float = 0.05, max_val_windows: int = 256,
                  text_field: str = "text", dataset_config: str | None = None, split: str = "train",
                  max_chars: int | None = None, seed: int = 0):
@@ -47,13 +49,17 @@ class TextLM(Task):
             positive_int(params, field)
         if max_chars is not None:
             positive_int({"max_chars": max_chars}, "max_chars")
+        require(data is None or isinstance(data, (str, os.PathLike)), "data",
+                f"expected a file, folder, glob or dataset name, got {data!r}")
+        require(dataset_config is None or isinstance(dataset_config, str), "dataset_config",
+                f"expected a string, got {dataset_config!r}")
         for field, value in (("tokenizer", tokenizer), ("text_field", text_field), ("split", split)):
             require(isinstance(value, str) and value != "", field, f"expected a non-empty string, got {value!r}")
         require(isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
                 and 0 < val_fraction < 1, "val_fraction", f"expected 0 < val_fraction < 1, got {val_fraction!r}")
         self.data, self.seq_len, self.tokenizer_name, self.seed = data, seq_len, tokenizer, seed
         self.bpe_vocab_size, self.val_fraction, self.max_val_windows = bpe_vocab_size, val_fraction, max_val_windows
-        self.split, self.max_chars = split, max_chars
+        self.text_field, self.dataset_config, self.split, self.max_chars = text_field, dataset_config, split, max_chars
         text = load_text(data, text_field, dataset_config, split, max_chars)
         train_text, val_text = split_text(text, val_fraction)
         self.tokenizer = make_tokenizer(tokenizer, train_text, bpe_vocab_size)
@@ -70,11 +76,11 @@ class TextLM(Task):
         out = dict(data=str(self.data) if self.data is not None else "sample", seq_len=self.seq_len,
                    tokenizer=self.tokenizer_name, vocab_size=self.vocab_size, val_fraction=self.val_fraction,
                    train_tokens=len(self.train_tokens), val_tokens=len(self.val_tokens), seed=self.seed)
-        if self.split != "train":
-            out["split"] = self.split
-        if self.max_chars is not None:
-            out["max_chars"] = self.max_chars
-        return out
+        optional = dict(bpe_vocab_size=self.bpe_vocab_size if self.tokenizer_name == "bpe" else None,
+                        text_field=None if self.text_field == "text" else self.text_field,
+                        dataset_config=self.dataset_config, split=None if self.split == "train" else self.split,
+                        max_chars=self.max_chars)
+        return {**out, **{k: v for k, v in optional.items() if v is not None}}
 
     def model_vocab_size(self, spec_vocab_size: int) -> int:
         """The tokenizer's vocabulary, which the spec must state: a different size is an error naming both."""

@@ -31,6 +31,8 @@ class OptimizerConfig:
                                             positive=True)
     weight_decay: float = setting(0.1, "AdamW weight decay on matrices (not norms, biases or embeddings)",
                                   minimum=0)
+    weight_decays: tuple[float, ...] | None = setting(None, "sweep these weight decays (one run per learning rate "
+                                                      "x weight decay) and keep the best", minimum=0)
     betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", minimum=0)
     grad_clip: float = setting(1.0, "clip the gradient norm to this value", positive=True)
 
@@ -54,9 +56,15 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    checkpoint_every: int | None = setting(None, "also checkpoint every N steps, at an evaluation (a run with an "
-                                           "output folder always checkpoints at its end)", positive=True)
-    resume: bool = setting(True, "resume from a checkpoint found in the output folder")
+    """With an output folder, a run checkpoints every `checkpoint_every` steps, when `checkpoint_seconds` have
+    passed since its last checkpoint, on SIGINT/SIGTERM (from the CLI) and at its end."""
+
+    checkpoint_every: int = setting(500, "with an output folder, checkpoint every N steps (0: not by steps)",
+                                    minimum=0)
+    checkpoint_seconds: float = setting(600.0, "with an output folder, also checkpoint once this many seconds have "
+                                        "passed since the last checkpoint (0: not by time)", minimum=0)
+    resume: bool = setting(True, "resume from a checkpoint found in the output folder (it must be of the same "
+                           "architecture, task and training settings)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class RuntimeConfig:
     compile: bool = setting(False, "torch.compile the model")
     device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda when available)")
     log_every: int = setting(10, "report progress every N steps", positive=True)
+    memory_check: bool = setting(True, "refuse to start when the estimated memory (composer/training/memory.py) "
+                                 "exceeds what the device has available")
 
 
 @dataclass(frozen=True)

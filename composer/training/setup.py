@@ -1,5 +1,8 @@
-"""Setting up one run: the spec fitted to the task, the model, its optimizer and (optionally compiled)
-forward, the static metrics every evaluation carries, and the progress restored from a checkpoint."""
+"""Setting up one run: the spec fitted to the task, the checks made before anything is allocated (the device,
+the memory estimate, the output folder and whether its checkpoint belongs to this run), the model, its optimizer
+and (optionally compiled) forward, the static metrics every evaluation carries, and the progress restored from a
+checkpoint. An output folder gets `spec.yaml` (the fitted spec: what `composer export DIR` reads with the
+weights)."""
 
 from __future__ import annotations
 
@@ -13,14 +16,20 @@ from typing import Any
 import torch
 
 from composer.costs import model_cost
+from composer.errors import UserError
 from composer.model import build_model
+from composer.runs import write_atomic
 from composer.spec import ArchSpec
-from composer.spec_parse import load_spec
+from composer.spec_parse import dump_spec, load_spec
 from composer.tasks import Task
 from composer.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, write_metrics
 from composer.training.config import TrainConfig
+from composer.training.fingerprint import check_resumable, run_fingerprint
+from composer.training.memory import check_memory
 from composer.training.runtime import resolve_device
 from composer.training.schedule import Budget
+
+SPEC_FILE = "spec.yaml"
 
 
 @dataclass
@@ -38,6 +47,7 @@ class TrainState:
     step: int = 0
     train_time: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] | None = None            # saved with every checkpoint (see fingerprint.py)
 
     def progress(self) -> float:
         """Fraction of the budget used, in [0, 1]."""
@@ -46,7 +56,8 @@ class TrainState:
     def save(self, out_dir: str | os.PathLike | None) -> None:
         if out_dir is not None:
             save_checkpoint(out_dir, self.model, self.optimizer,
-                            {"step": self.step, "train_time": self.train_time, "history": self.history})
+                            {"step": self.step, "train_time": self.train_time, "history": self.history},
+                            self.fingerprint)
 
     def restore(self, out_dir: str | os.PathLike) -> None:
         loop = load_checkpoint(out_dir, self.model, self.optimizer)
@@ -54,9 +65,11 @@ class TrainState:
 
 
 def fit_spec(spec: ArchSpec | dict | str, task: Task) -> ArchSpec:
-    """The spec with the task's vocabulary and a context long enough for it."""
+    """The spec with the task's vocabulary (`Task.model_vocab_size`: a tokenizer's must match the spec's) and a
+    context long enough for it."""
     spec = load_spec(spec)
-    return dataclasses.replace(spec, vocab_size=task.vocab_size, max_seq_len=max(spec.max_seq_len, task.seq_len))
+    vocab_size = task.model_vocab_size(spec.vocab_size)
+    return dataclasses.replace(spec, vocab_size=vocab_size, max_seq_len=max(spec.max_seq_len, task.seq_len))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -79,6 +92,14 @@ def set_up(spec: ArchSpec | dict | str, task: Task, config: TrainConfig,
     the evaluations up to that checkpoint."""
     spec = fit_spec(spec, task)
     device = resolve_device(config.runtime.device)
+    if config.runtime.memory_check:
+        check_memory(spec, task.seq_len, config.runtime.batch_size, config.evaluation.eval_batch_size, device)
+    fingerprint = run_fingerprint(spec, task, config)
+    resume = out_dir is not None and config.checkpoint.resume and has_checkpoint(out_dir)
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    if resume:
+        check_resumable(out_dir, fingerprint)
     torch.manual_seed(config.runtime.seed)
     model = build_model(spec).to(device)
     model.train()
@@ -91,10 +112,23 @@ def set_up(spec: ArchSpec | dict | str, task: Task, config: TrainConfig,
               "non_embedding_params": costs.non_embedding_params, "active_params": costs.active_params,
               "flops_per_token": costs.flops_per_token, "train_flops_per_token": costs.train_flops_per_token,
               "state_bytes": costs.state_bytes}
-    state = TrainState(model, forward, optimizer, task, device, config.budget, batch_size * task.seq_len, static)
+    state = TrainState(model, forward, optimizer, task, device, config.budget, batch_size * task.seq_len, static,
+                       fingerprint=fingerprint)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if config.checkpoint.resume and has_checkpoint(out_dir):
+        if resume:
             state.restore(out_dir)
+        write_atomic(Path(out_dir) / SPEC_FILE, dump_spec(spec))
         write_metrics(out_dir, state.history)
     return state
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """A UserError when `out_dir` cannot be the run's folder (a file, or a folder that cannot be made)."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, not a folder", path="out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make the folder {path}: {e.strerror or e}", path="out") from None

@@ -2,8 +2,9 @@
 
 Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_torch` (chunked PyTorch,
 one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
-dispatch between the last two, and `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step
-and chunked forms by length (see `dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
+dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
+`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
+`dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
 `chunk_mlstm` has only its PyTorch form.
 """
 

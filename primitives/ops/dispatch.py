@@ -11,7 +11,9 @@
     PyTorch path (forward, and backward when the call needs grad); on an error or a mismatch beyond the
     dtype's tolerance that class uses PyTorch for the rest of the process, with one `KernelFallbackWarning`
     naming the operator and the reason (`primitives/ops/triton/verify.py`). `trust`: the kernel without
-    the check. `off`: never a kernel.
+    the check. `off`: never a kernel. `kernel_device` and `triton_form` are the two seams the CPU tests
+    patch (tests/test_kernel_fallback.py); `benchmarks/bench_gpu_kernels.py` checks and times every kernel
+    on a GPU.
 * The length-dispatched operators the layers call (`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule`):
   the step form for pieces of at most `DECODE_MAX` tokens (decoding), else the chunked form in chunks of
   `CHUNK_SIZE`, the chunk length the layers' FLOP formulas count.
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -44,10 +47,12 @@ TORCH_FORMS: dict[str, Callable] = {"chunk_simple_gla": chunk_simple_gla_torch, 
 
 
 def triton_mode() -> str:
-    """COMPOSER_TRITON: "check" (default), "trust" or "off"."""
+    """COMPOSER_TRITON: "check" (default), "trust" or "off". Another value warns and means "check": a typo in
+    the environment must not stop a run."""
     mode = os.environ.get(TRITON_ENV, "").strip().lower() or "check"
     if mode not in TRITON_MODES:
-        raise ValueError(f"{TRITON_ENV} must be one of {', '.join(TRITON_MODES)}, got {mode!r}")
+        warnings.warn(f"{TRITON_ENV}={mode!r} is not one of {', '.join(TRITON_MODES)}; using 'check'", stacklevel=2)
+        return "check"
     return mode
 
 

@@ -1,0 +1,225 @@
+"""The whole loop on CPU: search a hybrid space on a cheap proxy, confirm the winners at two larger sizes on Tiny
+Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby GPT" budget.
+
+1. **Search** `search_spaces/discovery.yaml` (six slots, each attention / Mamba-2 / Gated DeltaNet / GLA / short
+   convolution followed by an MLP; TPE, `trials` trials on the text proxy benchmarks/bench_proxies.py chose).
+2. **Confirm** (the space's `confirm:` block, run by the search as a user's `composer search` runs it): the top
+   trials, the consensus and the transformer fitted to two sizes >= 10x the best trial, 3 seeds each, equal
+   tokens; proxy -> target Spearman / Kendall with bootstrap intervals beside the seed noise floor, and paired
+   differences with 95% intervals (composer/confirm, scaling/stats.py).
+3. **Baby GPT budget**: nanoGPT's CPU recipe on this corpus (4 layers, width 128, context 64, 2000 steps x 12
+   sequences, last 10% validating) reaches validation loss 1.886. The confirmed winner (the searched candidate
+   with the lowest target loss at the largest size) is fitted to the transformer's total parameter count
+   (<= 0.83M, `composer.confirm.sizing.fit_hardware`), and it and that same-shape transformer are trained by
+   Composer with nanoGPT's optimiser settings (AdamW lr 1e-3, betas 0.9/0.99, weight decay 0.1, 100 warmup steps,
+   cosine to 1e-4), `baby_seeds` seeds each, and evaluated on the whole validation split.
+
+    .venv/bin/python benchmarks/bench_discovery.py [--tiny] [--out runs/bench_discovery] [--data FILE]
+        [--trials N] [--sizes 10x 30x] [--confirm-tokens N] [--top-k K] [--baby-seeds N]
+
+Everything resumes: the search and the confirmation from their run folder (<out>/discovery), the baby-GPT runs
+from <out>/baby.json; stage wall times add up over invocations in <out>/timings.json. `--tiny` checks the
+plumbing with toy budgets (minutes; its result stays in <out>/tiny/). Results: benchmarks/results/discovery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import REPO, Job, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from composer.canonical_form import stripe  # noqa: E402
+from composer.provenance import provenance  # noqa: E402
+from composer.runs import write_json  # noqa: E402
+from composer.spec_parse import load_spec  # noqa: E402
+from scaling.rules import param_count  # noqa: E402
+from scaling.stats import mean_interval, paired_difference  # noqa: E402
+
+SPACE = REPO / "search_spaces" / "discovery.yaml"
+NANOGPT_BABY_LOSS = 1.886          # nanoGPT's own CPU recipe on Tiny Shakespeare, last 10% validating
+BABY_PARAMS_LIMIT = 830_000
+BABY_TRANSFORMER = {"d_model": 128, "vocab_size": 256, "max_seq_len": 64, "defaults": {"attention": {"n_heads": 4}},
+                    "layers": ["attention", "mlp"] * 4}
+NANOGPT_RECIPE = {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1, "warmup_steps": 100, "min_lr_ratio": 0.1,
+                  "schedule": "cosine", "grad_clip": 1.0, "batch_size": 12, "eval_every": 1 << 40}
+
+
+@dataclass(frozen=True)
+class Setting:
+    trials: int = 32
+    sizes: tuple[str, ...] = ("10x", "30x")
+    confirm_seeds: int = 3
+    confirm_tokens: int = 400_000
+    top_k: int = 3
+    proxy_tokens: int | None = None        # None: the space's own
+    baby_steps: int = 2000
+    baby_seeds: int = 2
+    max_concurrent: int = 2                # search trials at once
+
+
+FULL = Setting()
+TINY = Setting(trials=3, sizes=("3x", "6x"), confirm_seeds=2, confirm_tokens=4096, top_k=2, proxy_tokens=2048,
+               baby_steps=5, baby_seeds=2, max_concurrent=1)
+
+
+def space_data(s: Setting, data: str | None) -> dict[str, Any]:
+    """discovery.yaml with this run's data file, trial count and confirmation settings."""
+    space = yaml.safe_load(SPACE.read_text())
+    space["task"] = {"name": "text", "params": {k: v for k, v in text_task(data, seq_len=64).items() if k != "name"}}
+    space["trials"] = s.trials
+    space["resources"] = {**space["resources"], "max_concurrent": s.max_concurrent}
+    if s.proxy_tokens is not None:
+        space["train"] = {**space["train"], "tokens": s.proxy_tokens}
+    space["confirm"] = {**space["confirm"], "sizes": list(s.sizes), "seeds": s.confirm_seeds,
+                        "tokens": s.confirm_tokens, "top_k": s.top_k}
+    return space
+
+
+class Timings:
+    """Wall seconds per stage, added up over invocations (a resumed benchmark counts every part it ran)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}, "runs": []}
+
+    def stage(self, name: str, seconds: float, load: tuple[float, float]) -> None:
+        self.data["stages"][name] = self.data["stages"].get(name, 0.0) + seconds
+        self.data["runs"].append({"stage": name, "wall_s": round(seconds, 1), "started": time.ctime(time.time()
+                                  - seconds), "load_1min_start_end": [round(v, 1) for v in load]})
+        write_json(self.path, self.data)
+
+
+def run_search(space: dict[str, Any], run_dir: Path) -> Any:
+    """The search and its confirmation (the space's `confirm:` block), resumed when the folder exists."""
+    from composer.search import search
+
+    resume = (run_dir / "space.yaml").is_file()
+    return search(space, run_dir=run_dir, resume=resume)
+
+
+def winner_of(confirm: dict[str, Any]) -> dict[str, Any]:
+    """The searched candidate (not a baseline) with the lowest mean target loss at the largest size."""
+    largest = confirm["sizes"][-1]["label"]
+    results = confirm["results"][largest]
+    searched = [c for c in confirm["candidates"] if "baseline" not in c["roles"] and c["name"] in results]
+    return min(searched, key=lambda c: results[c["name"]]["mean"])
+
+
+def baby_jobs(s: Setting, winner_spec: dict[str, Any], data: str | None) -> tuple[list[Job], dict[str, Any]]:
+    """The winner fitted to the baby transformer's total parameters (<= 0.83M) and that transformer, as jobs."""
+    from composer.confirm.sizing import fit_hardware
+
+    transformer = load_spec(BABY_TRANSFORMER)
+    target = min(param_count(transformer, "total"), BABY_PARAMS_LIMIT)
+    searched = load_spec({**winner_spec, "max_seq_len": 64})
+    for shrink in (1.0, 0.98, 0.96, 0.94):
+        sized = fit_hardware(searched, int(target * shrink), count="total", tolerance=0.05, what="the winner")
+        if sized.params <= BABY_PARAMS_LIMIT:
+            break
+    task = text_task(data, seq_len=64, max_val_windows=100_000)      # the whole validation split
+    budget = {"steps": s.baby_steps}
+    specs = {"winner": sized.spec, "transformer": transformer}
+    jobs = [Job("baby", name, seed, spec.to_dict(), task, budget, NANOGPT_RECIPE)
+            for seed in range(s.baby_seeds) for name, spec in specs.items()]
+    shapes = {name: {"params": param_count(spec, "total"), "non_embedding_params": param_count(spec),
+                     "d_model": spec.d_model, "stripe": stripe(spec)} for name, spec in specs.items()}
+    return jobs, {**shapes, "winner_sizing": sized.describe()}
+
+
+def baby_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    losses = {name: {r["seed"]: r["metrics"]["val_loss"] for r in rows.values() if r["arch"] == name}
+              for name in ("winner", "transformer")}
+    out: dict[str, Any] = {name: mean_interval([v[k] for k in sorted(v)]).as_dict() for name, v in losses.items()}
+    diff = paired_difference(losses["transformer"], losses["winner"])
+    out["transformer_minus_winner"] = diff.as_dict()
+    out["nanogpt_minus_winner"] = NANOGPT_BABY_LOSS - out["winner"]["mean"]
+    out["cpu_s_per_run"] = {name: sum(r["metrics"]["cpu_s"] for r in rows.values() if r["arch"] == name)
+                            / max(1, len(losses[name])) for name in losses}
+    return out
+
+
+def search_summary(result: Any) -> dict[str, Any]:
+    rows = [r for r in result.rows if r.get("status") == "completed" and r.get("val_loss") is not None]
+    rows.sort(key=lambda r: r["val_loss"])
+    keep = ("trial", "stripe", "val_loss", "params", "train_time_s")
+    return {"completed_trials": len(rows), "statuses": result.summary.get("counts"),
+            "top": [{k: r.get(k) for k in keep} for r in rows[:8]],
+            "best": stripe(result.best) if result.best is not None else None,
+            "consensus": stripe(result.consensus) if result.consensus is not None else None}
+
+
+def confirm_summary(confirm: dict[str, Any]) -> dict[str, Any]:
+    keep = ("sizes", "tokens", "candidates", "sizing", "results", "transfer", "comparisons", "verdict", "verdicts",
+            "missing", "notes", "statistics")
+    out = {k: confirm.get(k) for k in keep}
+    out["candidates"] = [{k: c[k] for k in ("name", "roles", "aliases", "stripe", "proxy", "trial")}
+                         for c in confirm["candidates"]]
+    out["sizing"] = [{k: s[k] for k in ("candidate", "size", "params", "d_model", "units", "description")}
+                     for s in confirm["sizing"]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy budgets: a plumbing check of a few minutes")
+    parser.add_argument("--out", default="runs/bench_discovery", help="folder for the run and per-run results")
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--sizes", nargs="+")
+    parser.add_argument("--confirm-tokens", type=int)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--baby-seeds", type=int)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the baby-GPT runs")
+    add_data_argument(parser)
+    args = parser.parse_args()
+    s = TINY if args.tiny else FULL
+    given = {"trials": args.trials, "sizes": tuple(args.sizes) if args.sizes else None,
+             "confirm_tokens": args.confirm_tokens, "top_k": args.top_k, "baby_seeds": args.baby_seeds}
+    s = replace(s, **{k: v for k, v in given.items() if v is not None})
+    out = Path(args.out).resolve() / ("tiny" if args.tiny else "full")
+    out.mkdir(parents=True, exist_ok=True)
+    timings = Timings(out / "timings.json")
+
+    load, start = os.getloadavg()[0], time.time()
+    result = run_search(space_data(s, args.data), out / "discovery")
+    timings.stage("search_and_confirm", time.time() - start, (load, os.getloadavg()[0]))
+    confirm = result.confirm
+    winner = winner_of(confirm)
+
+    jobs, shapes = baby_jobs(s, winner["spec"], args.data)
+    load, start = os.getloadavg()[0], time.time()
+    rows = run_jobs(jobs, out / "baby.json", args.workers)
+    timings.stage("baby_gpt", time.time() - start, (load, os.getloadavg()[0]))
+
+    baby = {"recipe": {**NANOGPT_RECIPE, "steps": s.baby_steps, "seq_len": 64, "seeds": s.baby_seeds},
+            "nanogpt_val_loss": NANOGPT_BABY_LOSS, "models": shapes, **baby_summary(rows)}
+    data = {"benchmark": "discovery", "setting": asdict(s), "data": args.data or "the shipped sample",
+            "space": space_data(s, args.data), "run_dir": str(out / "discovery"),
+            "wall_s": timings.data["stages"], "wall_s_total": round(sum(timings.data["stages"].values()), 1),
+            "invocations": timings.data["runs"], "search": search_summary(result),
+            "confirm": confirm_summary(confirm), "winner": {k: winner[k] for k in ("name", "roles", "stripe")},
+            "baby_gpt": baby, "provenance": provenance("cpu")}
+    print(f"\nsearch: best {data['search']['best']}; confirmed winner {winner['name']} ({winner['stripe']})")
+    for line in confirm.get("verdicts", []):
+        print(f"  {line}")
+    w, t = baby["winner"], baby["transformer"]
+    print(f"baby GPT budget: winner {w['mean']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}], transformer "
+          f"{t['mean']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], nanoGPT {NANOGPT_BABY_LOSS}")
+    if args.tiny:
+        write_json(out / "discovery.json", data)
+        print(f"-> {out / 'discovery.json'}")
+    else:
+        print(f"-> {write_result('discovery', data)}")
+
+
+if __name__ == "__main__":
+    main()

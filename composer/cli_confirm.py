@@ -1,0 +1,155 @@
+"""`composer confirm RUN`: train a search's top candidates, its consensus and a baseline at larger sizes on the
+target task with several seeds, and report whether the search's winner holds up (composer/confirm/)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from composer.errors import UserError
+
+BUDGET_FLAGS = ("steps", "seconds")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from composer.cli_train import add_setting_flags
+
+    p = sub.add_parser(
+        "confirm", help="confirm a search's winners at larger sizes against a baseline, with statistics",
+        description="Fit the top-k trials of a search, its consensus and a baseline (default: the transformer of "
+        "the search's base) to each size, train them with equal tokens and several seeds (Ray tasks; a rerun "
+        "resumes), and report per size: the validation loss over seeds with intervals, proxy -> target rank "
+        "agreement beside the seed-to-seed noise floor, and paired differences against the baseline with a "
+        "verdict. Writes RUN/confirm.json and RUN/confirm/ladder.json. Defaults come from the space's "
+        "`confirm:` block, then these flags. Training settings default to the search's (budget aside).")
+    p.add_argument("run", help="search run directory (runs/<name>)")
+    p.add_argument("--sizes", nargs="+", metavar="N", help="parameter targets (e.g. 1M 4M), or multiples of the best "
+                   "trial's size (10x); default 10x")
+    p.add_argument("--seeds", type=int, metavar="N", help="seeds per candidate and size (default 3, at least 2)")
+    p.add_argument("--top-k", type=int, metavar="K", help="distinct completed trials to confirm (default 3)")
+    p.add_argument("--baseline", nargs="+", metavar="B", help="`transformer` (default) and/or spec files")
+    p.add_argument("--no-consensus", action="store_true", help="leave the consensus out")
+    p.add_argument("--tokens-per-param", type=float, metavar="R",
+                   help="train each size on R x its parameter target tokens (default 20)")
+    p.add_argument("--count", choices=("non_embedding", "total", "active"), help="which parameters a size counts "
+                   "(default non_embedding)")
+    p.add_argument("--method", choices=("auto", "stack", "stretch"), help="depth rule (default auto: stack a search "
+                   "of fewer than 16 layers, stretch a longer one)")
+    p.add_argument("--tolerance", type=float, metavar="F", help="how far a fitted size may land from its target "
+                   "(default 0.1)")
+    p.add_argument("--task", metavar="NAME", help="target task (default: the search's task)")
+    p.add_argument("--data", metavar="PATH", help="text task: a file, directory or glob")
+    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="task setting, e.g. --set seq_len=128 (repeatable)")
+    p.add_argument("--runner", choices=("ray", "local"), default="ray",
+                   help="ray: trials as Ray tasks (default); local: processes on this machine")
+    p.add_argument("--workers", type=int, metavar="N", help="trials at once (default: 1 with --runner local; with "
+                   "ray, as many as the CPUs allow)")
+    p.add_argument("--address", help="Ray cluster to join ('auto' or host:port; default: RAY_ADDRESS or embedded)")
+    p.add_argument("--plan", action="store_true", help="print the candidates, how each is sized and the trials; "
+                   "train nothing, write nothing")
+    p.add_argument("--json", action="store_true", help="print the result (or with --plan, the plan) as JSON")
+    add_setting_flags(p)
+    p.set_defaults(func=run)
+
+
+def settings_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given as flags (budget and seed are the confirmation's own)."""
+    from composer.training.config import SETTINGS
+
+    given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None}
+    for key in BUDGET_FLAGS:
+        if key in given:
+            raise UserError("confirm trains every candidate on equal tokens: use --tokens or --tokens-per-param",
+                            path=f"--{key}")
+    if "seed" in given:
+        raise UserError("confirm sets each trial's seed: use --seeds N", path="--seed")
+    given.pop("tokens", None)
+    given.pop("threads", None)          # how trials run, not how they train: passed to the runner
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The run's `confirm:` block (if any), then the flags; one ConfirmConfig."""
+    import yaml
+
+    from composer.confirm import parse_confirm
+    from composer.runs import RunDir
+
+    run = RunDir(args.run)
+    block: dict[str, Any] = {}
+    if run.exists():
+        data = yaml.safe_load(run.path("space.yaml").read_text()) or {}
+        block = dict(data.get("confirm") or {}) if isinstance(data, dict) else {}
+    flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "baseline": args.baseline,
+             "tokens_per_param": args.tokens_per_param, "count": args.count, "method": args.method,
+             "tolerance": args.tolerance}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.no_consensus:
+        given["consensus"] = False
+    if args.tokens is not None and args.tokens_per_param is not None:
+        raise UserError("give --tokens or --tokens-per-param, not both", path="--tokens")
+    if args.tokens is not None:
+        given["tokens"] = args.tokens
+        block.pop("tokens_per_param", None)
+    elif args.tokens_per_param is not None:
+        block.pop("tokens", None)
+    task = _task(args, block, run)
+    if task is not None:
+        given["task"] = task
+    train = {**(block.get("train") or {}), **settings_from_flags(args)}
+    if train:
+        given["train"] = train
+    try:
+        return parse_confirm({**block, **given}, path="confirm")
+    except UserError as e:
+        if e.path and e.path.startswith("confirm.") and e.path.split(".")[1] in flags:
+            raise UserError(e.message, path="--" + e.path.split(".")[1].replace("_", "-")) from None
+        raise
+
+
+def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str, Any] | None:
+    """The task from --task / --data / --set over the block's (or the search's) task; None when not given."""
+    from composer.cli_train import parse_task_settings
+    from composer.tasks import task_params
+
+    if args.task is None and args.data is None and not args.task_settings:
+        return None
+    base = block.get("task")
+    if base is None and run.exists():
+        import yaml
+
+        base = (yaml.safe_load(run.path("space.yaml").read_text()) or {}).get("task")
+    base = {"name": base} if isinstance(base, str) else dict(base or {})
+    name = args.task or base.get("name")
+    if args.data is not None and args.task is None and name != "text":
+        raise UserError(f"--data applies to the text task; the search's task is {name!r}: add --task text",
+                        path="--data")
+    params = task_params(base) if name == base.get("name") else {}
+    params.update(parse_task_settings(args.task_settings))
+    if args.data is not None:
+        params["data"] = args.data
+    return {"name": name, "params": params}
+
+
+def run(args: argparse.Namespace) -> int:
+    from composer.cli import print_json
+    from composer.confirm import format_plan, format_results, plan_confirm, run_plan
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"expected an integer >= 1, got {args.workers}", path="--workers")
+    plan = plan_confirm(args.run, config_from_args(args))
+    if args.json and args.plan:
+        print_json(plan.describe())
+    elif not args.json:
+        print(format_plan(plan.describe()), flush=True)
+    if args.plan:
+        return 0
+    result = run_plan(plan, runner=args.runner, workers=args.workers, threads=args.threads or 1,
+                      address=args.address, log=None if args.json else (lambda m: print(m, flush=True)))
+    if args.json:
+        print_json(result)
+    else:
+        print(format_results(result))
+        print(f"wrote {result['trials_file']} and {args.run.rstrip('/')}/confirm.json")
+    return 0

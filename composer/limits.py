@@ -1,0 +1,54 @@
+"""The bounds on input, in one place: bounded input gives bounded work.
+
+Every file Composer reads as YAML (specs, search spaces, ladders, training configs, `--set` values) and every
+architecture it builds is held to these limits before anything is expanded, allocated or trained. Going past
+one is a user error naming the field and the limit; each is far above any real model or file, so a real input
+never meets them, while a hostile one (a "billion laughs" alias bomb, `repeat: 1000000`, 200 nested loops, a
+200,000-item list) fails in well under a second.
+
+YAML documents (composer/yaml_source.py, checked while the document is composed, before data is built):
+
+    MAX_DOCUMENT_BYTES   the size of one document (a spec is about 1 KB)
+    MAX_YAML_NODES       values in the document with every alias written out (an alias counts each time it
+                         is used, so an alias bomb stops here after a few thousand steps of work)
+    MAX_YAML_DEPTH       nesting of mappings and lists
+
+Architectures (composer/spec_parse.py, also for specs built in Python and by the scaling rules):
+
+    MAX_NESTING          nesting of repeat / loop / parallel blocks
+    MAX_LAYERS           layers run per token: repeat and loop iterations multiplied out (a layer inside
+                         `repeat: 4` inside `loop: {times: 3}` counts 12), each parallel branch counted
+    MAX_INTEGER          any integer field (d_model, vocab_size, times, a primitive's sizes); it is
+                         `primitives.base.MAX_INTEGER`, which every primitive Config is held to
+
+Search spaces (composer/search/space_parse.py) hold layer counts to MAX_LAYERS (the largest `n_layers` times
+the largest `loop`, the number of slots), a searched integer range's ends to MAX_INTEGER, and
+
+    MAX_GRID_POINTS      the values of one searched range (`{int: [lo, hi]}`, a float range with `step`), and
+                         the combinations the `grid` strategy enumerates
+
+Ladders (scaling/ladder.py) hold their seeds to [0, MAX_SEED] (numpy's seed range; a search's seed too) and
+
+    MAX_BOOTSTRAP        resamples for a fit's bootstrap intervals
+
+(a ladder's and `composer scale`'s parameter targets are held to `scaling.ladder.MAX_PARAMS`).
+"""
+
+from __future__ import annotations
+
+from primitives.base import MAX_INTEGER
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+MAX_YAML_NODES = 20_000
+MAX_YAML_DEPTH = 64
+
+MAX_NESTING = 16
+MAX_LAYERS = 4096
+
+MAX_GRID_POINTS = 10**6
+
+MAX_SEED = 2**32 - 1
+MAX_BOOTSTRAP = 100_000
+
+__all__ = ["MAX_BOOTSTRAP", "MAX_DOCUMENT_BYTES", "MAX_GRID_POINTS", "MAX_INTEGER", "MAX_LAYERS", "MAX_NESTING",
+           "MAX_SEED", "MAX_YAML_DEPTH", "MAX_YAML_NODES"]

@@ -1,0 +1,104 @@
+"""A search's parts built and checked before anything is written: the sampler (strategy and its options), the
+scheduler (and its options), the objectives (each a metric the trials really report) and the resources (a
+trial must fit on the cluster). `check_search` runs them all; `composer search --dry-run` runs it too."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from composer.errors import UserError
+from composer.search.space import SearchSpace
+from composer.search.strategies import make_sampler
+
+# the costs every trial reports (DefineByRun), and what every evaluation of a single task adds to the task's
+# own metrics (composer/training/evaluate.py; tests/test_search_guard.py holds the two equal)
+COST_METRICS = ("params", "active_params", "flops_per_token", "state_bytes")
+RUN_METRICS = ("non_embedding_params", "train_flops_per_token", "train_loss", "tokens", "tokens_per_s",
+               "train_time_s", "peak_memory_bytes")
+MAX_GRID = 1_000_000       # the grid sampler lists every point up front
+
+
+def evaluations_per_trial(space: SearchSpace) -> int | None:
+    """How many evaluations a full-budget trial reports (ASHA's max_t), when the budget says."""
+    from composer.tasks import get_task
+
+    train = space.train
+    if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
+                                                                            "batch_size")):
+        return None
+    task = get_task(space.task["name"], **space.task.get("params", {}))
+    seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
+    limits = [train["steps"]] if train.get("steps") else []
+    if train.get("tokens"):
+        limits.append(math.ceil(train["tokens"] / (train.get("batch_size", 32) * seq_len)))
+    if not limits or train.get("seconds"):
+        return None
+    steps = min(limits)
+    every = train.get("eval_every") or max(1, steps // 10)
+    return math.ceil(steps / every)
+
+
+def make_scheduler(space: SearchSpace) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    options = dict(space.scheduler)
+    name = options.pop("name")
+    if name in ("fifo", "none"):
+        if options:
+            raise UserError(f"scheduler {name!r} takes no options, got {', '.join(map(str, options))}",
+                            path="scheduler")
+        return FIFOScheduler()
+    if name != "asha":
+        raise UserError(f"unknown scheduler {name!r}; expected asha or none", path="scheduler.name")
+    max_t = options.pop("max_t", None) or evaluations_per_trial(space)
+    if max_t is None:
+        raise UserError("ASHA needs scheduler.max_t (evaluations per trial) for a time budget",
+                        path="scheduler.max_t")
+    grace = min(options.pop("grace_period", 1), max_t)
+    try:
+        return ASHAScheduler(time_attr="evaluation", metric="objective_0", mode=space.modes()[0], max_t=max_t,
+                             grace_period=grace, **options)
+    except (TypeError, AssertionError, ValueError) as e:
+        raise UserError(f"bad scheduler options: {e}", path="scheduler") from None
+
+
+def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
+    """Every metric a trial of `space` reports: the task's own (its `loss` named `val_loss`), the costs, and
+    for a single task the run's progress and speed (a suite reports its accuracies only)."""
+    from composer.tasks import get_task
+
+    task = get_task(space.task["name"], **space.task.get("params", {}))
+    own = tuple("val_loss" if m == "loss" else m for m in task.metrics)
+    if hasattr(task, "members"):
+        return own + COST_METRICS
+    return own + COST_METRICS + RUN_METRICS
+
+
+def check_objectives(space: SearchSpace) -> None:
+    known = reported_metrics(space)
+    for i, objective in enumerate(space.objectives):
+        if objective["metric"] not in known:
+            close = difflib.get_close_matches(str(objective["metric"]), known, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"trials on task {space.task['name']} do not report {objective['metric']!r}; {hint}"
+                            f"they report {', '.join(known)}", path=f"objectives[{i}].metric")
+
+
+def check_search(space: SearchSpace, embedded: bool) -> None:
+    """Everything that can be checked before a run folder is written; a UserError naming the field."""
+    from composer.search.ray_cluster import check_local_resources
+
+    size = space.size()
+    if space.strategy["name"] == "grid" and math.isfinite(size) and size > MAX_GRID:
+        raise UserError(f"grid search lists every point up front; this space has {size:,.0f} (at most "
+                        f"{MAX_GRID:,}): use random, tpe or evolution", path="strategy.name")
+    make_sampler(space.strategy, space, space.seed)
+    make_scheduler(space)
+    check_objectives(space)
+    if space.strategy["name"] == "incremental" and space.layers[0] != "slots":
+        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
+    if embedded:
+        check_local_resources(float(space.resources["cpus_per_trial"]),
+                              float(space.resources.get("gpus_per_trial") or 0))
