@@ -9,8 +9,8 @@ Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby
    differences with 95% intervals (composer/confirm, scaling/stats.py).
 3. **Baby GPT budget**: nanoGPT's CPU recipe on this corpus (4 layers, width 128, context 64, 2000 steps x 12
    sequences, last 10% validating) reaches validation loss 1.886. The confirmed winner (the searched candidate
-   with the lowest target loss at the largest size) is fitted to the transformer's total parameter count
-   (<= 0.83M, `composer.confirm.sizing.fit_hardware`), and it and that same-shape transformer are trained by
+   with the lowest target loss at the largest size), its six slots widened to the widest multiple of 8 within the
+   transformer's 0.82M parameters, and that same-shape transformer are trained by
    Composer with nanoGPT's optimiser settings (AdamW lr 1e-3, betas 0.9/0.99, weight decay 0.1, 100 warmup steps,
    cosine to 1e-4), `baby_seeds` seeds each, and evaluated on the whole validation split.
 
@@ -41,8 +41,9 @@ from benchmarks.common import REPO, Job, add_data_argument, run_jobs, text_task,
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
 from composer.runs import write_json  # noqa: E402
+from composer.spec import ArchSpec  # noqa: E402
 from composer.spec_parse import load_spec  # noqa: E402
-from scaling.rules import param_count  # noqa: E402
+from scaling.rules import param_count, widen  # noqa: E402
 from scaling.stats import mean_interval, paired_difference  # noqa: E402
 
 SPACE = REPO / "search_spaces" / "discovery.yaml"
@@ -115,25 +116,34 @@ def winner_of(confirm: dict[str, Any]) -> dict[str, Any]:
     return min(searched, key=lambda c: results[c["name"]]["mean"])
 
 
-def baby_jobs(s: Setting, winner_spec: dict[str, Any], data: str | None) -> tuple[list[Job], dict[str, Any]]:
-    """The winner fitted to the baby transformer's total parameters (<= 0.83M) and that transformer, as jobs."""
-    from composer.confirm.sizing import fit_hardware
-
-    transformer = load_spec(BABY_TRANSFORMER)
-    target = min(param_count(transformer, "total"), BABY_PARAMS_LIMIT)
-    searched = load_spec({**winner_spec, "max_seq_len": 64})
-    for shrink in (1.0, 0.98, 0.96, 0.94):
-        sized = fit_hardware(searched, int(target * shrink), count="total", tolerance=0.05, what="the winner")
-        if sized.params <= BABY_PARAMS_LIMIT:
+def widest_within(spec: ArchSpec, limit: int) -> ArchSpec:
+    """The spec (its searched slots, depth unchanged) at the widest multiple of 8 with at most `limit` parameters."""
+    best = None
+    for width in range(8, 4096, 8):
+        wide = widen(spec, width)
+        if param_count(wide, "total") > limit:
             break
+        best = wide
+    if best is None:
+        raise ValueError(f"no width of {stripe(spec)} fits {limit:,} parameters")
+    return best
+
+
+def baby_jobs(s: Setting, winner_spec: dict[str, Any], data: str | None) -> tuple[list[Job], dict[str, Any]]:
+    """The winner's searched slots widened to fit the baby budget (<= 0.83M parameters, like the 4-layer width-128
+    transformer: one stack, no stacking rule, which would make it 4x deeper and narrower) and that transformer."""
+    transformer = load_spec(BABY_TRANSFORMER)
+    limit = min(param_count(transformer, "total"), BABY_PARAMS_LIMIT)      # never more than the transformer
+    winner = widest_within(load_spec({**winner_spec, "max_seq_len": 64}), limit)
     task = text_task(data, seq_len=64, max_val_windows=100_000)      # the whole validation split
     budget = {"steps": s.baby_steps}
-    specs = {"winner": sized.spec, "transformer": transformer}
+    specs = {"winner": winner, "transformer": transformer}
     jobs = [Job("baby", name, seed, spec.to_dict(), task, budget, NANOGPT_RECIPE)
             for seed in range(s.baby_seeds) for name, spec in specs.items()]
     shapes = {name: {"params": param_count(spec, "total"), "non_embedding_params": param_count(spec),
-                     "d_model": spec.d_model, "stripe": stripe(spec)} for name, spec in specs.items()}
-    return jobs, {**shapes, "winner_sizing": sized.describe()}
+                     "d_model": spec.d_model, "stripe": stripe(spec), "spec": spec.to_dict()}
+              for name, spec in specs.items()}
+    return jobs, shapes
 
 
 def baby_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -14,11 +14,12 @@
    through Tune would spend hours in its per-trial overhead (~0.9 s, benchmarks/results/search.json) for
    look-ups that take milliseconds; Tune calls exactly these two Searcher methods.
 
-Reported per strategy: the mean regret (best full-depth objective so far minus the table's best; none before
-a strategy has a full-depth candidate) after each trial, the trials needed to reach the table's
-top 5% (median and mean over seeds; a seed that never does counts as `--trials`, a lower bound, and the fraction
-that does is given), and how often the consensus of the search is in the top 5%. The incremental search spends
-its first stage on depth-3 models: those trials count as trials, but not as finds.
+Reported per strategy: the mean regret (best full-depth objective so far minus the table's best; none before a
+strategy has a full-depth candidate) after each trial, the trials needed to reach the table's top 5% (median and
+mean over seeds; a seed that never does counts as `--trials`, a lower bound, and the fraction that does is
+given), and how often the consensus of the search is in the top 5%: made with the table space's default
+aggregation (the top quarter, N_0) and with the paper's K-means top cluster and N_0 / N_1 votes. The incremental
+search spends its first stage on depth-3 models: those trials count as trials, but not as finds.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ STRATEGIES = {
     "incremental_middle": {"name": "incremental", "options": {"step": 3, "variant": "middle"}},
 }
 TOP_FRACTION = 0.05
+AGGREGATIONS = {"top_quarter_n0": {}, "kmeans5_n0": {"select": "kmeans"},
+                "kmeans5_n1": {"select": "kmeans", "vote": "nc", "context": 1}}
 
 
 class Replay:
@@ -66,11 +69,13 @@ class Replay:
 
     def run_trials(self, space: Any, n: int) -> None:
         """What runner._run_tune does for `n` trials, with the trainable replaced by `lookup`."""
-        from composer.search.runner import _study_searcher
+        from composer.search.optuna_search import StudySearch
+        from composer.search.runner import DefineByRun
         from composer.search.strategies import make_sampler
 
         sampler = make_sampler(space.strategy, space, space.seed + len(self.rows))
-        searcher = _study_searcher(space, self.storage, sampler)
+        searcher = StudySearch(space=DefineByRun(space), metric="objective_0", mode=space.modes()[0],
+                               sampler=sampler, storage=self.storage, study_name=space.name)
         for _ in range(n):
             trial_id = f"replay_{len(self.rows)}"
             meta = searcher.suggest(trial_id)["meta"]
@@ -102,12 +107,17 @@ class Replay:
         else:
             self.run_trials(self.space, trials)
 
-    def consensus(self) -> str | None:
+    def consensus(self, aggregation: dict[str, Any]) -> str | None:
+        """The arch_id of the search's consensus under `aggregation` (Aggregation's fields)."""
+        import dataclasses
+
         from composer.canonical_form import arch_id
+        from composer.search.aggregate import Aggregation
         from composer.search.consensus import make_consensus
         from composer.spec_parse import load_spec
 
-        spec = make_consensus(self.space, self.run_dir, self.rows, lambda r: load_spec(self.specs[r["trial"]]),
+        space = dataclasses.replace(self.space, aggregate=Aggregation(**aggregation))
+        spec = make_consensus(space, self.run_dir, self.rows, lambda r: load_spec(self.specs[r["trial"]]),
                               "consensus")
         return None if spec is None else arch_id(spec)
 
@@ -123,7 +133,7 @@ def replay(name: str, seed: int, trials: int, table: dict[str, Any]) -> dict[str
         full = {int(r["trial"]) for r in final_rows(space, Path(tmp), run.rows)} if name.startswith(
             "incremental") else {int(r["trial"]) for r in run.rows}
         found = [r["arch_id"] if int(r["trial"]) in full and r["status"] == "completed" else None for r in run.rows]
-        return {"found": found, "consensus": run.consensus()}
+        return {"found": found, "consensus": {k: run.consensus(v) for k, v in AGGREGATIONS.items()}}
 
 
 def summarize(name: str, runs: list[dict[str, Any]], table: dict[str, Any], trials: int) -> dict[str, Any]:
@@ -132,7 +142,9 @@ def summarize(name: str, runs: list[dict[str, Any]], table: dict[str, Any], tria
     best = ranked[0]
     top_n = math.ceil(TOP_FRACTION * len(ranked))
     top = {k for k, v in full.items() if v <= ranked[top_n - 1]}
-    curves, reach, consensus_top, consensus_regret = [], [], 0, []
+    curves, reach = [], []
+    consensus_top = dict.fromkeys(AGGREGATIONS, 0)
+    consensus_regret: dict[str, list[float]] = {k: [] for k in AGGREGATIONS}
     for run in runs:
         so_far, curve, hit = math.inf, [], None
         for t, key in enumerate(run["found"][:trials], start=1):
@@ -143,17 +155,19 @@ def summarize(name: str, runs: list[dict[str, Any]], table: dict[str, Any], tria
             curve.append(so_far - best if so_far < math.inf else None)
         curves.append(curve)
         reach.append(hit)
-        if run["consensus"] in full:
-            consensus_top += run["consensus"] in top
-            consensus_regret.append(full[run["consensus"]] - best)
+        for how, key in run["consensus"].items():
+            if key in full:
+                consensus_top[how] += key in top
+                consensus_regret[how].append(full[key] - best)
     reached = [r for r in reach if r is not None]
     censored = [r if r is not None else trials for r in reach]
     return {"strategy": STRATEGIES[name], "seeds": len(runs),
             "mean_regret": [mean_of([c[t] for c in curves]) for t in range(trials)],
             "trials_to_top5": {"median": statistics.median(censored), "mean": round(statistics.fmean(censored), 2),
                                "reached": f"{len(reached)}/{len(runs)}", "per_seed": reach},
-            "consensus_in_top5": f"{consensus_top}/{len(runs)}",
-            "consensus_mean_regret": round(statistics.fmean(consensus_regret), 5) if consensus_regret else None}
+            "consensus_in_top5": {how: f"{n}/{len(runs)}" for how, n in consensus_top.items()},
+            "consensus_mean_regret": {how: round(statistics.fmean(v), 5) if v else None
+                                      for how, v in consensus_regret.items()}}
 
 
 def mean_of(values: list[float | None]) -> float | None:

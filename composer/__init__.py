@@ -6,8 +6,6 @@
     print(model_cost(spec, seq_len=2048))     # params, FLOPs/token, state bytes
 """
 
-__version__ = "0.1.0"
-
 from composer.canonical_form import arch_id, canonical, stripe
 from composer.costs import ModelCost, model_cost
 from composer.errors import SpecError, UserError
@@ -15,6 +13,7 @@ from composer.graph import to_graph
 from composer.model import HybridLM, build_model
 from composer.spec import ArchSpec, Layer, Loop, Parallel, Repeat
 from composer.spec_parse import dump_spec, load_spec, validate_spec
+from composer.version import __version__  # noqa: F401  (the package's version, as usual)
 
 __all__ = [
     "ArchSpec",

@@ -45,14 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def version() -> str:
     """The installed distribution's version, else the package's `__version__` (a source tree not installed)."""
-    from importlib import metadata
+    from composer.version import installed_version
 
-    try:
-        return metadata.version("hybrid-composer")
-    except metadata.PackageNotFoundError:
-        import composer
-
-        return getattr(composer, "__version__", "unknown")
+    return installed_version()
 
 
 def main(argv: list[str] | None = None) -> int:

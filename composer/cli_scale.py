@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --runner local: trials trained at once (processes; default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per trial")
     p.add_argument("--plan", action="store_true", help="print the trials (sizes, depth, width, tokens) only")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PATH=VALUE",
+                   help="override the ladder by dotted path, values as YAML: --set train.warmup_steps=5 "
+                   "task.params.seq_len=64 seeds=[0,1]")
     p.set_defaults(func=run_ladder_command)
 
 
@@ -121,8 +124,8 @@ def run_scale(args: argparse.Namespace) -> int:
         raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
     spec = load_spec(Path(args.spec))
     scaled = scale_spec(spec, args)
-    print(comparison_table(facts(spec, args.context), facts(scaled, args.context)))
     write_atomic(args.out, dump_spec(scaled))
+    print(comparison_table(facts(spec, args.context), facts(scaled, args.context)))
     print(f"wrote {args.out}")
     return 0
 
@@ -134,7 +137,14 @@ def run_ladder_command(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"expected a number >= 1, got {value}", path=f"--{flag}")
-    ladder = load_ladder(args.ladder)
+    source = args.ladder
+    if args.overrides:
+        from composer.overrides import apply_to_source
+        from composer.yaml_source import read_source
+        from scaling.ladder import LADDER_KEYS
+
+        source = apply_to_source(read_source(args.ladder), args.overrides, LADDER_KEYS)
+    ladder = load_ladder(source)
     if args.plan:
         for trial in plan(ladder):
             print(f"{trial.arch:24s} {trial.size:>8s} seed {trial.seed}  d_model {trial.spec.d_model:5d}  "

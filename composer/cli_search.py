@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the space size and sampled candidates; no training")
     p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
     p.add_argument("--verbose", action="store_true", help="show Ray's logs and Tune's progress tables")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PATH=VALUE",
+                   help="override the space by dotted path, values as YAML: --set train.warmup_steps=5 "
+                   "task.params.seq_len=64 base.d_model=96 trials=4")
     p.set_defaults(func=run)
 
 
@@ -41,23 +44,31 @@ def run(args: argparse.Namespace) -> int:
         from composer.runs import safe_name
 
         safe_name(args.name, "--name")
+    space_arg = args.space
+    if args.overrides:
+        if args.resume:
+            raise UserError("--set changes the space; a resumed search keeps the space it started with", path="--set")
+        from composer.overrides import apply_to_source
+        from composer.search.space_parse import TOP_KEYS
+        from composer.yaml_source import read_source
+
+        space_arg = apply_to_source(read_source(args.space), args.overrides, TOP_KEYS)
     if args.dry_run:
-        from composer.search.ray_cluster import embedded
         from composer.search.setup import check_search
         from composer.search.space_parse import load_space
 
-        space = load_space(args.space or f"{args.resume}/space.yaml")
+        space = load_space(space_arg or f"{args.resume}/space.yaml")
         space = space.with_overrides(trials=args.trials)
         if args.max_concurrent:
             space.resources = {**space.resources, "max_concurrent": args.max_concurrent}
-        check_search(space, embedded(args.address))
+        check_search(space, args.address)
         print(dry_run(space, args.samples))
         return 0
     from composer.search import search
     from composer.search.interrupt import SearchInterrupted
 
     try:
-        result = search(args.space, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,
+        result = search(space_arg, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,
                         resume=bool(args.resume), trials=args.trials, max_concurrent=args.max_concurrent,
                         address=args.address, verbose=args.verbose)
     except SearchInterrupted as stop:

@@ -34,11 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(every --checkpoint-every steps and --checkpoint-seconds, on Ctrl-C or SIGTERM, and at the end); "
                    "the same command run again resumes from the checkpoint")
     p.add_argument("--data", default=None, metavar="PATH", help="text task: a file, directory, glob or hub name")
-    p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="task setting, e.g. --set seq_len=128 --set kv_pairs=8 (repeatable)")
+    p.add_argument("--set", dest="task_settings", action="extend", nargs="+", default=[], metavar="PATH=VALUE",
+                   help="override by dotted path, values as YAML: --set train.warmup_steps=5 task.params.seq_len=64 "
+                   "(train.*: any training setting; a bare KEY=VALUE is a task parameter: --set seq_len=64); "
+                   "applied after --config, before the setting flags")
     p.add_argument("--config", default=None, metavar="YAML", help="training settings from a YAML file (flat keys "
                    "or sections); flags override it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--log", nargs="+", default=[], metavar="LOGGER", help="with --out: also log to tensorboard "
+                   "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlruns)")
     add_setting_flags(p)
     p.set_defaults(func=run)
 
@@ -105,9 +109,11 @@ def parse_task_settings(items: list[str]) -> dict[str, Any]:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of a command line: the --config file, then the flags given."""
+    from composer.overrides import train_overrides
     from composer.training.config import SETTINGS, TrainConfig, parse_settings
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    config = config.with_values(parse_settings(train_overrides(getattr(args, "task_settings", [])), "train"))
     given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None}
     try:
         values = parse_settings(given, path="")
@@ -118,6 +124,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from composer.cli import print_json
+    from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
     from composer.trainer import train
@@ -126,19 +133,25 @@ def run(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     spec = load_spec(Path(args.spec))
-    params = parse_task_settings(args.task_settings)
+    check_train_command(args.task_settings, args.task)
+    params = task_overrides(args.task, args.task_settings)
     if args.data is not None:
         if args.task != "text":
             raise UserError("--data applies to the text task only", path="--data")
         params["data"] = args.data
     task = get_task(args.task, **params)
     show = not args.json
+    tracker = open_tracking(args, spec, config, params)
+    on_step, on_eval = tracked(tracker, progress_line if show else None, eval_line if show else None)
     try:
         with stop_on_signals():
-            result = train(spec, task, config=config, out_dir=args.out, on_step=progress_line if show else None)
+            result = train(spec, task, config=config, out_dir=args.out, on_step=on_step, callback=on_eval)
             signum = interrupt_signal()
     except UserError as e:
         raise UserError(e.message, path=_flag_path(e.path), line=e.line, source=e.source) from None
+    finally:
+        if tracker is not None:
+            tracker.close()
     if show:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -146,11 +159,53 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_json(result.to_dict())
     if result.status == "interrupted" and signum is not None:
-        where = (f"checkpoint saved in {Path(args.out) / CHECKPOINT}; run the same command again to resume from it"
-                 if args.out else "nothing saved (no --out)")
+        where = (f"checkpoint saved in {Path(result.out_dir) / CHECKPOINT}; run the same command again to resume "
+                 "from it" if result.out_dir else "nothing saved (no --out)")
         print(f"interrupted by {signal_name(signum)} after step {result.step}: {where}", file=sys.stderr)
         return 128 + signum
     return 0 if result.status != "diverged" else 1
+
+
+def open_tracking(args: argparse.Namespace, spec: Any, config: TrainConfig, params: dict[str, Any]) -> Any:
+    """The `--log` trackers (composer/tracking.py), writing in --out, with the run's settings logged."""
+    if not args.log:
+        return None
+    from composer.tracking import check_backends, open_trackers
+
+    check_backends(args.log)
+    if not args.out:
+        raise UserError("--log writes into the run folder: give --out DIR", path="--log")
+    return open_trackers(args.log, args.out, {"task": {"name": args.task, **params}, **config.to_dict(),
+                                              "spec": spec.to_dict()}, name=Path(args.out).name)
+
+
+def tracked(tracker: Any, on_step: Callable | None, on_eval: Callable | None) -> tuple[Callable | None, Callable]:
+    """The trainer's `on_step` and evaluation `callback`, also logging to `tracker` when there is one."""
+    def step(p: dict[str, Any]) -> None:
+        if tracker is not None:
+            tracker.log_metrics({f"train/{k}": v for k, v in p.items() if k in ("loss", "lr", "tokens_per_s")},
+                                p["step"])
+        if on_step is not None:
+            on_step(p)
+
+    def evaluation(m: dict[str, Any]) -> None:
+        if tracker is not None and isinstance(m.get("step"), int):
+            tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+        if on_eval is not None:
+            on_eval(m)
+
+    return (step if tracker is not None or on_step is not None else None), evaluation
+
+
+def eval_line(m: dict[str, Any]) -> None:
+    """One line per evaluation, as it happens."""
+    if "step" not in m:
+        return
+    shown = [f"{k} {_fmt(m[k])}" for k in ("val_loss", "accuracy", "bits_per_byte") if k in m]
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    sys.stderr.write(f"eval at step {m['step']}: " + "  ".join(shown) + "\n")
+    sys.stderr.flush()
 
 
 def _flag_path(path: str | None) -> str | None:

@@ -40,12 +40,9 @@ def _versions() -> dict[str, str | None]:
 
 
 def _composer_version() -> str | None:
-    try:
-        return metadata.version("hybrid-composer")
-    except metadata.PackageNotFoundError:
-        import composer
+    from composer.version import installed_version
 
-        return getattr(composer, "__version__", None)
+    return installed_version()
 
 
 @functools.lru_cache(maxsize=1)

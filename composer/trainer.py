@@ -143,7 +143,8 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
     done = total_steps is not None and state.step >= total_steps
     while not done:
         start = time.perf_counter()
-        lr = opt.lr * lr_factor(state.step, state.progress(), warmup, schedule.schedule, schedule.min_lr_ratio)
+        lr = opt.lr * lr_factor(state.step, state.progress(), warmup, schedule.schedule, schedule.min_lr_ratio,
+                                warmup_fraction=schedule.warmup_fraction)
         loss = train_step(state, lr, config.runtime.batch_size, opt.grad_clip)
         if loss is None:
             status, diverged_step = "diverged", state.step
@@ -244,9 +245,9 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
             else:
                 result = _train_one(spec, task, config, None, run_dir, on_step)
             statuses.append(result.status)
-            if result.status == "interrupted":
-                return TrainResult("interrupted", _suite_metrics(suite, members), [], 0, None,
-                                   None if out_dir is None else str(out_dir), members=members)
+            if result.status == "interrupted":     # the member's own step and folder: where its checkpoint is
+                return TrainResult("interrupted", {**_suite_metrics(suite, members), "status": "interrupted"}, [],
+                                   result.step, None, result.out_dir, members=members)
             accuracy = result.metrics.get("accuracy", float("nan")) if result.status != "diverged" else 0.0
             members[label] = {"task": task.name, "status": result.status, "accuracy": accuracy,
                               "val_loss": result.metrics.get("val_loss"), "lr": result.metrics.get("lr"),

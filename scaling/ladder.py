@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from composer.errors import UserError
 from composer.limits import MAX_BOOTSTRAP, MAX_GRID_POINTS, MAX_SEED
+from composer.provenance import provenance
 from composer.runs import RunLock, contained, safe_name, write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
@@ -410,7 +411,7 @@ def ladder_summary(ladder: Ladder) -> dict[str, Any]:
     return {"name": ladder.name, "task": ladder.task, "architectures": list(ladder.architectures),
             "sizes": [label for label, _ in ladder.sizes], "count": ladder.count, "method": ladder.method,
             "budget": ladder.budget, "seeds": ladder.seeds, "train": ladder.train,
-            "predict_at": ladder.predict_at}
+            "predict_at": ladder.predict_at, "provenance": provenance()}
 
 
 def analyse(ladder: Ladder, rows: Iterable[dict[str, Any]], out_dir: Path | None = None) -> dict[str, Any]:

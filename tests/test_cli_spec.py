@@ -74,7 +74,7 @@ def test_show_legend_names_every_symbol_of_the_stripe(tmp_path, capsys):
 def test_version(capsys, monkeypatch):
     from importlib import metadata
 
-    import composer
+    import composer.version
     from composer.cli import version
 
     with pytest.raises(SystemExit) as exit_info:
@@ -86,5 +86,5 @@ def test_version(capsys, monkeypatch):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "version", not_installed)        # a source tree that was never pip-installed
-    monkeypatch.setattr(composer, "__version__", "9.9.9", raising=False)
+    monkeypatch.setattr(composer.version, "__version__", "9.9.9")
     assert version() == "9.9.9"

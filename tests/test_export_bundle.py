@@ -39,7 +39,7 @@ def fake_run(root):
     trained_checkpoint(run / "trials" / "7", SPEC, {"val_loss": 1.25, "accuracy": 0.5}, seed=7)
     other = {**SPEC, "layers": ["mamba2", "mlp"]}
     trained_checkpoint(run / "trials" / "3", other, {"val_loss": 2.5}, seed=3)
-    (run / "leaderboard.csv").write_text("trial,val_loss,params\n3,2.5,2000\n7,1.25,1000\n")
+    (run / "leaderboard.csv").write_text("trial,status,val_loss,params\n3,completed,2.5,2000\n7,completed,1.25,1000\n")
     (run / "summary.json").write_text(json.dumps({"best": {"trial": 7, "val_loss": 1.25}}))
     (run / "best.yaml").write_text(dump_spec(load_spec(SPEC)))
     consensus = {**SPEC, "name": "consensus", "layers": ["gla", "mlp"]}

@@ -151,3 +151,34 @@ def test_auto_tokenizer_and_pipeline(tmp_path):
     out = generate(prompt, max_new_tokens=12, do_sample=False)[0]["generated_text"]
     expected = model.generate(task_tokenizer.encode(prompt)[None], 12, temperature=0)[0]
     assert out == task_tokenizer.decode(expected) and len(out) > len(prompt)
+
+
+def test_special_tokens_are_written_for_transformers(tmp_path):
+    from tokenizers import AddedToken
+
+    tok = id_tokenizer(40)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True), AddedToken("<pad>", special=True)])
+    spec = load_spec({**SPEC, "vocab_size": 42})
+    export(HybridLM(spec), tmp_path / "b", tokenizer=tok, **QUIET)
+    config = json.loads((tmp_path / "b" / "tokenizer_config.json").read_text())
+    special = json.loads((tmp_path / "b" / "special_tokens_map.json").read_text())
+    assert special == {"eos_token": "<|endoftext|>", "additional_special_tokens": ["<pad>"]}
+    assert config["eos_token"] == "<|endoftext|>" and config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert config["model_max_length"] == spec.max_seq_len
+
+
+@pytest.mark.slow  # imports transformers
+def test_a_transformers_tokenizer_folder_keeps_its_special_tokens(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import AddedToken
+
+    tok = id_tokenizer(40)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    fast.save_pretrained(str(tmp_path / "hf_tok"))
+    result = export(HybridLM(load_spec({**SPEC, "vocab_size": 41})), tmp_path / "b", tokenizer=tmp_path / "hf_tok",
+                    **QUIET)
+    assert result.tokenizer == "pretrained"
+    loaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "b"), trust_remote_code=True)
+    assert loaded.eos_token == "<|endoftext|>" and loaded.eos_token_id == 40
+    assert loaded("3 17 5")["input_ids"] == [3, 17, 5]

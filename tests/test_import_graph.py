@@ -15,8 +15,9 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
-RUNNING = ("composer.tasks", "composer.training", "composer.trainer", "composer.runs", "composer.data")
-TOOLS = ("composer.search", "composer.export", "composer.report", "composer.confirm", "composer.eval", "scaling")
+RUNNING = ("composer.tasks", "composer.training", "composer.trainer", "composer.runs", "composer.data", "composer.tracking")
+TOOLS = ("composer.search", "composer.export", "composer.report", "composer.confirm", "composer.eval", "composer.overrides",
+         "scaling")
 
 
 def layer(module: str) -> int:

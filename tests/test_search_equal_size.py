@@ -126,3 +126,9 @@ def test_lr_by_weight_decay_grid_keeps_the_best_run_and_records_each():
     assert result.metrics["val_loss"] == best["val_loss"] and result.out_dir == best["out_dir"]
     only_wd = train(spec, "mqar", 4, weight_decays=[0.0, 0.5], lr=2e-3, batch_size=4, threads=1, task_params=params)
     assert [(r["lr"], r["weight_decay"]) for r in only_wd.sweep] == [(2e-3, 0.0), (2e-3, 0.5)]
+
+
+def test_weight_decays_errors_name_path_and_line():
+    with pytest.raises(UserError, match="expected a list of numbers >= 0") as info:
+        load_space(SPACE.replace("MATCH", "train: {lrs: [1.0e-3], weight_decays: [0.1, -1]}"))
+    assert info.value.path == "train.weight_decays" and info.value.line == 8

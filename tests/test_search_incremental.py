@@ -163,6 +163,14 @@ def test_incremental_errors_name_the_field():
     with pytest.raises(UserError, match="expected an integer >= 1") as info:
         space_of("end", **{"step: 2": "step: 0"})
     assert info.value.path == "strategy.options.step" and info.value.line == 8
+    with pytest.raises(UserError, match="unknown sampler 'gpp'; did you mean 'gp'") as info:
+        space_of("end", **{"step: 2": "step: 2, sampler: gpp"})
+    assert info.value.path == "strategy.options.sampler" and info.value.line == 8
+    with pytest.raises(UserError, match="a plain strategy") as info:
+        space_of("end", **{"step: 2": "step: 2, sampler: incremental"})
+    with pytest.raises(UserError, match="expected a mapping") as info:
+        space_of("end", **{"step: 2": "step: 2, sampler_options: 3"})
+    assert info.value.path == "strategy.options.sampler_options" and info.value.line == 8
 
 
 # -- real searches on Ray: kill -9 between stages and inside a stage ------------------------------------------

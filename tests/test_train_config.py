@@ -217,3 +217,36 @@ def test_ladder_train_block_is_checked():
     with pytest.raises(UserError, match="use `budget`") as info:
         load_ladder({**ladder, "train": {"steps": 20}})
     assert info.value.path == "train.steps"
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--seconds", "inf"], "--seconds"),
+    (["--seconds", "nan"], "--seconds"),
+    (["--seconds", "-1"], "--seconds"),
+    (["--seconds", "0"], "--seconds"),
+    (["--steps", "many"], "--steps"),
+    (["--lr", "-1"], "--lr"),
+    (["--eval-every", "0"], "--eval-every"),
+    (["--threads", "-1"], "--threads"),
+    (["--schedule", "cosin"], "--schedule"),
+    (["--betas", "0.9", "nan"], "--betas"),
+    (["--checkpoint-seconds", "-5"], "--checkpoint-seconds"),
+    (["--device", "tpu9"], "--device"),
+    (["--device", "cuda:99"], "--device"),
+    pytest.param(["--device", "cuda"], "--device", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="CUDA is available here")),
+])
+def test_a_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys, monkeypatch, flags, flag):
+    """Checked before a model is built: each ends in one `error:` line naming the flag, exit status 2."""
+    from composer.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(trainer, "train_step", no_training)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("d_model: 32\nlayers: [attention, mlp]\n")
+    budget = [] if flags[0] == "--seconds" else ["--steps", "2"]
+    code = main(["train", str(spec), "--set", "seq_len=32", "--set", "kv_pairs=4", *budget, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: "), err

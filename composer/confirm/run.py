@@ -81,8 +81,11 @@ def check_resume(plan: ConfirmPlan) -> None:
     path = plan.out_dir / "ladder.json"
     if not path.is_file():
         return
-    data = json.loads(path.read_text())
-    before = data.get("ladder", {})
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        before = data.get("ladder", {})
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start afresh") from None
     start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
                   "or rerun with the earlier ones")
     for key, now in (("task", plan.task), ("train", plan.train)):

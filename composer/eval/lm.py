@@ -80,8 +80,9 @@ class ComposerLM(TemplateLM):
             tokens = (list(context) + list(continuation))[-(self.max_length + 1):]
             inputs.append((tokens[:-1], tokens[-len(continuation):] if continuation else []))
         by_length: dict[int, list[int]] = defaultdict(list)
-        for i, (tokens, _) in enumerate(inputs):
-            by_length[len(tokens)].append(i)
+        for i, (tokens, target) in enumerate(inputs):
+            if target:   # an empty continuation has log-likelihood 0
+                by_length[len(tokens)].append(i)
         out: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         with torch.inference_mode():
             for _, indices in sorted(by_length.items(), reverse=True):
@@ -91,8 +92,6 @@ class ComposerLM(TemplateLM):
                     logprobs = torch.log_softmax(self.model(batch).float(), dim=-1)
                     for row, i in enumerate(chunk):
                         target = inputs[i][1]
-                        if not target:
-                            continue
                         scores = logprobs[row, -len(target):]
                         wanted = torch.tensor(target, device=self._device)
                         total = float(scores.gather(1, wanted[:, None]).sum())

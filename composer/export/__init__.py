@@ -1,4 +1,4 @@
-"""Export: bundles (spec, weights, model card, standalone `modeling.py`, Hugging Face wrapper) and loading."""
+"""Export: bundles (spec, weights, tokenizer, model card, standalone `modeling.py`, HF wrapper) and loading."""
 
 from composer.export.bundle import ExportResult, export
 from composer.export.load import load

@@ -108,6 +108,8 @@ def from_object(obj: Any, origin: str) -> BundleTokenizer:
 
 
 def _kind(tok: Any) -> str:
+    if tok.get_vocab_size(with_added_tokens=True) == BYTE_VOCAB and tok.to_str() == byte_level().to_str():
+        return "byte"
     return type(tok.model).__name__.lower()
 
 
@@ -121,18 +123,26 @@ def from_file(path: str | Path) -> BundleTokenizer:
     file = path / TOKENIZER_FILE if folder else path
     if not file.is_file():
         raise UserError(f"{file}: no such tokenizer file", path="tokenizer")
-    if folder is not None and (folder / CONFIG_FILE).is_file():
+    if folder is not None and (folder / CONFIG_FILE).is_file() and not _written_by_composer(folder / CONFIG_FILE):
         try:
             from transformers import AutoTokenizer
         except ImportError:
             pass
         else:
-            return BundleTokenizer("pretrained", str(folder), hf=AutoTokenizer.from_pretrained(str(folder)))
+            hf = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)   # a bundle's config names code
+            return BundleTokenizer("pretrained", str(folder), hf=hf)
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:  # noqa: BLE001  (tokenizers raises a bare Exception)
         raise UserError(f"{file}: not a tokenizers file ({e})", path="tokenizer") from None
     return BundleTokenizer(_kind(tok), str(file), tok)
+
+
+def _written_by_composer(config_file: Path) -> bool:
+    try:
+        return "composer_tokenizer" in json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def named(name: str, vocab_size: int) -> BundleTokenizer:

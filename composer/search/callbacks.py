@@ -1,9 +1,12 @@
-"""The Tune callback that keeps the leaderboard (`runs/<name>/leaderboard.csv`) and shows live progress."""
+"""The Tune callback that keeps the leaderboard (`runs/<name>/leaderboard.csv`) and shows live progress (elapsed
+time, an ETA from finished trials' durations, the running trials' steps), and Tune's own file loggers."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,10 @@ class Recorder(Callback):
         self.run, self.space, self.progress, self.show = run, space, progress, show
         self.metrics = space.objective_names()
         self.by_trial: dict[int, dict[str, Any]] = {int(r["trial"]): r for r in rows}
+        self.started = time.monotonic()
+        self.started_at: dict[int, float] = {}      # trial -> when it started (this session)
+        self.durations: list[float] = []             # seconds of each trial finished in this session
+        self.steps: dict[int, int] = {}              # running trial -> its last reported training step
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -33,6 +40,7 @@ class Recorder(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         meta = trial.config["meta"]
         number = int(meta["trial"])
+        self.started_at.setdefault(number, time.monotonic())
         if meta.get("spec"):
             write_atomic(self.run.trial_dir(number) / "spec.yaml", yaml.safe_dump(meta["spec"], sort_keys=False))
         self.by_trial[number] = {"trial": number, "status": "running", "arch_id": meta.get("arch_id"),
@@ -44,6 +52,8 @@ class Recorder(Callback):
         row = self._row(trial)
         row.update({k: result[k] for k in (*ROW_KEYS, *self.metrics) if k in result and k != "status"})
         row["evaluations"] = result.get("evaluation")
+        if isinstance(result.get("step"), int):
+            self.steps[int(row["trial"])] = result["step"]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -67,6 +77,10 @@ class Recorder(Callback):
         return self.by_trial[number]
 
     def _finished(self, trial: Any) -> None:
+        number = int(trial.config["meta"]["trial"])
+        if number in self.started_at:
+            self.durations.append(time.monotonic() - self.started_at.pop(number))
+        self.steps.pop(number, None)
         self.run.write_leaderboard(self.rows, self.metrics)
         state = self.state()
         if self.progress is not None:
@@ -81,8 +95,28 @@ class Recorder(Callback):
         metric, mode = self.metrics[0], self.space.modes()[0]
         done = [r for r in self.by_trial.values() if r["status"] == "completed" and r.get(metric) is not None]
         best = (min if mode == "min" else max)(done, key=lambda r: r[metric]) if done else None
-        return {"total": self.space.trials, "finished": sum(v for k, v in counts.items() if k != "running"),
-                "running": counts.get("running", 0), "counts": counts, "metric": metric, "best": best}
+        finished = sum(v for k, v in counts.items() if k != "running")
+        running = counts.get("running", 0)
+        return {"total": self.space.trials, "finished": finished, "running": running, "counts": counts,
+                "metric": metric, "best": best, "elapsed_s": time.monotonic() - self.started,
+                "eta_s": eta(self.durations, self.space.trials - finished, running),
+                "steps": {n: self.steps[n] for n in sorted(self.steps)}}
+
+
+def eta(durations: list[float], left: int, concurrency: int) -> float | None:
+    """Seconds until the search ends: the mean finished trial's duration x the rounds of trials left (`left`
+    trials, `concurrency` at once); None before any trial has finished."""
+    if not durations:
+        return None
+    if left <= 0:
+        return 0.0
+    return sum(durations) / len(durations) * math.ceil(left / max(1, concurrency))
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def error_reason(trial_dir: Path, trial: Any) -> str:
@@ -97,7 +131,25 @@ def format_progress(state: dict[str, Any]) -> str:
     counts = state["counts"]
     parts = [f"{k} {v}" for k, v in sorted(counts.items()) if k != "running"]
     line = f"[{state['finished']}/{state['total']}] {', '.join(parts)}; running {state['running']}"
+    if state.get("steps"):
+        line += " (" + ", ".join(f"trial {n} step {s}" for n, s in state["steps"].items()) + ")"
+    if "elapsed_s" in state:
+        line += f"; elapsed {clock(state['elapsed_s'])}"
+        line += f", ETA {clock(state['eta_s'])}" if state.get("eta_s") is not None else ""
     best = state["best"]
     if best is not None:
         line += f"; best {state['metric']} {best[state['metric']]:.4g} (trial {best['trial']}: {best['stripe']})"
     return line
+
+
+def tune_loggers() -> list[Any]:
+    """Ray Tune's own logger callbacks (progress.csv, result.json, and TensorBoard events when tensorboardX is
+    installed) in each trial's Tune folder: on by default, as Tune itself would have them."""
+    import importlib.util
+
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TBXLoggerCallback())
+    return loggers

@@ -63,6 +63,7 @@ class Interruption:
         if threading.current_thread() is not threading.main_thread():
             yield self                                    # signals reach the main thread only
             return
+        tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         self.previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
@@ -72,6 +73,10 @@ class Interruption:
         finally:
             for sig, handler in self.previous.items():
                 signal.signal(sig, handler)
+            if tune_handler is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
 def tune_stopper(interruption: Interruption) -> Any:

@@ -96,8 +96,8 @@ def verify_resume(run: RunDir, space: SearchSpace) -> None:
                 raise UserError(f"{db} trial {trial.number} drew {name!r} from {_describe(dist)} but "
                                 f"{space_file} {now}")
     if space.strategy["name"] != "incremental":         # its stages fix slots: their params are partial
-        for row in rows:
-            if row.get("arch_id") and row.get("params_json"):
+        for row in rows:          # (the consensus trial carries its spec, not parameters)
+            if row.get("arch_id") and row.get("params_json") and not row.get("consensus"):
                 if _arch_now(space, trials[int(row["trial"])].params) != row["arch_id"]:
                     raise UserError(f"{board} trial {row['trial']} was {row['arch_id']} but its parameters "
                                     f"build another architecture from {space_file} now; the space was edited")

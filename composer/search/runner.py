@@ -36,7 +36,7 @@ from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
 from composer.search.incremental import final_rows, run_incremental, searched
 from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
-from composer.search.ray_cluster import check_trial_resources, embedded, start_ray
+from composer.search.ray_cluster import check_trial_resources, start_ray
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
@@ -70,7 +70,8 @@ class DefineByRun:
 
         space = self.space
         candidate = space.sample(trial)
-        meta: dict[str, Any] = {"trial": trial.number, "train": candidate.train, "params": candidate.params}
+        meta: dict[str, Any] = {"trial": trial.number, "train": candidate.train, "params": candidate.params,
+                                "record": candidate.record}
         if candidate.invalid:
             return {"meta": {**meta, "status": "invalid", "reason": candidate.invalid}}
         spec = candidate.spec
@@ -109,7 +110,7 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
     space = space.with_overrides(trials=trials)
     if max_concurrent:
         space.resources = {**space.resources, "max_concurrent": max_concurrent}
-    check_search(space, embedded(address))
+    check_search(space, address)
     interruption = Interruption()
     with run.lock() as lock:
         if lock.stale:
@@ -208,6 +209,8 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
     import ray
     from ray import tune
 
+    from composer.search.callbacks import tune_loggers
+
     cpus = float(space.resources["cpus_per_trial"])
     gpus = float(space.resources.get("gpus_per_trial") or 0)
     available = ray.cluster_resources().get("CPU", 1)
@@ -226,7 +229,8 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
                                     max_concurrent_trials=concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(storage_path=str(run.path("tune")), name=f"session{len(sessions)}",
-                                  verbose=2 if verbose else 0, callbacks=[recorder], stop=tune_stopper(interruption),
+                                  verbose=2 if verbose else 0, callbacks=[recorder, *tune_loggers()],
+                                  stop=tune_stopper(interruption),
                                   failure_config=tune.FailureConfig(max_failures=int(space.resources.get(
                                       "max_failures", 1))),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),

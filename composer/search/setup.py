@@ -1,11 +1,13 @@
 """A search's parts built and checked before anything is written: the sampler (strategy and its options), the
-scheduler (and its options), the objectives (each a metric the trials really report) and the resources (a
-trial must fit on the cluster). `check_search` runs them all; `composer search --dry-run` runs it too."""
+scheduler (and its options), the objectives (each a metric the trials really report), the resources (a trial
+must fit on this machine's embedded cluster) and the address of a cluster to join (something must answer
+there). `check_search` runs them all; `composer search --dry-run` runs it too."""
 
 from __future__ import annotations
 
 import difflib
 import math
+import os
 from typing import Any
 
 from composer.errors import UserError
@@ -17,7 +19,6 @@ from composer.search.strategies import make_sampler
 COST_METRICS = ("params", "active_params", "flops_per_token", "state_bytes")
 RUN_METRICS = ("non_embedding_params", "train_flops_per_token", "train_loss", "tokens", "tokens_per_s",
                "train_time_s", "peak_memory_bytes")
-MAX_GRID = 1_000_000       # the grid sampler lists every point up front
 
 
 def evaluations_per_trial(space: SearchSpace) -> int | None:
@@ -86,19 +87,18 @@ def check_objectives(space: SearchSpace) -> None:
                             f"they report {', '.join(known)}", path=f"objectives[{i}].metric")
 
 
-def check_search(space: SearchSpace, embedded: bool) -> None:
-    """Everything that can be checked before a run folder is written; a UserError naming the field."""
-    from composer.search.ray_cluster import check_local_resources
+def check_search(space: SearchSpace, address: str | None = None) -> None:
+    """Everything that can be checked before a run folder is written (and before Ray starts); a UserError
+    naming the field."""
+    from composer.search.ray_cluster import check_local_resources, embedded, probe_address
 
-    size = space.size()
-    if space.strategy["name"] == "grid" and math.isfinite(size) and size > MAX_GRID:
-        raise UserError(f"grid search lists every point up front; this space has {size:,.0f} (at most "
-                        f"{MAX_GRID:,}): use random, tpe or evolution", path="strategy.name")
     make_sampler(space.strategy, space, space.seed)
     make_scheduler(space)
     check_objectives(space)
     if space.strategy["name"] == "incremental" and space.layers[0] != "slots":
         raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
-    if embedded:
+    if not embedded(address):
+        probe_address(address or os.environ["RAY_ADDRESS"])
+    else:
         check_local_resources(float(space.resources["cpus_per_trial"]),
                               float(space.resources.get("gpus_per_trial") or 0))

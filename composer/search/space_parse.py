@@ -12,6 +12,7 @@ from composer.runs import safe_name
 from composer.search.aggregate import SELECTIONS, VOTES, Aggregation
 from composer.search.equal_size import COUNTS, QUANTITIES, Match
 from composer.search.space import Dist, SearchSpace
+from composer.search.strategies import STRATEGIES
 from composer.training.config import SETTINGS
 from composer.training.settings import Setting, check, flatten
 from composer.yaml_source import Source, join, read_source
@@ -206,6 +207,9 @@ class _Parser:
         if options.get("sampler") in LAYERWISE_OPTIONS:
             raise self.fail("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)",
                             "strategy.options.sampler")
+        plain = [s for s in STRATEGIES if s not in LAYERWISE_OPTIONS]
+        if options.get("sampler", "random") not in plain:
+            raise self.fail(unknown_name_message("sampler", options["sampler"], plain), "strategy.options.sampler")
         if options.get("sampler_options") is not None:
             self.mapping(options["sampler_options"], "strategy.options.sampler_options")
         if name != "incremental":

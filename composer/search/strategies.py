@@ -5,7 +5,10 @@ an Optuna `BaseSampler`: the parent is the best of a random tournament among the
 trials, and the child is the parent with one structural mutation (change one slot's primitive or one
 parameter, move a width to its neighbouring value, insert or delete a layer, swap two neighbouring layers).
 `one_shot` and `incremental` are Composer's layer-wise searches: they sample with `options.sampler`
-(random by default) and end with aggregation (see composer/search/aggregate.py and runner.py).
+(random by default; `sampler_options` go to it) and end with the space's aggregation, whose consensus is trained
+as one more trial (composer/search/aggregate.py, consensus.py). `one_shot` searches the whole stack at once;
+`incremental` grows it a few slots at a time (`step`, `variant: end | middle`; composer/search/incremental.py).
+Which strategy finds the best fastest is measured in benchmarks/bench_strategies.py.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from composer.provenance import provenance
 from composer.runs import write_json
 
 WORST = 1e30
@@ -59,14 +60,14 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
 
     if meta.get("reason"):
         result = {**base, "status": meta["status"], "reason": meta["reason"]}
-        write_json(trial_dir / "result.json", result)
+        write_json(trial_dir / "result.json", {**result, "provenance": provenance()})
         report(result, 0, True)
         return
     cache = Path(context["run_dir"]) / "cache" / f"{meta['cache_key']}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
         result = {**cached["result"], "reused": True, "reused_from": cached["result"].get("trial"), **record}
-        write_json(trial_dir / "result.json", result)
+        write_json(trial_dir / "result.json", {**result, "provenance": provenance()})
         report(result, len(cached["history"]), True)
         return
 
@@ -74,13 +75,13 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
         result, history = train_candidate(meta, context, trial_dir, report)
     except MemoryLimitError as e:   # refused before anything was built: a constraint of this machine, not a failure
         result = {**base, "status": "constraint", "reason": e.message}
-        write_json(trial_dir / "result.json", result)
+        write_json(trial_dir / "result.json", {**result, "provenance": provenance()})
         report(result, 0, True)
         return
     except Exception as e:       # recorded for the leaderboard; Tune retries the trial, then marks it failed
         (trial_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
         raise
-    write_json(trial_dir / "result.json", {**result, **record})
+    write_json(trial_dir / "result.json", {**result, **record, "provenance": provenance()})
     if result["status"] == "completed":
         write_json(cache, {"result": result, "history": history})
     report(result, max(1, len(history)), True)

@@ -50,7 +50,13 @@ def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, optimize
 
 
 def has_checkpoint(out_dir: str | os.PathLike | None) -> bool:
-    return out_dir is not None and (Path(out_dir) / CHECKPOINT / "trainer.pt").exists()
+    """Whether `out_dir` holds a checkpoint (after finishing a save that a kill cut between its two renames)."""
+    if out_dir is None:
+        return False
+    final, old = Path(out_dir) / CHECKPOINT, Path(out_dir) / f".{CHECKPOINT}.old"
+    if not final.exists() and (old / "trainer.pt").is_file():
+        old.rename(final)
+    return (final / "trainer.pt").is_file()
 
 
 def read_fingerprint(out_dir: str | os.PathLike) -> dict[str, Any] | None:

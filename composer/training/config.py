@@ -44,6 +44,8 @@ class ScheduleConfig:
     schedule: str = setting("cosine", "decay after warmup: cosine, wsd (warmup-stable-decay) or constant",
                             choices=SCHEDULES)
     warmup_steps: int = setting(50, "linear warmup steps (at most a tenth of a known step budget)", minimum=0)
+    warmup_fraction: float | None = setting(None, "warmup over this fraction of the budget (steps, tokens or "
+                                            "seconds) instead of warmup_steps, e.g. 0.05", minimum=0)
     min_lr_ratio: float = setting(0.1, "final learning rate as a fraction of the peak", minimum=0)
 
 

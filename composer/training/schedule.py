@@ -65,14 +65,18 @@ class Budget:
 
 
 def lr_factor(step: int, progress: float, warmup_steps: int, schedule: str = "cosine",
-              min_ratio: float = 0.1, decay_fraction: float = 0.2) -> float:
+              min_ratio: float = 0.1, decay_fraction: float = 0.2, warmup_fraction: float | None = None) -> float:
     """Multiplier of the peak learning rate at `step` (0-based), `progress` in [0, 1] of the budget.
 
     Linear warmup over `warmup_steps`, then `cosine` decay to `min_ratio` over the rest of the budget, or
     `wsd` (warmup-stable-decay): constant until the last `decay_fraction` of the budget, then linear decay to
-    `min_ratio`.
+    `min_ratio`. With `warmup_fraction`, the warmup is the first fraction of the budget's progress instead (so it
+    works with token and seconds budgets), from a hundredth of the peak.
     """
-    if step < warmup_steps:
+    if warmup_fraction:
+        if progress < warmup_fraction:
+            return max(progress / warmup_fraction, 0.01)
+    elif step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "cosine":
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

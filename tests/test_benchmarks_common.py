@@ -1,0 +1,50 @@
+"""The benchmarks' text helpers: Tiny Shakespeare by default (never downloaded), nanoGPT's last-tenth split, and
+the shipped spaces the benchmarks run (discovery.yaml) parse and plan."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import TINY_SHAKESPEARE, VAL_FRACTION, add_data_argument, default_data, text_task
+from composer.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_default_corpus_is_tiny_shakespeare_next_to_the_repo():
+    assert TINY_SHAKESPEARE == (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
+    assert default_data() == (str(TINY_SHAKESPEARE) if TINY_SHAKESPEARE.is_file() else None)
+    parser = argparse.ArgumentParser()
+    add_data_argument(parser)
+    assert parser.parse_args([]).data == default_data()
+    assert parser.parse_args(["--data", "corpus.txt"]).data == "corpus.txt"
+
+
+def test_text_task_settings_use_nanogpts_split():
+    assert text_task("a.txt", seq_len=64) == {"name": "text", "data": "a.txt", "val_fraction": 0.1, "seq_len": 64}
+    assert text_task(None, seq_len=64) == {"name": "text", "val_fraction": 0.1, "seq_len": 64}   # shipped sample
+
+
+@pytest.mark.skipif(not TINY_SHAKESPEARE.is_file(), reason="../shared/data/tinyshakespeare.txt not present")
+def test_the_last_tenth_of_tiny_shakespeare_validates():
+    config = text_task(default_data(), seq_len=64)
+    task = get_task(config["name"], **{k: v for k, v in config.items() if k != "name"})
+    text = TINY_SHAKESPEARE.read_text()
+    cut = int(len(text) * (1 - VAL_FRACTION))
+    assert len(task.val_tokens) == len(text[cut:].encode()) and len(task.train_tokens) == len(text[:cut].encode())
+    assert bytes(task.val_tokens[:50].tolist()).decode() == text[cut:cut + 50]
+
+
+def test_the_discovery_space_parses_with_its_confirm_block():
+    from composer.confirm import parse_confirm
+    from composer.search.space_parse import load_space
+
+    space = load_space(str(ROOT / "search_spaces" / "discovery.yaml"))
+    assert space.trials >= 32 and space.objectives[0]["metric"] == "val_loss"
+    config = parse_confirm(space.data["confirm"])
+    assert config.seeds == 3 and config.baselines == ("transformer",) and len(config.sizes) == 2
+    ops = set(space.data["layers"]["slot"]["op"]["choice"])
+    assert ops == {"attention", "mamba2", "gated_deltanet", "gla", "short_conv"} and space.data["layers"]["n_layers"] >= 6

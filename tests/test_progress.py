@@ -1,0 +1,40 @@
+"""Search progress (composer/search/callbacks.py): elapsed time, an ETA, and the running trials' steps."""
+
+from __future__ import annotations
+
+from composer.search.callbacks import clock, eta, format_progress
+
+
+def test_eta_is_mean_duration_times_rounds_left():
+    assert eta([], 5, 2) is None                      # nothing finished yet: no estimate
+    assert eta([10.0, 30.0], 4, 2) == 40.0            # 20 s a trial, 2 rounds of 2
+    assert eta([10.0, 30.0], 3, 2) == 40.0            # a partial round still takes a round
+    assert eta([10.0], 3, 0) == 30.0                  # nothing running: one at a time
+    assert eta([10.0], 0, 1) == 0.0
+
+
+def test_clock():
+    assert clock(5) == "0:05" and clock(125.4) == "2:05" and clock(3725) == "1:02:05"
+
+
+def test_progress_line_shows_elapsed_eta_and_running_steps():
+    state = {"total": 8, "finished": 3, "running": 2, "counts": {"completed": 3, "running": 2}, "metric": "acc",
+             "best": {"acc": 0.5, "trial": 1, "stripe": "A M"}, "elapsed_s": 65.0, "eta_s": 120.0,
+             "steps": {3: 40, 4: 10}}
+    line = format_progress(state)
+    assert line.startswith("[3/8] completed 3; running 2 (trial 3 step 40, trial 4 step 10)")
+    assert "elapsed 1:05, ETA 2:00" in line and "best acc 0.5 (trial 1: A M)" in line
+    assert "ETA" not in format_progress({**state, "eta_s": None, "steps": {}})
+
+
+def test_warmup_fraction_follows_budget_progress():
+    from composer.training.config import TrainConfig
+    from composer.training.schedule import lr_factor
+
+    # a seconds budget: half-way through a 10% warmup is half the peak, whatever the step count
+    assert lr_factor(3, 0.05, 50, "constant", warmup_fraction=0.1) == 0.5
+    assert lr_factor(3, 0.0, 50, "constant", warmup_fraction=0.1) == 0.01
+    assert lr_factor(3, 0.2, 50, "constant", warmup_fraction=0.1) == 1.0      # warmup_steps=50 no longer applies
+    assert lr_factor(3, 0.2, 50, "constant") == 4 / 50
+    config = TrainConfig.from_dict({"warmup_fraction": 0.05, "seconds": 60})
+    assert config.lr_schedule.warmup_fraction == 0.05
