@@ -14,6 +14,8 @@ cheaply:
   only the width shrunk: `fit_to_params(target, N / R, method="stack")` (the stack factor cannot go below 1).
 * `text/R shallow`: text at 1/R with the Composer rule applied to the searched block
   (`fit_to_params(block, N / R, method="stack")`): one block (4 mixer layers), so the width shrinks less.
+* each on `proxy_tokens` (half the target's tokens) and, as `... long`, on `long_proxy_tokens` (4x the target's:
+  a model 1/R the size trains faster per token, and a few dozen steps leave it at the unigram plateau).
 
 Each proxy's Spearman (and Kendall) to the target ranking comes with its 95% bootstrap interval resampling the
 target's seeds (scaling.stats.rank_agreement_interval; a proxy's own score is the mean over its seeds), beside
@@ -30,6 +32,7 @@ real one). Results: benchmarks/results/proxies.json.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -66,6 +69,7 @@ class Setting:
     target_tokens: int = 128_000
     target_seeds: int = 3
     proxy_tokens: int = 64_000           # each text proxy run
+    long_proxy_tokens: int = 512_000     # the `long` text proxies
     proxy_seeds: int = 1
     ratios: tuple[int, ...] = (10, 30)
     mqar_steps: int = 150                # at batch 32, as the quickstart space
@@ -80,7 +84,7 @@ class Setting:
 
 FULL = Setting()
 TINY = Setting(target_params=60_000, ratios=(3, 6), target_tokens=4_096, target_seeds=2, proxy_tokens=2_048,
-               mqar_steps=4, mad_steps=2)
+               long_proxy_tokens=8_192, mqar_steps=4, mad_steps=2)
 MQAR = {"name": "mqar", "vocab_size": 256, "seq_len": 64, "kv_pairs": 8, "num_train": 20000, "num_test": 500}
 MAD = {"name": "mad", "num_test_examples": 256}
 
@@ -115,18 +119,21 @@ class Proxy:
         return fit_to_params(base, n, s.tolerance, method="stack")
 
     def target_fraction(self, s: Setting) -> tuple[int, str]:
-        ratio, shape = self.name.split("/")[1].split(" ")
+        ratio, shape = self.name.split("/")[1].split(" ")[:2]
         return s.target_params // int(ratio), shape
 
 
 def proxies(s: Setting, data: str | None) -> list[Proxy]:
     text = text_task(data, seq_len=s.seq_len)
     out = []
-    for ratio in s.ratios:
-        for shape, what in (("shallow", "the Composer rule on the searched block (one block, width shrunk less)"),
-                            ("narrow", "the target's 8 mixer layers kept, only the width shrunk")):
-            out.append(Proxy(f"text/{ratio} {shape}", f"text at 1/{ratio} of the target's parameters: {what}",
-                             text, {"tokens": s.proxy_tokens}, s.proxy_seeds, "val_loss", "min"))
+    for ratio in s.ratios:          # short and long token budgets; the long ones of the first ratio first
+        for long in ((True, False) if ratio == s.ratios[0] else (False, True)):
+            for shape, what in (("shallow", "the Composer rule on the searched block (one block, width shrunk less)"),
+                                ("narrow", "the target's 8 mixer layers kept, only the width shrunk")):
+                tokens = s.long_proxy_tokens if long else s.proxy_tokens
+                out.append(Proxy(f"text/{ratio} {shape}" + (" long" if long else ""),
+                                 f"text at 1/{ratio} of the target's parameters, {tokens:,} tokens: {what}",
+                                 text, {"tokens": tokens}, s.proxy_seeds, "val_loss", "min"))
     out.append(Proxy("mqar", "MQAR (vocab 256, seq 64, 8 pairs) on the block at d_model 32", MQAR,
                      {"steps": s.mqar_steps}, s.proxy_seeds, "accuracy", "max", {"batch_size": 32}))
     out.append(Proxy("mad", f"reduced MAD suite (6 tasks at their baselines, {s.mad_steps} steps each, 256 test "
@@ -250,10 +257,13 @@ def main() -> None:
     load_before, start = os.getloadavg(), time.time()
     rows = run_jobs(plan_jobs(s, args.data), out / "runs.json", args.workers)
     wall = time.time() - start
+    invocations = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else []
+    invocations.append({"started": time.ctime(start), "wall_s": round(wall, 1),
+                        "load_1min_start_end": [round(load_before[0], 1), round(os.getloadavg()[0], 1)]})
+    write_json(out / "timings.json", invocations)
     result = {"benchmark": "proxies", "setting": asdict(s), "data": args.data or "the shipped sample",
               "workers": args.workers, "torch_threads_per_run": 1,
-              "wall_s_this_invocation": round(wall, 1),
-              "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
+              "wall_s_total": round(sum(i["wall_s"] for i in invocations), 1), "invocations": invocations,
               "architectures": describe_specs(s, args.data), **analyse(s, args.data, rows),
               "runs_file": str(out / "runs.json"), "provenance": provenance("cpu")}
     print_table(result)

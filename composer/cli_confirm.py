@@ -71,15 +71,14 @@ def settings_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The run's `confirm:` block (if any), then the flags; one ConfirmConfig."""
-    import yaml
-
     from composer.confirm import parse_confirm
     from composer.runs import RunDir
+    from composer.yaml_source import read_source
 
     run = RunDir(args.run)
     block: dict[str, Any] = {}
     if run.exists():
-        data = yaml.safe_load(run.path("space.yaml").read_text()) or {}
+        data = read_source(run.path("space.yaml")).data or {}
         block = dict(data.get("confirm") or {}) if isinstance(data, dict) else {}
     flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "baseline": args.baseline,
              "tokens_per_param": args.tokens_per_param, "count": args.count, "method": args.method,
@@ -117,9 +116,10 @@ def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str
         return None
     base = block.get("task")
     if base is None and run.exists():
-        import yaml
+        from composer.yaml_source import read_source
 
-        base = (yaml.safe_load(run.path("space.yaml").read_text()) or {}).get("task")
+        data = read_source(run.path("space.yaml")).data
+        base = data.get("task") if isinstance(data, dict) else None
     base = {"name": base} if isinstance(base, str) else dict(base or {})
     name = args.task or base.get("name")
     if args.data is not None and args.task is None and name != "text":

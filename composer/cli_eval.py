@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from composer.errors import UserError
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         raise UserError(f"{bundle}: no such bundle directory")
+    if not (bundle / "spec.yaml").is_file():
+        raise UserError(f"{bundle}: not a bundle (no spec.yaml); write one with `composer export`")
+    if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
+        raise UserError(f"expected a count, or a fraction below 1, > 0, got {args.limit}", path="--limit")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}", path="--batch-size")
     out = Path(args.out) if args.out else None

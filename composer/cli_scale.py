@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PATH=VALUE",
                    help="override the ladder by dotted path, values as YAML: --set train.warmup_steps=5 "
                    "task.params.seq_len=64 seeds=[0,1]")
+    p.add_argument("--log", nargs="+", default=None, metavar="LOGGER",
+                   help="log each trial's settings and evaluations to tensorboard, csv, wandb and/or mlflow in "
+                   "<out-root>/<name>/trials/<trial>/ (replaces the file's `logging:`)")
     p.set_defaults(func=run_ladder_command)
 
 
@@ -145,6 +148,10 @@ def run_ladder_command(args: argparse.Namespace) -> int:
 
         source = apply_to_source(read_source(args.ladder), args.overrides, LADDER_KEYS)
     ladder = load_ladder(source)
+    if args.log is not None:
+        from composer.tracking import check_backends
+
+        ladder.logging = check_backends(args.log)
     if args.plan:
         for trial in plan(ladder):
             print(f"{trial.arch:24s} {trial.size:>8s} seed {trial.seed}  d_model {trial.spec.d_model:5d}  "

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from composer.errors import UserError
+from composer.limits import MAX_DRY_RUN_SAMPLES
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +29,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PATH=VALUE",
                    help="override the space by dotted path, values as YAML: --set train.warmup_steps=5 "
                    "task.params.seq_len=64 base.d_model=96 trials=4")
+    p.add_argument("--log", nargs="+", metavar="LOGGER", help="Ray Tune loggers per trial (the space's `logging:`): "
+                   "tensorboard (needs tensorboardX), csv, wandb (offline), mlflow (RUN/mlruns); default csv, and "
+                   "tensorboard when tensorboardX is installed")
     p.set_defaults(func=run)
 
 
@@ -40,11 +44,16 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.samples > MAX_DRY_RUN_SAMPLES:
+        raise UserError(f"expected at most {MAX_DRY_RUN_SAMPLES:,} (limit MAX_DRY_RUN_SAMPLES), got {args.samples}",
+                        path="--samples")
     if args.name is not None:
         from composer.runs import safe_name
 
         safe_name(args.name, "--name")
     space_arg = args.space
+    if args.log:
+        args.overrides = [*args.overrides, f"logging={args.log!r}"]
     if args.overrides:
         if args.resume:
             raise UserError("--set changes the space; a resumed search keeps the space it started with", path="--set")
@@ -129,6 +138,11 @@ def summary_text(result: Any) -> str:
         from composer.canonical_form import stripe
 
         lines.append(f"  consensus: {stripe(result.consensus)}  -> {result.run_dir}/consensus.yaml")
+        scored = result.summary.get("consensus") or {}
+        if scored.get("trial") is not None:       # trained as its own trial (composer/search/consensus.py)
+            verdict = "beats" if scored["beats_best"] else "does not beat"
+            lines.append(f"    trained as trial {scored['trial']}: {scored['metric']} {scored['value']}, {verdict} the "
+                         f"best single trial ({scored['best_value']})")
     lines.append(f"  leaderboard: {result.run_dir}/leaderboard.csv; "
                  f"study: optuna-dashboard sqlite:///{result.run_dir}/study.db")
     return "\n".join(lines)

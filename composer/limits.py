@@ -26,9 +26,12 @@ the largest `loop`, the number of slots), a searched integer range's ends to MAX
 
     MAX_GRID_POINTS      the values of one searched range (`{int: [lo, hi]}`, a float range with `step`), and
                          the combinations the `grid` strategy enumerates
+    MAX_DRY_RUN_SAMPLES  candidates `composer search --dry-run --samples N` builds and prints
 
 Ladders (scaling/ladder.py) hold their seeds to [0, MAX_SEED] (numpy's seed range; a search's seed too) and
 
+    MAX_LADDER_TRIALS    architectures x sizes x seeds x compute budgets (each size of each architecture is
+                         fitted when the ladder is planned)
     MAX_BOOTSTRAP        resamples for a fit's bootstrap intervals
 
 (a ladder's and `composer scale`'s parameter targets are held to `scaling.ladder.MAX_PARAMS`).
@@ -46,9 +49,11 @@ MAX_NESTING = 16
 MAX_LAYERS = 4096
 
 MAX_GRID_POINTS = 10**6
+MAX_DRY_RUN_SAMPLES = 1_000
 
 MAX_SEED = 2**32 - 1
+MAX_LADDER_TRIALS = 2_000
 MAX_BOOTSTRAP = 100_000
 
-__all__ = ["MAX_BOOTSTRAP", "MAX_DOCUMENT_BYTES", "MAX_GRID_POINTS", "MAX_INTEGER", "MAX_LAYERS", "MAX_NESTING",
-           "MAX_SEED", "MAX_YAML_DEPTH", "MAX_YAML_NODES"]
+__all__ = ["MAX_BOOTSTRAP", "MAX_DOCUMENT_BYTES", "MAX_DRY_RUN_SAMPLES", "MAX_GRID_POINTS", "MAX_INTEGER",
+           "MAX_LADDER_TRIALS", "MAX_LAYERS", "MAX_NESTING", "MAX_SEED", "MAX_YAML_DEPTH", "MAX_YAML_NODES"]

@@ -22,6 +22,7 @@ from composer.spec import LAYER_KEYS, ArchSpec, Layer, Loop, Node, Parallel, Rep
 from composer.yaml_source import Source, join, read_source
 from primitives.base import (
     ConfigError,
+    as_float,
     bounds_message,
     brief,
     get_primitive,
@@ -84,7 +85,7 @@ class _Parser:
     def number(self, value: Any, path: str, bounds: typing.Mapping[str, Any]) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(f"expected a number, got {value!r}", path)
-        number = float(value) if abs(value) <= MAX_INTEGER else math.inf
+        number = as_float(value)
         if not in_bounds(number, bounds):
             kind = "a finite number" if not math.isfinite(number) else "a number"
             raise self.fail(f"expected {kind}{range_text(bounds)}, got {brief(value)}", path)
@@ -330,6 +331,9 @@ class _Parser:
         branches = value["parallel"]
         if not isinstance(branches, list) or len(branches) < 2:
             raise self.fail("expected a list of at least two branches", join(path, "parallel"))
+        if len(branches) > MAX_LAYERS:
+            raise self.fail(f"{len(branches):,} branches, more than {MAX_LAYERS:,} (limit MAX_LAYERS)",
+                            join(path, "parallel"))
         fields = self.options(Parallel, value, path, skip=("branches", "split"))
         combine = fields.get("combine", Parallel.combine)  # a dataclass keeps a field's default as class attribute
         split = value.get("split")

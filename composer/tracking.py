@@ -148,16 +148,20 @@ class Trackers(Tracker):
             m.close()
 
 
-def check_backends(names: list[str], path: str = "--log") -> list[str]:
-    """The backend names, known and installed; else a UserError saying which extra installs it."""
+def check_backends(names: Any, path: str = "--log", search: bool = False) -> list[str]:
+    """The backend names, known and installed; else a UserError saying what installs it. A search logs
+    TensorBoard through Ray Tune's logger, which needs `tensorboardX`."""
     from primitives.base import unknown_name_message
 
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"expected a list of loggers ({', '.join(BACKENDS)}), got {names!r}", path=path)
     for name in names:
         if name not in BACKENDS:
             raise UserError(unknown_name_message("logger", name, list(BACKENDS)), path=path)
-        package = PACKAGES.get(name)
+        package = "tensorboardX" if search and name == "tensorboard" else PACKAGES.get(name)
         if package and importlib.util.find_spec(package) is None:
-            raise UserError(f"{name} needs the {package} package: pip install -e .[{name}]", path=path)
+            hint = "pip install tensorboardX" if package == "tensorboardX" else f"pip install -e .[{name}]"
+            raise UserError(f"{name} needs the {package} package: {hint}", path=path)
     return list(dict.fromkeys(names))
 
 

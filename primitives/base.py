@@ -248,14 +248,17 @@ def in_bounds(value: float, bounds: typing.Mapping[str, Any]) -> bool:
                                         if key in BOUND_CHECKS)
 
 
+def as_float(value: int | float) -> float:
+    """`float(value)`, or inf for an integer past the float range (which the finite check then refuses)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def finite_number(value: Any) -> bool:
     """Whether `value` is an int or float (not a bool) with a finite float value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer past the float range
-        return False
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(as_float(value))
 
 
 def range_text(bounds: typing.Mapping[str, Any]) -> str:
@@ -326,7 +329,7 @@ def coerce(field: str, value: Any, hint: Any) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) if abs(value) <= MAX_INTEGER or isinstance(value, float) else math.inf
+            return as_float(value)
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -15,6 +15,7 @@ A ladder file (YAML):
     train: {lr: 3e-3, batch_size: 16}        # training settings (composer/training/config.py)
     predict_at: 10M                          # optional: predicted loss (with interval) at this size
     bootstrap: 500                           # resamples for the fits' intervals
+    logging: [tensorboard, csv]              # optional: per-trial trackers (composer/tracking.py)
 
 Token budgets: `tokens_per_param: r` trains a size of N parameters on r * N tokens (N by `count`);
 `tokens: D` trains every size on D tokens; `flops: [C, ...]` trains every size at every compute budget C on
@@ -23,8 +24,10 @@ C / (training FLOPs per token) tokens (IsoFLOP). `min_tokens` / `max_tokens` cla
 Trials run through a `TrialRunner`. `LocalRunner` trains them one after another in this process with
 `composer.trainer.train`; it is the seam where the Ray search runner plugs in. Every finished trial is written
 to `runs/<name>/ladder.json` at once (atomically), and a rerun skips trials already there, so a killed ladder
-resumes. After the trials: per-architecture fits of L(N) (and of L(N, D) when budgets vary), rank transfer
-from the smallest size to each larger one with the seed noise floor, and a plot.
+resumes. With `logging:` (or `composer ladder --log ...`) each trial also logs its settings and every
+evaluation to those trackers in `runs/<name>/trials/<arch>-<size>-<budget>-s<seed>/`. After the trials:
+per-architecture fits of L(N) (and of L(N, D) when budgets vary), rank transfer from the smallest size to each
+larger one with the seed noise floor, and a plot.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from composer.errors import UserError
-from composer.limits import MAX_BOOTSTRAP, MAX_GRID_POINTS, MAX_SEED
+from composer.limits import MAX_BOOTSTRAP, MAX_LADDER_TRIALS, MAX_SEED
 from composer.provenance import provenance
 from composer.runs import RunLock, contained, safe_name, write_atomic
 from composer.spec import ArchSpec
@@ -52,7 +55,7 @@ from scaling.rules import choose_method, fit_to_params, param_count
 from scaling.transfer import transfer_report
 
 LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",
-               "train", "predict_at", "loss_metric", "bootstrap")
+               "train", "predict_at", "loss_metric", "bootstrap", "logging")
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 MAX_PARAMS = 10**12          # a parameter target beyond this is a typo; fitting it would take minutes
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
@@ -109,6 +112,8 @@ class Ladder:
     predict_at: int | None = None
     loss_metric: str = "val_loss"
     bootstrap: int = 500
+    logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking.py)
+    run_dir: str | None = None                              # set by run_ladder: the folder its trials log under
 
 
 def load_ladder(obj: Any) -> Ladder:
@@ -158,7 +163,7 @@ def load_ladder(obj: Any) -> Ladder:
         ladder.budget = _budget(source, data["budget"])
     if "seeds" in data:
         seeds = data["seeds"]
-        if (not isinstance(seeds, list) or not seeds or len(seeds) > MAX_GRID_POINTS
+        if (not isinstance(seeds, list) or not seeds
                 or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
             raise source.error(f"expected a list of integer seeds in [0, {MAX_SEED}], got {brief(seeds)}", "seeds")
         ladder.seeds = list(seeds)
@@ -179,7 +184,32 @@ def load_ladder(obj: Any) -> Ladder:
         if not isinstance(data["loss_metric"], str):
             raise source.error(f"expected a metric name, got {brief(data['loss_metric'])}", "loss_metric")
         ladder.loss_metric = data["loss_metric"]
+    if data.get("logging") is not None:
+        from composer.tracking import check_backends
+
+        try:
+            ladder.logging = check_backends(data["logging"], "logging")
+        except UserError as e:
+            raise source.error(e.message, _logging_path(data["logging"])) from None
+    trials = (len(ladder.architectures) * len(ladder.sizes) * len(ladder.seeds)
+              * len(ladder.budget.get("flops", [None])))
+    if trials > MAX_LADDER_TRIALS:
+        raise source.error(f"{trials:,} trials (architectures x sizes x seeds x budgets), more than "
+                           f"{MAX_LADDER_TRIALS:,} (limit MAX_LADDER_TRIALS)", "sizes")
     return ladder
+
+
+def _logging_path(names: Any) -> str:
+    """`logging[i]` for the first entry that is not a known, installed backend; `logging` otherwise."""
+    from composer.tracking import check_backends
+
+    if isinstance(names, list):
+        for i, name in enumerate(names):
+            try:
+                check_backends([name], "logging")
+            except UserError:
+                return join("logging", i)
+    return "logging"
 
 
 def _count(source: Source, value: Any, path: str, maximum: float | None = None) -> int:
@@ -303,7 +333,7 @@ class LocalRunner:
         kwargs = dict(ladder.train)
         if self.threads:
             kwargs["threads"] = self.threads
-        jobs = [(trial, ladder.task, kwargs) for trial in trials]
+        jobs = [(trial, ladder.task, kwargs, trial_tracking(ladder, trial)) for trial in trials]
         if self.workers <= 1:
             for i, job in enumerate(jobs):
                 self.log(describe_trial(job[0], i, len(jobs)))
@@ -347,13 +377,45 @@ def describe_trial(trial: Trial, i: int, n: int) -> str:
     return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}: {trial.tokens:,} tokens"
 
 
-def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Train one trial (a module-level function so worker processes can run it); its final metrics."""
+def trial_folder(trial: Trial) -> str:
+    """The trial's folder name under `<run_dir>/trials/`: arch-size-budget-s<seed>, made safe."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{trial.arch}-{trial.size}-{trial.budget}-s{trial.seed}")
+    return safe_name(name.strip("._") or "trial", "logging")
+
+
+def trial_tracking(ladder: Ladder, trial: Trial) -> tuple[list[str], str] | None:
+    """What `train_trial` needs to log the trial: (backends, folder); None without `logging` or a run folder."""
+    if not ladder.logging or ladder.run_dir is None:
+        return None
+    return list(ladder.logging), str(Path(ladder.run_dir) / "trials" / trial_folder(trial))
+
+
+def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[str, Any],
+                tracking: tuple[list[str], str] | None = None) -> dict[str, Any]:
+    """Train one trial (a module-level function so worker processes can run it); its final metrics. With
+    `tracking` (backends, folder) the trial's settings and every evaluation go to those trackers."""
     from composer.tasks import get_task
     from composer.trainer import train
 
     task = get_task(task_config["name"], **{k: v for k, v in task_config.items() if k != "name"})
-    result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, **train_kwargs)
+    tracker, callback = None, None
+    if tracking is not None:
+        from composer.tracking import open_trackers
+
+        backends, folder = tracking
+        params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config,
+                  "train": train_kwargs, "spec": trial.spec.to_dict()}
+        tracker = open_trackers(backends, folder, params, name=Path(folder).name)
+
+        def callback(m: dict[str, Any]) -> None:
+            if isinstance(m.get("step"), int):
+                tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+    try:
+        result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, callback=callback,
+                       **train_kwargs)
+    finally:
+        if tracker is not None:
+            tracker.close()
     return {**result.metrics, "status": result.status}
 
 
@@ -366,7 +428,7 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
     log = log or (lambda message: None)
     out_dir = contained(out_root, Path(out_root) / safe_name(ladder.name, "name"), "name")
     with RunLock(out_dir):          # one process at a time works in a ladder's folder
-        return _run_ladder(ladder, out_dir, runner, log, trials)
+        return _run_ladder(replace(ladder, run_dir=str(out_dir)), out_dir, runner, log, trials)
 
 
 def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],

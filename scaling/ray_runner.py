@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from scaling.ladder import Ladder, Trial, describe_trial, train_trial
+from scaling.ladder import Ladder, Trial, describe_trial, train_trial, trial_tracking
 
 
 class RayRunner:
@@ -38,7 +38,7 @@ class RayRunner:
         while waiting or pending:
             while waiting and (self.max_concurrent is None or len(pending) < self.max_concurrent):
                 trial = waiting.pop(0)
-                pending[remote.remote(trial, ladder.task, kwargs)] = trial
+                pending[remote.remote(trial, ladder.task, kwargs, trial_tracking(ladder, trial))] = trial
             ready, _ = ray.wait(list(pending), num_returns=1)
             trial = pending.pop(ready[0])
             self.log(describe_trial(trial, done, len(trials)) + " done")

@@ -86,7 +86,8 @@ def warm_up() -> None:
             contextlib.redirect_stderr(io.StringIO()):
         for argv in (["show", "spec.yaml"], ["search", "space.yaml", "--dry-run"], ["ladder", "ladder.yaml", "--plan"],
                      ["scale", "spec.yaml", "--d-model", "32", "--out", "out.yaml"], ["primitives"],
-                     ["report", "a_dir"], ["confirm", "a_dir", "--plan"], ["export", "spec.yaml", "--out", "out_dir"]):
+                     ["report", "a_dir"], ["confirm", "a_dir", "--plan"], ["export", "spec.yaml", "--out", "out_dir"],
+                     ["eval", "a_dir", "--tasks", "x"]):
             with contextlib.suppress(BaseException):
                 main(argv)
 
@@ -203,9 +204,11 @@ COMMANDS: dict[str, tuple[list[list[str]], dict[str, list[str] | None]]] = {
     "confirm": ([PATHS], {"--plan": None, "--seeds": NUMBERS, "--top-k": NUMBERS, "--sizes": NUMBERS}),
     "export": ([SPEC_PATHS], {"--out": OUTPUTS + PATHS, "--trial": WORDS + NUMBERS, "--seq-len": NUMBERS,
                          "--seed": NUMBERS}),
+    "eval": ([PATHS], {"--tasks": WORDS, "--limit": NUMBERS, "--batch-size": NUMBERS, "--num-fewshot": NUMBERS,
+                       "--device": ["cpu", "cuda", "x"], "--out": OUTPUTS + PATHS}),
 }
 # a real search would start Ray: give `search` --dry-run always; a ladder without --plan would train
-ALWAYS = {"search": ["--dry-run"], "ladder": ["--plan"], "confirm": ["--plan"]}
+ALWAYS = {"search": ["--dry-run"], "ladder": ["--plan"], "confirm": ["--plan"], "eval": ["--tasks", "x"]}
 
 
 @st.composite
@@ -218,7 +221,8 @@ def command_lines(draw: st.DrawFn, commands: tuple[str, ...] = tuple(COMMANDS)) 
         argv += [flag] if values is None else [flag, draw(st.sampled_from(values))]
     if draw(st.booleans()) and draw(st.integers(0, 9)) == 0:        # now and then: an argument argparse refuses
         argv.insert(draw(st.integers(0, len(argv))), draw(st.sampled_from(["--nope", "-x", "--json=3"])))
-    return argv + [a for a in ALWAYS.get(command, []) if a not in argv]
+    always = ALWAYS.get(command, [])
+    return argv if always and always[0] in argv else argv + always
 
 
 def outputs_of(argv: list[str]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ non-UTF-8 byte added).
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,12 @@ def mutated(draw: st.DrawFn, documents: list[str]) -> bytes:
         op = draw(st.sampled_from(["replace", "replace", "drop", "add", "wrap", "multiply"]))
         if op == "replace" or (op == "drop" and not at):
             new = draw(st.one_of(st.sampled_from(HOSTILE), st.integers(), st.floats(), st.text(max_size=8)))
-            data = put(data, at, new)
+            data = put(data, at, copy.deepcopy(new))          # HOSTILE's lists and mappings stay as written
         elif op == "drop":
             parent = get(data, at[:-1])
             del parent[at[-1]]
         elif op == "add" and isinstance(value, dict):
-            value[draw(st.sampled_from(FIELD_NAMES))] = draw(st.sampled_from(HOSTILE))
+            value[draw(st.sampled_from(FIELD_NAMES))] = copy.deepcopy(draw(st.sampled_from(HOSTILE)))
         elif op == "wrap":
             times = draw(st.sampled_from([1, 2, 0, -3, 5000, 10**6, 10**12]))
             block = draw(st.sampled_from(["repeat", "loop"]))

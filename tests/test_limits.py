@@ -17,6 +17,7 @@ from composer.limits import (
     MAX_DOCUMENT_BYTES,
     MAX_GRID_POINTS,
     MAX_INTEGER,
+    MAX_LADDER_TRIALS,
     MAX_LAYERS,
     MAX_NESTING,
     MAX_SEED,
@@ -242,10 +243,16 @@ sizes: [2K, 4K]
     (f"bootstrap: {MAX_BOOTSTRAP + 1}", "bootstrap", "MAX_BOOTSTRAP"),
     ("budget: {tokens_per_param: .nan}", "budget.tokens_per_param", "finite"),
     ("loss_metric: {a: 1}", "loss_metric", "metric name"),
+    ("seeds: [0, 1]\nbudget: {flops: [1e12, 2e12, 3e12, 4e12, 5e12]}", None, None),       # 20 trials: fine
+    (f"sizes: [{', '.join(str(1000 + i) for i in range(MAX_LADDER_TRIALS + 1))}]", "sizes", "MAX_LADDER_TRIALS"),
 ])
 def test_ladder_limits(extra, path, words):
+    text = LADDER.replace("sizes: [2K, 4K]\n", "") + extra + "\n" if extra.startswith("sizes") else LADDER + extra + "\n"
+    if path is None:
+        load_ladder(text)
+        return
     with pytest.raises(UserError) as info:
-        load_ladder(LADDER + extra + "\n")
+        load_ladder(text)
     assert info.value.path == path and words in info.value.message, str(info.value)
 
 

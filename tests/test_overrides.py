@@ -65,6 +65,9 @@ def test_ladder_overrides_keep_relative_paths_and_beside_form():
                                                                "train.warmup_steps=2"], LADDER_KEYS))
     assert ladder.seeds == [3] and ladder.task["seq_len"] == 64 and ladder.train["warmup_steps"] == 2
     assert "hybrid" in ladder.architectures                # architectures/hybrid_pattern.yaml beside the file
+    from scaling.ladder import ladder_summary
+
+    assert {"torch", "git_commit", "host", "device"} <= set(ladder_summary(ladder)["provenance"])   # in ladder.json
 
 
 def test_list_index_and_new_mappings():

@@ -73,7 +73,7 @@ def test_aggregation_selects_by_its_select():
     assert [r["trial"] for r in Aggregation("threshold", threshold=0.015).top(rows, "accuracy", "max")] == [3, 1]
     assert [r["trial"] for r in Aggregation("kmeans", clusters=3).top(rows, "accuracy", "max")] == [3, 1, 5]
     assert [r["trial"] for r in Aggregation("top_k", top_k=4).top(rows, "accuracy", "max")] == [3, 1, 5, 0]
-    assert [r["trial"] for r in Aggregation().top(rows, "accuracy", "max")] == [3, 1, 5]   # top quarter, >= 3
+    assert [r["trial"] for r in Aggregation("top_k").top(rows, "accuracy", "max")] == [3, 1, 5]   # quarter, >= 3
 
 
 def test_nc_vote_follows_the_context_where_n0_does_not():
@@ -142,8 +142,12 @@ def test_aggregate_key_parses():
     legacy = load_space(SPACE.replace("AGG", "").replace("{name: one_shot}",
                                                          "{name: one_shot, options: {top_k: 8, threshold: 0.05}}"))
     assert legacy.aggregate == Aggregation("threshold", top_k=8, threshold=0.05, train=True)
-    # the consensus is trained when the space aggregates: a layer-wise strategy, or an `aggregate:` section
-    assert load_space(SPACE.replace("AGG", "")).aggregate == Aggregation(train=True)
+    # the consensus is trained when the space aggregates: a layer-wise strategy, or an `aggregate:` section;
+    # without `select`: threshold when given, else top_k when given, else 5-means
+    assert load_space(SPACE.replace("AGG", "")).aggregate == Aggregation("kmeans", clusters=5, train=True)
+    assert load_space(SPACE.replace("AGG", "aggregate: {top_k: 4}")).aggregate.select == "top_k"
+    assert load_space(SPACE.replace("AGG", "aggregate: {clusters: 3}")).aggregate == Aggregation(
+        "kmeans", clusters=3, train=True)
     plain = SPACE.replace("{name: one_shot}", "{name: random}")
     assert load_space(plain.replace("AGG", "")).aggregate == Aggregation(train=False)
     assert load_space(plain.replace("AGG", "aggregate: {vote: n0}")).aggregate.train
@@ -153,7 +157,8 @@ def test_aggregate_key_parses():
 @pytest.mark.parametrize("text, path, message", [
     ("aggregate: {select: kmean}", "aggregate.select", "expected one of top_k, threshold, kmeans"),
     ("aggregate: {vote: n1}", "aggregate.vote", "expected one of n0, nc"),
-    ("aggregate: {clusters: 3}", "aggregate.clusters", "applies with `select: kmeans`"),
+    ("aggregate: {select: top_k, clusters: 3}", "aggregate.clusters", "applies with `select: kmeans`"),
+    ("aggregate: {top_k: 3, clusters: 3}", "aggregate.clusters", "applies with `select: kmeans`"),
     ("aggregate: {vote: n0, context: 2}", "aggregate.context", "applies with `vote: nc`"),
     ("aggregate: {select: threshold}", "aggregate.threshold", "needs `threshold`"),
     ("aggregate: {select: threshold, threshold: -1}", "aggregate.threshold", "expected a number >= 0"),

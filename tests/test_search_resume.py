@@ -107,7 +107,8 @@ def test_resume_after_kill_9(tmp_path):
     for trial in study.trials:
         retry = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
         if trial.state.name == "FAIL" and trial.params:     # cut short by the kill: asked again, same parameters
-            assert len(retry) == 1 and retry[0].params == trial.params
+            # (a trial killed while it was being sampled has only some: the retry draws the rest)
+            assert len(retry) == 1 and trial.params.items() <= retry[0].params.items()
         elif trial.state.name == "FAIL":     # killed between ask and sampling: nothing to retry
             assert retry == []
     assert (run / "best.yaml").is_file() and len(list((run / "tune").glob("session*"))) == 2

@@ -91,3 +91,67 @@ def test_cli_exit_code_two_without_traceback(tmp_path, command):
     assert r.stderr.strip().count("\n") == 0
     assert "layers[0].n_kv_heads" in r.stderr and ":3:" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+# Numbers that validate used to accept and training then diverged on: every float of a primitive is finite,
+# and the primitives' Config fields carry their bounds (primitives.base.bounded).
+@pytest.mark.parametrize("layer, field, words", [
+    ("{op: attention, rope_base: .nan}", "rope_base", "expected a finite number > 1, got nan"),
+    ("{op: attention, rope_base: -5}", "rope_base", "expected a number > 1, got -5.0"),
+    ("{op: attention, window: 0}", "window", "expected an integer >= 1, got 0"),
+    ("{op: moe, aux_loss_coef: .inf}", "aux_loss_coef", "finite"),
+    ("{op: moe, aux_loss_coef: -0.1}", "aux_loss_coef", ">= 0"),
+    ("{op: moe, z_loss_coef: -1}", "z_loss_coef", ">= 0"),
+    ("{op: moe, capacity_factor: .nan}", "capacity_factor", "finite"),
+    ("{op: mlp, expansion: .nan}", "expansion", "finite"),
+    ("{op: mlp, expansion: -2}", "expansion", "> 0"),
+    ("{op: mamba, expand: .inf}", "expand", "finite"),
+    ("{op: mamba2, d_state: -4}", "d_state", ">= 1"),
+    ("{op: gla, gate_normalizer: 0}", "gate_normalizer", "> 0"),
+    ("{op: rglru, c: .nan}", "c", "finite"),
+    ("{op: gated_deltanet, expand_v: -1}", "expand_v", "> 0"),
+    ("{loop: {times: 2, body: [mlp], halting: act, ponder_cost: .nan}}", "loop.ponder_cost", "finite"),
+    ("{loop: {times: 2, body: [mlp], halting: act, ponder_cost: -1}}", "loop.ponder_cost", ">= 0"),
+])
+def test_numbers_out_of_bounds_name_the_field(layer, field, words):
+    err = error_of(f"d_model: 64\nlayers:\n  - {layer}\n")
+    assert err.path == f"layers[0].{field}" and err.line == 3
+    assert words in err.message
+
+
+def test_defaults_are_held_to_the_same_bounds():
+    err = error_of("d_model: 64\ndefaults: {mlp: {expansion: .inf}}\nlayers: [mlp]\n")
+    assert err.path == "defaults.mlp.expansion" and "finite" in err.message
+
+
+@pytest.mark.parametrize("target", ["{x: 1}", "[1, 2]", "3"])
+def test_share_target_must_be_a_name(target):
+    err = error_of(f"d_model: 64\nlayers:\n  - {{op: mlp, name: x}}\n  - {{share: {target}}}\n")
+    assert err.path == "layers[1].share" and "expected the name of an earlier layer" in err.message
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A usage mistake, an OSError from the file system and a message with line breaks: one `error:` line."""
+    import composer.cli_spec
+    from composer.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["validate"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: composer validate: the following arguments are required: spec") and err.count(
+        "\n") == 1
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out.yaml"))
+
+    monkeypatch.setattr(composer.cli_spec, "run_validate", denied)
+    assert main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'out.yaml'}: Permission denied\n"
+
+    def multi_line(args):
+        raise UserError("first line\n  second line\n")
+
+    monkeypatch.setattr(composer.cli_spec, "run_validate", multi_line)
+    assert main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err == "error: first line second line\n"

@@ -89,3 +89,22 @@ def test_train_cli_logs_each_evaluation(capsys, tmp_path):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["step"] for r in rows if r.get("eval/val_loss")] == ["2", "4"]
     assert json.loads((out / "params.json").read_text())["task"]["seq_len"] == 16
+
+
+def test_search_logging_uses_tune_logger_callbacks(tmp_path):
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from composer.search.callbacks import tune_loggers
+
+    kinds = [type(c) for c in tune_loggers(["csv"], tmp_path, "s")]
+    assert kinds == [JsonLoggerCallback, CSVLoggerCallback]
+    assert CSVLoggerCallback in [type(c) for c in tune_loggers(None, tmp_path, "s")]     # back by default
+
+
+def test_space_logging_is_checked_before_anything_runs():
+    from composer.search.space_parse import load_space
+
+    with pytest.raises(UserError, match="did you mean 'tensorboard'") as e:
+        load_space({"name": "s", "task": "mqar", "layers": [{"op": "mlp"}], "base": {"d_model": 16},
+                    "logging": ["tensorbord"]})
+    assert e.value.path == "logging"

@@ -186,7 +186,7 @@ def test_cli_train_json(tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "completed" and out["metrics"]["step"] == 3
-    with pytest.raises(UserError, match="expected KEY=VALUE"):
+    with pytest.raises(UserError, match="expected PATH=VALUE"):
         _cli(["train", str(spec), "--set", "seq_len"])
     with pytest.raises(UserError, match="--data applies to the text task only"):
         _cli(["train", str(spec), "--data", "x.txt"])

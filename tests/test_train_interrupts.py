@@ -166,12 +166,14 @@ def test_kill_9_resumes_to_the_same_weights_and_metrics(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILLED_RUN.format(spec=TINY, task=TASK, common=COMMON))
     out, ready = tmp_path / "killed", tmp_path / "ready"
-    process = subprocess.Popen([sys.executable, str(script), str(out), str(ready)], cwd=ROOT)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(script), str(out), str(ready)], cwd=ROOT, stderr=stderr)
     try:
         deadline = time.monotonic() + 300
         while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert ready.exists(), "the run did not reach step 7"
+        assert ready.exists(), f"the run did not reach step 7: {log.read_text()[-2000:]}"
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:

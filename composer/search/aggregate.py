@@ -9,7 +9,9 @@ Selection (`aggregate.select`), over completed candidates ranked best first, one
   the exact one (the least within-cluster sum of squares, found by dynamic programming over the sorted values),
   so it is deterministic and does not depend on a start.
 
-`top_k` also caps a `threshold` or `kmeans` selection when given. `train` (default: true for a layer-wise
+`top_k` also caps a `threshold` or `kmeans` selection when given. Without `select`: `threshold` when a threshold
+is given, else `top_k` when a top_k is, else `kmeans` with 5 clusters (its consensus landed in the top 5% most
+often in benchmarks/bench_strategies.py). `train` (default: true for a layer-wise
 strategy or a space with `aggregate:`) trains and scores the consensus as one more trial at the end.
 
 Vote (`aggregate.vote`), on the expanded top-level layer list of each spec (a `repeat` written out):
@@ -45,7 +47,7 @@ VOTES = ("n0", "nc")
 class Aggregation:
     """How a search's consensus is made: the selection and the vote (see the module docstring)."""
 
-    select: str = "top_k"
+    select: str = "kmeans"
     top_k: int | None = None
     threshold: float | None = None
     clusters: int = 5

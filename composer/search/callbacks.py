@@ -142,14 +142,31 @@ def format_progress(state: dict[str, Any]) -> str:
     return line
 
 
-def tune_loggers() -> list[Any]:
-    """Ray Tune's own logger callbacks (progress.csv, result.json, and TensorBoard events when tensorboardX is
-    installed) in each trial's Tune folder: on by default, as Tune itself would have them."""
+def tune_loggers(names: list[str] | None, run_root: Path, project: str) -> list[Any]:
+    """Ray Tune's own logger callbacks for a space's `logging:` (each trial's progress.csv and result.json are
+    always written; without `logging:`, TensorBoard events too when tensorboardX is installed). W&B runs offline
+    unless WANDB_MODE says otherwise; MLflow writes `<run>/mlruns` unless MLFLOW_TRACKING_URI says otherwise."""
     import importlib.util
+    import os
 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
-    if importlib.util.find_spec("tensorboardX") is not None:
-        loggers.append(TBXLoggerCallback())
+    if names is None:
+        names = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboardX") is not None else [])
+    loggers: list[Any] = [JsonLoggerCallback()]
+    for name in names:
+        if name == "csv":
+            loggers.append(CSVLoggerCallback())
+        elif name == "tensorboard":
+            loggers.append(TBXLoggerCallback())
+        elif name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            loggers.append(WandbLoggerCallback(project=project, mode=os.environ.get("WANDB_MODE", "offline"),
+                                               dir=str(run_root)))
+        elif name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(run_root) / "mlruns").resolve().as_uri()
+            loggers.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=project))
     return loggers

@@ -229,7 +229,8 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
                                     max_concurrent_trials=concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(storage_path=str(run.path("tune")), name=f"session{len(sessions)}",
-                                  verbose=2 if verbose else 0, callbacks=[recorder, *tune_loggers()],
+                                  verbose=2 if verbose else 0, callbacks=[recorder, *tune_loggers(
+                                      space.data.get("logging"), run.root, space.name)],
                                   stop=tune_stopper(interruption),
                                   failure_config=tune.FailureConfig(max_failures=int(space.resources.get(
                                       "max_failures", 1))),

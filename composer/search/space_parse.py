@@ -19,7 +19,7 @@ from composer.yaml_source import Source, join, read_source
 from primitives.base import brief, config_fields, finite_number, registered, unknown_name_message
 
 TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
-            "scheduler", "resources", "seed", "repeats", "trials", "confirm", "aggregate", "match")
+            "scheduler", "resources", "seed", "repeats", "trials", "confirm", "aggregate", "match", "logging")
 CONSTRAINT_KEYS = ("max_params", "max_active_params", "max_flops_per_token", "max_state_bytes", "context")
 PLACEMENTS = ("spread", "first", "last", "middle")
 AGGREGATE_KEYS = ("select", "top_k", "threshold", "clusters", "vote", "context", "train")
@@ -152,6 +152,13 @@ class _Parser:
             space.match = self.match(data["match"], space)
         if "confirm" in data:
             self.confirm(data["confirm"])
+        if data.get("logging") is not None:
+            from composer.tracking import check_backends
+
+            try:
+                check_backends(data["logging"], "logging", search=True)
+            except UserError as e:
+                raise self.fail(e.message, "logging") from None
         return space
 
     def aggregate(self, value: Any, strategy: dict[str, Any]) -> Aggregation:
@@ -161,8 +168,7 @@ class _Parser:
         options = strategy.get("options") if isinstance(strategy.get("options"), dict) else {}
         legacy = {k: options[k] for k in ("top_k", "threshold") if k in options}
         if value is None:
-            value = {"select": "threshold" if "threshold" in legacy else "top_k", **legacy,
-                     "train": strategy.get("name") in LAYERWISE_OPTIONS}
+            value = {**legacy, "train": strategy.get("name") in LAYERWISE_OPTIONS}
             path = "strategy.options"
         else:
             if legacy:
@@ -170,7 +176,8 @@ class _Parser:
                                 "strategy's options", join("strategy.options", next(iter(legacy))))
             path = "aggregate"
         value = self.mapping(value, path, AGGREGATE_KEYS)
-        select = value.get("select", "top_k")
+        select = value.get("select", "threshold" if "threshold" in value else "top_k" if "top_k" in value
+                           else "kmeans")
         if select not in SELECTIONS:
             raise self.fail(f"expected one of {', '.join(SELECTIONS)}, got {select!r}", join(path, "select"))
         vote = value.get("vote", "n0")
@@ -178,7 +185,7 @@ class _Parser:
             raise self.fail(f"expected one of {', '.join(VOTES)}, got {vote!r}", join(path, "vote"))
         needs = {"threshold": ("select", "threshold"), "clusters": ("select", "kmeans"), "context": ("vote", "nc")}
         for key, (field, wanted) in needs.items():
-            if key in value and value.get(field, "") != wanted:
+            if key in value and {"select": select, "vote": vote}[field] != wanted:
                 raise self.fail(f"`{key}` applies with `{field}: {wanted}`", join(path, key))
         if select == "threshold" and "threshold" not in value:
             raise self.fail("`select: threshold` needs `threshold` (the largest distance from the best objective)",
@@ -435,7 +442,7 @@ class _Parser:
         total = 1.0
         for dist in space.distributions().values():
             total *= grid_points(dist)
-        if total > MAX_GRID_POINTS:
+        if math.isfinite(total) and total > MAX_GRID_POINTS:        # a continuous range: the strategy says so
             raise self.fail(f"the grid has {total:,.0f} points, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS)",
                             "strategy.name")
 
