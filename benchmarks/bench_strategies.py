@@ -21,7 +21,8 @@ given), and how often the consensus of the search is in the top 5%, made with th
 default before this benchmark) and with the paper's K-means top cluster and N_0 / N_1 votes. `gp_startup10` is
 GP with Optuna's default 10 random start-up trials (Composer's default is 5, as for TPE: measured here). The
 incremental search spends its first stage on depth-3 models: those trials count as trials, but not as finds.
-The layer-wise strategies sample with their default sampler (TPE).
+The layer-wise strategies sample with their default samplers (one-shot: TPE; incremental: random);
+`incremental_tpe` is the end-layer search with TPE.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ STRATEGIES = {
     "one_shot": {"name": "one_shot"},
     "incremental": {"name": "incremental", "options": {"step": 3}},
     "incremental_middle": {"name": "incremental", "options": {"step": 3, "variant": "middle"}},
+    "incremental_tpe": {"name": "incremental", "options": {"step": 3, "sampler": "tpe"}},
 }
 TOP_FRACTION = 0.05
 AGGREGATIONS = {"top_quarter_n0": {"select": "top_k"}, "kmeans5_n0": {"select": "kmeans"},

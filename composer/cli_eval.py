@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         raise UserError(f"{bundle}: no such bundle directory")
-    if not (bundle / "spec.yaml").is_file():
-        raise UserError(f"{bundle}: not a bundle (no spec.yaml); write one with `composer export`")
+    missing = [name for name in ("spec.yaml", "config.json") if not (bundle / name).is_file()]
+    if missing:
+        raise UserError(f"{bundle}: not a bundle (no {' or '.join(missing)}); write one with `composer export`")
     if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
         raise UserError(f"expected a count, or a fraction below 1, > 0, got {args.limit}", path="--limit")
     if args.batch_size < 1:

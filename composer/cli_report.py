@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from composer.errors import UserError
     from composer.report import build_report
 
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"{args.out} is a file; give a folder for the report", path="--out")
     build_report(args.run, args.out, include_pruned=args.include_pruned)
     return 0

@@ -4,8 +4,8 @@ bounded work, and nothing written outside the place the command was told to writ
 `run_cli` runs `composer.cli.main` in this process (fast) inside a fresh temporary working directory, with
 stdout and stderr captured at the file-descriptor level (so library loggers count too), and measures what the
 command did: its CPU seconds, the peak of Python memory it allocated (tracemalloc) and every path it created or
-changed. `check_outcome` holds the promise. The bounds are far above what any input needs (the slowest command
-here takes well under a second of CPU): they catch an alias bomb or a million-layer spec, not a slow machine.
+changed. `check_outcome` holds the promise. The bounds are far above what any input needs (a command here
+takes at most a few CPU seconds): they catch an alias bomb or a million-layer spec, not a slow machine.
 
 Hypothesis settings: the profile `fuzz` (default: a few dozen examples per test, derandomized, so CI is
 reproducible) or `fuzz-long` (HYPOTHESIS_PROFILE=fuzz-long: many more examples, random seeds); the tests marked
@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 from composer.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU_BOUND_S = 30.0                 # CPU seconds one command may use
 MEMORY_BOUND = 300 * 2**20         # bytes of Python allocations one command may hold at its peak
 
@@ -255,6 +254,7 @@ def test_command_lines_long(argv, capfd):
     ["train", "spec.yaml", "--set", "seq_len=!!python/object/apply:os.system [echo]"],
     ["train", "spec.yaml", "--set", "seq_len=[1, 2"], ["train", "spec.yaml", "--out", "a_file", "--steps", "1"],
     ["validate", "latin.yaml"], ["validate", "a_dir"], ["show", "spec.yaml", "--context", "-5"],
+    ["search", "space.yaml", "--dry-run", "--samples", "100000000"], ["eval", ".", "--tasks", "x"],
 ])
 def test_named_mistakes_are_one_error_line(argv, capfd):
     with workdir(FILES) as cwd:

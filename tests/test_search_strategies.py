@@ -103,10 +103,12 @@ def test_sampler_choices_and_errors():
     for name, cls in [("random", optuna.samplers.RandomSampler), ("tpe", optuna.samplers.TPESampler),
                       ("nsga2", optuna.samplers.NSGAIISampler), ("grid", optuna.samplers.GridSampler)]:
         assert isinstance(make_sampler({"name": name}, space, 0), cls)
-    # the layer-wise searches sample with TPE unless told (benchmarks/bench_strategies.py measured it best)
+    # the layer-wise searches' default samplers follow benchmarks/bench_strategies.py: one-shot TPE, incremental
+    # random; `options.sampler` chooses another
     assert isinstance(make_sampler({"name": "one_shot"}, space, 0), optuna.samplers.TPESampler)
-    assert isinstance(make_sampler({"name": "incremental", "options": {"sampler": "random"}}, space, 0),
-                      optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler({"name": "incremental"}, space, 0), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler({"name": "incremental", "options": {"sampler": "gp"}}, space, 0),
+                      optuna.samplers.GPSampler)
     with pytest.raises(UserError, match="unknown strategy 'evolutoin'; did you mean 'evolution'"):
         make_sampler({"name": "evolutoin"}, space, 0)
     with pytest.raises(UserError, match="bad options for strategy 'tpe'"):
