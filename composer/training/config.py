@@ -33,7 +33,7 @@ class OptimizerConfig:
                                   minimum=0)
     weight_decays: tuple[float, ...] | None = setting(None, "sweep these weight decays (one run per learning rate "
                                                       "x weight decay) and keep the best", minimum=0)
-    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", minimum=0)
+    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", minimum=0, below=1)
     grad_clip: float = setting(1.0, "clip the gradient norm to this value", positive=True)
 
 
@@ -71,7 +71,8 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    seed: int = setting(0, "torch random seed: the model's initialisation and dropout (the task seeds its data)")
+    seed: int = setting(0, "torch random seed: the model's initialisation and dropout (the task seeds its data)",
+                        minimum=0, below=2**63)
     batch_size: int = setting(32, "sequences per training step", positive=True)
     threads: int | None = setting(None, "torch CPU threads for this run (restored afterwards)", positive=True)
     compile: bool = setting(False, "torch.compile the model")

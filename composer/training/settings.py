@@ -21,10 +21,11 @@ from primitives.base import unknown_name_message
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-            positive: bool = False) -> Any:
-    """A dataclass field with its help text and the bounds its values are checked against."""
+            positive: bool = False, below: float | None = None) -> Any:
+    """A dataclass field with its help text and the bounds its values are checked against (`below`: an exclusive
+    upper bound)."""
     return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                            "positive": positive})
+                                            "positive": positive, "below": below})
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Setting:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     positive: bool = False
+    below: float | None = None
 
     @property
     def kind(self) -> type:
@@ -70,7 +72,7 @@ def settings_of(config: Any) -> dict[str, Setting]:
             meta = f.metadata
             table[f.name] = Setting(f.name, section.name, hints[f.name], getattr(getattr(default, section.name),
                                     f.name), meta.get("help", ""), meta.get("choices"), meta.get("minimum"),
-                                    meta.get("positive", False))
+                                    meta.get("positive", False), meta.get("below"))
     return table
 
 
@@ -147,11 +149,15 @@ def describe(s: Setting) -> str:
         count = f"{s.length} " if s.length else ""
         bound = "positive " if s.positive else ""
         tail = f" >= {s.minimum:g}" if s.minimum is not None else ""
-        return f"a list of {count}{bound}numbers{tail}"
+        return f"a list of {count}{bound}numbers{tail}{_below(s)}"
     if s.positive:
-        return f"a positive {number}"
+        return f"a positive {number}{_below(s)}"
     article = "an" if number == "integer" else "a"
-    return f"{article} {number}" + (f" >= {s.minimum:g}" if s.minimum is not None else "")
+    return f"{article} {number}" + (f" >= {s.minimum:g}" if s.minimum is not None else "") + _below(s)
+
+
+def _below(s: Setting) -> str:
+    return f" below {s.below:g}" if s.below is not None else ""
 
 
 def _kind(annotation: Any) -> tuple[type, bool, Any]:
@@ -181,5 +187,7 @@ def _number(value: Any, kind: type) -> int | float | None:
 
 def _in_bounds(s: Setting, value: float) -> bool:
     if s.positive and not value > 0:
+        return False
+    if s.below is not None and not value < s.below:
         return False
     return s.minimum is None or value >= s.minimum
