@@ -130,9 +130,7 @@ def test_values_past_upper_bounds_are_one_error_line(flag, value, capfd):
     check_outcome(outcome)
 
 
-@pytest.mark.xfail(strict=True, reason="open in the text task (composer/data, composer/tasks): a one-character file "
-                   "raises ValueError from torch.frombuffer on its empty split; when this passes, drop it")
-def test_open_one_character_data_file(capfd):
+def test_a_one_character_data_file_is_one_error_line(capfd):    # its training split is empty
     check_data_file(("one.txt", b"a"), capfd)
 
 

@@ -41,6 +41,8 @@ class ByteTokenizer:
     backend = None
 
     def encode(self, text: str) -> torch.Tensor:
+        if not text:      # torch.frombuffer refuses an empty buffer
+            return torch.zeros(0, dtype=torch.long)
         return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
