@@ -211,12 +211,12 @@ def hub_pieces(name: str, dataset_config: str | None, split: str, text_field: st
 @contextlib.contextmanager
 def quiet_datasets() -> Iterator[None]:
     """No progress bars or error logs from `datasets` (its failures become one UserError here)."""
+    import datasets  # first: its first import sets the level of its logger
+
     logger = logging.getLogger("datasets")
     level = logger.level
     logger.setLevel(logging.CRITICAL + 1)
     try:
-        import datasets
-
         datasets.disable_progress_bars()
         yield
     finally:
