@@ -100,12 +100,16 @@ class Timings:
         write_json(self.path, self.data)
 
 
-def run_search(space: dict[str, Any], run_dir: Path) -> Any:
-    """The search and its confirmation (the space's `confirm:` block), resumed when the folder exists."""
+def run_search(space: dict[str, Any], run_dir: Path, trials: int) -> tuple[Any, dict[str, Any]]:
+    """The search and its confirmation, resumed when the folder exists. The search runs the `confirm:` block it
+    was started with (as a user's `composer search` does); the confirmation is then run (or resumed) with this
+    invocation's block, so a rerun with more sizes adds them and one with more trials adds those first."""
+    from composer.confirm import confirm, parse_confirm
     from composer.search import search
 
     resume = (run_dir / "space.yaml").is_file()
-    return search(space, run_dir=run_dir, resume=resume)
+    result = search(space, run_dir=run_dir, resume=resume, trials=trials)
+    return result, confirm(run_dir, parse_confirm(space["confirm"]), threads=1, log=print)
 
 
 def winner_of(confirm: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +204,8 @@ def main() -> None:
     timings = Timings(out / "timings.json")
 
     load, start = os.getloadavg()[0], time.time()
-    result = run_search(space_data(s, args.data), out / "discovery")
+    result, confirm = run_search(space_data(s, args.data), out / "discovery", s.trials)
     timings.stage("search_and_confirm", time.time() - start, (load, os.getloadavg()[0]))
-    confirm = result.confirm
     winner = winner_of(confirm)
 
     jobs, shapes = baby_jobs(s, winner["spec"], args.data)

@@ -22,7 +22,8 @@ default before this benchmark) and with the paper's K-means top cluster and N_0 
 GP with Optuna's default 10 random start-up trials (Composer's default is 5, as for TPE: measured here). The
 incremental search spends its first stage on depth-3 models: those trials count as trials, but not as finds.
 The layer-wise strategies sample with their default samplers (one-shot: TPE; incremental: random);
-`incremental_tpe` is the end-layer search with TPE.
+`incremental_tpe` is the end-layer search with TPE, and the `_top_quarter` rows vote
+each stage over the top quarter instead of the default 5-means top cluster.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ STRATEGIES = {
     "incremental": {"name": "incremental", "options": {"step": 3}},
     "incremental_middle": {"name": "incremental", "options": {"step": 3, "variant": "middle"}},
     "incremental_tpe": {"name": "incremental", "options": {"step": 3, "sampler": "tpe"}},
+    "incremental_top_quarter": {"name": "incremental", "options": {"step": 3}},
+    "incremental_middle_top_quarter": {"name": "incremental", "options": {"step": 3, "variant": "middle"}},
+    "incremental_tpe_top_quarter": {"name": "incremental", "options": {"step": 3, "sampler": "tpe"}},
 }
+# the space's `aggregate:` for these (the incremental stages vote with it): the top quarter instead of 5-means
+AGGREGATE = {name: {"select": "top_k"} for name in STRATEGIES if name.endswith("_top_quarter")}
 TOP_FRACTION = 0.05
 AGGREGATIONS = {"top_quarter_n0": {"select": "top_k"}, "kmeans5_n0": {"select": "kmeans"},
                 "kmeans5_n1": {"select": "kmeans", "vote": "nc", "context": 1}}
@@ -128,10 +134,12 @@ class Replay:
 
 
 def replay(name: str, seed: int, trials: int, table: dict[str, Any]) -> dict[str, Any]:
+    from composer.search.aggregate import Aggregation
     from composer.search.incremental import final_rows
     from composer.search.space_parse import load_space
 
-    space = load_space(table_space_yaml()).with_overrides(strategy=STRATEGIES[name], seed=seed, trials=trials)
+    space = load_space(table_space_yaml()).with_overrides(strategy=STRATEGIES[name], seed=seed, trials=trials,
+                                                          aggregate=Aggregation(**AGGREGATE.get(name, {})))
     with tempfile.TemporaryDirectory() as tmp:
         run = Replay(space, table, Path(tmp))
         run.search(trials)
@@ -201,14 +209,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    palette = plt.get_cmap("tab20").colors
+    tab20 = plt.get_cmap("tab20").colors
+    palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2))]      # the dark ten, then the light ten
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     names = list(results)
     for i, name in enumerate(names):
         curve = results[name]["mean_regret"]
         points = [(t, v) for t, v in enumerate(curve, start=1) if v is not None]
-        left.plot([t for t, _ in points], [v for _, v in points], label=name, color=palette[2 * (i % 10)], lw=1.6)
-    left.set_yscale("symlog", linthresh=1e-2)
+        left.plot([t for t, _ in points], [v for _, v in points], label=name, color=palette[i % 20], lw=1.6)
+    left.set_yscale("symlog", linthresh=1e-3)
     left.set_xlabel("trials")
     left.set_ylabel("mean regret (validation loss above the table's best)")
     left.set_title("Regret vs trials (mean over replay seeds)")
@@ -218,7 +227,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 for n in names]
     for i, values in enumerate(per_seed):
         xs = [v for v in values if not math.isnan(v)]
-        right.scatter(xs, [i] * len(xs), s=12, alpha=0.5, color=palette[2 * (i % 10)])
+        right.scatter(xs, [i] * len(xs), s=12, alpha=0.5, color=palette[i % 20])
         right.scatter([results[names[i]]["trials_to_top5"]["median"]], [i], marker="|", s=300, color="black")
     right.set_yticks(range(len(names)), [f"{n} ({results[n]['trials_to_top5']['reached']})" for n in names],
                      fontsize=8)
@@ -237,7 +246,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    parser.add_argument("--plot-only", action="store_true", help="redraw strategies.png from strategies.json")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads((RESULTS / "strategies.json").read_text())["strategies"], RESULTS / "strategies.png")
+        return
     import optuna
     import torch
 

@@ -141,3 +141,11 @@ def test_a_malformed_jsonl_file_is_one_line(tmp_path):    # not the datasets lib
     (tmp_path / "bad.jsonl").write_text('{"text": "hi"\n')
     r = composer_process(*train_argv("bad.jsonl"), cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_learning_rate_past_its_bound_is_one_error_line(capfd):    # 1e300 overflowed float32 in torch.optim
+    argv = ["train", "spec.yaml", *MQAR, *TINY, "--lr", "1e300"]
+    with workdir({"spec.yaml": SPEC}) as cwd:
+        outcome = run_cli(argv, cwd, capfd)
+    check_outcome(outcome)
+    assert outcome.rc == 2 and "lr" in outcome.stderr

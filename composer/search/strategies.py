@@ -11,8 +11,9 @@ as one more trial (composer/search/aggregate.py, consensus.py). `one_shot` searc
 Which strategy finds the best fastest is measured in benchmarks/bench_strategies.py, and the defaults follow
 it: TPE reached the table's top 5% in a median of 8 trials where random needed 19 and GP (Optuna's 10 random
 start-up trials) 13, so TPE is the default strategy and one_shot's default sampler, and GP and TPE both start
-model-based after 5 random trials (GP: 13 -> 11). The incremental search samples at random by default: its stage
-votes need a spread of candidates, and with TPE its consensus never reached the top 5% there (random: 19 of 20).
+model-based after 5 random trials (GP: 13 -> 11). The incremental search keeps sampling at random by default:
+there the benchmark could not rank the samplers (its outcome turned on a near-tie between two first-stage
+prefixes, see the README).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from composer.yaml_source import read_source
 class OptimizerConfig:
     """AdamW, with weight decay on matrices only."""
 
-    lr: float = setting(1e-3, "peak learning rate", positive=True)
+    lr: float = setting(1e-3, "peak learning rate", positive=True, below=1e30)
     lrs: tuple[float, ...] | None = setting(None, "sweep these learning rates (one run each) and keep the best",
                                             positive=True)
     weight_decay: float = setting(0.1, "AdamW weight decay on matrices (not norms, biases or embeddings)",
