@@ -237,10 +237,10 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\ntarget ranking: {', '.join(t['ranking'])}")
     print(f"target seed-to-seed noise floor: Spearman {floor['spearman']:.2f}, Kendall {floor['kendall']:.2f}; "
           f"{t['cost_cpu_s']['per_candidate']:.0f} CPU s per candidate")
-    print(f"{'proxy':18s} {'Spearman [95% CI]':>24s} {'Kendall':>8s} {'CPU s/cand':>11s}")
+    print(f"{'proxy':22s} {'Spearman [95% CI]':>24s} {'Kendall':>8s} {'CPU s/cand':>11s}")
     for name, p in result["proxies"].items():
         rho = p["spearman"]
-        print(f"{name:18s} {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}]{'':7s} "
+        print(f"{name:22s} {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}]{'':7s} "
               f"{p['kendall']['value']:+8.2f} {p['cost_cpu_s']['per_candidate']:11.0f}")
 
 
