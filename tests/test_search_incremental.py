@@ -141,11 +141,17 @@ def test_resume_continues_the_stage_where_it_stopped(tmp_path):
     assert len(driver.rows) == 12          # everything done: nothing runs
 
 
-def test_stage_spaces_scale_an_explicit_size_target():
+def test_stage_spaces_scale_the_size_target_to_their_depth():
     space = space_of("end", **{"aggregate: {select: top_k, top_k: 3}": "match: {params: 40000, by: d_ff}"})
-    first = plan(space)[0]
-    staged = stage_space(space, first, {})
-    assert staged.match.target == pytest.approx(20000) and space.match.target == 40000
+    first, last = plan(space)
+    assert stage_space(space, first, {}).match.target == pytest.approx(20000) and space.match.target == 40000
+    # `base` is the full-depth base candidate's size, whatever the stage's frozen slots: the last stage's
+    # candidates are matched to the same size as the consensus
+    based = space_of("end", **{"aggregate: {select: top_k, top_k: 3}": "match: {params: base, by: d_ff}"})
+    full = based.match_target()
+    frozen = {0: {"op": "gla"}, 1: {"op": "short_conv"}}
+    assert stage_space(based, first, {}).match.target == pytest.approx(full / 2)
+    assert stage_space(based, last, frozen).match.target == pytest.approx(full)
 
 
 def test_incremental_errors_name_the_field():

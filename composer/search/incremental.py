@@ -76,13 +76,14 @@ def middle_groups(depth: int, step: int) -> list[list[int]]:
 
 def stage_space(space: SearchSpace, stage: Stage, frozen: dict[int, dict[str, Any]]) -> SearchSpace:
     """The space one stage searches: its slots, those found by earlier stages fixed to their voted values. A
-    `match` with an explicit target is scaled to the stage's share of the depth."""
+    `match` target (a number, or the full-depth base candidate's size) is scaled to the stage's share of the depth,
+    so the last stage's candidates and the consensus are matched to the same size."""
     kind, cfg = space.layers
     slots = [freeze(cfg["slots"][p], frozen[p]) if p in frozen else cfg["slots"][p] for p in stage.positions]
     layers = (kind, {**cfg, "n_layers": len(slots), "slots": slots, "names": list(stage.positions)})
     match = space.match
-    if match is not None and match.target is not None:
-        match = replace(match, target=match.target * len(slots) / len(cfg["slots"]))
+    if match is not None:
+        match = replace(match, target=space.match_target() * len(slots) / len(cfg["slots"]))
     return space.with_overrides(layers=layers, match=match)
 
 
