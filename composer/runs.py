@@ -209,6 +209,16 @@ def describe_owner(owner: dict[str, Any]) -> str:
 
 
 # -- reading, with one error naming the file ------------------------------------------------------------
+def read_json(path: Path, default: Any) -> Any:
+    """A run file's JSON (`default` when the file is absent); a UserError naming the file when unreadable."""
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a JSON-lines file (metrics.jsonl); a UserError naming the file and line when it is not."""
     path = Path(path)
@@ -288,12 +298,7 @@ class RunDir:
     def read_run_info(self) -> dict[str, Any]:
         """run.json ({} for a folder made before it existed); a UserError naming the file when unreadable."""
         path = self.path("run.json")
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not valid JSON ({e})") from None
+        data = read_json(path, default={})
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a JSON object")
         return data
@@ -329,13 +334,7 @@ class RunDir:
         return rows
 
     def read_summary(self) -> dict[str, Any]:
-        path = self.path("summary.json")
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not valid JSON ({e})") from None
+        data = read_json(self.path("summary.json"), default={})
         return data if isinstance(data, dict) else {}
 
     def best_trial(self) -> int | None:

@@ -258,3 +258,18 @@ def test_report_in_headless_chromium(tmp_path):
     probe.write_text(page.read_text().replace("</body>", SORT_PROBE + "</body>"))
     dom = chromium(tmp_path, "--dump-dom", probe.as_uri())
     assert 'data-sort-probe="3,2,1,0,5,4|5,0,1,2,3,4|4,3,2,1,0,5|3,2,1,0,5,4"' in dom
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("trials/1/metrics.jsonl", '{"step": 1}\n{"step": 2', "metrics.jsonl"),
+    ("ladder.json", "{not json", "ladder.json is not valid JSON"),
+])
+def test_a_damaged_run_file_is_one_error_naming_it(tmp_path, capsys, name, content, message):
+    from composer.cli import main
+
+    run = fake_run(tmp_path, study_trials=0)
+    (run / name).write_text(content)
+    code = main(["report", str(run), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "r").exists()

@@ -13,14 +13,13 @@ whose result was reused) folded into the trial that trained it (`Trial.reused_by
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from composer.errors import UserError
-from composer.runs import RunDir
+from composer.runs import RunDir, read_json, read_jsonl
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
@@ -119,8 +118,7 @@ def read_run(path: str | Path, progress=print) -> RunData:
         if (folder / "spec.yaml").exists():
             trial.spec = _load_spec(folder / "spec.yaml", f"trial {trial.trial_id}", progress)
         if (folder / "metrics.jsonl").exists():
-            trial.history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
-                             if line.strip()]
+            trial.history = read_jsonl(folder / "metrics.jsonl")
         trials.append(trial)
     columns = list(dict.fromkeys(k for row in rows for k in row if k))
     summary = run_dir.read_summary()
@@ -135,8 +133,7 @@ def read_run(path: str | Path, progress=print) -> RunData:
     data.importances, data.importance_trials = _importances(path, progress)
     if (path / "consensus.yaml").exists():
         data.consensus = _load_spec(path / "consensus.yaml", "consensus.yaml", progress)
-    if (path / "ladder.json").exists():
-        data.ladder = json.loads((path / "ladder.json").read_text())
+    data.ladder = read_json(path / "ladder.json", default=None)
     return data
 
 
