@@ -30,6 +30,7 @@ from composer.errors import UserError
 from composer.export.tokenizer import TOKENIZER_FILE
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.yaml_source import load_yaml
 
 SPEC_NAMES = ("spec.yaml", "arch.yaml", "architecture.yaml")
 TRIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -91,7 +92,7 @@ def run_task(run: Path) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     try:
-        task = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("task")
+        task = (load_yaml(file.read_text(encoding="utf-8"))[0] or {}).get("task")
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
         raise UserError(f"{file}: cannot read the run's task ({e})") from None
     if not isinstance(task, dict) or not isinstance(task.get("name"), str):

@@ -20,12 +20,12 @@ import json
 from typing import Any
 
 import optuna
-import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from composer.errors import UserError
 from composer.runs import RunDir, space_fingerprint
 from composer.search.space import SearchSpace
+from composer.yaml_source import read_source
 
 
 def open_study(run: RunDir, space: SearchSpace) -> optuna.Study:
@@ -51,7 +51,7 @@ def verify_resume(run: RunDir, space: SearchSpace) -> None:
     """Refuse to resume when the folder and its study disagree (see the module docstring)."""
     recorded = run.read_run_info().get("space_fingerprint")
     space_file = run.path("space.yaml")
-    if recorded and recorded != space_fingerprint(yaml.safe_load(space_file.read_text(encoding="utf-8"))):
+    if recorded and recorded != space_fingerprint(read_source(space_file).data):
         raise UserError(f"{space_file} was edited after the search started (only `trials` and `resources` may "
                         "change): its trials were drawn from the space as it was. Restore it, or start a new "
                         "search with --name")
