@@ -68,6 +68,7 @@ class Attention(Primitive):
     """Causal softmax attention built on `scaled_dot_product_attention`."""
 
     symbol = "A"
+    saved_values = 0
     kind = "token_mixer"
     Config = AttentionConfig
     width_scaled = ("n_heads", "n_kv_heads")  # head_dim kept: widening adds heads

@@ -108,6 +108,10 @@ class Primitive(nn.Module):
     # Config fields that grow in proportion to d_model when a model is widened; None: the generic guess of
     # `width_fields`. Fields not named keep their value (head dims, expansion ratios, per-channel state sizes).
     width_scaled: ClassVar[tuple[str, ...] | None] = None
+    # Values the layer keeps for its backward pass beyond its projections (scan states, chunk tiles, gates), per
+    # token in multiples of its width, measured with saved-tensor hooks (composer/training/memory.py's estimate);
+    # None: assume the most any registered primitive keeps.
+    saved_values: ClassVar[int | None] = None
 
     def __init__(self, d_model: int, cfg: Any):
         super().__init__()

@@ -36,6 +36,7 @@ class ShortConvMixer(Primitive):
     """Gated short convolution mixer: out_proj(conv(u) * silu(g)) with u, g = in_proj(x)."""
 
     symbol = "C"
+    saved_values = 2
     kind = "token_mixer"
     Config = ShortConvConfig
     width_scaled = ()  # expand and kernel_size kept

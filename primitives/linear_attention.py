@@ -56,6 +56,7 @@ class LinearAttention(HeadMixer):
     """Linear attention without decay: elu+1 with sum normalisation, or identity with an output norm."""
 
     symbol = "L"
+    saved_values = 4
     Config = LinearAttentionConfig
 
     @classmethod
@@ -83,6 +84,7 @@ class RetNet(HeadMixer):
     """Multi-scale retention with fixed per-head decays, swish gate and group norm."""
 
     symbol = "R"
+    saved_values = 2
     Config = HeadsConfig
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
@@ -106,6 +108,7 @@ class GLA(HeadMixer):
     """Gated linear attention with a low-rank data-dependent vector forget gate."""
 
     symbol = "G"
+    saved_values = 8
     Config = GLAConfig
 
     def __init__(self, d_model: int, cfg: GLAConfig):
@@ -137,6 +140,7 @@ class HGRN2(HeadMixer):
     """HGRN2: the forget gate is the vector decay and its complement the key (q, f, i = q, k, v slots)."""
 
     symbol = "H"
+    saved_values = 8
     Config = HeadsConfig
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
@@ -160,6 +164,7 @@ class DeltaNet(HeadMixer):
     """DeltaNet: delta-rule memory with L2-normalised SiLU keys/queries and a sigmoid write strength."""
 
     symbol = "D"
+    saved_values = 16
     Config = DeltaNetConfig
     uses_delta_rule = True
 
@@ -202,6 +207,7 @@ class GatedDeltaNet(DeltaNet):
     """Gated DeltaNet: DeltaNet with a Mamba-2 style scalar decay per head, output gate and norm."""
 
     symbol = "GD"
+    saved_values = 16
     Config = GatedDeltaNetConfig
 
     def __init__(self, d_model: int, cfg: GatedDeltaNetConfig):

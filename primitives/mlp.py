@@ -37,6 +37,7 @@ class MLP(Primitive):
     """y = W_down(silu(W_gate x) * W_up x)  (SwiGLU)   or   y = W_down(gelu(W_up x))  (GELU)."""
 
     symbol = "M"
+    saved_values = 0
     kind = "channel_mixer"
     Config = MLPConfig
     width_scaled = ("d_ff",)  # `expansion` kept; an explicit d_ff scales

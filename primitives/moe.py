@@ -67,6 +67,7 @@ class MoE(Primitive):
     """Top-k routed SwiGLU experts (stacked weights [E, d, 2h] and [E, h, d]) plus optional shared ones."""
 
     symbol = "E"
+    saved_values = 16
     kind = "channel_mixer"
     Config = MoEConfig
     width_scaled = ()  # expert count, top_k and expert expansion kept

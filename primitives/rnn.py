@@ -54,6 +54,7 @@ class MinGRU(Primitive):
     """minGRU with input and output projections (and an optional swish output gate)."""
 
     symbol = "U"
+    saved_values = 0
     kind = "token_mixer"
     Config = MinGRUConfig
     width_scaled = ()  # expand kept
@@ -122,6 +123,7 @@ class RGLRU(Primitive):
     """Griffin's recurrent block: GeLU gate branch times (conv -> RG-LRU) branch, then out projection."""
 
     symbol = "RG"
+    saved_values = 8
     kind = "token_mixer"
     Config = RGLRUConfig
     width_scaled = ("n_heads",)  # expand, kernel_size and c kept

@@ -61,6 +61,7 @@ class Mamba(Primitive):
     """Mamba-1 block: selective scan over [B, T, E, N] with `scan_diagonal`."""
 
     symbol = "S"
+    saved_values = 64
     kind = "token_mixer"
     Config = MambaConfig
     width_scaled = ("dt_rank",)  # expand and d_state kept
@@ -149,6 +150,7 @@ class Mamba2(Primitive):
     """Mamba-2 block: SSD with one scalar decay per head, computed by `chunk_simple_gla`."""
 
     symbol = "S2"
+    saved_values = 24
     kind = "token_mixer"
     Config = Mamba2Config
     width_scaled = ("n_heads",)  # head dim (expand * d / n_heads), d_state, n_groups kept

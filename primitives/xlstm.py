@@ -38,6 +38,7 @@ class MLSTM(HeadMixer):
     """mLSTM layer: q, k, v and per-head exponential input / sigmoid forget gates, swish output gate."""
 
     symbol = "X"
+    saved_values = 8
     Config = MLSTMConfig
 
     def __init__(self, d_model: int, cfg: MLSTMConfig):

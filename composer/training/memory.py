@@ -11,7 +11,7 @@ The estimate is deliberately simple and on the high side (float32 throughout, 4 
     what a sub-layer keeps, per token,           RESIDUAL_VALUES x its width (input, norm, output, residual)
     counted for every application (each copy     + PROJECTION_VALUES x its active parameters / width (a projection's
     of a `repeat`, each iteration of a `loop`      output width, pre- and post-activation)
-    that backpropagates)                         + SCAN_VALUES[family] x its width (scan states, chunk tiles, gates)
+    that backpropagates)                         + its class's `saved_values` x its width (scan states, gates)
     evaluation (no gradients, one layer live     eval_batch_size x seq_len x (WORKSPACE x the largest sub-layer's
     at a time)                                   values + LOGIT_VALUES x vocab), when larger than training's
 
@@ -38,7 +38,7 @@ import torch
 from composer.costs import model_cost
 from composer.errors import UserError
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, Repeat
-from primitives.base import get_primitive
+from primitives.base import Primitive, get_primitive, registered
 
 BYTES_PER_VALUE = 4
 BYTES_PER_PARAMETER = 16            # weight, gradient, AdamW exp_avg and exp_avg_sq, all float32
@@ -46,13 +46,6 @@ RESIDUAL_VALUES = 4                 # per sub-layer, in multiples of its width: 
 PROJECTION_VALUES = 3               # per active parameter / width: each projection's output, pre- and post-activation
 LOGIT_VALUES = 4                    # per vocabulary entry: logits, log-softmax, their gradients
 WORKSPACE = 2                       # the backward pass's gradients and temporaries on top of what is kept
-# Values a family's own computation keeps beyond its projections (scan states, chunk tiles, gates), in multiples of
-# its width: measured with saved-tensor hooks at the default settings and rounded up; a family not listed
-# gets the largest.
-SCAN_VALUES = {"attention": 0, "mlp": 0, "moe": 16, "mingru": 0, "retnet": 2, "short_conv": 2, "linear_attention": 4,
-               "gla": 8, "hgrn2": 8, "mlstm": 8, "rglru": 8, "deltanet": 16, "gated_deltanet": 16, "mamba2": 24,
-               "mamba": 64}
-DEFAULT_SCAN_VALUES = max(SCAN_VALUES.values())
 
 
 class MemoryLimitError(UserError):
@@ -124,9 +117,16 @@ def _largest_layer_values(nodes: tuple[Node, ...], spec: ArchSpec, seq_len: int,
 
 
 def _layer_values(layer: Layer, spec: ArchSpec, seq_len: int, width: int) -> float:
-    cost = get_primitive(layer.op).cost(spec.config(layer), width, seq_len, BYTES_PER_VALUE)
-    scan = SCAN_VALUES.get(layer.op, DEFAULT_SCAN_VALUES)
-    return (RESIDUAL_VALUES + scan) * width + PROJECTION_VALUES * cost.active / width
+    cls = get_primitive(layer.op)
+    cost = cls.cost(spec.config(layer), width, seq_len, BYTES_PER_VALUE)
+    return (RESIDUAL_VALUES + saved_values(cls)) * width + PROJECTION_VALUES * cost.active / width
+
+
+def saved_values(cls: type[Primitive]) -> int:
+    """The primitive's own `saved_values`; for one that does not say, the most any registered primitive keeps."""
+    if cls.saved_values is not None:
+        return cls.saved_values
+    return max((p.saved_values for p in registered().values() if p.saved_values is not None), default=0)
 
 
 def available_memory(device: torch.device) -> int | None:
