@@ -3,6 +3,7 @@ duplicate reuse. Plus the searcher's bookkeeping without Ray."""
 
 import csv
 import json
+import os
 import re
 import textwrap
 
@@ -259,3 +260,24 @@ def test_the_search_function_is_public_under_two_names():
     assert composer.run_search is search is composer.search.search
     assert isinstance(composer.search, types.ModuleType) and not callable(composer.search)
     assert "run_search" in composer.__all__
+
+
+def test_relative_data_paths_mean_what_they_mean_where_the_search_started(ray_session, tmp_path):
+    # Tune would run each trial inside its trial folder, where a relative `data:` path names nothing
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question.\n" * 200)
+    relative = os.path.relpath(corpus, os.getcwd())
+    space = textwrap.dedent(f"""\
+        name: relative
+        base: {{d_model: 16, vocab_size: 256, defaults: {{attention: {{n_heads: 2}}}}}}
+        layers: [attention, mlp]
+        task: {{name: text, params: {{data: {relative}, seq_len: 16}}}}
+        train: {{steps: 2, batch_size: 2, eval_every: 2}}
+        objectives: [{{metric: val_loss, mode: min}}]
+        strategy: {{name: random}}
+        resources: {{cpus_per_trial: 1, max_concurrent: 1}}
+        trials: 1
+        """)
+    search(space, runs_dir=tmp_path / "runs")
+    rows = read_rows(tmp_path / "runs" / "relative")
+    assert [r["status"] for r in rows] == ["completed"], rows

@@ -24,7 +24,10 @@ from composer.errors import UserError
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0",
              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_TRAIN_V2_ENABLED": "0",
-             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60"}
+             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60",
+             # trials run in the driver's folder, so relative paths in a space (`data:`, `tokenizer:`) mean
+             # what they mean where `composer search` was started (Tune would move each into its trial folder)
+             "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 PROBE_TIMEOUT_S = 5.0
 WATCHDOG = Path(__file__).with_name("ray_watchdog.py")
 
