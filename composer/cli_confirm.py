@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "trial's size (10x); default 10x")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds per candidate and size (default 3, at least 2)")
     p.add_argument("--top-k", type=int, metavar="K", help="distinct completed trials to confirm (default 3)")
+    p.add_argument("--spread", type=int, metavar="N", help="also N trials spread evenly over the rest of the "
+                   "search's ranking, so the proxy -> target rank agreement spans good and bad candidates "
+                   "(default 0)")
     p.add_argument("--baseline", nargs="+", metavar="B", help="`transformer` (default) and/or spec files")
     p.add_argument("--no-consensus", action="store_true", help="leave the consensus out")
     p.add_argument("--tokens-per-param", type=float, metavar="R",
@@ -80,9 +83,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if run.exists():
         data = read_source(run.path("space.yaml")).data or {}
         block = dict(data.get("confirm") or {}) if isinstance(data, dict) else {}
-    flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "baseline": args.baseline,
-             "tokens_per_param": args.tokens_per_param, "count": args.count, "method": args.method,
-             "tolerance": args.tolerance}
+    flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "spread": args.spread,
+             "baseline": args.baseline, "tokens_per_param": args.tokens_per_param, "count": args.count,
+             "method": args.method, "tolerance": args.tolerance}
     given = {k: v for k, v in flags.items() if v is not None}
     if args.no_consensus:
         given["consensus"] = False

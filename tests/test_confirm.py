@@ -132,6 +132,20 @@ def test_the_consensus_the_search_trained_gives_its_proxy_but_is_no_top_k_trial(
     assert plan.candidates[-1].notes == ["trained in the search as trial 4"]
 
 
+def test_spread_adds_trials_evenly_over_the_rest_of_the_ranking(tmp_path):
+    from composer.confirm.candidates import spread_ranks
+
+    assert spread_ranks(32, 3, 4) == [3, 12, 22, 31]          # the next after the top 3, ..., the worst
+    assert spread_ranks(32, 3, 1) == [31] and spread_ranks(6, 3, 5) == [3, 4, 5] and spread_ranks(3, 3, 2) == []
+    make_run(tmp_path / "run")
+    plan = plan_confirm(tmp_path / "run", replace(CONFIG, top_k=1, spread=2, consensus=False, baselines=()))
+    assert [(c.name, c.roles, c.proxy) for c in plan.candidates] == [
+        ("trial_0", ["top1"], 2.5), ("trial_1", ["rank2"], pytest.approx(2.6)), ("trial_3", ["rank4"], 2.8)]
+    assert parse_confirm({"spread": 4}).spread == 4
+    with pytest.raises(UserError, match=r"^confirm.spread: expected an integer >= 0"):
+        parse_confirm({"spread": -1})
+
+
 def test_a_searched_setting_takes_the_best_trials_value(tmp_path):
     train = {"steps": 20, "lr": {"choice": [0.002, 0.003]}, "batch_size": 8}
     make_run(tmp_path / "run", train=train)

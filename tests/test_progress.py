@@ -38,3 +38,25 @@ def test_warmup_fraction_follows_budget_progress():
     assert lr_factor(3, 0.2, 50, "constant") == 4 / 50
     config = TrainConfig.from_dict({"warmup_fraction": 0.05, "seconds": 60})
     assert config.lr_schedule.warmup_fraction == 0.05
+
+
+def test_the_consensus_is_shown_apart_from_the_searched_trials():
+    from types import SimpleNamespace
+
+    from composer.search.callbacks import Recorder
+
+    space = SimpleNamespace(objective_names=lambda: ["val_loss"], modes=lambda: ["min"], trials=2, seed=0)
+    recorder = Recorder.__new__(Recorder)
+    recorder.space, recorder.metrics, recorder.durations, recorder.steps = space, ["val_loss"], [], {}
+    recorder.started = 0.0
+    recorder.by_trial = {
+        0: {"trial": 0, "status": "completed", "val_loss": 2.0, "stripe": "A M"},
+        1: {"trial": 1, "status": "completed", "val_loss": 2.5, "stripe": "S2 M"},
+        2: {"trial": 2, "status": "completed", "val_loss": 1.5, "stripe": "A S2", "consensus": True}}
+    state = recorder.state()
+    assert (state["finished"], state["total"], state["best"]["trial"]) == (2, 2, 0)
+    line = format_progress(state)
+    assert line.startswith("[2/2] completed 2; running 0")
+    assert line.endswith("best val_loss 2 (trial 0: A M); consensus (trial 2: A S2) 1.5")
+    recorder.by_trial[2].update(status="running", val_loss=None)
+    assert format_progress(recorder.state()).endswith("; consensus (trial 2: A S2) running")

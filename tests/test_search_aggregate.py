@@ -142,14 +142,13 @@ def test_aggregate_key_parses():
     legacy = load_space(SPACE.replace("AGG", "").replace("{name: one_shot}",
                                                          "{name: one_shot, options: {top_k: 8, threshold: 0.05}}"))
     assert legacy.aggregate == Aggregation("threshold", top_k=8, threshold=0.05, train=True)
-    # the consensus is trained when the space aggregates: a layer-wise strategy, or an `aggregate:` section;
-    # without `select`: threshold when given, else top_k when given, else 5-means
+    # the consensus is trained in every search unless `train: false`; without `select`: threshold when given, else top_k when given, else 5-means
     assert load_space(SPACE.replace("AGG", "")).aggregate == Aggregation("kmeans", clusters=5, train=True)
     assert load_space(SPACE.replace("AGG", "aggregate: {top_k: 4}")).aggregate.select == "top_k"
     assert load_space(SPACE.replace("AGG", "aggregate: {clusters: 3}")).aggregate == Aggregation(
         "kmeans", clusters=3, train=True)
     plain = SPACE.replace("{name: one_shot}", "{name: random}")
-    assert load_space(plain.replace("AGG", "")).aggregate == Aggregation(train=False)
+    assert load_space(plain.replace("AGG", "")).aggregate == Aggregation(train=True)
     assert load_space(plain.replace("AGG", "aggregate: {vote: n0}")).aggregate.train
     assert not load_space(SPACE.replace("AGG", "aggregate: {train: false}")).aggregate.train
 

@@ -55,8 +55,14 @@ def test_tiny_search_end_to_end(ray_session, tmp_path):
         assert (run / name).is_file(), name
     assert (run / "tune" / "session0").is_dir()
     rows = read_rows(run)
-    assert [int(r["trial"]) for r in rows] == list(range(8)) and len(progress) == 8
-    assert progress[-1]["finished"] == 8 and progress[-1]["running"] == 0
+    # 8 searched trials, then the consensus trained as trial 8 (counted apart in the progress)
+    assert [int(r["trial"]) for r in rows] == list(range(9)) and len(progress) == 9
+    assert [r["consensus"] for r in rows] == [""] * 8 + ["True"] and rows[8]["status"] == "completed"
+    assert rows[8]["arch_id"] == arch_id(result.consensus)
+    assert progress[-1]["finished"] == 8 and progress[-1]["running"] == 0 and progress[-1]["consensus"]["trial"] == 8
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["consensus"]["trial"] == 8 and summary["consensus"]["value"] == float(rows[8]["accuracy"])
+    rows = rows[:8]
     statuses = {r["status"] for r in rows}
     assert statuses <= {"completed", "pruned"} and "pruned" in statuses    # ASHA stopped someone
     # the study tells the truth: pruned trials are PRUNED, not COMPLETE with a partial value
@@ -98,7 +104,9 @@ RULES = TINY.replace("name: tiny", "name: rules").replace("trials: 8", "trials: 
 def test_constraints_failures_and_duplicates(ray_session, tmp_path):
     result = search(RULES, runs_dir=tmp_path)
     run = tmp_path / "rules"
-    rows = read_rows(run)
+    everything = read_rows(run)
+    rows = [r for r in everything if r["consensus"] != "True"]
+    assert len(everything) - len(rows) <= 1         # the consensus, trained at the end (it samples no parameters)
     params = [json.loads(r["params_json"]) for r in rows]
     by_status = {}
     for row in rows:
@@ -120,8 +128,11 @@ def test_constraints_failures_and_duplicates(ray_session, tmp_path):
         assert not (run / "trials" / row["trial"] / "metrics.jsonl").exists()
     study = optuna.load_study(study_name="rules", storage=f"sqlite:///{run / 'study.db'}")
     states = {"completed": "COMPLETE", "constraint": "PRUNED", "failed": "FAIL"}
-    assert [t.state.name for t in study.trials] == [states[r["status"]] for r in rows]
-    assert result.summary["counts"] == {k: len(v) for k, v in by_status.items()}
+    assert [t.state.name for t in study.trials] == [states[r["status"]] for r in everything]
+    counts = {}
+    for row in everything:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    assert result.summary["counts"] == counts
 
 
 MAD_SUITE = textwrap.dedent("""\
@@ -145,7 +156,7 @@ def test_search_on_the_mad_suite(ray_session, tmp_path):
     finishes with the mean over tasks (this used to fail every trial)."""
     search(MAD_SUITE, runs_dir=tmp_path)
     run = tmp_path / "mad_suite"
-    rows = read_rows(run)
+    rows = read_rows(run)[:2]        # (then the consensus)
     assert len(rows) == 2 and {r["status"] for r in rows} <= {"completed", "pruned"}, rows
     completed = [r for r in rows if r["status"] == "completed"]
     assert completed
@@ -154,7 +165,7 @@ def test_search_on_the_mad_suite(ray_session, tmp_path):
         tasks = [result["accuracy/memorization"], result["accuracy/compression"]]
         assert float(row["accuracy"]) == pytest.approx(sum(tasks) / 2)
     study = optuna.load_study(study_name="mad_suite", storage=f"sqlite:///{run / 'study.db'}")
-    assert [t.state.is_finished() for t in study.trials] == [True, True]
+    assert [t.state.is_finished() for t in study.trials] == [True, True, True]
 
 
 def test_study_search_tells_pruned_and_failed_states():
@@ -280,4 +291,4 @@ def test_relative_data_paths_mean_what_they_mean_where_the_search_started(ray_se
         """)
     search(space, runs_dir=tmp_path / "runs")
     rows = read_rows(tmp_path / "runs" / "relative")
-    assert [r["status"] for r in rows] == ["completed"], rows
+    assert [r["status"] for r in rows] == ["completed", "completed"], rows      # the trial, then the consensus

@@ -1,4 +1,6 @@
-"""What a confirmation trains: the top-k distinct completed trials of a search, its consensus, and baselines.
+"""What a confirmation trains: the top-k distinct completed trials of a search, `spread` more taken evenly from
+the rest of its ranking (so the proxy -> target rank agreement is measured over good and bad candidates, not
+only over near-ties at the top), its consensus, and baselines.
 
 Each candidate keeps its *proxy score*: the search objective's value of the trial that trained that
 architecture (matched by arch_id), or None when the search never trained it (then it is left out of the
@@ -37,7 +39,7 @@ class Candidate:
 
     name: str                          # trial_7, consensus, transformer, or a baseline file's stem
     spec: ArchSpec
-    roles: list[str]                   # top1 .. topK, consensus, baseline
+    roles: list[str]                   # top1 .. topK, rank<N> (spread), consensus, baseline
     proxy: float | None = None         # the search objective's value (None: the search never trained it)
     trial: int | None = None           # the trial the proxy score comes from
     notes: list[str] = field(default_factory=list)
@@ -103,8 +105,10 @@ def read_search(run_dir: str | Path) -> SearchRun:
     return SearchRun(run, space, run.read_leaderboard(), objectives[0]["metric"], objectives[0]["mode"])
 
 
-def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines: tuple[str, ...]) -> list[Candidate]:
-    """The top-k trials (best first), then the consensus, then the baselines; one candidate per architecture."""
+def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines: tuple[str, ...],
+                      spread: int = 0) -> list[Candidate]:
+    """The top-k trials (best first), the spread trials, then the consensus, then the baselines; one candidate per
+    architecture."""
     ranked = search.ranked()
     if not ranked:
         counts: dict[str, int] = {}
@@ -115,6 +119,10 @@ def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines:
     out: list[Candidate] = []
     for i, row in enumerate(ranked[:top_k]):
         out.append(Candidate(f"trial_{row['trial']}", search.spec_of(row), [f"top{i + 1}"],
+                             float(row[search.metric]), int(row["trial"])))
+    for rank in spread_ranks(len(ranked), top_k, spread):
+        row = ranked[rank]
+        out.append(Candidate(f"trial_{row['trial']}", search.spec_of(row), [f"rank{rank + 1}"],
                              float(row[search.metric]), int(row["trial"])))
     if consensus and search.run.path("consensus.yaml").is_file():
         spec = load_spec(str(search.run.path("consensus.yaml")))
@@ -135,6 +143,19 @@ def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines:
         names.add(name)
         _add(out, Candidate(name, spec, ["baseline"]), search, "not in the search: no proxy score")
     return out
+
+
+def spread_ranks(n: int, top_k: int, spread: int) -> list[int]:
+    """`spread` ranks (0-based) evenly spaced over the ranks after the top k (top_k .. n-1), from the next one to
+    the worst (one alone: the worst); all of them when there are no more than `spread`."""
+    rest = n - top_k
+    if spread <= 0 or rest <= 0:
+        return []
+    if spread >= rest:
+        return list(range(top_k, n))
+    if spread == 1:
+        return [n - 1]
+    return [top_k + round(j * (rest - 1) / (spread - 1)) for j in range(spread)]
 
 
 def _add(out: list[Candidate], new: Candidate, search: SearchRun, missing: str) -> None:

@@ -4,6 +4,7 @@
       sizes: [1M, 4M]            # parameter targets (counted by `count`), or multiples of the best trial: 10x
       seeds: 3                   # seeds 0 .. N-1 per candidate and size (at least 2: intervals need a spread)
       top_k: 3                   # the top-k distinct completed trials by the search's objective
+      spread: 4                  # and 4 more spread evenly over the rest of the ranking (for the rank agreement)
       consensus: true            # also the consensus (consensus.yaml), when the run has one
       baseline: transformer      # or a spec file, or a list of them
       tokens_per_param: 20       # every candidate at a size trains on ratio * size tokens (or `tokens: 5M`)
@@ -29,8 +30,8 @@ from composer.errors import UserError
 from composer.training.config import parse_settings
 from composer.yaml_source import join
 
-CONFIRM_KEYS = ("sizes", "seeds", "top_k", "consensus", "baseline", "tokens_per_param", "tokens", "task",
-                "train", "count", "method", "tolerance", "bootstrap", "level")
+CONFIRM_KEYS = ("sizes", "seeds", "top_k", "spread", "consensus", "baseline", "tokens_per_param", "tokens",
+                "task", "train", "count", "method", "tolerance", "bootstrap", "level")
 SET_BY_CONFIRM = {**{k: "confirm trains every candidate on equal tokens: use `tokens` or `tokens_per_param`"
                      for k in ("steps", "tokens", "seconds")},
                   "seed": "confirm sets each trial's seed: use `seeds`",
@@ -46,6 +47,7 @@ class ConfirmConfig:
     sizes: tuple[str, ...] = ("10x",)
     seeds: int = 3
     top_k: int = 3
+    spread: int = 0
     consensus: bool = True
     baselines: tuple[str, ...] = ("transformer",)
     tokens_per_param: float | None = 20.0
@@ -94,7 +96,7 @@ def parse_confirm(data: Any, path: str = "confirm") -> ConfirmConfig:
             elif not size_multiple(size) > 0:
                 raise UserError(f"expected a positive multiple, got {size!r}", join(join(path, "sizes"), i))
         values["sizes"] = tuple(str(s) for s in sizes)
-    for key, least in (("seeds", 2), ("top_k", 0), ("bootstrap", 100)):
+    for key, least in (("seeds", 2), ("top_k", 0), ("spread", 0), ("bootstrap", 100)):
         if key in data:
             value = data[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < least:

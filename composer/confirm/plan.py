@@ -84,7 +84,7 @@ class ConfirmPlan:
 def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
     """Read the run and plan every trial; every problem is a UserError, and nothing is written."""
     search = read_search(run_dir)
-    candidates = select_candidates(search, config.top_k, config.consensus, config.baselines)
+    candidates = select_candidates(search, config.top_k, config.consensus, config.baselines, config.spread)
     task, vocab_size, seq_len = target_task(search, config)
     notes: list[str] = []
     train = recipe(search, config, notes)

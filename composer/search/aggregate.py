@@ -11,8 +11,8 @@ Selection (`aggregate.select`), over completed candidates ranked best first, one
 
 `top_k` also caps a `threshold` or `kmeans` selection when given. Without `select`: `threshold` when a threshold
 is given, else `top_k` when a top_k is, else `kmeans` with 5 clusters (its consensus landed in the top 5% most
-often in benchmarks/bench_strategies.py). `train` (default: true for a layer-wise
-strategy or a space with `aggregate:`) trains and scores the consensus as one more trial at the end.
+often in benchmarks/bench_strategies.py). `train` (default true; `false` turns it
+off) trains and scores the consensus as one more trial at the end of every search.
 
 Vote (`aggregate.vote`), on the expanded top-level layer list of each spec (a `repeat` written out):
 
@@ -53,7 +53,7 @@ class Aggregation:
     clusters: int = 5
     vote: str = "n0"
     context: int = 1
-    train: bool = False         # train and score the consensus as a trial (composer/search/consensus.py)
+    train: bool = True          # train and score the consensus as a trial (composer/search/consensus.py)
 
     def top(self, rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
         return select_top(rows, metric, mode, top_k=self.top_k,

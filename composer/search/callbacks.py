@@ -46,6 +46,7 @@ class Recorder(Callback):
         self.by_trial[number] = {"trial": number, "status": "running", "arch_id": meta.get("arch_id"),
                                  "stripe": meta.get("stripe"), **meta.get("costs", {}),
                                  "lr": meta["train"].get("lr"), "seed": self.space.seed,
+                                 **{k: v for k, v in (meta.get("record") or {}).items() if k in ROW_KEYS},
                                  "params_json": json.dumps(meta["params"], sort_keys=True, default=str)}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -89,16 +90,21 @@ class Recorder(Callback):
             print(format_progress(state), file=sys.stderr, flush=True)
 
     def state(self) -> dict[str, Any]:
+        """The search's progress: its own trials counted against `space.trials`, the best of them, and the
+        consensus (trained after them) on its own."""
         counts: dict[str, int] = {}
-        for row in self.by_trial.values():
+        own = [r for r in self.by_trial.values() if not r.get("consensus")]
+        for row in own:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         metric, mode = self.metrics[0], self.space.modes()[0]
-        done = [r for r in self.by_trial.values() if r["status"] == "completed" and r.get(metric) is not None]
+        done = [r for r in own if r["status"] == "completed" and r.get(metric) is not None]
         best = (min if mode == "min" else max)(done, key=lambda r: r[metric]) if done else None
         finished = sum(v for k, v in counts.items() if k != "running")
         running = counts.get("running", 0)
-        return {"total": self.space.trials, "finished": finished, "running": running, "counts": counts,
-                "metric": metric, "best": best, "elapsed_s": time.monotonic() - self.started,
+        consensus = [r for r in self.by_trial.values() if r.get("consensus")]
+        return {"total": max(self.space.trials, finished + running), "finished": finished, "running": running,
+                "counts": counts, "metric": metric, "best": best, "consensus": consensus[-1] if consensus else None,
+                "elapsed_s": time.monotonic() - self.started,
                 "eta_s": eta(self.durations, self.space.trials - finished, running),
                 "steps": {n: self.steps[n] for n in sorted(self.steps)}}
 
@@ -139,6 +145,12 @@ def format_progress(state: dict[str, Any]) -> str:
     best = state["best"]
     if best is not None:
         line += f"; best {state['metric']} {best[state['metric']]:.4g} (trial {best['trial']}: {best['stripe']})"
+    consensus = state.get("consensus")
+    if consensus is not None:
+        value = consensus.get(state["metric"])
+        scored = f"{value:.4g}" if consensus["status"] == "completed" and isinstance(value, (int, float)) else \
+            consensus["status"]
+        line += f"; consensus (trial {consensus['trial']}: {consensus['stripe']}) {scored}"
     return line
 
 

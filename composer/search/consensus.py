@@ -1,14 +1,13 @@
 """The consensus of a search: made from its top candidates (composer/search/aggregate.py), then trained and
 scored like every trial.
 
-At the end of a search that aggregates (a layer-wise strategy, or a space with `aggregate:`; `aggregate: {train:
-false}` turns it off) and was not interrupted, the consensus is enqueued in the study as a trial whose user
-attributes carry the spec (`consensus: true`, `spec`, `train`: the best trial's training settings), and run as
-one more Tune trial: the same budget, seeds and repeats as the others (an identical, already trained
-architecture reuses its cached result). It is a real Optuna trial (its value is in the study; it samples no
-parameters) and a leaderboard row flagged `consensus`. It never votes, is never the best single trial, and is
-trained once per consensus (a resume does not train it again). summary.json compares it with the best single
-trial. A plain sampler search without `aggregate:` writes consensus.yaml as before, untrained.
+At the end of every search that was not interrupted (`aggregate: {train: false}` turns it off), the consensus is
+enqueued in the study as a trial whose user attributes carry the spec (`consensus: true`, `spec`, `train`: the best
+trial's training settings), and run as one more Tune trial: the same budget, seeds and repeats as the others (an
+identical, already trained architecture reuses its cached result). It is a real Optuna trial (its value is in the
+study; it samples no parameters) and a leaderboard row flagged `consensus`. It never votes, is never the best
+single trial, and is trained once per consensus (a resume does not train it again). summary.json compares it with
+the best single trial.
 """
 
 from __future__ import annotations

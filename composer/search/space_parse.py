@@ -163,12 +163,11 @@ class _Parser:
 
     def aggregate(self, value: Any, strategy: dict[str, Any]) -> Aggregation:
         """`aggregate:` (composer/search/aggregate.py); without it, a layer-wise strategy's legacy
-        `options.top_k` / `options.threshold`. The consensus is trained (`train`) by default when the space
-        aggregates: a layer-wise strategy, or an `aggregate:` section."""
+        `options.top_k` / `options.threshold`. The consensus is trained (`train`) unless `train: false`."""
         options = strategy.get("options") if isinstance(strategy.get("options"), dict) else {}
         legacy = {k: options[k] for k in ("top_k", "threshold") if k in options}
         if value is None:
-            value = {**legacy, "train": strategy.get("name") in LAYERWISE_OPTIONS}
+            value = legacy
             path = "strategy.options"
         else:
             if legacy:
