@@ -4,9 +4,9 @@ Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby
 1. **Search** `search_spaces/discovery.yaml` (six slots, each attention / Mamba-2 / Gated DeltaNet / GLA / short
    convolution followed by an MLP; TPE, `trials` trials on the text proxy benchmarks/bench_proxies.py chose).
 2. **Confirm** (the space's `confirm:` block, run by the search as a user's `composer search` runs it): the top
-   trials, the consensus and the transformer fitted to two sizes >= 10x the best trial, 3 seeds each, equal
-   tokens; proxy -> target Spearman / Kendall with bootstrap intervals beside the seed noise floor, and paired
-   differences with 95% intervals (composer/confirm, scaling/stats.py).
+   trials, `spread` more over the rest of the ranking, the consensus and the transformer fitted to two sizes >= 10x
+   the best trial, 3 seeds each, equal tokens; proxy -> target Spearman / Kendall with bootstrap intervals beside
+   the seed noise floor, and paired differences with 95% intervals (composer/confirm, scaling/stats.py).
 3. **Baby GPT budget**: nanoGPT's CPU recipe on this corpus (4 layers, width 128, context 64, 2000 steps x 12
    sequences, last 10% validating) reaches validation loss 1.886. The confirmed winner (the searched candidate
    with the lowest target loss at the largest size), its six slots widened to the widest multiple of 8 within the
@@ -15,7 +15,7 @@ Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby
    cosine to 1e-4), `baby_seeds` seeds each, and evaluated on the whole validation split.
 
     .venv/bin/python benchmarks/bench_discovery.py [--tiny] [--out runs/bench_discovery] [--data FILE]
-        [--trials N] [--sizes 10x 30x] [--confirm-tokens N] [--top-k K] [--baby-seeds N]
+        [--trials N] [--sizes 10x 30x] [--confirm-tokens N] [--top-k K] [--spread N] [--baby-seeds N]
 
 Everything resumes: the search and the confirmation from their run folder (<out>/discovery), the baby-GPT runs
 from <out>/baby.json; stage wall times add up over invocations in <out>/timings.json. `--tiny` checks the
@@ -62,6 +62,7 @@ class Setting:
     confirm_seeds: int = 3
     confirm_tokens: int = 128_000          # as the proxies benchmark's target
     top_k: int = 3
+    spread: int = 4                        # more trials over the rest of the ranking, for the rank agreement
     proxy_tokens: int | None = None        # None: the space's own
     baby_steps: int = 2000
     baby_seeds: int = 2
@@ -69,7 +70,7 @@ class Setting:
 
 
 FULL = Setting()
-TINY = Setting(trials=3, sizes=("3x", "6x"), confirm_seeds=2, confirm_tokens=4096, top_k=2, proxy_tokens=2048,
+TINY = Setting(trials=3, sizes=("3x", "6x"), confirm_seeds=2, confirm_tokens=4096, top_k=2, spread=1, proxy_tokens=2048,
                baby_steps=5, baby_seeds=2, max_concurrent=1)
 
 
@@ -82,7 +83,7 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
     if s.proxy_tokens is not None:
         space["train"] = {**space["train"], "tokens": s.proxy_tokens}
     space["confirm"] = {**space["confirm"], "sizes": list(s.sizes), "seeds": s.confirm_seeds,
-                        "tokens": s.confirm_tokens, "top_k": s.top_k}
+                        "tokens": s.confirm_tokens, "top_k": s.top_k, "spread": s.spread}
     return space
 
 
@@ -191,13 +192,15 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+")
     parser.add_argument("--confirm-tokens", type=int)
     parser.add_argument("--top-k", type=int)
+    parser.add_argument("--spread", type=int)
     parser.add_argument("--baby-seeds", type=int)
     parser.add_argument("--workers", type=int, default=2, help="processes for the baby-GPT runs")
     add_data_argument(parser)
     args = parser.parse_args()
     s = TINY if args.tiny else FULL
     given = {"trials": args.trials, "sizes": tuple(args.sizes) if args.sizes else None,
-             "confirm_tokens": args.confirm_tokens, "top_k": args.top_k, "baby_seeds": args.baby_seeds}
+             "confirm_tokens": args.confirm_tokens, "top_k": args.top_k, "spread": args.spread,
+             "baby_seeds": args.baby_seeds}
     s = replace(s, **{k: v for k, v in given.items() if v is not None})
     out = Path(args.out).resolve() / ("tiny" if args.tiny else "full")
     out.mkdir(parents=True, exist_ok=True)
