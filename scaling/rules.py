@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 from composer.costs import model_cost
 from composer.errors import UserError
+from composer.limits import MAX_LAYERS
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, Repeat, flatten, node_to_data, split_widths
-from composer.spec_parse import validate_spec
+from composer.spec_parse import layer_count, validate_spec
 from primitives.base import ConfigError, get_primitive, make_config
 
 # ------------------------------------------------------------------------------------------------
@@ -176,6 +177,8 @@ def stretch(spec: ArchSpec, n_layers: int) -> ArchSpec:
     """The spec with `n_layers` units, each run lengthened proportionally (see the module docstring)."""
     if not isinstance(n_layers, int) or n_layers < 1:
         raise UserError(f"n_layers must be a positive integer, got {n_layers!r}")
+    if n_layers > MAX_LAYERS:          # checked before the layers are built: each unit holds at least one layer
+        raise UserError(f"stretch to {n_layers:,} layers: more than {MAX_LAYERS:,} layers (limit MAX_LAYERS)")
     found = runs(spec)
     alloc = largest_remainder([len(run) for run in found], n_layers)
     layers: list[Node] = []
@@ -190,6 +193,9 @@ def stack(spec: ArchSpec, times: int) -> ArchSpec:
         raise UserError(f"times must be a positive integer, got {times!r}")
     if times == 1:
         return spec
+    if times * layer_count(spec.layers) > MAX_LAYERS:        # checked before the layers are built
+        raise UserError(f"stack x{times:,}: {times:,} x {layer_count(spec.layers):,} layers, more than "
+                        f"{MAX_LAYERS:,} (limit MAX_LAYERS)")
     body = units(spec)
     if not _has_names(body):
         if len(spec.layers) == 1 and isinstance(spec.layers[0], Repeat):

@@ -193,3 +193,12 @@ def test_widen_generic_rule_for_primitives_without_a_table_entry():
         assert widen(spec, 160).layers[0].params["n_heads"] == 5
     finally:
         unregister("toy_mixer")
+
+
+def test_stack_and_stretch_refuse_too_many_layers_before_building_them():
+    spec = load_spec({"d_model": 16, "layers": ["attention", "mlp"]})
+    with pytest.raises(UserError, match=r"^stack x100,000,000: 100,000,000 x 2 layers, more than 4,096"):
+        stack(spec, 10**8)
+    with pytest.raises(UserError, match=r"^stretch to 100,000,000 layers: more than 4,096"):
+        stretch(spec, 10**8)
+    assert len(stack(spec, 2048).layers[0].body) == 2 and len(stretch(spec, 4096).layers) == 4096
