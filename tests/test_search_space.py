@@ -86,6 +86,12 @@ def test_constraints_checked_with_the_cost_model():
     ("train: {steps: 10", "train: {stepz: 10", "train.stepz", 11, "unknown field 'stepz'"),
     ("constraints: {max_params: 40000}", "constraints: {max_params: -5}", "constraints.max_params", 12,
      "expected a positive number"),
+    ("constraints: {max_params: 40000}", "strategy: {name: nsga2, options: {population_size: .nan}}",
+     "strategy.options.population_size", 12, "expected a finite number, got nan"),
+    ("constraints: {max_params: 40000}", "scheduler: {name: asha, grace_period: .inf}", "scheduler.grace_period",
+     12, "expected a finite number, got inf"),
+    ("constraints: {max_params: 40000}", "strategy: {name: tpe, options: {weights: [1.0, -.inf]}}",
+     "strategy.options.weights[1]", 12, "expected a finite number"),
 ])
 def test_errors_name_path_and_line(broken, replacement, path, line, message):
     error = error_of(SPACE.replace(broken, replacement))

@@ -455,7 +455,20 @@ class _Parser:
         value = self.mapping(value, path)
         if not isinstance(value.get("name"), str):
             raise self.fail("expected a name", join(path, "name"))
+        self.finite(value, path)
         return dict(value)
+
+    def finite(self, value: Any, path: str) -> None:
+        """Every number in an options mapping (a strategy's, a scheduler's) is finite: the samplers and schedulers
+        take NaN and infinity without complaint and then misbehave, or fail with a message about something else."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(f"expected a finite number, got {value}", path)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self.finite(item, join(path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.finite(item, join(path, i))
 
     def resources(self, value: Any) -> dict[str, Any]:
         value = self.mapping(value or {}, "resources", ("cpus_per_trial", "gpus_per_trial", "max_concurrent"))
