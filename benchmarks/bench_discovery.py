@@ -17,6 +17,10 @@ Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby
     .venv/bin/python benchmarks/bench_discovery.py [--tiny] [--out runs/bench_discovery] [--data FILE]
         [--trials N] [--sizes 10x 30x] [--confirm-tokens N] [--top-k K] [--spread N] [--baby-seeds N]
 
+4. **Proxy noise**: the search trains each candidate once (seed 0); the top `top_k` trials are trained again at
+   the proxy budget with `proxy_seeds` seeds (seed 0 reproduces the search's value), so the proxy's seed-to-seed
+   spread can be set beside the gaps between the candidates it has to order.
+
 Everything resumes: the search and the confirmation from their run folder (<out>/discovery), the baby-GPT runs
 from <out>/baby.json; stage wall times add up over invocations in <out>/timings.json. `--tiny` checks the
 plumbing with toy budgets (minutes; its result stays in <out>/tiny/). Results: benchmarks/results/discovery.json.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -66,12 +71,14 @@ class Setting:
     proxy_tokens: int | None = None        # None: the space's own
     baby_steps: int = 2000
     baby_seeds: int = 2
+    proxy_seeds: int = 3
     max_concurrent: int = 2                # search trials at once
 
 
 FULL = Setting()
 TINY = Setting(trials=3, sizes=("3x", "6x"), confirm_seeds=2, confirm_tokens=4096, top_k=2, spread=1, proxy_tokens=2048,
-               baby_steps=5, baby_seeds=2, max_concurrent=1)
+               baby_steps=5, baby_seeds=2, proxy_seeds=2,
+               max_concurrent=1)
 
 
 def space_data(s: Setting, data: str | None) -> dict[str, Any]:
@@ -151,6 +158,36 @@ def baby_jobs(s: Setting, winner_spec: dict[str, Any], data: str | None) -> tupl
     return jobs, shapes
 
 
+def proxy_noise_jobs(s: Setting, run_dir: Path, result: Any) -> list[Job]:
+    """The top `top_k` searched trials again at the proxy budget (the search's own task and training settings),
+    seeds 0 .. proxy_seeds-1."""
+    space = yaml.safe_load((run_dir / "space.yaml").read_text())
+    rows = sorted((r for r in result.rows if r.get("status") == "completed" and not r.get("consensus")
+                   and r.get("val_loss") is not None), key=lambda r: r["val_loss"])[:s.top_k]
+    settings = {k: v for k, v in space["train"].items() if k not in ("steps", "tokens", "seconds")}
+    budget = {k: space["train"][k] for k in ("steps", "tokens", "seconds") if k in space["train"]}
+    task = {"name": space["task"]["name"], **space["task"]["params"]}
+    return [Job("proxy", f"trial_{r['trial']}", seed, load_spec(str(run_dir / "trials" / str(r["trial"]) / "spec.yaml"))
+                .to_dict(), task, budget, settings) for r in rows for seed in range(s.proxy_seeds)]
+
+
+def proxy_noise_summary(rows: dict[str, dict[str, Any]], result: Any) -> dict[str, Any]:
+    """Per trial: the proxy over seeds (mean, std) and the search's own value; the mean std beside the spread of
+    the searched candidates' proxy scores."""
+    searched = {f"trial_{r['trial']}": r["val_loss"] for r in result.rows if r.get("status") == "completed"
+                and not r.get("consensus") and r.get("val_loss") is not None}
+    by_arch: dict[str, dict[int, float]] = {}
+    for row in rows.values():
+        by_arch.setdefault(row["arch"], {})[row["seed"]] = row["metrics"]["val_loss"]
+    trials = {arch: {"values": [v[k] for k in sorted(v)], "std": statistics.stdev(v.values()) if len(v) > 1 else None,
+                     "search_value": searched.get(arch)} for arch, v in by_arch.items()}
+    stds = [t["std"] for t in trials.values() if t["std"] is not None]
+    ranked = sorted(searched.values())
+    return {"trials": trials, "mean_seed_std": statistics.fmean(stds) if stds else None,
+            "top5_span": ranked[min(4, len(ranked) - 1)] - ranked[0] if ranked else None,
+            "top8_span": ranked[min(7, len(ranked) - 1)] - ranked[0] if ranked else None}
+
+
 def baby_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     losses = {name: {r["seed"]: r["metrics"]["val_loss"] for r in rows.values() if r["arch"] == name}
               for name in ("winner", "transformer")}
@@ -211,6 +248,11 @@ def main() -> None:
     timings.stage("search_and_confirm", time.time() - start, (load, os.getloadavg()[0]))
     winner = winner_of(confirm)
 
+    load, start = os.getloadavg()[0], time.time()
+    noise = proxy_noise_summary(run_jobs(proxy_noise_jobs(s, out / "discovery", result), out / "proxy_noise.json",
+                                         args.workers), result)
+    timings.stage("proxy_noise", time.time() - start, (load, os.getloadavg()[0]))
+
     jobs, shapes = baby_jobs(s, winner["spec"], args.data)
     load, start = os.getloadavg()[0], time.time()
     rows = run_jobs(jobs, out / "baby.json", args.workers)
@@ -222,11 +264,14 @@ def main() -> None:
             "space": space_data(s, args.data), "run_dir": str(out / "discovery"),
             "wall_s": timings.data["stages"], "wall_s_total": round(sum(timings.data["stages"].values()), 1),
             "invocations": timings.data["runs"], "search": search_summary(result),
-            "confirm": confirm_summary(confirm), "winner": {k: winner[k] for k in ("name", "roles", "stripe")},
+            "confirm": confirm_summary(confirm), "proxy_noise": noise,
+            "winner": {k: winner[k] for k in ("name", "roles", "stripe")},
             "baby_gpt": baby, "provenance": provenance("cpu")}
     print(f"\nsearch: best {data['search']['best']}; confirmed winner {winner['name']} ({winner['stripe']})")
     for line in confirm.get("verdicts", []):
         print(f"  {line}")
+    print(f"proxy seed-to-seed std {noise['mean_seed_std']:.4f} (top {s.top_k}, {s.proxy_seeds} seeds) vs the span "
+          f"of the 5 best proxy scores {noise['top5_span']:.4f} and of the 8 best {noise['top8_span']:.4f}")
     w, t = baby["winner"], baby["transformer"]
     print(f"baby GPT budget: winner {w['mean']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}], transformer "
           f"{t['mean']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], nanoGPT {NANOGPT_BABY_LOSS}")
