@@ -231,7 +231,10 @@ def test_confirm_with_known_losses_writes_statistics_and_verdicts(tmp_path):
     assert best["verdict"].startswith("at 100K non-embedding parameters the best trial (trial_0, also the "
                                       "consensus) beats the transformer (trial_1) by 0.1")
     assert saved["verdict"] == best["verdict"] and saved["missing"] == []
-    assert any("Spearman +1.00" in v for v in saved["verdicts"])
+    ranking = [v for v in saved["verdicts"] if "Spearman +1.00" in v]
+    assert ranking and all(v.endswith("3 candidates are too few to judge the ranking (`--spread N` / "
+                                      "`confirm.spread` adds trials from the rest of the search's ranking)")
+                           for v in ranking)
 
     again = FakeRunner()
     confirm(tmp_path / "run", CONFIG, runner=again)                    # everything done: nothing trains again

@@ -168,10 +168,17 @@ def verdict(size: str, candidate: str, against: str, diff: Any, params: int, oth
             f"favour of {candidate}, {level} [{lo:+.3f}, {hi:+.3f}], {seeds}{size_note}")
 
 
+FEW_TO_RANK = 5          # below this many candidates a rank correlation says little (Spearman's exact 5% test
+                         # needs n >= 5 to reject at all)
+
+
 def transfer_line(plan: ConfirmPlan, label: str, target: int, t: dict[str, Any]) -> str:
     rho, tau = t["spearman"], t["kendall"]
     floor = t["noise_floor"]
     left_out = f"; left out: {', '.join(t['excluded'])}" if t["excluded"] else ""
+    if t["n"] < FEW_TO_RANK:
+        left_out += (f"; {t['n']} candidates are too few to judge the ranking (`--spread N` / `confirm.spread` adds "
+                     "trials from the rest of the search's ranking)")
     return (f"at {size_words(plan, target)} the proxy ({plan.metric}) ranks {t['n']} candidates with Spearman "
             f"{rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}], Kendall {tau['value']:+.2f} "
             f"[{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}]; seed-to-seed noise floor Spearman "

@@ -77,7 +77,8 @@ class Sized:
         if not self.hardware:
             exact += "; not hardware-friendly: no multiple of 8 with head dims a multiple of 8 lands within tolerance"
         heads = ", ".join(f"{op} head dim {'/'.join(map(str, dims))}" for op, dims in self.head_dims.items())
-        return (f"{self.requested:,} -> {self.params:,} ({self.error:+.1%}); {self.units} unit{'s' * (self.units != 1)} ({depth}); "
+        units = f"{self.units} unit{'s' * (self.units != 1)}"
+        return (f"{self.requested:,} -> {self.params:,} ({self.error:+.1%}); {units} ({depth}); "
                 f"d_model {self.d_model} (multiple of {width_multiple(self.d_model)}{exact})"
                 + (f"; {heads}" if heads else ""))
 
