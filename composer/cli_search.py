@@ -125,9 +125,14 @@ def dry_run(space: Any, samples: int) -> str:
 
 
 def summary_text(result: Any) -> str:
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary.get("counts", {}).items()))
-    state = (f"search interrupted (partial): {len(result.rows)} of {result.summary.get('planned_trials')}"
-             if result.summary.get("interrupted") else f"search finished: {len(result.rows)}")
+    """What a search did: its own trials counted (the consensus, trained after them, has its own line)."""
+    searched = [r for r in result.rows if not r.get("consensus")]
+    tally: dict[str, int] = {}
+    for row in searched:
+        tally[row["status"]] = tally.get(row["status"], 0) + 1
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
+    state = (f"search interrupted (partial): {len(searched)} of {result.summary.get('planned_trials')}"
+             if result.summary.get("interrupted") else f"search finished: {len(searched)}")
     lines = [f"{state} trials ({counts}) in {result.summary.get('elapsed_s')} s", f"  run folder: {result.run_dir}"]
     if result.best_row:
         metric = result.summary["objectives"][0]["metric"]
@@ -143,6 +148,10 @@ def summary_text(result: Any) -> str:
             verdict = "beats" if scored["beats_best"] else "does not beat"
             lines.append(f"    trained as trial {scored['trial']}: {scored['metric']} {scored['value']}, {verdict} the "
                          f"best single trial ({scored['best_value']})")
+        else:
+            for row in (r for r in result.rows if r.get("consensus")):
+                reason = f": {row['reason']}" if row.get("reason") else ""
+                lines.append(f"    trial {row['trial']} (the consensus): {row['status']}{reason}")
     lines.append(f"  leaderboard: {result.run_dir}/leaderboard.csv; "
                  f"study: optuna-dashboard sqlite:///{result.run_dir}/study.db")
     return "\n".join(lines)

@@ -38,12 +38,13 @@ def python(code: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def finished_rows(run: Path) -> list[dict]:
+def finished_rows(run: Path, consensus: bool = False) -> list[dict]:
+    """The finished searched trials (with `consensus`: the consensus trial trained after them instead)."""
     path = run / "leaderboard.csv"
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["status"] != "running"]
+        return [r for r in csv.DictReader(f) if r["status"] != "running" and (r["consensus"] == "True") == consensus]
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -98,12 +99,13 @@ def test_resume_after_kill_9(tmp_path):
     assert resumed.returncode == 0, out
     after = finished_rows(run)
     assert len(after) == 6 and all(r["status"] == "completed" for r in after)
+    assert [r["status"] for r in finished_rows(run, consensus=True)] == ["completed"]     # trained once, at the end
     by_trial = {r["trial"]: r for r in after}
     for number, row in before.items():        # finished trials are kept as they were, not re-run
         assert by_trial[number] == row
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{run / 'study.db'}")
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 6 and set(states) <= {"COMPLETE", "FAIL"}
+    assert states.count("COMPLETE") == 6 + 1 and set(states) <= {"COMPLETE", "FAIL"}     # + the consensus
     for trial in study.trials:
         retry = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
         if trial.state.name == "FAIL" and trial.params:     # cut short by the kill: asked again, same parameters
@@ -111,7 +113,8 @@ def test_resume_after_kill_9(tmp_path):
             assert len(retry) == 1 and trial.params.items() <= retry[0].params.items()
         elif trial.state.name == "FAIL":     # killed between ask and sampling: nothing to retry
             assert retry == []
-    assert (run / "best.yaml").is_file() and len(list((run / "tune").glob("session*"))) == 2
+    # Tune sessions: the first driver's, the resumed trials', the consensus's
+    assert (run / "best.yaml").is_file() and len(list((run / "tune").glob("session*"))) == 3
 
 
 @pytest.mark.slow
@@ -135,7 +138,7 @@ def test_search_on_a_two_node_cluster(tmp_path):
                         f"r = search({str(space)!r}, runs_dir={str(tmp_path / 'runs')!r}, address='127.0.0.1:{head_port}'); "
                         f"print('NODES', len(ray.nodes()), 'ROWS', len(r.rows))", env=env)
         out, _ = driver.communicate(timeout=300)
-        assert driver.returncode == 0 and "NODES 2 ROWS 4" in out, out
+        assert driver.returncode == 0 and "NODES 2 ROWS 5" in out, out          # 4 trials + the consensus
     finally:
         stop_our_ray(temp_dir)
 
@@ -209,6 +212,7 @@ def test_an_interrupted_search_says_so_and_resumes(tmp_path, sig, code):
     assert resumed.returncode == 0 and "search finished: 6 trials" in out, out
     after = {r["trial"]: r for r in finished_rows(run)}
     assert len(after) == 6 and all(r["status"] == "completed" for r in after.values())
+    assert len(finished_rows(run, consensus=True)) == 1
     for number, row in finished.items():      # what finished before Ctrl-C is kept as it was
         assert after[number] == row
     assert json.loads((run / "summary.json").read_text())["interrupted"] is False
@@ -255,4 +259,4 @@ def test_two_drivers_started_together_one_runs(tmp_path):
     assert len(refused) == 1 and ("is in use by pid" in refused[0] or "already holds a search" in refused[0]), refused
     assert len(finished_rows(tmp_path / "runs" / "same")) == 1
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{tmp_path / 'runs' / 'same' / 'study.db'}")
-    assert len(study.trials) == 1
+    assert len(study.trials) == 1 + 1           # the trial and the consensus
