@@ -60,6 +60,8 @@ def fake_run(root, study_trials=12):
         study = optuna.create_study(study_name="demo", storage=f"sqlite:///{run / 'study.db'}")
         study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True) * 100
                        + t.suggest_int("n_layers", 2, 8) * 0.01, n_trials=study_trials)
+        study.enqueue_trial({}, user_attrs={"consensus": True})        # the consensus: no parameters of its own
+        study.optimize(lambda t: 0.5, n_trials=1)
     (run / "ladder.json").write_text(json.dumps({"fits": {"A M": {"E": 1.5, "A": 20.0, "alpha": 0.3}}}))
     return run
 

@@ -181,7 +181,8 @@ def _importances(path: Path, progress) -> tuple[dict[str, float] | None, int]:
         if not summaries:
             return None, 0
         study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
-        finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        finished = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                       if not t.user_attrs.get("consensus"))       # the consensus samples no parameters
         if len(study.directions) > 1:
             return optuna.importance.get_param_importances(study, target=lambda t: t.values[0]), finished
         return optuna.importance.get_param_importances(study), finished
