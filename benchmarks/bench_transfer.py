@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import add_data_argument, text_task  # noqa: E402
-from scaling.ladder import LocalRunner, load_ladder, run_ladder  # noqa: E402
+from scaling.ladder import LocalRunner, run_ladder  # noqa: E402
+from scaling.ladder_parse import load_ladder  # noqa: E402
 
 ARCHITECTURES = {
     "attention": {"d_model": 64, "layers": ["attention", "mlp"]},

@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
-    from scaling.ladder import MAX_PARAMS, parse_count
+    from composer.limits import MAX_PARAMS
+    from scaling.ladder_parse import parse_count
     from scaling.rules import choose_method, fit_to_params, stack, stretch, units, widen
 
     if args.params is not None:
@@ -134,7 +135,8 @@ def run_scale(args: argparse.Namespace) -> int:
 
 
 def run_ladder_command(args: argparse.Namespace) -> int:
-    from scaling.ladder import LocalRunner, load_ladder, plan, run_ladder
+    from scaling.ladder import LocalRunner, plan, run_ladder
+    from scaling.ladder_parse import load_ladder
 
     for flag in ("workers", "threads"):
         value = getattr(args, flag)
@@ -144,7 +146,7 @@ def run_ladder_command(args: argparse.Namespace) -> int:
     if args.overrides:
         from composer.overrides import apply_to_source
         from composer.yaml_source import read_source
-        from scaling.ladder import LADDER_KEYS
+        from scaling.ladder_parse import LADDER_KEYS
 
         source = apply_to_source(read_source(args.ladder), args.overrides, LADDER_KEYS)
     ladder = load_ladder(source)

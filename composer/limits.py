@@ -28,13 +28,15 @@ the largest `loop`, the number of slots), a searched integer range's ends to MAX
                          the combinations the `grid` strategy enumerates
     MAX_DRY_RUN_SAMPLES  candidates `composer search --dry-run --samples N` builds and prints
 
-Ladders (scaling/ladder.py) hold their seeds to [0, MAX_SEED] (numpy's seed range; a search's seed too) and
+Ladders (scaling/ladder_parse.py) hold their seeds to [0, MAX_SEED] (numpy's seed range; a search's seed too) and
 
     MAX_LADDER_TRIALS    architectures x sizes x seeds x compute budgets (each size of each architecture is
                          fitted when the ladder is planned)
     MAX_BOOTSTRAP        resamples for a fit's bootstrap intervals
-
-(a ladder's and `composer scale`'s parameter targets are held to `scaling.ladder.MAX_PARAMS`).
+    MAX_PARAMS           a parameter target (also `composer scale --params` and confirm's sizes): beyond it is a
+                         typo, and fitting it would take minutes
+    MAX_TOKENS           a token budget (a quadrillion tokens: beyond any training run)
+    MAX_FLOPS            a compute budget of an IsoFLOP ladder
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ MAX_DRY_RUN_SAMPLES = 1_000
 MAX_SEED = 2**32 - 1
 MAX_LADDER_TRIALS = 2_000
 MAX_BOOTSTRAP = 100_000
+MAX_PARAMS = 10**12
+MAX_TOKENS = 10**15
+MAX_FLOPS = 10**30
 
-__all__ = ["MAX_BOOTSTRAP", "MAX_DOCUMENT_BYTES", "MAX_DRY_RUN_SAMPLES", "MAX_GRID_POINTS", "MAX_INTEGER",
-           "MAX_LADDER_TRIALS", "MAX_LAYERS", "MAX_NESTING", "MAX_SEED", "MAX_YAML_DEPTH", "MAX_YAML_NODES"]
+__all__ = ["MAX_BOOTSTRAP", "MAX_DOCUMENT_BYTES", "MAX_DRY_RUN_SAMPLES", "MAX_FLOPS", "MAX_GRID_POINTS", "MAX_INTEGER",
+           "MAX_LADDER_TRIALS", "MAX_LAYERS", "MAX_NESTING", "MAX_PARAMS", "MAX_SEED", "MAX_TOKENS", "MAX_YAML_DEPTH",
+           "MAX_YAML_NODES"]

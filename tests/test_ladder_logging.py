@@ -8,7 +8,8 @@ import yaml
 
 from composer import UserError
 from composer.cli import main
-from scaling.ladder import LocalRunner, load_ladder, run_ladder
+from scaling.ladder import LocalRunner, run_ladder
+from scaling.ladder_parse import load_ladder
 
 TINY = {"name": "logged", "task": {"name": "text", "seq_len": 32},
         "architectures": {"attn": {"d_model": 64, "layers": ["attention", "mlp"]}},

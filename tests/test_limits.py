@@ -27,7 +27,7 @@ from composer.limits import (
 from composer.search.space_parse import load_space
 from composer.yaml_source import parse_yaml, read_source
 from primitives.base import ConfigError, Primitive, bounded, make_config, register, unregister
-from scaling.ladder import load_ladder
+from scaling.ladder_parse import load_ladder
 
 
 def billion_laughs(levels: int = 9) -> str:
@@ -261,3 +261,16 @@ def test_every_limit_is_documented():
         assert name in limits.__doc__, name
         assert isinstance(getattr(limits, name), int)
     assert MAX_GRID_POINTS >= 10**6 and MAX_LAYERS >= 1024     # far above any real input
+
+
+@pytest.mark.parametrize("budget, path, message", [
+    ({"tokens": "1e39"}, "budget.tokens", "expected at most 1e+15"),
+    ({"tokens_per_param": 20, "max_tokens": 10**16}, "budget.max_tokens", "expected at most 1e+15"),
+    ({"flops": [1e12, 1e31]}, "budget.flops[1]", "expected at most 1e+30"),
+])
+def test_ladder_budgets_are_bounded(budget, path, message):
+    ladder = {"name": "l", "task": "mqar", "architectures": {"a": {"d_model": 16, "layers": ["mlp"]}},
+              "sizes": ["10K", "20K"], "budget": budget}
+    with pytest.raises(UserError) as info:
+        load_ladder(ladder)
+    assert info.value.path == path and message in info.value.message

@@ -15,7 +15,7 @@ from composer.runs import write_atomic
 from composer.search.space_parse import TOP_KEYS, load_space
 from composer.training.config import SETTINGS
 from composer.yaml_source import read_source
-from scaling.ladder import LADDER_KEYS, load_ladder
+from scaling.ladder_parse import LADDER_KEYS, load_ladder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "quickstart.yaml"

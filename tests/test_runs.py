@@ -14,7 +14,8 @@ import pytest
 import composer.cli as cli
 from composer.errors import UserError
 from composer.runs import RunDir, RunLock, check_not_run_file, contained, read_jsonl, safe_name
-from scaling.ladder import Ladder, load_ladder, run_ladder
+from scaling.ladder import Ladder, run_ladder
+from scaling.ladder_parse import load_ladder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "search_spaces/architectures/hybrid_pattern.yaml"

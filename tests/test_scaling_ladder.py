@@ -5,7 +5,8 @@ import json
 import pytest
 
 from composer import UserError
-from scaling.ladder import LocalRunner, Trial, load_ladder, parse_count, plan, run_ladder, train_trial
+from scaling.ladder import LocalRunner, Trial, plan, run_ladder, train_trial
+from scaling.ladder_parse import load_ladder, parse_count
 from scaling.rules import param_count
 
 ARCHS = {"attn": {"d_model": 64, "layers": ["attention", "mlp"]},

@@ -16,7 +16,7 @@ from composer.search.space_parse import load_space
 from composer.tasks import get_task, mad_suite
 from composer.trainer import Budget, TrainConfig, train, train_suite, train_sweep
 from composer.training.config import SETTINGS
-from scaling.ladder import load_ladder
+from scaling.ladder_parse import load_ladder
 
 TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}
 

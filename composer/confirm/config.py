@@ -72,7 +72,7 @@ def size_multiple(text: str) -> float | None:
 
 def parse_confirm(data: Any, path: str = "confirm") -> ConfirmConfig:
     """A ConfirmConfig from a mapping (a space's `confirm:` block); errors are UserErrors naming `path.key`."""
-    from scaling.ladder import parse_count
+    from scaling.ladder_parse import parse_count
 
     if data is None:
         data = {}

@@ -24,7 +24,8 @@ from composer.errors import UserError
 from composer.runs import RunDir
 from composer.search.space import Dist
 from composer.training.config import parse_settings
-from scaling.ladder import Ladder, Trial, parse_count
+from scaling.ladder import Ladder, Trial
+from scaling.ladder_parse import parse_count
 from scaling.rules import param_count
 
 LEFT_TO_THE_SEARCH = ("steps", "tokens", "seconds", "eval_every", "checkpoint_every", "seed", "resume", "lrs")
