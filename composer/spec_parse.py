@@ -241,7 +241,7 @@ class _Parser:
             raise self.fail("`adapter` applies to a `share` layer", join(path, "adapter"))
         try:
             cfg = make_config(cls, {**self.defaults.get(op, {}), **params})
-            cls.check(cfg, self.d_model)
+            cls.validate(cfg, self.d_model)
         except ConfigError as e:
             raise self.fail(e.message, join(path, e.field)) from None
         name = value.get("name")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
 from primitives.common import rms_norm
 
 
@@ -88,10 +88,6 @@ class Attention(Primitive):
 
     @classmethod
     def check(cls, cfg: AttentionConfig, d_model: int) -> None:
-        positive("n_heads", cfg.n_heads)
-        positive("n_kv_heads", cfg.n_kv_heads)
-        positive("head_dim", cfg.head_dim)
-        positive("window", cfg.window)
         n_heads, n_kv, _ = resolve_heads(cfg, d_model)
         if cfg.head_dim is None:
             divides("n_heads", n_heads, d_model, "d_model")

@@ -130,8 +130,19 @@ class Primitive(nn.Module):
         return {}
 
     @classmethod
+    def validate(cls, cfg: Any, d_model: int) -> None:
+        """Raise `ConfigError(field, message)` when the parameters cannot make a valid layer: every field within
+        its bounds (`bounded` metadata; floats finite, integers within MAX_INTEGER), then the primitive's own
+        `check`. Call this rather than `check`: a Config built in Python has not been through make_config."""
+        for f in dataclasses.fields(cfg):
+            check_bounds(f.name, getattr(cfg, f.name), f.metadata)
+        cls.check(cfg, d_model)
+
+    @classmethod
     def check(cls, cfg: Any, d_model: int) -> None:
-        """Raise `ConfigError(field, message)` when the parameters cannot make a valid layer."""
+        """The rules that relate fields to each other or to d_model (a head count dividing the width, top_k at
+        most n_experts); raise `ConfigError(field, message)`. Single-field bounds are the fields' `bounded`
+        metadata, which `validate` checks first."""
 
     @classmethod
     def resolve(cls, cfg: Any, d_model: int) -> Any:
@@ -352,12 +363,6 @@ def describe(hint: Any) -> str:
         return "null"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         hint, getattr(hint, "__name__", str(hint)))
-
-
-def positive(field: str, value: int | float | None) -> None:
-    """Helper for `check`: the value must be > 0 (None passes)."""
-    if value is not None and value <= 0:
-        raise ConfigError(field, f"must be positive, got {value}")
 
 
 def divides(field: str, divisor: int, total: int, total_name: str) -> None:

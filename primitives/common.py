@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides
 from primitives.ops import CHUNK_SIZE
 
 
@@ -136,9 +136,6 @@ class HeadMixer(Primitive):
 
     @classmethod
     def check(cls, cfg: HeadsConfig, d_model: int) -> None:
-        positive("n_heads", cfg.n_heads)
-        positive("expand_k", cfg.expand_k)
-        positive("expand_v", cfg.expand_v)
         H, K, V = head_sizes(cfg, d_model)
         if K < 1 or V < 1:
             raise ConfigError("expand_k" if K < 1 else "expand_v", f"leaves no channels at d_model={d_model}")

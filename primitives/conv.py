@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, register
 from primitives.common import ShortConv
 
 
@@ -50,8 +50,6 @@ class ShortConvMixer(Primitive):
 
     @classmethod
     def check(cls, cfg: ShortConvConfig, d_model: int) -> None:
-        positive("expand", cfg.expand)
-        positive("kernel_size", cfg.kernel_size)
         if inner_width(cfg, d_model) < 1:
             raise ConfigError("expand", f"expand={cfg.expand} leaves no channels at d_model={d_model}")
 

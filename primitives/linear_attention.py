@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import State, bounded, positive, register
+from primitives.base import State, bounded, register
 from primitives.common import HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
 from primitives.ops import delta_rule, gated_delta_rule, gla, simple_gla
 
@@ -119,8 +119,6 @@ class GLA(HeadMixer):
     @classmethod
     def check(cls, cfg: GLAConfig, d_model: int) -> None:
         super().check(cfg, d_model)
-        positive("gate_rank", cfg.gate_rank)
-        positive("gate_normalizer", cfg.gate_normalizer)
 
     @classmethod
     def extra_params(cls, cfg: GLAConfig, d_model: int) -> int:
@@ -179,7 +177,6 @@ class DeltaNet(HeadMixer):
     @classmethod
     def check(cls, cfg: DeltaNetConfig, d_model: int) -> None:
         super().check(cfg, d_model)
-        positive("kernel_size", cfg.kernel_size)
 
     @classmethod
     def extra_params(cls, cfg: DeltaNetConfig, d_model: int) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, register
 
 
 @dataclass
@@ -51,8 +51,6 @@ class MLP(Primitive):
 
     @classmethod
     def check(cls, cfg: MLPConfig, d_model: int) -> None:
-        positive("expansion", cfg.expansion)
-        positive("d_ff", cfg.d_ff)
         if cfg.d_ff is not None and cfg.expansion is not None:
             raise ConfigError("d_ff", "give either d_ff or expansion, not both")
 

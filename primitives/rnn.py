@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
 from primitives.common import ShortConv, default_heads
 from primitives.ops import scan_diagonal
 
@@ -38,7 +38,6 @@ def inner_width(expand: float, d_model: int) -> int:
 
 
 def check_width(expand: float, d_model: int) -> None:
-    positive("expand", expand)
     if inner_width(expand, d_model) < 1:
         raise ConfigError("expand", f"expand={expand} leaves no channels at d_model={d_model}")
 
@@ -144,9 +143,6 @@ class RGLRU(Primitive):
     @classmethod
     def check(cls, cfg: RGLRUConfig, d_model: int) -> None:
         check_width(cfg.expand, d_model)
-        positive("n_heads", cfg.n_heads)
-        positive("kernel_size", cfg.kernel_size)
-        positive("c", cfg.c)
         E, H = rglru_sizes(cfg, d_model)
         divides("n_heads", H, E, "width round(expand * d_model)")
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, positive, register
+from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
 from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
 from primitives.ops import CHUNK_SIZE, scan_diagonal, simple_gla
 
@@ -84,10 +84,6 @@ class Mamba(Primitive):
 
     @classmethod
     def check(cls, cfg: MambaConfig, d_model: int) -> None:
-        positive("expand", cfg.expand)
-        positive("d_state", cfg.d_state)
-        positive("dt_rank", cfg.dt_rank)
-        positive("kernel_size", cfg.kernel_size)
         if mamba_sizes(cfg, d_model)[0] < 1:
             raise ConfigError("expand", f"expand={cfg.expand} leaves no channels at d_model={d_model}")
 
@@ -170,11 +166,6 @@ class Mamba2(Primitive):
 
     @classmethod
     def check(cls, cfg: Mamba2Config, d_model: int) -> None:
-        positive("expand", cfg.expand)
-        positive("n_heads", cfg.n_heads)
-        positive("d_state", cfg.d_state)
-        positive("n_groups", cfg.n_groups)
-        positive("kernel_size", cfg.kernel_size)
         E, H, _ = mamba2_sizes(cfg, d_model)
         if E < 1:
             raise ConfigError("expand", f"expand={cfg.expand} leaves no channels at d_model={d_model}")

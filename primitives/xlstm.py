@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import Cost, State, bounded, positive, register
+from primitives.base import Cost, State, bounded, register
 from primitives.common import HeadMixer, HeadsConfig, head_sizes
 from primitives.ops import CHUNK_SIZE, chunk_mlstm
 
@@ -53,7 +53,6 @@ class MLSTM(HeadMixer):
     @classmethod
     def check(cls, cfg: MLSTMConfig, d_model: int) -> None:
         super().check(cfg, d_model)
-        positive("chunk_size", cfg.chunk_size)
 
     @classmethod
     def extra_params(cls, cfg: MLSTMConfig, d_model: int) -> int:

@@ -49,7 +49,7 @@ from primitives.base import ConfigError, get_primitive, make_config
 def _accepts(op: str, params: dict[str, Any], width: int) -> ConfigError | None:
     cls = get_primitive(op)
     try:
-        cls.check(make_config(cls, params), width)
+        cls.validate(make_config(cls, params), width)
     except ConfigError as e:
         return e
     return None

@@ -207,7 +207,7 @@ def test_default_active_params_are_close_to_a_dense_swiglu():
 ])
 def test_check_names_the_field(field, overrides):
     with pytest.raises(ConfigError) as info:
-        MoE.check(MoEConfig(**overrides), D)
+        MoE.validate(MoEConfig(**overrides), D)
     assert info.value.field == field
 
 

@@ -46,7 +46,7 @@ INVALID = {
 def build(name: str, d_model: int, **params):
     cls = get_primitive(name)
     cfg = make_config(cls, params)
-    cls.check(cfg, d_model)
+    cls.validate(cfg, d_model)
     return cls, cfg, cls(d_model, cfg)
 
 
