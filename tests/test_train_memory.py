@@ -130,13 +130,14 @@ def test_a_search_trial_that_cannot_fit_is_a_constraint(monkeypatch, tmp_path, n
 
 def test_a_ladder_that_cannot_fit_is_refused_before_training(monkeypatch, tmp_path):
     from scaling import ladder as ladder_module
+    from scaling.ladder_parse import load_ladder
 
     def no_training(*args, **kwargs):
         raise AssertionError("a trial trained before the memory check")
 
     monkeypatch.setattr(ladder_module, "train_trial", no_training)
     monkeypatch.setattr(memory, "available_memory", lambda device: 256 * 2**20)
-    ladder = ladder_module.load_ladder({
+    ladder = load_ladder({
         "name": "t", "task": {"name": "mqar", "vocab_size": 64, "seq_len": 32, "kv_pairs": 4},
         "sizes": ["50K", "20M"], "budget": {"tokens": 1000}, "train": {"batch_size": 4, "eval_batch_size": 8},
         "architectures": {"a": {"d_model": 64, "layers": ["attention", "mlp"]}}})
