@@ -280,8 +280,11 @@ def test_latin1_far_into_a_file_gives_the_exact_offset(tmp_path):
 
 
 def test_missing_and_folder_errors(tmp_path):
-    with pytest.raises(UserError, match="no such file or folder: .*missing.txt"):
+    with pytest.raises(UserError, match="no such file or folder: .*missing.txt$"):
         load_text(tmp_path / "missing.txt")
+    with pytest.raises(UserError, match=r"no such file or folder: gone/x.txt \(a relative path is read from the "
+                                        r"working directory, /"):
+        load_text("gone/x.txt")
     with pytest.raises(UserError, match="no such file or folder"):
         load_text(tmp_path / "no" / "dir")
     (tmp_path / "empty").mkdir()

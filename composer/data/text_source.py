@@ -85,7 +85,8 @@ def local_files(path: str) -> list[str] | None:
     elif HUB_NAME.fullmatch(path) and Path(path).suffix.lower() not in BUILDERS:
         return None
     else:
-        raise UserError(f"no such file or folder: {path}", path="data")
+        where = "" if p.is_absolute() else f" (a relative path is read from the working directory, {os.getcwd()})"
+        raise UserError(f"no such file or folder: {path}{where}", path="data")
     for f in files:
         if Path(f).suffix.lower() not in BUILDERS:
             raise UserError(f"{f}: not a data file; expected a name ending in {', '.join(BUILDERS)}", path="data")
