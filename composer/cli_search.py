@@ -144,7 +144,10 @@ def summary_text(result: Any) -> str:
 
         lines.append(f"  consensus: {stripe(result.consensus)}  -> {result.run_dir}/consensus.yaml")
         scored = result.summary.get("consensus") or {}
-        if scored.get("trial") is not None:       # trained as its own trial (composer/search/consensus.py)
+        if scored.get("trial") is not None and scored.get("same_as_best"):
+            lines.append(f"    trained as trial {scored['trial']}: the best single trial's architecture "
+                         f"({scored['metric']} {scored['value']})")
+        elif scored.get("trial") is not None:       # trained as its own trial (composer/search/consensus.py)
             verdict = "beats" if scored["beats_best"] else "does not beat"
             lines.append(f"    trained as trial {scored['trial']}: {scored['metric']} {scored['value']}, {verdict} the "
                          f"best single trial ({scored['best_value']})")

@@ -60,3 +60,27 @@ def test_the_consensus_is_shown_apart_from_the_searched_trials():
     assert line.endswith("best val_loss 2 (trial 0: A M); consensus (trial 2: A S2) 1.5")
     recorder.by_trial[2].update(status="running", val_loss=None)
     assert format_progress(recorder.state()).endswith("; consensus (trial 2: A S2) running")
+
+
+def test_the_closing_summary_counts_searched_trials_and_says_what_the_consensus_is():
+    from types import SimpleNamespace
+
+    from composer import load_spec
+    from composer.cli_search import summary_text
+
+    rows = [{"trial": 0, "status": "completed", "stripe": "A M"}, {"trial": 1, "status": "pruned", "stripe": "M M"},
+            {"trial": 2, "status": "completed", "stripe": "A M", "consensus": True}]
+    scored = {"trial": 2, "metric": "val_loss", "value": 2.0, "best_value": 2.0, "beats_best": False,
+              "same_as_best": True}
+    result = SimpleNamespace(rows=rows, run_dir="runs/x", best_row=rows[0], consensus=load_spec(
+        {"d_model": 16, "layers": ["attention", "mlp"]}), summary={
+        "counts": {"completed": 2, "pruned": 1}, "elapsed_s": 3.0, "planned_trials": 2, "consensus": scored,
+        "objectives": [{"metric": "val_loss", "mode": "min"}]})
+    text = summary_text(result)
+    assert text.startswith("search finished: 2 trials (completed 1, pruned 1) in 3.0 s")
+    assert "    trained as trial 2: the best single trial's architecture (val_loss 2.0)" in text
+    scored.update(same_as_best=False, value=1.5, beats_best=True)
+    assert "    trained as trial 2: val_loss 1.5, beats the best single trial (2.0)" in summary_text(result)
+    rows[2].update(status="constraint", reason="params 1,000 > max_params 500")
+    scored.update(trial=None)
+    assert summary_text(result).splitlines()[4] == "    trial 2 (the consensus): constraint: params 1,000 > max_params 500"

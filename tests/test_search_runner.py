@@ -62,6 +62,8 @@ def test_tiny_search_end_to_end(ray_session, tmp_path):
     assert progress[-1]["finished"] == 8 and progress[-1]["running"] == 0 and progress[-1]["consensus"]["trial"] == 8
     summary = json.loads((run / "summary.json").read_text())
     assert summary["consensus"]["trial"] == 8 and summary["consensus"]["value"] == float(rows[8]["accuracy"])
+    best_arch = rows[summary["consensus"]["best_trial"]]["arch_id"]
+    assert summary["consensus"]["same_as_best"] == (best_arch == rows[8]["arch_id"])
     rows = rows[:8]
     statuses = {r["status"] for r in rows}
     assert statuses <= {"completed", "pruned"} and "pruned" in statuses    # ASHA stopped someone

@@ -89,9 +89,14 @@ def consensus_summary(space: SearchSpace, run_dir: Any, rows: list[dict[str, Any
     best = Aggregation(top_k=1).top(final_rows(space, run_dir, rows), metric, mode)
     out: dict[str, Any] = {"metric": metric, "mode": mode, "aggregate": space.aggregate.describe(),
                            "trained": space.aggregate.train,
-                           "trial": None, "value": None, "best_trial": None, "best_value": None, "beats_best": None}
+                           "trial": None, "value": None, "best_trial": None, "best_value": None, "beats_best": None,
+                           "same_as_best": None}
     if best:
         out.update(best_trial=best[0]["trial"], best_value=best[0][metric])
+        if consensus is not None:
+            from composer.canonical_form import arch_id
+
+            out["same_as_best"] = best[0].get("arch_id") == arch_id(consensus)
     if trained:
         row = trained[-1]
         out.update(trial=row["trial"], value=row.get(metric))
