@@ -294,3 +294,35 @@ def test_relative_data_paths_mean_what_they_mean_where_the_search_started(ray_se
     search(space, runs_dir=tmp_path / "runs")
     rows = read_rows(tmp_path / "runs" / "relative")
     assert [r["status"] for r in rows] == ["completed", "completed"], rows      # the trial, then the consensus
+
+
+MULTI = textwrap.dedent("""\
+    name: multi
+    base: {d_model: 16, defaults: {attention: {n_heads: 2}}}
+    layers:
+      n_layers: 1
+      slot: {op: {choice: [attention, mlp, short_conv]}}
+    task: {name: mqar, params: {vocab_size: 32, seq_len: 16, kv_pairs: 2, num_train: 64, num_test: 16}}
+    train: {steps: 2, lr: 3.0e-3, batch_size: 4}
+    objectives: [{metric: accuracy, mode: max}, {metric: params, mode: min}]
+    strategy: {name: grid}
+    scheduler: none
+    resources: {cpus_per_trial: 1, max_concurrent: 1}
+    trials: 3
+    """)
+
+
+def test_a_multi_objective_search_writes_its_pareto_front_once_per_architecture(ray_session, tmp_path):
+    result = search(MULTI, runs_dir=tmp_path)
+    rows = read_rows(tmp_path / "multi")
+    assert [r["consensus"] for r in rows] == ["", "", "", "True"]
+    front = json.loads((tmp_path / "multi" / "pareto.json").read_text())
+    assert [o["metric"] for o in front["objectives"]] == ["accuracy", "params"] and front["trials"]
+    ids = [t["arch_id"] for t in front["trials"]]
+    assert len(ids) == len(set(ids))                       # the consensus is never a second copy of a trial
+    assert {t["trial"] for t in front["trials"]} <= {0, 1, 2, 3} and result.pareto == front["trials"]
+    # the front is the non-dominated set of what was trained (higher accuracy, fewer parameters)
+    scored = [(float(r["accuracy"]), int(r["params"]), r["arch_id"]) for r in rows]
+    for acc, params, arch in scored:
+        dominated = any(a >= acc and p <= params and (a, p) != (acc, params) for a, p, _ in scored)
+        assert (arch in ids) == (not dominated), (arch, scored, ids)

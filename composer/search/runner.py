@@ -266,7 +266,10 @@ def finish(run: RunDir, space: SearchSpace, rows: list[dict[str, Any]], study: o
                                                             + partial))
     if len(metrics) > 1:
         by_number = {int(r["trial"]): r for r in rows}
-        result.pareto = [by_number[t.number] for t in study.best_trials if t.number in by_number]
+        front = [by_number[t.number] for t in study.best_trials if t.number in by_number]
+        # one row per architecture: a consensus equal to a searched trial on the front is that trial
+        searched = {r.get("arch_id") for r in front if not r.get("consensus")}
+        result.pareto = [r for r in front if not (r.get("consensus") and r.get("arch_id") in searched)]
         write_json(run.path("pareto.json"), {"objectives": space.objectives, "trials": result.pareto,
                                              "interrupted": bool(interrupted)})
     counts: dict[str, int] = {}
