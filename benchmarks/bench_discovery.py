@@ -29,11 +29,8 @@ plumbing with toy budgets (minutes; its result stays in <out>/tiny/). Results: b
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, Job, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from benchmarks.common import REPO, Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
 from composer.runs import write_json  # noqa: E402
@@ -92,20 +89,6 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
     space["confirm"] = {**space["confirm"], "sizes": list(s.sizes), "seeds": s.confirm_seeds,
                         "tokens": s.confirm_tokens, "top_k": s.top_k, "spread": s.spread}
     return space
-
-
-class Timings:
-    """Wall seconds per stage, added up over invocations (a resumed benchmark counts every part it ran)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}, "runs": []}
-
-    def stage(self, name: str, seconds: float, load: tuple[float, float]) -> None:
-        self.data["stages"][name] = self.data["stages"].get(name, 0.0) + seconds
-        self.data["runs"].append({"stage": name, "wall_s": round(seconds, 1), "started": time.ctime(time.time()
-                                  - seconds), "load_1min_start_end": [round(v, 1) for v in load]})
-        write_json(self.path, self.data)
 
 
 def run_search(space: dict[str, Any], run_dir: Path, trials: int) -> tuple[Any, dict[str, Any]]:
@@ -243,26 +226,23 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     timings = Timings(out / "timings.json")
 
-    load, start = os.getloadavg()[0], time.time()
-    result, confirm = run_search(space_data(s, args.data), out / "discovery", s.trials)
-    timings.stage("search_and_confirm", time.time() - start, (load, os.getloadavg()[0]))
+    with timings.stage("search_and_confirm"):
+        result, confirm = run_search(space_data(s, args.data), out / "discovery", s.trials)
     winner = winner_of(confirm)
 
-    load, start = os.getloadavg()[0], time.time()
-    noise = proxy_noise_summary(run_jobs(proxy_noise_jobs(s, out / "discovery", result), out / "proxy_noise.json",
-                                         args.workers), result)
-    timings.stage("proxy_noise", time.time() - start, (load, os.getloadavg()[0]))
+    with timings.stage("proxy_noise"):
+        noise = proxy_noise_summary(run_jobs(proxy_noise_jobs(s, out / "discovery", result),
+                                             out / "proxy_noise.json", args.workers), result)
 
     jobs, shapes = baby_jobs(s, winner["spec"], args.data)
-    load, start = os.getloadavg()[0], time.time()
-    rows = run_jobs(jobs, out / "baby.json", args.workers)
-    timings.stage("baby_gpt", time.time() - start, (load, os.getloadavg()[0]))
+    with timings.stage("baby_gpt"):
+        rows = run_jobs(jobs, out / "baby.json", args.workers)
 
     baby = {"recipe": {**NANOGPT_RECIPE, "steps": s.baby_steps, "seq_len": 64, "seeds": s.baby_seeds},
             "nanogpt_val_loss": NANOGPT_BABY_LOSS, "models": shapes, **baby_summary(rows)}
     data = {"benchmark": "discovery", "setting": asdict(s), "data": args.data or "the shipped sample",
             "space": space_data(s, args.data), "run_dir": str(out / "discovery"),
-            "wall_s": timings.data["stages"], "wall_s_total": round(sum(timings.data["stages"].values()), 1),
+            "wall_s": timings.data["stages"], "wall_s_total": timings.total_s,
             "invocations": timings.data["runs"], "search": search_summary(result),
             "confirm": confirm_summary(confirm), "proxy_noise": noise,
             "winner": {k: winner[k] for k in ("name", "roles", "stripe")},

@@ -32,18 +32,15 @@ real one). Results: benchmarks/results/proxies.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Job, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from benchmarks.common import Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
 from composer.runs import write_json  # noqa: E402
@@ -254,16 +251,12 @@ def main() -> None:
     s = TINY if args.tiny else FULL
     out = Path(args.out) / ("tiny" if args.tiny else "full")
     out.mkdir(parents=True, exist_ok=True)
-    load_before, start = os.getloadavg(), time.time()
-    rows = run_jobs(plan_jobs(s, args.data), out / "runs.json", args.workers)
-    wall = time.time() - start
-    invocations = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else []
-    invocations.append({"started": time.ctime(start), "wall_s": round(wall, 1),
-                        "load_1min_start_end": [round(load_before[0], 1), round(os.getloadavg()[0], 1)]})
-    write_json(out / "timings.json", invocations)
+    timings = Timings(out / "timings.json")
+    with timings.stage("runs"):
+        rows = run_jobs(plan_jobs(s, args.data), out / "runs.json", args.workers)
     result = {"benchmark": "proxies", "setting": asdict(s), "data": args.data or "the shipped sample",
               "workers": args.workers, "torch_threads_per_run": 1,
-              "wall_s_total": round(sum(i["wall_s"] for i in invocations), 1), "invocations": invocations,
+              "wall_s_total": timings.total_s, "invocations": timings.data["runs"],
               "architectures": describe_specs(s, args.data), **analyse(s, args.data, rows),
               "runs_file": str(out / "runs.json"), "provenance": provenance("cpu")}
     print_table(result)
@@ -272,7 +265,7 @@ def main() -> None:
         write_json(path, result)
     else:
         path = write_result("proxies", result)
-    print(f"{wall:.0f} s -> {path}")
+    print(f"{timings.data['runs'][-1]['wall_s']:.0f} s -> {path}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,28 @@ def run_jobs(jobs: list[Job], path: Path, workers: int) -> dict[str, dict[str, A
             print(f"{time.perf_counter() - start:7.0f}s [{i + 1}/{len(todo)}] {job.key}: {score:.4f} "
                   f"({metrics['cpu_s']:.0f} CPU s, load {os.getloadavg()[0]:.1f})", flush=True)
     return done
+
+
+class Timings:
+    """Wall seconds per stage of a resumable benchmark, added up over its invocations in `path` (a resumed
+    benchmark counts every part it ran), each invocation's stage with its start and the 1-minute load around it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}, "runs": []}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        from composer.runs import write_json
+
+        load, start = os.getloadavg()[0], time.time()
+        yield
+        seconds = time.time() - start
+        self.data["stages"][name] = self.data["stages"].get(name, 0.0) + seconds
+        self.data["runs"].append({"stage": name, "wall_s": round(seconds, 1), "started": time.ctime(start),
+                                  "load_1min_start_end": [round(load, 1), round(os.getloadavg()[0], 1)]})
+        write_json(self.path, self.data)
+
+    @property
+    def total_s(self) -> float:
+        return round(sum(self.data["stages"].values()), 1)

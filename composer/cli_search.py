@@ -126,13 +126,14 @@ def dry_run(space: Any, samples: int) -> str:
 
 def summary_text(result: Any) -> str:
     """What a search did: its own trials counted (the consensus, trained after them, has its own line)."""
-    searched = [r for r in result.rows if not r.get("consensus")]
-    tally: dict[str, int] = {}
-    for row in searched:
-        tally[row["status"]] = tally.get(row["status"], 0) + 1
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
-    state = (f"search interrupted (partial): {len(searched)} of {result.summary.get('planned_trials')}"
-             if result.summary.get("interrupted") else f"search finished: {len(searched)}")
+    from collections import Counter
+
+    from composer.search.incremental import searched
+
+    own = searched(result.rows)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["status"] for r in own).items()))
+    state = (f"search interrupted (partial): {len(own)} of {result.summary.get('planned_trials')}"
+             if result.summary.get("interrupted") else f"search finished: {len(own)}")
     lines = [f"{state} trials ({counts}) in {result.summary.get('elapsed_s')} s", f"  run folder: {result.run_dir}"]
     if result.best_row:
         metric = result.summary["objectives"][0]["metric"]

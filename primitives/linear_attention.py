@@ -117,10 +117,6 @@ class GLA(HeadMixer):
                                 nn.Linear(cfg.gate_rank, self.key_width, bias=True))
 
     @classmethod
-    def check(cls, cfg: GLAConfig, d_model: int) -> None:
-        super().check(cfg, d_model)
-
-    @classmethod
     def extra_params(cls, cfg: GLAConfig, d_model: int) -> int:
         K = head_sizes(cfg, d_model)[1]
         return d_model * cfg.gate_rank + cfg.gate_rank * K + K
@@ -173,10 +169,6 @@ class DeltaNet(HeadMixer):
     @classmethod
     def features(cls, cfg: DeltaNetConfig) -> tuple[int, bool, bool, int]:
         return cfg.kernel_size, cfg.output_gate, True, 0
-
-    @classmethod
-    def check(cls, cfg: DeltaNetConfig, d_model: int) -> None:
-        super().check(cfg, d_model)
 
     @classmethod
     def extra_params(cls, cfg: DeltaNetConfig, d_model: int) -> int:

@@ -51,10 +51,6 @@ class MLSTM(HeadMixer):
             self.gates.bias[H:].copy_(torch.linspace(3.0, 6.0, H))      # forget gate: remember at start
 
     @classmethod
-    def check(cls, cfg: MLSTMConfig, d_model: int) -> None:
-        super().check(cfg, d_model)
-
-    @classmethod
     def extra_params(cls, cfg: MLSTMConfig, d_model: int) -> int:
         H = head_sizes(cfg, d_model)[0]
         return 2 * d_model * H + 2 * H

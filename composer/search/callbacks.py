@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 from ray.tune import Callback
 
 from composer.runs import LEADERBOARD_COLUMNS, RunDir, write_atomic
+from composer.search.incremental import searched
 from composer.search.optuna_search import trial_status
 
 ROW_KEYS = tuple(k for k in LEADERBOARD_COLUMNS if k not in ("trial", "params_json"))
@@ -92,10 +94,8 @@ class Recorder(Callback):
     def state(self) -> dict[str, Any]:
         """The search's progress: its own trials counted against `space.trials`, the best of them, and the
         consensus (trained after them) on its own."""
-        counts: dict[str, int] = {}
-        own = [r for r in self.by_trial.values() if not r.get("consensus")]
-        for row in own:
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        own = searched(list(self.by_trial.values()))
+        counts = dict(Counter(row["status"] for row in own))
         metric, mode = self.metrics[0], self.space.modes()[0]
         done = [r for r in own if r["status"] == "completed" and r.get(metric) is not None]
         best = (min if mode == "min" else max)(done, key=lambda r: r[metric]) if done else None
