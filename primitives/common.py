@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides
-from primitives.ops import CHUNK_SIZE
+from primitives.ops import CHUNK_SIZE, causal_conv1d
 
 
 def default_heads(width: int, head_dim: int = 64, divides_also: int = 0) -> int:
@@ -73,16 +73,8 @@ class ShortConv(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x.transpose(1, 2)
-        if cache is None:
-            padded = F.pad(x, (self.kernel_size - 1, 0))
-        else:
-            padded = torch.cat([cache.to(x.dtype), x], dim=-1)
-        y = self.conv(padded).transpose(1, 2)
-        if self.activation:
-            y = F.silu(y)
-        new_cache = None if cache is None else padded[..., padded.shape[-1] - (self.kernel_size - 1):]
-        return y, new_cache
+        y, new_cache = causal_conv1d(x, self.conv.weight[:, 0], self.conv.bias, cache)
+        return (F.silu(y) if self.activation else y), new_cache
 
 
 @dataclass

@@ -25,6 +25,7 @@ from primitives.ops.dispatch import (
     simple_gla,
 )
 from primitives.ops.naive import (
+    naive_causal_conv1d,
     naive_delta_rule,
     naive_gated_delta_rule,
     naive_gla,
@@ -33,10 +34,12 @@ from primitives.ops.naive import (
     naive_simple_gla,
 )
 from primitives.ops.scan_diagonal import scan_diagonal
+from primitives.ops.short_conv import causal_conv1d
 
 __all__ = [
     "CHUNK_SIZE",
     "DECODE_MAX",
+    "causal_conv1d",
     "chunk_delta_rule",
     "chunk_delta_rule_torch",
     "chunk_gated_delta_rule",
@@ -49,6 +52,7 @@ __all__ = [
     "delta_rule",
     "gated_delta_rule",
     "gla",
+    "naive_causal_conv1d",
     "naive_delta_rule",
     "naive_gated_delta_rule",
     "naive_gla",

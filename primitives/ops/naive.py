@@ -11,6 +11,7 @@ accepted only so that every form of an operator has the same signature.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -130,3 +131,14 @@ def naive_scan_diagonal(log_a: Tensor, b: Tensor,
         states.append(h)
     h_all = torch.stack(states, dim=1) if states else b.new_zeros(b.shape, dtype=dtype)
     return h_all.to(b.dtype), h
+
+
+def naive_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                        cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Depthwise causal conv of x `[B, T, C]` (weight `[C, k]`, bias `[C]`) through `F.conv1d`, continuing
+    `cache` `[B, C, k - 1]` (the inputs before x; None: zeros, and no cache comes back)."""
+    k = weight.shape[-1]
+    x = x.transpose(1, 2)
+    padded = F.pad(x, (k - 1, 0)) if cache is None else torch.cat([cache.to(x.dtype), x], dim=-1)
+    y = F.conv1d(padded, weight.unsqueeze(1), bias, groups=weight.shape[0]).transpose(1, 2)
+    return y, (None if cache is None else padded[..., padded.shape[-1] - (k - 1):])

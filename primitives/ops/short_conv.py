@@ -1,0 +1,76 @@
+"""Depthwise causal convolution over time in the channels-last layout `[B, T, C]` (a short conv):
+
+    y_t = bias + sum_{j < k} w_j * x_{t - k + 1 + j}        (x before the sequence: the cache, else 0)
+
+`nn.Conv1d` wants `[B, C, T]`, so a layer working in `[B, T, C]` pays two transposes per call, and on CPU its
+depthwise backward is slow; worse, its output keeps the `[B, C, T]` strides, which slows every elementwise
+op after it. Here the k taps are k fused multiply-adds over `[B, T, C]` slices, and the backward (a custom
+autograd Function) is the same taps run against the gradient plus one reduction per tap for the weights:
+
+    dx_{t} = sum_j w_j dy_{t + k - 1 - j};   dw_j = sum_{b, t} dy_t x_{t - k + 1 + j};   dbias = sum_{b, t} dy_t
+
+The reference is `naive_causal_conv1d` (through `F.conv1d`); `causal_conv1d` picks this form on CPU and the
+reference (cuDNN) on CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from primitives.ops.naive import naive_causal_conv1d
+
+Tensor = torch.Tensor
+
+
+class _CausalConv1d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, head: Tensor) -> Tensor:
+        """x `[B, T, C]`, weight `[C, k]`, bias `[C]` or None, head `[B, k - 1, C]` (the steps before x)."""
+        T, k = x.shape[1], weight.shape[-1]
+        padded = torch.cat([head, x], dim=1)
+        w = weight.to(x.dtype).t()  # [k, C]
+        y = x * w[k - 1] if bias is None else torch.addcmul(bias.to(x.dtype), x, w[k - 1])
+        for j in range(k - 1):
+            y.addcmul_(padded[:, j:j + T], w[j])
+        ctx.save_for_backward(padded, weight)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        padded, weight = ctx.saved_tensors
+        T, k = dy.shape[1], weight.shape[-1]
+        dy = dy.contiguous()
+        w = weight.to(dy.dtype).t()
+        d_padded = torch.zeros_like(padded)
+        for j in range(k):
+            d_padded[:, j:j + T].addcmul_(dy, w[j])
+        d_weight = None
+        if ctx.needs_input_grad[1]:
+            flat = dy.reshape(-1, dy.shape[-1])
+            d_weight = torch.stack([(flat * padded[:, j:j + T].reshape(flat.shape)).sum(0) for j in range(k)], -1)
+            d_weight = d_weight.to(weight.dtype)
+        d_bias = dy.sum((0, 1)).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return d_padded[:, k - 1:], d_weight, d_bias, d_padded[:, :k - 1]
+
+
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Depthwise causal conv of x `[B, T, C]` with weight `[C, k]` (and bias `[C]`), continuing `cache`.
+
+    cache `[B, C, k - 1]` holds the k - 1 inputs before x (None: zeros, and no cache comes back). Returns
+    (y `[B, T, C]` in x's dtype, the cache after x or None). Equals `naive_causal_conv1d`.
+    """
+    if x.is_cuda:
+        return naive_causal_conv1d(x, weight, bias, cache)
+    B, _, C = x.shape
+    k = weight.shape[-1]
+    if cache is None:
+        head = x.new_zeros(B, k - 1, C)
+    else:
+        head = cache.to(x.dtype).transpose(1, 2)
+    y = _CausalConv1d.apply(x, weight, bias, head)
+    if cache is None:
+        return y, None
+    tail = torch.cat([head, x], dim=1)[:, x.shape[1]:] if x.shape[1] < k - 1 else x[:, x.shape[1] - (k - 1):]
+    return y, tail.transpose(1, 2)
