@@ -31,9 +31,11 @@ from primitives.ops.naive import (
     naive_gla,
     naive_mlstm,
     naive_scan_diagonal,
+    naive_selective_scan,
     naive_simple_gla,
 )
 from primitives.ops.scan_diagonal import scan_diagonal
+from primitives.ops.selective_scan import selective_scan
 from primitives.ops.short_conv import causal_conv1d
 
 __all__ = [
@@ -58,7 +60,9 @@ __all__ = [
     "naive_gla",
     "naive_mlstm",
     "naive_scan_diagonal",
+    "naive_selective_scan",
     "naive_simple_gla",
     "scan_diagonal",
+    "selective_scan",
     "simple_gla",
 ]

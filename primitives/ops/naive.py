@@ -142,3 +142,19 @@ def naive_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     padded = F.pad(x, (k - 1, 0)) if cache is None else torch.cat([cache.to(x.dtype), x], dim=-1)
     y = F.conv1d(padded, weight.unsqueeze(1), bias, groups=weight.shape[0]).transpose(1, 2)
     return y, (None if cache is None else padded[..., padded.shape[-1] - (k - 1):])
+
+
+def naive_selective_scan(dt: Tensor, A: Tensor, x: Tensor, B: Tensor, C: Tensor,
+                         initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba-1: h_t = exp(dt_t A) * h_{t-1} + x_t B_t, y_t = h_t C_t; dt, x `[B, T, E]`, A `[E, N]`, B, C
+    `[B, T, N]`, h `[B, E, N]`. Returns (y `[B, T, E]` in x's dtype, the last h in the compute dtype)."""
+    dtype = _compute_dtype(x)
+    Bsz, T, E = x.shape
+    h = x.new_zeros(Bsz, E, A.shape[-1], dtype=dtype) if initial_state is None else initial_state.to(dtype)
+    dt, A, x, B, C = (t.to(dtype) for t in (dt, A, x, B, C))
+    outputs = []
+    for t in range(T):
+        h = torch.exp(dt[:, t, :, None] * A) * h + x[:, t, :, None] * B[:, t, None, :]
+        outputs.append(torch.einsum("ben,bn->be", h, C[:, t]))
+    y = torch.stack(outputs, dim=1) if outputs else x.new_zeros(Bsz, 0, E)
+    return y.to(x.dtype), h

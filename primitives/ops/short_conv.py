@@ -47,9 +47,8 @@ class _CausalConv1d(torch.autograd.Function):
             d_padded[:, j:j + T].addcmul_(dy, w[j])
         d_weight = None
         if ctx.needs_input_grad[1]:
-            flat = dy.reshape(-1, dy.shape[-1])
-            d_weight = torch.stack([(flat * padded[:, j:j + T].reshape(flat.shape)).sum(0) for j in range(k)], -1)
-            d_weight = d_weight.to(weight.dtype)
+            taps = [torch.linalg.vecdot(dy, padded[:, j:j + T], dim=1).sum(0) for j in range(k)]
+            d_weight = torch.stack(taps, -1).to(weight.dtype)
         d_bias = dy.sum((0, 1)).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return d_padded[:, k - 1:], d_weight, d_bias, d_padded[:, :k - 1]
 
