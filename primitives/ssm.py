@@ -198,8 +198,8 @@ class Mamba2(Primitive):
         xbc, conv_cache = self.conv(xbc, None if state is None else state["conv"])
         u, B, C = xbc.split([E, G * N, G * N], dim=-1)
         u = u.reshape(Bsz, T, H, P).float()
-        B = B.reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float()
-        C = C.reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float()
+        B = B.reshape(Bsz, T, G, N).float()  # shared by the H // G heads of a group
+        C = C.reshape(Bsz, T, G, N).float()
         dt = F.softplus(dt.float() + self.dt_bias)                          # [B, T, H]
         g = dt * -torch.exp(self.A_log.float())
         o, ssm = simple_gla(C, B, u * dt[..., None], g, scale=1.0,

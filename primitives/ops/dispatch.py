@@ -31,6 +31,7 @@ import torch
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
 from primitives.ops.chunked_gla import chunk_gla_torch
 from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
+from primitives.ops.chunking import expand_groups
 from primitives.ops.naive import naive_delta_rule, naive_gated_delta_rule, naive_gla, naive_simple_gla
 
 Tensor = torch.Tensor
@@ -106,7 +107,11 @@ def auto_uses_kernel(operator: str, args: tuple) -> bool:
 def chunk_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
                      initial_state: Tensor | None = None, output_final_state: bool = False,
                      chunk_size: int = CHUNK_SIZE, backend: Backend = "auto") -> tuple[Tensor, Tensor | None]:
-    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (log decay per head)."""
+    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (log decay per head).
+
+    q, k may have fewer heads than v (groups of heads sharing them); the kernels get them expanded."""
+    if q.shape[2] != v.shape[2] and (backend == "triton" or (backend == "auto" and kernel_device(q))):
+        q, k = expand_groups(q, k, v.shape[2])
     return run_operator("chunk_simple_gla", (q, k, v, g), scale, initial_state, output_final_state, chunk_size,
                         backend)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from primitives.ops.chunking import expand_groups
+
 Tensor = torch.Tensor
 
 
@@ -58,7 +60,10 @@ def _recurrence(q, k, v, decay, beta, scale, initial_state, output_final_state):
 def naive_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
                      initial_state: Tensor | None = None, output_final_state: bool = False,
                      chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
-    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (one decay per head)."""
+    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (one decay per head).
+
+    q, k may have fewer heads than v (groups of heads sharing them, see `chunked_simple_gla.py`)."""
+    q, k = expand_groups(q, k, v.shape[2])
     decay = g.to(_compute_dtype(g)).exp()[..., None, None]
     return _recurrence(q, k, v, decay, None, scale, initial_state, output_final_state)
 
