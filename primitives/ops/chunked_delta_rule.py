@@ -7,14 +7,16 @@ with G = chunk-local cumsum(g) and Gamma_ij = exp(G_i - G_j) for j <= i (masked 
 S_t = exp(G_t) S_0 + sum_{j <= t} Gamma_tj k_j^T u_j, where the pseudo-values u_t = beta_t (v_t - k_t
 exp(g_t) S_{t-1}) solve the unit-lower-triangular system
 
-    (I + tril_strict(diag(beta) (K K^T * Gamma))) U = diag(beta) V - diag(beta exp(G)) K S_0,
+    (I + A) U = diag(beta) V - diag(beta exp(G)) K S_0,    A = tril_strict(diag(beta) (K K^T * Gamma)),
 
-so U = U_0 - W S_0 with U_0, W from one triangular solve per chunk. Then
+so U = U_0 - W S_0 with [W | U_0] = (I + A)^{-1} [diag(beta exp(G)) K | diag(beta) V] (the UT transform:
+(I + A)^{-1} by blocked forward substitution, then one matmul, for all chunks at once). Chunk by chunk:
 
-    O = scale [ (q exp(G) - A W) S_0 + A U_0 ],   A = (Q K^T * Gamma)
-    S_C = (exp(G_C) I - Kd^T W) S_0 + Kd^T U_0,   Kd = k exp(G_C - G)
+    U = U_0 - W S_0;   S_C = exp(G_C) S_0 + Kd^T U  (Kd = k exp(G_C - G));   O = scale [q exp(G) S_0 + P U]
 
-Everything but the last line is batched over chunks; the loop over chunks is one [K, K] x [K, V] matmul.
+with P = (Q K^T * Gamma); only the first two are sequential (two [C, K] x [K, V]-sized matmuls per chunk).
+The backward is written out (a custom autograd Function): the same passes in reverse, the loop over chunks
+carrying the state's gradient, and the gradient of (I + A)^{-1} as -T^T dT T^T.
 k is expected L2-normalised by the caller (not normalised here).
 """
 
@@ -108,6 +110,100 @@ def wy_representation(k: Tensor, v: Tensor, beta: Tensor, G: Tensor | None) -> t
     return WU[..., :K], WU[..., K:], gamma
 
 
+class _ChunkDeltaRule(torch.autograd.Function):
+    """Chunked tensors: q, k `[B, H, N, C, K]`, v `[B, H, N, C, V]`, beta `[B, H, N, C]`, G (chunk-local cumsum
+    of the log gates) `[B, H, N, C]` or None, s0 `[B, H, K, V]` -> o `[B, H, N, C, V]`, the final state."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, G: Tensor | None, s0: Tensor, scale: float):
+        with torch.autocast(q.device.type, enabled=False):
+            C, K = k.shape[-2:]
+            strict = causal_mask(C, k.device, strict=True)
+            gamma = None if G is None else relative_decay(G, causal_mask(C, k.device))
+            AK = k @ k.transpose(-1, -2)
+            AK = (AK if gamma is None else AK.mul_(gamma)).masked_fill_(~strict, 0.0)  # K K^T * Gamma, strict
+            T = _invert_unit_lower(AK * beta.unsqueeze(-1))
+            gain = beta if G is None else beta * G.exp()
+            rhs = torch.cat([k * gain.unsqueeze(-1), v * beta.unsqueeze(-1)], dim=-1)
+            WU = T @ rhs
+            W, U = WU.split([K, v.shape[-1]], dim=-1)  # U: a copy holding U_0 until the loop makes it U
+            P = q @ k.transpose(-1, -2)
+            P = P.tril_() if gamma is None else P.mul_(gamma)
+            k_end = k if G is None else k * (G[..., -1:] - G).exp().unsqueeze(-1)
+            chunk_decays = None if G is None else G[..., -1].exp()
+            U = U.contiguous()
+            starts = q.new_empty(*U.shape[:3], K, U.shape[-1])
+            state = s0
+            for n in range(U.shape[2]):
+                starts[:, :, n] = state
+                U_n = U[:, :, n].sub_(W[:, :, n] @ state)  # U_0 - W S_0
+                update = k_end[:, :, n].transpose(-1, -2) @ U_n
+                state = update.add_(state if chunk_decays is None else state * chunk_decays[:, :, n, None, None])
+            q_start = q if G is None else q * G.exp().unsqueeze(-1)
+            o = torch.matmul(P, U).add_(q_start @ starts)
+            if scale != 1.0:
+                o.mul_(scale)
+        ctx.save_for_backward(q, k, v, beta, G, gamma, T, WU, U, starts, P, AK)
+        ctx.scale = scale
+        return o, state
+
+    @staticmethod
+    def backward(ctx, d_o: Tensor, d_state: Tensor):
+        q, k, v, beta, G, gamma, T, WU, U, starts, P, AK = ctx.saved_tensors
+        W = WU[..., :k.shape[-1]]
+        C, K = k.shape[-2:]
+        d_o = d_o * ctx.scale if ctx.scale != 1.0 else d_o.contiguous()
+        exp_G = None if G is None else G.exp()
+        q_start = q if G is None else q * exp_G.unsqueeze(-1)
+        decay_to_end = None if G is None else (G[..., -1:] - G).exp()
+        k_end = k if G is None else k * decay_to_end.unsqueeze(-1)
+        chunk_decays = None if G is None else exp_G[..., -1]
+        d_q_start = d_o @ starts.transpose(-1, -2)            # [.., C, K]
+        d_starts = q_start.transpose(-1, -2) @ d_o            # [.., K, V]
+        d_P = d_o @ U.transpose(-1, -2)                       # [.., C, C]
+        d_U = torch.matmul(P.transpose(-1, -2), d_o)          # [.., C, V]
+        d_ends = torch.empty_like(d_starts)                   # gradient reaching the state after each chunk
+        d_decays = None if G is None else torch.empty_like(chunk_decays)
+        carry = d_state
+        for n in range(U.shape[2] - 1, -1, -1):
+            d_ends[:, :, n] = carry
+            d_U[:, :, n] += k_end[:, :, n] @ carry
+            if G is not None:
+                d_decays[:, :, n] = (carry * starts[:, :, n]).sum((-1, -2))
+                carry = carry * chunk_decays[:, :, n, None, None]
+            carry = carry + d_starts[:, :, n] - W[:, :, n].transpose(-1, -2) @ d_U[:, :, n]
+        d_k_end = U @ d_ends.transpose(-1, -2)                # [.., C, K]
+        d_W = -(d_U @ starts.transpose(-1, -2))               # [.., C, K]
+        d_WU = torch.cat([d_W, d_U], dim=-1)
+        # [W | U_0] = T rhs with T = (I + A)^{-1}: d rhs = T^T d[W | U_0] and dA = -T^T dT T^T = -d rhs [W | U_0]^T
+        d_rhs = T.transpose(-1, -2) @ d_WU
+        d_A = (d_rhs @ WU.transpose(-1, -2)).tril_(-1).neg_()  # A = AK * beta (rows)
+        d_beta = (d_A * AK).sum(-1)
+        d_AK = d_A.mul_(beta.unsqueeze(-1))
+        d_KK = d_AK if gamma is None else d_AK * gamma
+        d_QK = d_P.tril() if gamma is None else d_P * gamma
+        gain = beta if G is None else beta * exp_G
+        d_rhs_k, d_rhs_v = d_rhs.split([K, v.shape[-1]], dim=-1)
+        d_q = torch.matmul(d_QK, k)
+        d_q += d_q_start if G is None else d_q_start * exp_G.unsqueeze(-1)
+        d_k = torch.matmul(d_QK.transpose(-1, -2), q)
+        d_k += (d_KK + d_KK.transpose(-1, -2)) @ k
+        d_k += d_rhs_k * gain.unsqueeze(-1)
+        d_k += d_k_end if G is None else d_k_end * decay_to_end.unsqueeze(-1)
+        d_v = d_rhs_v * beta.unsqueeze(-1)
+        k_gain = (d_rhs_k * k).sum(-1)
+        d_beta += (k_gain if G is None else k_gain * exp_G) + (d_rhs_v * v).sum(-1)
+        d_G = None
+        if G is not None:
+            R = d_AK.mul_(AK).add_(d_P.mul_(P))               # dGamma * Gamma from A and from P
+            d_G = R.sum(-1) - R.sum(-2)
+            d_G += (d_q_start * q_start).sum(-1) + k_gain * gain
+            end_terms = (d_k_end * k_end).sum(-1)
+            d_G -= end_terms
+            d_G[..., -1] += end_terms.sum(-1) + d_decays * chunk_decays
+        return d_q, d_k, d_v, d_beta, d_G, carry, None
+
+
 def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, scale: float | None,
              initial_state: Tensor | None, output_final_state: bool,
              chunk_size: int) -> tuple[Tensor, Tensor | None]:
@@ -115,30 +211,12 @@ def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, sc
     V = v.shape[-1]
     out_dtype, dtype = v.dtype, compute_dtype(v)
     scale = resolve_scale(scale, K)
-    q, k, v = (to_chunks(x, chunk_size, dtype) for x in (q, k, v))  # [B, H, N, C, D]
-    beta = to_chunks(beta.unsqueeze(-1), chunk_size, dtype)  # [B, H, N, C, 1]
+    qc, kc, vc = (to_chunks(x, chunk_size, dtype) for x in (q, k, v))  # [B, H, N, C, D]
+    betac = to_chunks(beta.unsqueeze(-1), chunk_size, dtype).squeeze(-1)  # [B, H, N, C]
     G = None if g is None else to_chunks(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1).cumsum(-1)
-    WU, gamma = wy_values(k, v, beta, G)  # [B, H, N, C, K + V]
-    W, U0 = WU.split([K, V], dim=-1)
-
-    scores = q @ k.transpose(-1, -2)
-    attn = scores.tril() if gamma is None else scores * gamma
-    q_start = q if G is None else q * G.exp().unsqueeze(-1)
-    k_end = k if G is None else k * (G[..., -1:] - G).exp().unsqueeze(-1)
-    chunk_decays = None if G is None else G[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
-
-    state = initial_state_or_zeros(initial_state, B, H, K, V, q)
-    starts, values = [], []
-    # unbind, not indexing: the backward of one unbind is one stack, that of N selects N full-size zeros
-    pieces = [t.unbind(2) for t in (W, U0, k_end.transpose(-1, -2))]
-    decays = chunk_decays.unbind(2) if chunk_decays is not None else [None] * len(pieces[0])
-    for W_n, U0_n, k_end_t, decay in zip(*pieces, decays):
-        starts.append(state)
-        U_n = torch.baddbmm(U0_n.flatten(0, 1), W_n.flatten(0, 1), state.flatten(0, 1), alpha=-1).view_as(U0_n)
-        values.append(U_n)
-        state = (state if decay is None else decay * state) + k_end_t @ U_n
-    o = q_start @ torch.stack(starts, dim=2) + attn @ torch.stack(values, dim=2)
-    return from_chunks(o * scale, T).to(out_dtype), (state if output_final_state else None)
+    s0 = initial_state_or_zeros(initial_state, B, H, K, V, qc)
+    o, state = _ChunkDeltaRule.apply(qc, kc, vc, betac, G, s0, scale)
+    return from_chunks(o, T).to(out_dtype), (state if output_final_state else None)
 
 
 def chunk_delta_rule_torch(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,
