@@ -11,7 +11,8 @@
   V = round(expand_v d) (dv = V / H); a state S [B, H, dk, dv] per sequence. n_heads defaults to V // 64
   (at least 1, lowered until it divides K and V). Its cost formula counts the projections and the chunked
   recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv) for the intra-chunk part
-  (c = CHUNK_SIZE) and, for the delta rules, 2 dk dv for the k S product of the error term.
+  (c = the chunk its operator runs, `operator_chunk_size`: CHUNK_SIZE, DELTA_RULE_CHUNK_SIZE for the delta
+  rules) and, for the delta rules, 2 dk dv for the k S product of the error term.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class HeadMixer(Primitive):
     kind = "token_mixer"
     width_scaled = ("n_heads",)  # expansions kept (and GLA's gate_rank, a fixed low rank)
     uses_delta_rule = False
+    operator_chunk_size = CHUNK_SIZE  # the chunk the layer's operator runs, which the cost formula counts
 
     @classmethod
     def features(cls, cfg: HeadsConfig) -> tuple[int, bool, bool, int]:
@@ -147,7 +149,8 @@ class HeadMixer(Primitive):
         conv = ShortConv.param_count(2 * K + V, k) if k else 0
         extra = cls.extra_params(cfg, d_model)
         params = matmul + conv + extra + (V if norm else 0)
-        recurrence = H * (4 * dk * dv + 2 * CHUNK_SIZE * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
+        c = cls.operator_chunk_size
+        recurrence = H * (4 * dk * dv + 2 * c * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
         flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
         state = (H * dk * dv + (2 * K + V) * max(k - 1, 0)) * dtype_bytes
         return Cost(params, float(flops), state)

@@ -4,7 +4,7 @@ Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_tor
 one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
 dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
 `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
-`dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
+`dispatch.py`, which also holds the chunk lengths `CHUNK_SIZE`, `DELTA_RULE_CHUNK_SIZE` and `DECODE_MAX`).
 `chunk_mlstm` has only its PyTorch form.
 """
 
@@ -15,6 +15,7 @@ from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
 from primitives.ops.dispatch import (
     CHUNK_SIZE,
     DECODE_MAX,
+    DELTA_RULE_CHUNK_SIZE,
     chunk_delta_rule,
     chunk_gated_delta_rule,
     chunk_gla,
@@ -41,6 +42,7 @@ from primitives.ops.short_conv import causal_conv1d
 __all__ = [
     "CHUNK_SIZE",
     "DECODE_MAX",
+    "DELTA_RULE_CHUNK_SIZE",
     "causal_conv1d",
     "chunk_delta_rule",
     "chunk_delta_rule_torch",
