@@ -7,7 +7,7 @@ depthwise backward is slow; worse, its output keeps the `[B, C, T]` strides, whi
 op after it. Here the k taps are k fused multiply-adds over `[B, T, C]` slices, and the backward (a custom
 autograd Function) is the same taps run against the gradient plus one reduction per tap for the weights:
 
-    dx_{t} = sum_j w_j dy_{t + k - 1 - j};   dw_j = sum_{b, t} dy_t x_{t - k + 1 + j};   dbias = sum_{b, t} dy_t
+    dx_t = sum_j w_j dy_{t + k - 1 - j};   dw_j = sum_{b, t} dy_t x_{t - k + 1 + j};   dbias = sum_{b, t} dy_t
 
 The reference is `naive_causal_conv1d` (through `F.conv1d`); `causal_conv1d` picks this form on CPU and the
 reference (cuDNN) on CUDA.
@@ -42,15 +42,22 @@ class _CausalConv1d(torch.autograd.Function):
         T, k = dy.shape[1], weight.shape[-1]
         dy = dy.contiguous()
         w = weight.to(dy.dtype).t()
-        d_padded = torch.zeros_like(padded)
-        for j in range(k):
-            d_padded[:, j:j + T].addcmul_(dy, w[j])
+        d_x = dy * w[k - 1]
+        for s in range(1, min(k, T + 1)):  # tap j = k - 1 - s reads x_{t - s}
+            d_x[:, :T - s].addcmul_(dy[:, s:], w[k - 1 - s])
+        d_head = None
+        if ctx.needs_input_grad[3]:  # padded step p < k - 1 feeds outputs t = p - j for taps j <= p
+            d_head = dy.new_zeros(dy.shape[0], k - 1, dy.shape[2])
+            for p in range(k - 1):
+                for j in range(max(0, p - T + 1), p + 1):
+                    d_head[:, p].addcmul_(dy[:, p - j], w[j])
         d_weight = None
         if ctx.needs_input_grad[1]:
-            taps = [torch.linalg.vecdot(dy, padded[:, j:j + T], dim=1).sum(0) for j in range(k)]
+            product = torch.empty_like(dy)  # one buffer for the k products: fresh tensors cost page faults
+            taps = [torch.mul(dy, padded[:, j:j + T], out=product).sum((0, 1)) for j in range(k)]
             d_weight = torch.stack(taps, -1).to(weight.dtype)
         d_bias = dy.sum((0, 1)).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return d_padded[:, k - 1:], d_weight, d_bias, d_padded[:, :k - 1]
+        return d_x, d_weight, d_bias, d_head
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
