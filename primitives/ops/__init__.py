@@ -5,7 +5,9 @@ one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`.
 dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
 `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
 `dispatch.py`, which also holds the chunk lengths `CHUNK_SIZE`, `DELTA_RULE_CHUNK_SIZE` and `DECODE_MAX`).
-`chunk_mlstm` has only its PyTorch form.
+`chunk_mlstm` has only its PyTorch form. Two operators outside that scheme, each with its reference in
+`naive.py`: `selective_scan` (Mamba-1's scan with the discretisation fused in, blocked in time) and
+`causal_conv1d` (the short depthwise convolution, channels-last; `F.conv1d` on CUDA).
 """
 
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch

@@ -1,4 +1,4 @@
-"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk view."""
+"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk view, grouped q/k."""
 
 from __future__ import annotations
 
