@@ -143,20 +143,18 @@ class _ChunkDeltaRule(torch.autograd.Function):
             o = torch.matmul(P, U).add_(q_start @ starts)
             if scale != 1.0:
                 o.mul_(scale)
-        ctx.save_for_backward(q, k, v, beta, G, gamma, T, WU, U, starts, P, AK)
+        ctx.save_for_backward(q, k, v, beta, G, gamma, T, WU, U, starts, P, AK, q_start, k_end)
         ctx.scale = scale
         return o, state
 
     @staticmethod
     def backward(ctx, d_o: Tensor, d_state: Tensor):
-        q, k, v, beta, G, gamma, T, WU, U, starts, P, AK = ctx.saved_tensors
+        q, k, v, beta, G, gamma, T, WU, U, starts, P, AK, q_start, k_end = ctx.saved_tensors
         W = WU[..., :k.shape[-1]]
         C, K = k.shape[-2:]
         d_o = d_o * ctx.scale if ctx.scale != 1.0 else d_o.contiguous()
         exp_G = None if G is None else G.exp()
-        q_start = q if G is None else q * exp_G.unsqueeze(-1)
         decay_to_end = None if G is None else (G[..., -1:] - G).exp()
-        k_end = k if G is None else k * decay_to_end.unsqueeze(-1)
         chunk_decays = None if G is None else exp_G[..., -1]
         d_q_start = d_o @ starts.transpose(-1, -2)            # [.., C, K]
         d_starts = q_start.transpose(-1, -2) @ d_o            # [.., K, V]

@@ -62,19 +62,18 @@ class _ChunkSimpleGLA(torch.autograd.Function):
                 starts[:, :, :, n] = state
                 state = torch.addcmul(updates[:, :, :, n], chunk_decays[:, :, :, n], state)
             q_start = q.unsqueeze(2) * exp_G.unsqueeze(-1)             # [B, G, R, N, C, K]
-            o = torch.matmul(attn, v).add_(q_start @ starts).mul_(scale)
-        ctx.save_for_backward(q, k, v, G, D, scores, starts)
+            o = torch.matmul(attn, v).add_(q_start @ starts)
+            if scale != 1.0:
+                o.mul_(scale)
+        ctx.save_for_backward(q, k, v, G, D, attn, q_start, k_end, starts)
         ctx.scale = scale
         return o, state
 
     @staticmethod
     def backward(ctx, d_o: Tensor, d_state: Tensor):
-        q, k, v, G, D, scores, starts = ctx.saved_tensors
-        d_o = d_o * ctx.scale
+        q, k, v, G, D, attn, q_start, k_end, starts = ctx.saved_tensors
+        d_o = d_o * ctx.scale if ctx.scale != 1.0 else d_o.contiguous()
         exp_G, decay_to_end = G.exp(), (G[..., -1:] - G).exp()
-        attn = scores * D
-        q_start = q.unsqueeze(2) * exp_G.unsqueeze(-1)
-        k_end = k.unsqueeze(2) * decay_to_end.unsqueeze(-1)
         chunk_decays = exp_G[..., -1]                                  # [B, G, R, N]
         d_q_start = d_o @ starts.transpose(-1, -2)                     # [B, G, R, N, C, K]
         d_starts = q_start.transpose(-1, -2) @ d_o                     # [B, G, R, N, K, V]

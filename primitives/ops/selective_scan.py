@@ -7,10 +7,13 @@ the `[B, T, E, N]` state sequence is an exp and a multiply-add that no matmul ca
 per channel and state, so they do not factor out of a chunk's sums the way Mamba-2's scalar decays do). What
 makes it slow in plain PyTorch is memory, not arithmetic: materialising the decays, the inputs and h for the
 whole sequence streams (and on CPU page-faults) several `[B, T, E, N]` tensors per pass. So this form walks
-time in blocks of `block_length` steps (time-major, so that a step is one contiguous `[B, E, N]` slice):
-per block the decays and inputs are built in one op each, the recurrence runs step by step into the block's
-h, and y comes out of one batched matmul with C. Only the state entering each block is kept; the backward
-(a custom autograd Function) rebuilds a block from it and runs the recurrence backwards in time:
+time in blocks of `block_length` steps, laid out `[T, B, N, E]` (time-major, so that a step is one
+contiguous slice; channels innermost, so that every op vectorises over E): per block the decays and inputs
+are built in one op each into buffers reused from block to block, the recurrence runs step by step into the
+block's h, and y comes out of one batched matmul with C. The decays are computed as 2^(dt A log2 e), the same
+number as exp(dt A) up to rounding (torch's exp2 is about twice as fast as its exp on CPU). Only the state
+entering each block is kept; the backward (a custom autograd Function) rebuilds a block from it and runs
+the recurrence backwards in time:
 
     dh~_t = C_t^T dy_t + exp(dt_{t+1} A) dh~_{t+1}              (dh~ after the last step: the final state's grad)
     dx_t = dh~_t B_t^T;   dB_t = x_t dh~_t;   dC_t = dy_t h_t
@@ -29,13 +32,15 @@ from primitives.ops.chunking import compute_dtype
 
 Tensor = torch.Tensor
 
-LOG2E = math.log2(math.e)  # exp(z) = 2^(z log2 e): torch's exp2 is ~2x faster than its exp on CPU
-BLOCK_ELEMENTS = 1 << 19  # elements of one block's [L, B, E, N] buffer (2 MiB in fp32): a few fit in cache
+LOG2E = math.log2(math.e)  # exp(z) = 2^(z log2 e)
+BLOCK_ELEMENTS = 1 << 19  # elements of one block's [L, B, N, E] buffer (2 MiB in fp32): a few fit in cache
+MIN_BLOCK = 8  # the states kept for the backward (one per block) stay within 1/8 of the whole sequence's
 
 
 def block_length(batch: int, channels: int, states: int, length: int) -> int:
-    """Steps per block: about BLOCK_ELEMENTS elements of state per buffer, at least 1, at most the length."""
-    return max(1, min(length, BLOCK_ELEMENTS // max(1, batch * channels * states)))
+    """Steps per block: about BLOCK_ELEMENTS elements of state per buffer, at least MIN_BLOCK (bounding what
+    the backward keeps), at most the length."""
+    return max(1, min(length, max(MIN_BLOCK, BLOCK_ELEMENTS // max(1, batch * channels * states))))
 
 
 def _block_inputs(dt: Tensor, A2: Tensor, x: Tensor, Bm: Tensor, decay: Tensor, states: Tensor) -> None:
@@ -136,4 +141,4 @@ def selective_scan(dt: Tensor, A: Tensor, x: Tensor, B: Tensor, C: Tensor, initi
     dt_t, x_t, B_t, C_t = (t.to(dtype).transpose(0, 1).contiguous() for t in (dt, x, B, C))
     A_t, h0_t = A.to(dtype).t().contiguous(), h0.transpose(1, 2).contiguous()
     y, h = _SelectiveScan.apply(dt_t, A_t, x_t, B_t, C_t, h0_t, block)
-    return y.transpose(0, 1).to(x.dtype), h.transpose(1, 2)
+    return y.transpose(0, 1).contiguous().to(x.dtype), h.transpose(1, 2)  # [B, T, E] laid out for what follows
