@@ -21,6 +21,8 @@ from primitives.ops.naive import naive_causal_conv1d
 
 Tensor = torch.Tensor
 
+TILE_ELEMENTS = 1 << 19  # elements of one backward tile (2 MiB in fp32)
+
 
 class _CausalConv1d(torch.autograd.Function):
     @staticmethod
@@ -42,20 +44,32 @@ class _CausalConv1d(torch.autograd.Function):
         T, k = dy.shape[1], weight.shape[-1]
         dy = dy.contiguous()
         w = weight.to(dy.dtype).t()
-        d_x = dy * w[k - 1]
-        for s in range(1, min(k, T + 1)):  # tap j = k - 1 - s reads x_{t - s}
-            d_x[:, :T - s].addcmul_(dy[:, s:], w[k - 1 - s])
+        d_x = torch.empty_like(dy)
+        want_weight = ctx.needs_input_grad[1]
+        accumulate = torch.promote_types(dy.dtype, weight.dtype)
+        d_weight = dy.new_zeros(k, dy.shape[2], dtype=accumulate) if want_weight else None
+        # A few sequences at a time, so that each tile's gradient, input and products stay in cache across
+        # the k taps (the whole [B, T, C] would stream from memory once per tap).
+        rows = max(1, TILE_ELEMENTS // max(1, T * dy.shape[2]))
+        product = dy.new_empty(min(rows, dy.shape[0]), T, dy.shape[2]) if want_weight else None
+        for start in range(0, dy.shape[0], rows):
+            tile = slice(start, min(start + rows, dy.shape[0]))
+            g, g_x = dy[tile], d_x[tile]
+            torch.mul(g, w[k - 1], out=g_x)
+            for s in range(1, min(k, T + 1)):  # tap j = k - 1 - s reads x_{t - s}
+                g_x[:, :T - s].addcmul_(g[:, s:], w[k - 1 - s])
+            if want_weight:
+                p = product[:tile.stop - start]
+                for j in range(k):
+                    d_weight[j] += torch.mul(g, padded[tile, j:j + T], out=p).sum((0, 1))
+        if want_weight:
+            d_weight = d_weight.t().to(weight.dtype)
         d_head = None
         if ctx.needs_input_grad[3]:  # padded step p < k - 1 feeds outputs t = p - j for taps j <= p
             d_head = dy.new_zeros(dy.shape[0], k - 1, dy.shape[2])
             for p in range(k - 1):
                 for j in range(max(0, p - T + 1), p + 1):
                     d_head[:, p].addcmul_(dy[:, p - j], w[j])
-        d_weight = None
-        if ctx.needs_input_grad[1]:
-            product = torch.empty_like(dy)  # one buffer for the k products: fresh tensors cost page faults
-            taps = [torch.mul(dy, padded[:, j:j + T], out=product).sum((0, 1)) for j in range(k)]
-            d_weight = torch.stack(taps, -1).to(weight.dtype)
         d_bias = dy.sum((0, 1)).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return d_x, d_weight, d_bias, d_head
 
