@@ -49,3 +49,20 @@ def test_causal_conv_fp32_and_split_sequence():
         pieces.append(y)
     torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(cache, x[:, -3:].transpose(1, 2), rtol=0, atol=0)
+
+
+def test_causal_conv_backward_tiles_of_sequences_equal_the_whole_batch(monkeypatch):
+    """The backward walks the batch in tiles: several tiles give the same gradients as one."""
+    from primitives.ops import short_conv
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 12, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
+    cache = torch.randn(5, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = (torch.randn(5, 12, 3, generator=gen, dtype=torch.float64), torch.zeros(5, 3, 3, dtype=torch.float64))
+    _, _, one_tile = run(causal_conv1d, x, w, b, cache, weights)
+    monkeypatch.setattr(short_conv, "TILE_ELEMENTS", 2 * 12 * 3)  # tiles of two sequences: 2, 2, 1
+    _, _, tiles = run(causal_conv1d, x, w, b, cache, weights)
+    for grad, grad_one in zip(tiles, one_tile):
+        torch.testing.assert_close(grad, grad_one, rtol=1e-12, atol=1e-12)
