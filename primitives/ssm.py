@@ -61,7 +61,7 @@ class Mamba(Primitive):
     """Mamba-1 block: selective scan over [B, T, E, N] with `selective_scan`."""
 
     symbol = "S"
-    saved_values = 32  # the fused scan keeps dt, x, B, C and one state per block of steps, not [B, T, E, N]
+    saved_values = 32  # CPU scan: dt, x, B, C and a state per block; CUDA keeps [B, T, E, N] (< WORKSPACE x this)
     kind = "token_mixer"
     Config = MambaConfig
     width_scaled = ("dt_rank",)  # expand and d_state kept

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from primitives.ops import naive_selective_scan, selective_scan
+from primitives.ops import materialized_selective_scan, naive_selective_scan, selective_scan
 
 B, E, N = 2, 5, 3
 
@@ -69,3 +69,16 @@ def test_selective_scan_bf16_inputs_come_back_bf16():
     y, last = selective_scan(dt, A, x.bfloat16(), Bm, Cm, h0)
     assert y.dtype == torch.bfloat16 and last.dtype == torch.float32
     assert rel_err(y.float(), y_ref) < 2e-2
+
+
+@pytest.mark.parametrize("T", [1, 33])
+def test_materialized_form_matches_reference_fp64(T):
+    """The form CUDA runs (materialised states through scan_diagonal), and `form=` choosing it."""
+    tensors = make_inputs(T)
+    weights = (torch.randn(B, T, E, dtype=torch.float64), torch.randn(B, E, N, dtype=torch.float64))
+    y_ref, last_ref, grads_ref = run(naive_selective_scan, tensors, weights)
+    for fn in (materialized_selective_scan, lambda *a: selective_scan(*a, form="materialized")):
+        y, last, grads = run(fn, tensors, weights)
+        assert rel_err(y, y_ref) < 1e-12 and rel_err(last, last_ref) < 1e-12
+        for grad, grad_ref in zip(grads, grads_ref):
+            assert rel_err(grad, grad_ref) < 1e-12

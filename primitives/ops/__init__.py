@@ -38,7 +38,7 @@ from primitives.ops.naive import (
     naive_simple_gla,
 )
 from primitives.ops.scan_diagonal import scan_diagonal
-from primitives.ops.selective_scan import selective_scan
+from primitives.ops.selective_scan import materialized_selective_scan, selective_scan
 from primitives.ops.short_conv import causal_conv1d
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "delta_rule",
     "gated_delta_rule",
     "gla",
+    "materialized_selective_scan",
     "naive_causal_conv1d",
     "naive_delta_rule",
     "naive_gated_delta_rule",

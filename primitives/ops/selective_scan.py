@@ -25,10 +25,12 @@ The reference is `naive_selective_scan` (the step-by-step recurrence); tests hol
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
 from primitives.ops.chunking import compute_dtype
+from primitives.ops.scan_diagonal import scan_diagonal
 
 Tensor = torch.Tensor
 
@@ -123,14 +125,30 @@ class _SelectiveScan(torch.autograd.Function):
         return d_dt, d_A, d_x, d_B, d_C, carry, None
 
 
+def materialized_selective_scan(dt: Tensor, A: Tensor, x: Tensor, B: Tensor, C: Tensor,
+                                initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The same scan with the `[B, T, E, N]` decays, inputs and states materialised and `scan_diagonal` over
+    them: a few dozen large ops whatever the length, the better trade on a GPU, where the blocked form's
+    per-step launches would dominate."""
+    dtype = compute_dtype(x)
+    log_a = dt.to(dtype).unsqueeze(-1) * A.to(dtype)
+    b = x.to(dtype).unsqueeze(-1) * B.to(dtype).unsqueeze(-2)
+    h_all, h_last = scan_diagonal(log_a, b, initial_state)
+    return torch.einsum("bten,btn->bte", h_all, C.to(dtype)).to(x.dtype), h_last
+
+
 def selective_scan(dt: Tensor, A: Tensor, x: Tensor, B: Tensor, C: Tensor, initial_state: Tensor | None = None,
-                   block: int | None = None) -> tuple[Tensor, Tensor]:
+                   block: int | None = None, form: Literal["auto", "blocked", "materialized"] = "auto",
+                   ) -> tuple[Tensor, Tensor]:
     """y_t = h_t C_t with h_t = exp(dt_t A) h_{t-1} + x_t B_t; returns (y `[B, T, E]`, h at the end `[B, E, N]`).
 
     dt, x `[B, T, E]`; A `[E, N]`; B, C `[B, T, N]`; initial_state `[B, E, N]` (None: zeros). Computed in fp32
     (fp64 stays fp64); y comes back in x's dtype, the final state in the compute dtype. Equals
-    `naive_selective_scan`.
+    `naive_selective_scan`. form "auto": the blocked form (this module's) on CPU, `materialized_selective_scan`
+    on CUDA.
     """
+    if form == "materialized" or (form == "auto" and x.is_cuda):
+        return materialized_selective_scan(dt, A, x, B, C, initial_state)
     dtype = compute_dtype(x)
     Bsz, T, E = x.shape
     N = A.shape[-1]
