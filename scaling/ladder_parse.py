@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import UserError
+from composer.fields import finite_number
 from composer.limits import MAX_BOOTSTRAP, MAX_FLOPS, MAX_LADDER_TRIALS, MAX_PARAMS, MAX_SEED, MAX_TOKENS
+from composer.names import brief
 from composer.runs import safe_name
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 from composer.training.config import parse_settings
 from composer.yaml_source import Source, join, read_source
-from primitives.base import brief, finite_number
 from scaling.ladder import Ladder
 
 LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",

@@ -9,14 +9,16 @@ import math
 from typing import Any
 
 from composer.errors import UserError
+from composer.fields import finite_number
 from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS, MAX_SEED
+from composer.names import brief, unknown_name_message
 from composer.runs import safe_name
 from composer.search.space import Dist, SearchSpace
 from composer.search.space_parse_search import SearchSettingsParser
 from composer.training.config import SETTINGS
 from composer.training.settings import Setting, check, flatten
 from composer.yaml_source import Source, join, read_source
-from primitives.base import brief, config_fields, finite_number, registered, unknown_name_message
+from primitives.base import config_fields, registered
 
 TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
             "scheduler", "resources", "seed", "repeats", "trials", "confirm", "aggregate", "match", "logging")

@@ -9,12 +9,13 @@ import math
 from typing import Any
 
 from composer.errors import UserError
+from composer.names import unknown_name_message
 from composer.search.aggregate import SELECTIONS, VOTES, Aggregation
 from composer.search.equal_size import COUNTS, QUANTITIES, Match
 from composer.search.space import Dist, SearchSpace
 from composer.search.strategies import STRATEGIES
 from composer.yaml_source import join
-from primitives.base import config_fields, registered, unknown_name_message
+from primitives.base import config_fields, registered
 
 AGGREGATE_KEYS = ("select", "top_k", "threshold", "clusters", "vote", "context", "train")
 MATCH_KEYS = (*QUANTITIES, "by", "tol", "count", "context")

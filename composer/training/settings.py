@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.errors import UserError
+from composer.names import unknown_name_message
 from composer.yaml_source import join
-from primitives.base import unknown_name_message
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
