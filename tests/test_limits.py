@@ -12,6 +12,7 @@ import pytest
 
 import composer.limits as limits
 from composer import UserError, load_spec
+from composer.fields import option
 from composer.limits import (
     MAX_BOOTSTRAP,
     MAX_DOCUMENT_BYTES,
@@ -26,7 +27,6 @@ from composer.limits import (
 )
 from composer.search.space_parse import load_space
 from composer.yaml_source import parse_yaml, read_source
-from composer.fields import option
 from primitives.base import ConfigError, Primitive, make_config, register, unregister
 from scaling.ladder_parse import load_ladder
 
