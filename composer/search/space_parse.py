@@ -16,7 +16,7 @@ from composer.runs import safe_name
 from composer.search.space import Dist, SearchSpace
 from composer.search.space_parse_search import SearchSettingsParser
 from composer.training.config import SETTINGS
-from composer.training.settings import Setting, check, flatten
+from composer.training.settings import Setting, flatten
 from composer.yaml_source import Source, join, read_source
 from primitives.base import config_fields, registered
 
@@ -276,8 +276,8 @@ class _Parser(SearchSettingsParser):
             out = {}
             for key, (raw, where) in flatten(value or {}, SETTINGS, "train", SET_BY_THE_SEARCH).items():
                 raw = self.value(raw, where)
-                out[key] = self.searched(SETTINGS[key], raw, where) if isinstance(raw, Dist) else check(
-                    SETTINGS[key], raw, where)
+                out[key] = self.searched(SETTINGS[key], raw, where) if isinstance(raw, Dist) else SETTINGS[key].check(
+                    raw, where)
         except UserError as e:
             raise self.fail(e.message, e.path) from None
         if not any(k in out for k in ("steps", "tokens", "seconds")):
