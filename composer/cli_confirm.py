@@ -113,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str, Any] | None:
     """The task from --task / --data / --set over the block's (or the search's) task; None when not given."""
     from composer.cli_train import parse_task_settings
-    from composer.tasks import task_params
+    from composer.tasks import TaskRef
 
     if args.task is None and args.data is None and not args.task_settings:
         return None
@@ -128,7 +128,7 @@ def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str
     if args.data is not None and args.task is None and name != "text":
         raise UserError(f"--data applies to the text task; the search's task is {name!r}: add --task text",
                         path="--data")
-    params = task_params(base) if name == base.get("name") else {}
+    params = dict(TaskRef.of(base).params) if base and name == base.get("name") else {}
     params.update(parse_task_settings(args.task_settings))
     if args.data is not None:
         params["data"] = args.data

@@ -9,9 +9,11 @@ space's sections, a confirmation, a ladder) declares its fields the same way:
 The annotation is the type (bool, int, float, str, a `Literal` of choices, a list or tuple of them, a class with
 a `parse` classmethod such as `composer.tasks.TaskRef`, any of them `| None`); the choices come from the
 `Literal`, never from a second list. `option` puts the help text and the numeric bounds (`ge`, `gt`, `le`, `lt`)
-in the field's metadata, with `names` (a name from an open registry, refused with "did you mean") and `key` (the
-document's key when it differs from the field's name). `composer.reader.Reader` reads documents into these
-dataclasses, and the same checks hold for a Config built in Python (`primitives.base.Primitive.validate`).
+in the field's metadata, with `names` (a name from an open registry, refused with "did you mean"), `key` (the
+document's key when it differs from the field's name) and `parse` (a function `(reader, value, path) -> value`
+for a field whose form no type says, such as confirm's sizes `[1M, 10x]`). `composer.reader.Reader` reads
+documents into these dataclasses, and the same checks hold for a Config built in Python
+(`primitives.base.Primitive.validate`).
 
 This is a ground-floor module, like composer/names.py, composer/errors.py and composer/limits.py: it imports the
 standard library only, so the primitives may import it and the standalone export inlines it.
@@ -36,12 +38,12 @@ NO_METADATA: Mapping[str, Any] = types.MappingProxyType({})
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-           names: tuple[str, ...] | None = None, key: str | None = None, label: bool = False,
+           names: tuple[str, ...] | None = None, key: str | None = None, parse: Any = None, label: bool = False,
            requires: str | None = None) -> Any:
     """A dataclass field with its help text and what its values are held to (see the module docstring).
     Without `default` or `factory` the field is required. `label` and `requires` are the spec's (composer/spec.py)."""
     given = {"ge": ge, "gt": gt, "le": le, "lt": lt, "names": None if names is None else tuple(names), "key": key,
-             "label": label or None, "requires": requires}
+             "parse": parse, "label": label or None, "requires": requires}
     metadata = {"help": help, **{name: value for name, value in given.items() if value is not None}}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
 

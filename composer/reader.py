@@ -136,6 +136,8 @@ class Reader:
         bare, nullable = without_none(hint)
         if value is None and nullable:
             return None
+        if meta.get("parse") is not None:                            # a field that says how it is read
+            return meta["parse"](self, value, path)
         if isinstance(bare, type) and hasattr(bare, "parse"):        # a type that reads itself (TaskRef)
             return bare.parse(self, value, path)
         if isinstance(bare, type) and dataclasses.is_dataclass(bare):  # a section
@@ -175,7 +177,8 @@ class Reader:
 
     def sequence(self, value: Any, hint: Any, path: str, meta: Mapping[str, Any]) -> list | tuple:
         """A list (or a tuple, when the type says so) whose items are each checked; a tuple type of fixed length
-        (`tuple[float, float]`) holds the length, a settings-style list may not be empty."""
+        (`tuple[float, float]`) holds the length, a settings-style list may not be empty and is refused whole
+        (the spec style names the item's own problem)."""
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         fixed = len(args) if origin is tuple and args and args[-1] is not Ellipsis else None
         if (not isinstance(value, (list, tuple)) or (fixed is not None and len(value) != fixed)
@@ -183,7 +186,12 @@ class Reader:
             raise self.fail(f"expected {expected(hint, bounds_of(meta), not self.spec_style)}, got {shown(value)}",
                             path)
         inner = args[0] if args else Any
-        items = [self.value(item, inner, path, meta) for item in value]
+        try:
+            items = [self.value(item, inner, path, meta) for item in value]
+        except UserError:
+            if self.spec_style:         # the item's own message ("expected a finite number, got inf")
+                raise
+            raise self.fail(f"expected {expected(hint, bounds_of(meta), True)}, got {shown(value)}", path) from None
         return tuple(items) if origin is tuple else items
 
     def number(self, value: Any, path: str, kind: type = float, **bounds: Any) -> int | float:
