@@ -4,6 +4,7 @@ target task with several seeds, and report whether the search's winner holds up 
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Any
 
 from composer.errors import UserError
@@ -13,6 +14,7 @@ BUDGET_FLAGS = ("steps", "seconds")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from composer.cli_train import add_setting_flags
+    from scaling.rules import Count, Method
 
     p = sub.add_parser(
         "confirm", help="confirm a search's winners at larger sizes against a baseline, with statistics",
@@ -34,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-consensus", action="store_true", help="leave the consensus out")
     p.add_argument("--tokens-per-param", type=float, metavar="R",
                    help="train each size on R x its parameter target tokens (default 20)")
-    p.add_argument("--count", choices=("non_embedding", "total", "active"), help="which parameters a size counts "
+    p.add_argument("--count", choices=typing.get_args(Count), help="which parameters a size counts "
                    "(default non_embedding)")
-    p.add_argument("--method", choices=("auto", "stack", "stretch"), help="depth rule (default auto: stack a search "
+    p.add_argument("--method", choices=typing.get_args(Method), help="depth rule (default auto: stack a search "
                    "of fewer than 16 layers, stretch a longer one)")
     p.add_argument("--tolerance", type=float, metavar="F", help="how far a fitted size may land from its target "
                    "(default 0.1)")

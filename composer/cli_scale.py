@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
 
 from composer.canonical_form import stripe
@@ -15,6 +16,8 @@ from composer.spec_parse import load_spec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from scaling.rules import Count, Method
+
     p = sub.add_parser("scale", help="scale an architecture to a size, depth or width",
                        description="Apply the scaling rules (stack, stretch, widen, fit to a parameter "
                        "count) to a spec, print the before/after table and write the new spec.")
@@ -24,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, metavar="L", help="number of layer units (stack: a multiple of the "
                    "current count)")
     p.add_argument("--d-model", type=int, metavar="D", help="model width (heads, d_ff, ... rescaled)")
-    p.add_argument("--method", choices=("auto", "stack", "stretch"), default="auto",
+    p.add_argument("--method", choices=typing.get_args(Method), default="auto",
                    help="depth rule; auto stacks a spec of fewer than 16 layer units, stretches a longer one")
-    p.add_argument("--count", choices=("non_embedding", "total", "active"), default="non_embedding",
+    p.add_argument("--count", choices=typing.get_args(Count), default="non_embedding",
                    help="which parameters --params counts (default non_embedding; active for MoE)")
     p.add_argument("--tol", type=float, default=0.02, help="relative tolerance of --params (default 0.02)")
     p.add_argument("--context", type=int, default=None, metavar="L",

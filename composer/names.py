@@ -10,9 +10,14 @@ import difflib
 from typing import Any
 
 
+def close_matches(name: Any, known: list[str], n: int = 1) -> list[str]:
+    """The names in `known` close to `name`, closest first (at most `n`)."""
+    return difflib.get_close_matches(str(name), known, n=n, cutoff=0.5)
+
+
 def suggestion(name: Any, known: list[str], n: int = 1) -> str:
     """`did you mean 'x'?` (up to `n` close matches), or `known: a, b, c` when none is close."""
-    close = difflib.get_close_matches(str(name), known, n=n, cutoff=0.5)
+    close = close_matches(name, known, n)
     if close:
         return f"did you mean {' or '.join(repr(c) for c in close)}?"
     return f"known: {', '.join(sorted(known))}"

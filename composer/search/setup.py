@@ -5,12 +5,12 @@ there). `check_search` runs them all; `composer search --dry-run` runs it too.""
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from typing import Any
 
 from composer.errors import UserError
+from composer.names import close_matches, suggestion
 from composer.search.space import SearchSpace, SlotLayers
 from composer.search.strategies import make_sampler
 
@@ -81,8 +81,7 @@ def check_objectives(space: SearchSpace) -> None:
     known = reported_metrics(space)
     for i, objective in enumerate(space.objectives):
         if objective["metric"] not in known:
-            close = difflib.get_close_matches(str(objective["metric"]), known, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = f"{suggestion(objective['metric'], known)} " if close_matches(objective["metric"], known) else ""
             raise UserError(f"trials on task {space.task.name} do not report {objective['metric']!r}; {hint}"
                             f"they report {', '.join(known)}", path=f"objectives[{i}].metric")
 
