@@ -10,6 +10,7 @@ from composer.canonical_form import stripe
 from composer.costs import model_cost
 from composer.errors import UserError
 from composer.limits import MAX_INTEGER, MAX_LAYERS
+from composer.reader import Reader
 from composer.runs import check_not_run_file, write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
@@ -72,9 +73,8 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
             n = parse_count(args.params, MAX_PARAMS)
         except ValueError as e:
             raise UserError(str(e), path="--params") from None
-        if not 0 < args.tol < 1:
-            raise UserError(f"expected a fraction in (0, 1), got {args.tol}", path="--tol")
-        return fit_to_params(spec, n, args.tol, method=args.method, count=args.count)
+        tol = Reader().number(args.tol, "--tol", gt=0, lt=1)
+        return fit_to_params(spec, n, tol, method=args.method, count=args.count)
     if args.layers is None and args.d_model is None:
         raise UserError("give --params, --layers or --d-model")
     if args.layers is not None:

@@ -124,17 +124,20 @@ def _number_words(bound: float) -> str:
 def number_text(kind: type, bounds: Mapping[str, Any], words: bool = False, finite: bool = False,
                 plural: bool = False) -> str:
     """What a number must be: "an integer >= 1", "a number in [0, 1)" (symbols), "a positive number below
-    1e+30", "an integer >= 0" (words: `positive` for > 0, `below` and `at most` for the upper bound)."""
+    1e+30", "an integer >= 0", "a fraction in (0, 1)" (words: `positive` for > 0, `below` and `at most` for the
+    upper bound)."""
     noun = "integer" if kind is int else "number"
     adjectives = ["finite"] if finite else []
-    tail = range_text(bounds)
-    if words:
+    if not words:
+        tail = range_text(bounds)
+    elif kind is float and dict(bounds) == {"gt": 0, "lt": 1}:
+        noun, tail = "fraction", " in (0, 1)"
+    else:
         if bounds.get("gt") == 0:
             adjectives.append("positive")
-        tail = "".join(text for key, text in (("ge", " >= {}"), ("gt", " > {}"), ("lt", " below {}"),
-                                               ("le", " at most {}"))
-                       if key in bounds and not (key == "gt" and bounds[key] == 0)
-                       for text in [text.format(_number_words(bounds[key]))])
+        tail = "".join(text.format(_number_words(bounds[key])) for key, text in
+                       (("ge", " >= {}"), ("gt", " > {}"), ("lt", " below {}"), ("le", " at most {}"))
+                       if key in bounds and not (key == "gt" and bounds[key] == 0))
     phrase = " ".join([*adjectives, noun + ("s" if plural else "")]) + tail
     if plural:
         return phrase

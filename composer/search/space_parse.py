@@ -19,7 +19,7 @@ from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS
 from composer.names import brief, unknown_name_message
 from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
-from composer.search import space_parse_search as how
+from composer.search import space_parse_search as how_searched
 from composer.search.space import (
     Dist,
     LayerSpace,
@@ -105,17 +105,17 @@ class _Parser(Reader):
         data = self.mapping(data, "", TOP_KEYS)
         given = {key: parse(self, data[key], key) for key, parse in FIELDS.items() if key in data}
         given.setdefault("train", self.train(None, "train"))         # the default budget
-        given["aggregate"] = how.aggregate(self, data.get("aggregate"), given.get("strategy", {}))
+        given["aggregate"] = how_searched.aggregate(self, data.get("aggregate"), given.get("strategy", {}))
         given["match"] = None           # read once the space exists: its target is measured on the space
         space = self.read(SearchSpace, data, skip=DERIVED, **given)
         built = space.task.built(self, "task")
         first = built.members[0][1] if hasattr(built, "members") else built
         space = dataclasses.replace(space, vocab_size=first.vocab_size, seq_len=first.seq_len, data=data)
-        how.layerwise(self, space)
-        how.check_grid(self, space)
+        how_searched.layerwise(self, space)
+        how_searched.check_grid(self, space)
         self.check_sample(space)
         if data.get("match") is not None:
-            space = how.match(self, data["match"], space)
+            space = how_searched.match(self, data["match"], space)
         return space
 
     def name(self, value: Any, path: str) -> str:
@@ -277,5 +277,6 @@ class _Parser(Reader):
 
 # The fields of a space read here and in composer/search/space_parse_search.py: key -> (parser, value, path) -> value.
 FIELDS = {"name": _Parser.name, "description": _Parser.description, "base": _Parser.base, "layers": _Parser.layers,
-          "train": _Parser.train, "objectives": _Parser.objectives, "strategy": how.strategy,
-          "scheduler": how.scheduler, "resources": how.resources, "confirm": how.confirm, "logging": how.logging}
+          "train": _Parser.train, "objectives": _Parser.objectives, "strategy": how_searched.strategy,
+          "scheduler": how_searched.scheduler, "resources": how_searched.resources,
+          "confirm": how_searched.confirm, "logging": how_searched.logging}
