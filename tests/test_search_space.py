@@ -9,7 +9,7 @@ import pytest
 from composer import arch_id, load_spec
 from composer.cli_search import dry_run
 from composer.errors import UserError
-from composer.search.space import placement_positions
+from composer.search.space_layers import placement_positions
 from composer.search.space_parse import load_space
 
 ROOT = Path(__file__).resolve().parents[1]

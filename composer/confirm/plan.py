@@ -23,7 +23,7 @@ from composer.confirm.sizing import Sized, fit_hardware
 from composer.errors import UserError
 from composer.reader import Reader
 from composer.runs import RunDir
-from composer.search.space import Dist
+from composer.search.space_layers import Dist
 from composer.tasks import TaskRef
 from composer.training.config import parse_settings
 from scaling.ladder import Ladder, Trial

@@ -11,7 +11,8 @@ from typing import Any
 
 from composer.errors import UserError
 from composer.names import close_matches, suggestion
-from composer.search.space import SearchSpace, SlotLayers
+from composer.search.space import SearchSpace
+from composer.search.space_layers import SlotLayers
 from composer.search.strategies import make_sampler
 
 # the costs every trial reports (DefineByRun), and what every evaluation of a single task adds to the task's

@@ -20,15 +20,15 @@ from composer.names import brief, unknown_name_message
 from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
 from composer.search import space_parse_search as how_searched
-from composer.search.space import (
+from composer.search.space import Objective, SearchSpace
+from composer.search.space_layers import (
     Dist,
     LayerSpace,
     ListLayers,
-    Objective,
     PatternLayers,
     Placement,
-    SearchSpace,
     SlotLayers,
+    largest,
 )
 from composer.training.config import SETTINGS
 from composer.training.settings import Setting, flatten
@@ -152,8 +152,7 @@ class _Parser(Reader):
             n_layers = self.searchable(value["n_layers"], "layers.n_layers")
             self.check_ints(n_layers, "layers.n_layers", loop)
             template = self.template(value["slot"], "layers.slot")
-            return SlotLayers(n_layers, (template,) * int(n_layers.largest() if isinstance(n_layers, Dist)
-                                                           else n_layers), loop)
+            return SlotLayers(n_layers, (template,) * int(largest(n_layers)), loop)
         slots = value["slots"]
         if not isinstance(slots, list) or not slots:
             raise self.fail("expected a non-empty list of slots", "layers.slots")
@@ -162,7 +161,7 @@ class _Parser(Reader):
         templates = tuple(self.template(s, join("layers.slots", i)) for i, s in enumerate(slots))
         n_layers = self.searchable(value.get("n_layers", len(slots)), "layers.n_layers")
         self.check_ints(n_layers, "layers.n_layers", loop)
-        if (n_layers.largest() if isinstance(n_layers, Dist) else n_layers) > len(slots):
+        if largest(n_layers) > len(slots):
             raise self.fail(f"more layers than the {len(slots)} slots given", "layers.n_layers")
         return SlotLayers(n_layers, templates, loop)
 
@@ -175,7 +174,7 @@ class _Parser(Reader):
             raise self.fail(f"expected integers >= {least}, got {brief(values)}", path)
         if max(values) > MAX_LAYERS:
             raise self.fail(f"{max(values):,} layers, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
-        most = max(values) * (loop.largest() if isinstance(loop, Dist) else loop)
+        most = max(values) * largest(loop)
         if most > MAX_LAYERS:
             raise self.fail(f"{max(values):,} layers looped up to {most // max(values):,} times is {most:,} layers, "
                             f"more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)

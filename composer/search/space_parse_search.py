@@ -15,7 +15,8 @@ from composer.names import unknown_name_message
 from composer.reader import Reader, join, keys_of
 from composer.search.aggregate import Aggregation
 from composer.search.equal_size import QUANTITIES, Match
-from composer.search.space import Resources, SearchSpace, SlotLayers
+from composer.search.space import Resources, SearchSpace
+from composer.search.space_layers import SlotLayers
 from composer.search.strategies import STRATEGIES
 from primitives.base import config_fields, registered
 
