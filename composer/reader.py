@@ -171,7 +171,9 @@ class Reader:
             if meta.get("names") is not None and value not in meta["names"]:
                 raise self.fail(unknown_name_message(path.rpartition(".")[2], value, list(meta["names"])), path)
             return value
-        if bare is Any or typing.get_origin(bare) is dict or bare is dict:
+        if bare is dict or typing.get_origin(bare) is dict:
+            return self.mapping(value, path)
+        if bare is Any:
             return value
         raise TypeError(f"{path}: no check for a field of type {hint}: declare it with a type composer.reader knows")
 
