@@ -1,7 +1,8 @@
 """The import graph of our own packages: no circle, and no upward import from a lower layer.
 
 Layers, lowest first: the ground floor (standard-library modules every layer may import: errors, limits, names,
-the field declarations and their reader) -> primitives (the layers) -> the model core (spec, canonical form, graph, model, costs)
+the field declarations and their reader) -> primitives (the layers) -> the model core (spec, canonical form,
+graph, model, costs)
 -> running one model (tasks, training, the trainer, run folders) -> the tools built on it (search, export,
 report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`). Imports inside
 functions count too; only `if TYPE_CHECKING:` blocks are skipped.
