@@ -2,10 +2,9 @@
 
 Layers, lowest first: the ground floor (standard-library modules every layer may import: errors, limits, names,
 the field declarations and their reader) -> primitives (the layers) -> the model core (spec, canonical form,
-graph, model, costs)
--> running one model (tasks, training, the trainer, run folders) -> the tools built on it (search, export,
-report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`). Imports inside
-functions count too; only `if TYPE_CHECKING:` blocks are skipped.
+graph, model, costs) -> running one model (tasks, training, the trainer, run folders) -> the tools built on it
+(search, export, report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`).
+Imports inside functions count too; only `if TYPE_CHECKING:` blocks are skipped.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Every primitive's single-field bounds live once, declared on its Config fields (composer.fields.option), and
-hold however the Config
-was built: `Primitive.validate` checks them (then the primitive's own cross-field `check`) for a Config made in
-Python as well as one parsed from a spec."""
+hold however the Config was built: `Primitive.validate` checks them (then the primitive's own cross-field
+`check`) for a Config made in Python as well as one parsed from a spec."""
 
 import dataclasses
 import math
