@@ -145,11 +145,13 @@ class Hyena(Primitive):
                                        device=device, dtype=dtype)}
 
     def filters(self, taps: int) -> torch.Tensor:
-        """The implicit filters' first `taps` taps, `[order - 1, d, taps]`."""
-        h = self.implicit_filter(self.z[:taps])
-        if self.cfg.modulate:
-            h = h * torch.exp(-self.t[:taps] * self.deltas)
-        return h.float().view(taps, self.d_model, self.cfg.order - 1).permute(2, 1, 0)
+        """The implicit filters' first `taps` taps, `[order - 1, d, taps]`, in fp32 (under autocast too: sin(w x)
+        with w = 14 loses the filter's shape at bf16 precision; the filters do not depend on the batch)."""
+        with torch.autocast(self.z.device.type, enabled=False):
+            h = self.implicit_filter(self.z[:taps].float())
+            if self.cfg.modulate:
+                h = h * torch.exp(-self.t[:taps] * self.deltas)
+        return h.view(taps, self.d_model, self.cfg.order - 1).permute(2, 1, 0)
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         d, N = self.d_model, self.cfg.order

@@ -18,8 +18,9 @@ ranks r_w, r_a, r_g of the low-rank projections; LoRA(x) = B act(A x) (+ bias)):
     y = W_o o                                                                                     d^2
     params = 4 d^2 + 2 d (r_w + r_a + r_g) + 13 d
 
-Default ranks as fla: r_w = r_a = max(32, round(2.5 sqrt(d) dh / 64 / 32) 32), r_g = max(32, round(5 sqrt(d) / 32)
-32); 4 d^2 + ~0.4 d^2 at d = 256. Not included: the value residual of layers after the first (v lerps towards the
+Default ranks as the released RWKV-7 World checkpoints (BlinkDL's x070 code): r_w = r_a = max(32,
+round(1.8 sqrt(d) / 32) 32), r_g = max(32, round(0.6 d^0.8 / 32) 32) (d 768: 64, 64, 128; d 2048: 96, 96, 256; fla's
+layer suggests 2.5 sqrt(d) and 5 sqrt(d) instead: set the ranks to match it); 4 d^2 + ~0.4 d^2 at d = 256. Not included: the value residual of layers after the first (v lerps towards the
 first layer's v, `v_first`), a path between layers that a Composer sub-layer does not have: this is the first
 layer's form, everywhere. RWKV-7's channel mix (its squared-ReLU MLP with a token shift) is not part of this
 token mixer. Initialisation follows fla's for the first layer where it keeps every parameter trainable (its
@@ -51,17 +52,16 @@ LOG_DECAY_SCALE = math.exp(-0.5)  # log w = -exp(-1/2) sigmoid(.): w in [exp(-0.
 @dataclass
 class RWKV7Config:
     n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
-    decay_rank: int | None = option(None, "rank of the decay projection (null: fla's default from d_model)", ge=1)
-    a_rank: int | None = option(None, "rank of the learning-rate projection (null: fla's default from d_model)", ge=1)
-    gate_rank: int | None = option(None, "rank of the output-gate projection (null: fla's default from d_model)", ge=1)
+    decay_rank: int | None = option(None, "rank of the decay projection (null: as the released models, from d_model)", ge=1)
+    a_rank: int | None = option(None, "rank of the learning-rate projection (null: as the released models)", ge=1)
+    gate_rank: int | None = option(None, "rank of the output-gate projection (null: as the released models)", ge=1)
 
 
 def rwkv7_sizes(cfg: RWKV7Config, d_model: int) -> tuple[int, int, int, int]:
-    """(n_heads H, decay rank, learning-rate rank, gate rank), the ranks defaulting as fla's RWKV7Attention."""
+    """(n_heads H, decay rank, learning-rate rank, gate rank), the ranks defaulting as the released checkpoints."""
     H = cfg.n_heads or default_heads(d_model)
-    factor = (d_model // H) / 64
-    low = max(32, int(round(2.5 * d_model**0.5 * factor / 32) * 32))
-    gate = max(32, int(round(5 * d_model**0.5 / 32) * 32))
+    low = max(32, int(round(1.8 * d_model**0.5 / 32) * 32))
+    gate = max(32, int(round(0.6 * d_model**0.8 / 32) * 32))
     return H, cfg.decay_rank or low, cfg.a_rank or low, cfg.gate_rank or gate
 
 
