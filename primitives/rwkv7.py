@@ -19,12 +19,14 @@ ranks r_w, r_a, r_g of the low-rank projections; LoRA(x) = B act(A x) (+ bias)):
     params = 4 d^2 + 2 d (r_w + r_a + r_g) + 13 d
 
 Default ranks as the released RWKV-7 World checkpoints (BlinkDL's x070 code): r_w = r_a = max(32,
-round(1.8 sqrt(d) / 32) 32), r_g = max(32, round(0.6 d^0.8 / 32) 32) (d 768: 64, 64, 128; d 2048: 96, 96, 256; fla's
-layer suggests 2.5 sqrt(d) and 5 sqrt(d) instead: set the ranks to match it); 4 d^2 + ~0.4 d^2 at d = 256. Not included: the value residual of layers after the first (v lerps towards the
-first layer's v, `v_first`), a path between layers that a Composer sub-layer does not have: this is the first
-layer's form, everywhere. RWKV-7's channel mix (its squared-ReLU MLP with a token shift) is not part of this
-token mixer. Initialisation follows fla's for the first layer where it keeps every parameter trainable (its
-zero-initialised LoRA inputs and output projection are small random instead).
+round(1.8 sqrt(d) / 32) 32), r_g = max(32, round(0.6 d^0.8 / 32) 32) (d 768: 64, 64, 128; d 2048: 96, 96, 256;
+fla's layer suggests 2.5 sqrt(d) and 5 sqrt(d) instead: set the ranks to match it); 4 d^2 + ~0.4 d^2 at d = 256.
+
+Not included: the value residual of layers after the first (v lerps towards the first layer's v, `v_first`), a
+path between layers that a Composer sub-layer does not have: this is the first layer's form, everywhere.
+RWKV-7's channel mix (its squared-ReLU MLP with a token shift) is not part of this token mixer. Initialisation
+follows fla's for the first layer where it keeps every parameter trainable (its zero-initialised LoRA inputs
+and output projection are small random instead).
 
 FLOPs per token: the projections (2 per multiply-add) and the chunked form's matmuls per head,
 2 (9 c dh + 4 dh^2 + dh^3 / c) (c = CHUNK_SIZE: four score matrices and their products, the triangular solve,
@@ -52,7 +54,7 @@ LOG_DECAY_SCALE = math.exp(-0.5)  # log w = -exp(-1/2) sigmoid(.): w in [exp(-0.
 @dataclass
 class RWKV7Config:
     n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
-    decay_rank: int | None = option(None, "rank of the decay projection (null: as the released models, from d_model)", ge=1)
+    decay_rank: int | None = option(None, "rank of the decay projection (null: as the released models)", ge=1)
     a_rank: int | None = option(None, "rank of the learning-rate projection (null: as the released models)", ge=1)
     gate_rank: int | None = option(None, "rank of the output-gate projection (null: as the released models)", ge=1)
 
