@@ -89,7 +89,7 @@ class Hyena(Primitive):
     """Hyena operator: gated long implicit convolutions (FFT in training, direct over the history in decoding)."""
 
     symbol = "HY"
-    saved_values = 12
+    saved_values = 2
     kind = "token_mixer"
     Config = HyenaConfig
     width_scaled = ()  # order, filter width, embedding and lengths kept

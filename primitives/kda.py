@@ -62,7 +62,7 @@ class KimiDeltaAttention(Primitive):
     """Kimi Delta Attention: gated delta rule with per-channel decay, low-rank gates, sigmoid-gated RMSNorm."""
 
     symbol = "KD"
-    saved_values = 16
+    saved_values = 34
     kind = "token_mixer"
     Config = KDAConfig
     width_scaled = ("n_heads",)  # head_dim, expand_v and the gate rank kept: widening adds heads

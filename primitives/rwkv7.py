@@ -76,7 +76,7 @@ class RWKV7(Primitive):
     """RWKV-7 time mixing: token shift, vector decay and learning rate, delta-rule state, bonus and gate."""
 
     symbol = "RW"
-    saved_values = 24
+    saved_values = 53
     kind = "token_mixer"
     Config = RWKV7Config
     width_scaled = ("n_heads",)  # the ranks derive from d_model when left null

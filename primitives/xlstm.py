@@ -114,7 +114,7 @@ class SLSTM(Primitive):
     """sLSTM layer: scalar memory with exponential gating and head-wise recurrence, then a per-head LayerNorm."""
 
     symbol = "SL"
-    saved_values = 16
+    saved_values = 14
     kind = "token_mixer"
     Config = SLSTMConfig
     width_scaled = ("n_heads",)
