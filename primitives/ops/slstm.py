@@ -15,7 +15,7 @@ the whole normaliser is zero; here that holds per element, which is the same on 
 The recurrence is nonlinear in y_{t-1}, so there is no parallel form: training runs the step loop. Two forms:
 `naive_slstm` (the step written out, the reference) and `slstm_scan` (the training form: the caller computes the
 input projections for all steps at once; each step here is one batched matmul `baddbmm` for the recurrent part
-in a heads-first layout plus the pointwise update).
+in a heads-first layout plus the pointwise update, which tests for a fresh state on a call's first step only).
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ SLSTMState = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 def slstm_pointwise(raw_i: Tensor, raw_f: Tensor, raw_z: Tensor, raw_o: Tensor, c: Tensor, n: Tensor,
-                    m: Tensor) -> SLSTMState:
-    """One step's update from the gate pre-activations: (y, c, n, m) after it."""
+                    m: Tensor, may_start: bool = True) -> SLSTMState:
+    """One step's update from the gate pre-activations: (y, c, n, m) after it. `may_start=False` skips the test
+    for a fresh state (n = 0), which only the first step of a call can meet: after any step n >= i' > 0 (or n is
+    unchanged, when i' underflows and f' = 1)."""
     log_f = F.logsigmoid(raw_f) + m
-    m_new = torch.where(n == 0, raw_i, torch.maximum(raw_i, log_f))
+    m_new = torch.maximum(raw_i, log_f)
+    if may_start:
+        m_new = torch.where(n == 0, raw_i, m_new)
     i, f = torch.exp(raw_i - m_new), torch.exp(log_f - m_new)
     c = f * c + i * torch.tanh(raw_z)
     n = f * n + i
@@ -74,9 +78,9 @@ def slstm_scan(wx: Tensor, R: Tensor, initial_state: SLSTMState | None = None) -
         state = tuple(s.to(dtype).transpose(0, 1) for s in initial_state)    # [H, B, dh]
     y, c, n, m = state
     outputs = []
-    for step in inputs.unbind(0):
+    for t, step in enumerate(inputs.unbind(0)):
         raw_i, raw_f, raw_z, raw_o = torch.baddbmm(step, y, kernel).split(dh, dim=-1)
-        y, c, n, m = slstm_pointwise(raw_i, raw_f, raw_z, raw_o, c, n, m)
+        y, c, n, m = slstm_pointwise(raw_i, raw_f, raw_z, raw_o, c, n, m, may_start=t == 0)
         outputs.append(y)
     out = torch.stack(outputs, dim=0).permute(2, 0, 1, 3) if outputs else inputs.new_zeros(B, 0, H, dh)
     return out.to(out_dtype), tuple(s.transpose(0, 1) for s in (y, c, n, m))
