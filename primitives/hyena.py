@@ -117,6 +117,7 @@ class Hyena(Primitive):
         log_target = math.log(MODULATION_TARGET)
         decay = torch.linspace(log_target / SLOW_DECAY_PCT, log_target / FAST_DECAY_PCT, filters)
         self.register_buffer("deltas", decay.abs(), persistent=False)
+        self.filter_cache: tuple[int, list[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def check(cls, cfg: HyenaConfig, d_model: int) -> None:
@@ -145,8 +146,23 @@ class Hyena(Primitive):
                                        device=device, dtype=dtype)}
 
     def filters(self, taps: int) -> torch.Tensor:
-        """The implicit filters' first `taps` taps, `[order - 1, d, taps]`, in fp32 (under autocast too: sin(w x)
-        with w = 14 loses the filter's shape at bf16 precision; the filters do not depend on the batch)."""
+        """The implicit filters' first `taps` taps, `[order - 1, d, taps]`. Without gradients (decoding) the last
+        result is reused while the tensors it was computed from are unchanged (compared exactly, which costs far
+        less than the filter MLP over max_len positions, once per decoded token otherwise)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.compute_filters(taps)
+        inputs = [*self.implicit_filter.parameters(), self.z, self.t, self.deltas]
+        cached = self.filter_cache
+        if cached is not None and cached[0] == taps and all(
+                a.device == b.device and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(cached[1], inputs)):
+            return cached[2]
+        h = self.compute_filters(taps)
+        self.filter_cache = (taps, [t.detach().clone() for t in inputs], h)
+        return h
+
+    def compute_filters(self, taps: int) -> torch.Tensor:
+        """The filters, in fp32 (under autocast too: sin(w x) with w = 14 loses the filter's shape at bf16
+        precision; the filters do not depend on the batch)."""
         with torch.autocast(self.z.device.type, enabled=False):
             h = self.implicit_filter(self.z[:taps].float())
             if self.cfg.modulate:

@@ -268,3 +268,19 @@ def test_slstm_training_loop_equals_the_step_reference():
     _, _, layer = build("slstm", 16, n_heads=4)
     wx = torch.randn(2, 9, 4, 4, 4)
     torch.testing.assert_close(ops.slstm_scan(wx, layer.recurrent)[0], ops.naive_slstm(wx, layer.recurrent)[0])
+
+
+def test_hyena_decoding_reuses_its_filter_only_while_the_weights_are_unchanged():
+    _, _, layer = build("hyena", 16, max_len=32, emb_dim=5, filter_order=8)
+    x = torch.randn(1, 3, 16)
+    with torch.no_grad():
+        state = layer.init_state(1)
+        first, _ = layer(x[:, :1], state)
+        assert layer.filter_cache is not None
+        again, _ = layer(x[:, :1], state)
+        torch.testing.assert_close(again, first)
+        layer.implicit_filter[-1].weight.mul_(2.0)          # an in-place change of the weights the filter uses
+        changed, _ = layer(x[:, :1], state)
+        fresh = layer.compute_filters(32)
+    torch.testing.assert_close(layer.filter_cache[2], fresh)
+    assert not torch.allclose(changed, first)
