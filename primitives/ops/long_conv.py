@@ -49,8 +49,10 @@ def long_conv(u: Tensor, h: Tensor, history: Tensor | None = None) -> tuple[Tens
         return (direct_causal_conv if u.shape[-1] <= DECODE_MAX else fft_causal_conv)(u, h), None
     T = u.shape[-1]
     full = torch.cat([history.to(u.dtype), u], dim=-1)           # L - 1 + T inputs: exactly what T outputs see
-    if T <= DECODE_MAX:  # only the T new outputs: no padding, O(T L) per channel
-        y = F.conv1d(full.to(compute_dtype(u)), h.to(compute_dtype(u)).flip(-1).unsqueeze(1), groups=u.shape[1])
+    if T <= DECODE_MAX:  # only the T new outputs, each a dot product of its L inputs with the reversed filter
+        dtype = compute_dtype(u)
+        windows = full.to(dtype).unfold(-1, h.shape[-1], 1)                # [B, D, T, L] (a view)
+        y = torch.einsum("bdtl,dl->bdt", windows, h.to(dtype).flip(-1))
     else:
         y = fft_causal_conv(full, h)[..., -T:]
     return y, full[..., full.shape[-1] - history.shape[-1]:]
