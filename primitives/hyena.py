@@ -167,7 +167,7 @@ class Hyena(Primitive):
             h = self.implicit_filter(self.z[:taps].float())
             if self.cfg.modulate:
                 h = h * torch.exp(-self.t[:taps] * self.deltas)
-        return h.view(taps, self.d_model, self.cfg.order - 1).permute(2, 1, 0)
+        return h.view(taps, self.d_model, self.cfg.order - 1).permute(2, 1, 0).contiguous()
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         d, N = self.d_model, self.cfg.order
