@@ -14,6 +14,7 @@ short convolution). Attention is always measured (the ratios' base); `--name` na
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import torch
@@ -49,6 +50,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = ["attention", *(n for n in args.layers if n != "attention")]
+    load_before = os.getloadavg()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.seq, args.d_model, device=device)
@@ -89,13 +91,14 @@ def main() -> None:
     for row in results.values():
         row["train_speed_vs_attention"] = row["train_tokens_per_s"] / base["train_tokens_per_s"]
         row["decode_speed_vs_attention"] = base["decode_ms_per_token"] / row["decode_ms_per_token"]
+    load = {"before": load_before, "after": os.getloadavg()}  # 1, 5, 15 min: a shared machine makes rows indicative
     path = write_result(args.name, {"config": vars(args), "device": device, "threads": torch.get_num_threads(),
-                                    "layers": results})
+                                    "load_average": load, "layers": results})
     for name, row in results.items():
         print(f"{name:18s} params {row['params']:>8d}  train {row['train_tokens_per_s']:>9.0f} tok/s "
               f"({row['train_speed_vs_attention']:.2f}x attn)  decode {row['decode_ms_per_token']:.2f} ms/tok "
               f"({row['decode_speed_vs_attention']:.2f}x attn)")
-    print(f"wrote {path}")
+    print(f"load average before {load['before']}, after {load['after']}; wrote {path}")
 
 
 if __name__ == "__main__":
