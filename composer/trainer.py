@@ -40,7 +40,7 @@ from typing import Any
 from composer.errors import UserError
 from composer.spec import ArchSpec
 from composer.tasks import Task, TaskSuite, get_task
-from composer.training.config import TrainConfig, train_config
+from composer.training.config import TrainConfig, eval_interval, train_config
 from composer.training.evaluate import evaluate
 from composer.training.interrupt import interrupt_signal
 from composer.training.runtime import torch_threads
@@ -134,7 +134,7 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
     total_steps = state.budget.total_steps(state.tokens_per_step)
     if total_steps is not None:
         task.warn_if_repeated(total_steps * state.tokens_per_step)
-    eval_every = config.evaluation.eval_every or (max(1, total_steps // 10) if total_steps else 200)
+    eval_every = eval_interval(config.evaluation.eval_every, total_steps)
     warmup = min(schedule.warmup_steps, max(1, total_steps // 10)) if total_steps else schedule.warmup_steps
     checkpoints = PeriodicCheckpoints(config.checkpoint.checkpoint_every, config.checkpoint.checkpoint_seconds)
 

@@ -37,7 +37,7 @@ from composer.limits import MAX_BOOTSTRAP, MAX_FLOPS, MAX_LADDER_TRIALS, MAX_PAR
 from composer.runs import safe_name
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
-from composer.training.config import parse_settings
+from composer.training.config import TrainConfig
 from composer.yaml_source import Source, join, read_source
 from primitives.base import brief, finite_number
 from scaling.ladder import Ladder
@@ -120,7 +120,7 @@ def load_ladder(obj: Any) -> Ladder:
         ladder.seeds = list(seeds)
     if "train" in data:
         try:
-            ladder.train = parse_settings(data["train"], "train", SET_BY_THE_LADDER)
+            ladder.train = TrainConfig.from_dict(data["train"], "train", SET_BY_THE_LADDER)
         except UserError as e:
             raise source.error(e.message, e.path) from None
     if data.get("predict_at") is not None:

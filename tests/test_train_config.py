@@ -210,7 +210,7 @@ def test_search_space_train_errors_name_the_field_and_line(replacement, path, me
 def test_ladder_train_block_is_checked():
     ladder = {"name": "t", "task": {"name": "text", "seq_len": 32}, "sizes": ["60K", "200K"],
               "architectures": {"a": {"d_model": 64, "layers": ["attention", "mlp"]}}}
-    assert load_ladder({**ladder, "train": {"optimizer": {"lr": 3e-3}, "warmup_steps": 20}}).train == {
+    assert load_ladder({**ladder, "train": {"optimizer": {"lr": 3e-3}, "warmup_steps": 20}}).train.changed() == {
         "lr": 3e-3, "warmup_steps": 20}
     with pytest.raises(UserError, match="did you mean 'warmup_steps'"):
         load_ladder({**ladder, "train": {"warmup_step": 20}})

@@ -23,7 +23,7 @@ from composer.confirm.sizing import Sized, fit_hardware
 from composer.errors import UserError
 from composer.runs import RunDir
 from composer.search.space import Dist
-from composer.training.config import parse_settings
+from composer.training.config import TrainConfig, parse_settings
 from scaling.ladder import Ladder, Trial
 from scaling.ladder_parse import parse_count
 from scaling.rules import param_count
@@ -63,7 +63,8 @@ class ConfirmPlan:
                   else {"tokens_per_param": self.config.tokens_per_param})
         return Ladder(name=LADDER_NAME, task=dict(self.task), architectures={c.name: c.spec for c in self.candidates},
                       sizes=list(self.sizes), count=self.config.count, method=self.config.method,
-                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds, train=dict(self.train),
+                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds,
+                      train=TrainConfig().with_values(self.train),
                       bootstrap=min(self.config.bootstrap, 500))
 
     def describe(self) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
         for label, target in sizes:
             plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
                                                        tolerance=config.tolerance, what=f"{c.name} at size {label}")
-    batch = train.get("batch_size", 32) * seq_len
+    batch = TrainConfig().with_values(train).runtime.batch_size * seq_len
     for label, target in sizes:
         if plan.tokens(target) < batch:
             raise UserError(f"size {label}: {plan.tokens(target):,} training tokens are fewer than one batch "

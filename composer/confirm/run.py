@@ -20,6 +20,7 @@ from composer.confirm.config import ConfirmConfig
 from composer.confirm.plan import ConfirmPlan, build_plan
 from composer.errors import UserError
 from composer.runs import write_json
+from composer.training.config import TrainConfig
 from scaling.ladder import LocalRunner, TrialRunner, run_ladder
 
 CONFIRM_FILE = "confirm.json"
@@ -76,6 +77,15 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value, default=float))
 
 
+def _trained_with(train: dict[str, Any]) -> Any:
+    """A ladder file's `train` settings as the ones changed from the defaults (files written before the ladder
+    held a TrainConfig list the settings given, defaults included); unreadable ones as they are."""
+    try:
+        return TrainConfig.from_dict(train).changed()
+    except UserError:
+        return train
+
+
 def check_resume(plan: ConfirmPlan) -> None:
     """Refuse to mix finished trials trained differently from this plan (see the module docstring)."""
     path = plan.out_dir / "ladder.json"
@@ -88,8 +98,9 @@ def check_resume(plan: ConfirmPlan) -> None:
         raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start afresh") from None
     start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
                   "or rerun with the earlier ones")
-    for key, now in (("task", plan.task), ("train", plan.train)):
-        if key in before and _normal(before[key]) != _normal(now):
+    for key, now in (("task", plan.task), ("train", plan.ladder().train.changed())):
+        then = _trained_with(before[key]) if key == "train" and isinstance(before.get(key), dict) else before.get(key)
+        if key in before and _normal(then) != _normal(now):
             raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")
     planned = {t.key: t for t in plan.trials}
     for row in data.get("trials", []):

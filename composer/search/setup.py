@@ -24,6 +24,7 @@ RUN_METRICS = ("non_embedding_params", "train_flops_per_token", "train_loss", "t
 def evaluations_per_trial(space: SearchSpace) -> int | None:
     """How many evaluations a full-budget trial reports (ASHA's max_t), when the budget says."""
     from composer.tasks import get_task
+    from composer.training.config import TrainConfig, eval_interval
 
     train = space.train
     if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
@@ -33,12 +34,12 @@ def evaluations_per_trial(space: SearchSpace) -> int | None:
     seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
     limits = [train["steps"]] if train.get("steps") else []
     if train.get("tokens"):
-        limits.append(math.ceil(train["tokens"] / (train.get("batch_size", 32) * seq_len)))
+        batch_size = train.get("batch_size", TrainConfig().runtime.batch_size)
+        limits.append(math.ceil(train["tokens"] / (batch_size * seq_len)))
     if not limits or train.get("seconds"):
         return None
     steps = min(limits)
-    every = train.get("eval_every") or max(1, steps // 10)
-    return math.ceil(steps / every)
+    return math.ceil(steps / eval_interval(train.get("eval_every"), steps))
 
 
 def make_scheduler(space: SearchSpace) -> Any:
