@@ -367,7 +367,7 @@ HEADER = '''"""A language model exported by Composer: standalone PyTorch source 
 
     from modeling import load_model
     model = load_model()                    # reads model.safetensors next to this file
-    logits = model(tokens)                  # tokens: LongTensor [batch, time] -> [batch, time, vocab]
+    logits = model(tokens).logits           # tokens: LongTensor [batch, time] -> [batch, time, vocab]
     out = model.generate(prompt, 20, temperature=0)
 
 or from a shell: `python modeling.py --tokens 1 2 3 --new 20` (greedy).
