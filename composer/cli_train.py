@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def open_tracking(args: argparse.Namespace, spec: Any, config: TrainConfig, params: dict[str, Any]) -> Any:
-    """The `--log` trackers (composer/tracking.py), writing in --out, with the run's settings logged."""
+    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged."""
     if not args.log:
         return None
     from composer.tracking import check_backends, open_trackers

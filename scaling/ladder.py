@@ -65,7 +65,7 @@ class Ladder:
     predict_at: int | None = None
     loss_metric: str = "val_loss"
     bootstrap: int = 500
-    logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking.py)
+    logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking/)
     run_dir: str | None = None                              # set by run_ladder: the folder its trials log under
 
 

@@ -15,7 +15,7 @@ A ladder file (YAML):
     train: {lr: 3e-3, batch_size: 16}        # training settings (composer/training/config.py)
     predict_at: 10M                          # optional: predicted loss (with interval) at this size
     bootstrap: 500                           # resamples for the fits' intervals
-    logging: [tensorboard, csv]              # optional: per-trial trackers (composer/tracking.py)
+    logging: [tensorboard, csv]              # optional: per-trial trackers (composer/tracking/)
 
 Token budgets: `tokens_per_param: r` trains a size of N parameters on r * N tokens (N by `count`);
 `tokens: D` trains every size on D tokens; `flops: [C, ...]` trains every size at every compute budget C on
