@@ -223,7 +223,7 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
 
 def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],
                 trials: list[Trial] | None) -> dict[str, Any]:
-    from composer.tasks import get_task
+    from composer.tasks import TaskSuite, get_task
 
     path = out_dir / "ladder.json"
     done: dict[str, dict[str, Any]] = {}
@@ -234,7 +234,8 @@ def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: 
             raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start the ladder "
                             "afresh") from None
     task = get_task(ladder.task["name"], **{k: v for k, v in ladder.task.items() if k != "name"})
-    trials = plan(ladder, seq_len=getattr(task, "seq_len", None)) if trials is None else trials
+    seq_len = None if isinstance(task, TaskSuite) else task.seq_len
+    trials = plan(ladder, seq_len=seq_len) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
     rows = dict(done)

@@ -23,7 +23,7 @@ RUN_METRICS = ("non_embedding_params", "train_flops_per_token", "train_loss", "t
 
 def evaluations_per_trial(space: SearchSpace) -> int | None:
     """How many evaluations a full-budget trial reports (ASHA's max_t), when the budget says."""
-    from composer.tasks import get_task
+    from composer.tasks import TaskSuite, get_task
     from composer.training.config import TrainConfig, eval_interval
 
     train = space.train
@@ -31,7 +31,7 @@ def evaluations_per_trial(space: SearchSpace) -> int | None:
                                                                             "batch_size")):
         return None
     task = get_task(space.task["name"], **space.task.get("params", {}))
-    seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
+    seq_len = space.task_seq_len() if isinstance(task, TaskSuite) else task.seq_len
     limits = [train["steps"]] if train.get("steps") else []
     if train.get("tokens"):
         batch_size = train.get("batch_size", TrainConfig().runtime.batch_size)
@@ -69,11 +69,11 @@ def make_scheduler(space: SearchSpace) -> Any:
 def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
     """Every metric a trial of `space` reports: the task's own (its `loss` named `val_loss`), the costs, and
     for a single task the run's progress and speed (a suite reports its accuracies only)."""
-    from composer.tasks import get_task
+    from composer.tasks import TaskSuite, get_task
 
     task = get_task(space.task["name"], **space.task.get("params", {}))
     own = tuple("val_loss" if m == "loss" else m for m in task.metrics)
-    if hasattr(task, "members"):
+    if isinstance(task, TaskSuite):
         return own + COST_METRICS
     return own + COST_METRICS + RUN_METRICS
 

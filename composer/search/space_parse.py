@@ -257,14 +257,14 @@ class _Parser(SearchSettingsParser):
         value = self.mapping(value, "task")
         if not isinstance(value.get("name"), str):
             raise self.fail("expected a task name (mqar, mad, mad:<task>, text)", "task.name")
-        from composer.tasks import get_task, task_params
+        from composer.tasks import TaskSuite, get_task, task_params
 
         try:
             params = task_params(value)
             task = get_task(value["name"], **params)
         except UserError as e:
             raise self.fail(e.message, "task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
-        first = task.members[0][1] if hasattr(task, "members") else task
+        first = task.first if isinstance(task, TaskSuite) else task
         return {"name": value["name"], "params": params, "vocab_size": first.vocab_size, "seq_len": first.seq_len}
 
     def train(self, value: Any) -> dict[str, Any]:
