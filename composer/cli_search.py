@@ -128,7 +128,7 @@ def summary_text(result: Any) -> str:
     """What a search did: its own trials counted (the consensus, trained after them, has its own line)."""
     from collections import Counter
 
-    from composer.search.incremental import searched
+    from composer.search.aggregate import searched
 
     own = searched(result.rows)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["status"] for r in own).items()))

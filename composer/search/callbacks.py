@@ -16,7 +16,7 @@ import yaml
 from ray.tune import Callback
 
 from composer.runs import LEADERBOARD_COLUMNS, RunDir, write_atomic
-from composer.search.incremental import searched
+from composer.search.aggregate import searched
 from composer.search.optuna_search import trial_status
 
 ROW_KEYS = tuple(k for k in LEADERBOARD_COLUMNS if k not in ("trial", "params_json"))

@@ -34,14 +34,13 @@ from composer.provenance import provenance
 from composer.runs import RunDir, contained, safe_name, write_atomic, write_json
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
-from composer.search.incremental import final_rows, run_incremental, searched
 from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
 from composer.search.ray_cluster import check_trial_resources, start_ray
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
 from composer.search.space_parse import load_space
-from composer.search.strategies import make_sampler
+from composer.search.strategies import final_rows, make_sampler, strategy_of
 from composer.search.trial import cache_key, run_trial
 from composer.spec_parse import load_spec
 
@@ -128,7 +127,6 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
             run.create(yaml.safe_dump(data, sort_keys=False), provenance())
         study = open_study(run, space)
         rows = prepare_resume(run, study) if resume else []
-        remaining = space.trials - len(searched(rows))
         from composer.search.callbacks import Recorder
 
         recorder = Recorder(run, space, rows, progress=progress, show=progress is None)
@@ -137,11 +135,8 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
             _run_tune(trial_space, run, recorder, n, interruption, verbose)
 
         with interruption.catch():
-            if space.strategy["name"] == "incremental":
-                run_incremental(space, run.root, lambda: recorder.rows, run_trials, log=None if progress else print,
-                                stopped=lambda: interruption.signum is not None)
-            elif remaining > 0:
-                run_trials(space, remaining)
+            strategy_of(space).drive(space, run.root, lambda: recorder.rows, run_trials,
+                                     stopped=lambda: interruption.signum is not None, log=None if progress else print)
             if interruption.signum is None:
                 train_consensus(run, space, recorder.rows, lambda r: _spec_of(run, r), run_trials)
         if interruption.signum is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from composer.errors import UserError
 from composer.search.space import SearchSpace
-from composer.search.strategies import make_sampler
+from composer.search.strategies import make_sampler, strategy_of
 
 # the costs every trial reports (DefineByRun), and what every evaluation of a single task adds to the task's
 # own metrics (composer/training/evaluate.py; tests/test_search_guard.py holds the two equal)
@@ -94,10 +94,9 @@ def check_search(space: SearchSpace, address: str | None = None) -> None:
     from composer.search.ray_cluster import check_local_resources, embedded, probe_address
 
     make_sampler(space.strategy, space, space.seed)
+    strategy_of(space).validate(space)
     make_scheduler(space)
     check_objectives(space)
-    if space.strategy["name"] == "incremental" and space.layers[0] != "slots":
-        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
     if not embedded(address):
         probe_address(address or os.environ["RAY_ADDRESS"])
     else:

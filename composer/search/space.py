@@ -74,6 +74,14 @@ class Dist:
             return [self.low + i * self.step for i in range(int(round((self.high - self.low) / self.step)) + 1)]
         return None
 
+    def points(self) -> float:
+        """How many values `grid()` lists (inf for a continuous range), counted without listing them."""
+        if self.kind == "choice":
+            return len(self.values)
+        if self.kind == "int":
+            return (self.high - self.low) // (self.step or 1) + 1
+        return math.floor((self.high - self.low) / self.step) + 1 if self.step else math.inf
+
     def largest(self) -> Any:
         return max(self.values) if self.kind == "choice" else self.high
 

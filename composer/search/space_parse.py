@@ -107,8 +107,8 @@ class _Parser(SearchSettingsParser):
         if kind == "int" and max(abs(low), abs(high)) > MAX_INTEGER:
             raise self.fail(f"expected integer bounds within {MAX_INTEGER:,} (limit MAX_INTEGER)", join(path, kind))
         dist = Dist(kind, (), low, high, bool(log), step)
-        if math.isfinite(grid_points(dist)) and grid_points(dist) > MAX_GRID_POINTS:
-            raise self.fail(f"{grid_points(dist):,.0f} values, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS): "
+        if math.isfinite(dist.points()) and dist.points() > MAX_GRID_POINTS:
+            raise self.fail(f"{dist.points():,.0f} values, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS): "
                             "use a float range or a coarser `step`", path)
         return dist
 
@@ -140,8 +140,7 @@ class _Parser(SearchSettingsParser):
             repeats=self.integer(data.get("repeats", 1), "repeats"),
             trials=self.integer(data.get("trials", 10), "trials"), data=data)
         space.aggregate = self.aggregate(data.get("aggregate"), space.strategy)
-        self.layerwise(space)
-        self.check_grid(space)
+        self.check_strategy(space)
         self.check_sample(space)
         if data.get("match") is not None:
             space.match = self.match(data["match"], space)
@@ -311,17 +310,6 @@ class _Parser(SearchSettingsParser):
             out.append({"metric": item["metric"], "mode": mode})
         return out
 
-    def check_grid(self, space: SearchSpace) -> None:
-        """The grid strategy enumerates every combination: hold their number to MAX_GRID_POINTS."""
-        if space.strategy.get("name") != "grid":
-            return
-        total = 1.0
-        for dist in space.distributions().values():
-            total *= grid_points(dist)
-        if math.isfinite(total) and total > MAX_GRID_POINTS:        # a continuous range: the strategy says so
-            raise self.fail(f"the grid has {total:,.0f} points, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS)",
-                            "strategy.name")
-
     def constraints(self, value: Any) -> dict[str, float]:
         value = self.mapping(value or {}, "constraints", CONSTRAINT_KEYS)
         return {k: self.number(v, join("constraints", k)) for k, v in value.items()}
@@ -342,12 +330,3 @@ class _Parser(SearchSettingsParser):
             first = first or candidate.invalid
         raise self.fail(first if tries == 1 else f"none of {tries} sampled candidates is valid; the first: {first}",
                         "base")
-
-
-def grid_points(dist: Dist) -> float:
-    """How many values a searched value takes (inf for a continuous range), counted without listing them."""
-    if dist.kind == "choice":
-        return len(dist.values)
-    if dist.kind == "int":
-        return (dist.high - dist.low) // (dist.step or 1) + 1
-    return math.floor((dist.high - dist.low) / dist.step) + 1 if dist.step else math.inf

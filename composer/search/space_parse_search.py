@@ -1,7 +1,7 @@
-"""Parsing how a space is searched: the strategy and scheduler (their options finite numbers), a layer-wise
-strategy's options, `aggregate:`, `match:`, `resources:` and the `confirm:` block. A mixin of the space parser
-(composer/search/space_parse.py), whose `fail`, `mapping`, `number` and `integer` it uses, so every error names
-its YAML path and line."""
+"""Parsing how a space is searched: the strategy and scheduler (their options finite numbers; what a strategy
+needs of its options and of the space is its own check, composer/search/strategies), `aggregate:`, `match:`,
+`resources:` and the `confirm:` block. A mixin of the space parser (composer/search/space_parse.py), whose `fail`,
+`mapping`, `number` and `integer` it uses, so every error names its YAML path and line."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ from typing import Any
 from composer.errors import UserError
 from composer.search.aggregate import SELECTIONS, VOTES, Aggregation
 from composer.search.equal_size import COUNTS, QUANTITIES, Match
-from composer.search.space import Dist, SearchSpace
-from composer.search.strategies import STRATEGIES
+from composer.search.space import SearchSpace
+from composer.search.strategies import find_strategy
 from composer.yaml_source import join
 from primitives.base import config_fields, registered, unknown_name_message
 
 AGGREGATE_KEYS = ("select", "top_k", "threshold", "clusters", "vote", "context", "train")
 MATCH_KEYS = (*QUANTITIES, "by", "tol", "count", "context")
-LAYERWISE_OPTIONS = {"one_shot": ("sampler", "sampler_options", "top_k", "threshold"),
-                     "incremental": ("sampler", "sampler_options", "top_k", "threshold", "step", "variant")}
-VARIANTS = ("end", "middle")
 
 
 class SearchSettingsParser:
@@ -99,34 +96,16 @@ class SearchSettingsParser:
             clusters=self.integer(value.get("clusters", 5), join(path, "clusters")),
             context=self.integer(value.get("context", 1), join(path, "context")), train=value.get("train", True))
 
-    def layerwise(self, space: SearchSpace) -> None:
-        """The options of `one_shot` and `incremental`, and what incremental needs of the layers."""
-        name = space.strategy["name"]
-        if name not in LAYERWISE_OPTIONS:
+    def check_strategy(self, space: SearchSpace) -> None:
+        """The strategy's own checks of its options and of the space (`Strategy.check`). An unknown name is left
+        to check_search, whose sampler says which are known."""
+        strategy = find_strategy(space.strategy["name"])
+        if strategy is None:
             return
-        options = self.mapping(space.strategy.get("options") or {}, "strategy.options", LAYERWISE_OPTIONS[name])
-        if not isinstance(options.get("sampler", "random"), str):
-            raise self.fail("expected a strategy name (random, tpe, gp, ...)", "strategy.options.sampler")
-        if options.get("sampler") in LAYERWISE_OPTIONS:
-            raise self.fail("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)",
-                            "strategy.options.sampler")
-        plain = [s for s in STRATEGIES if s not in LAYERWISE_OPTIONS]
-        if options.get("sampler", "random") not in plain:
-            raise self.fail(unknown_name_message("sampler", options["sampler"], plain), "strategy.options.sampler")
-        if options.get("sampler_options") is not None:
-            self.mapping(options["sampler_options"], "strategy.options.sampler_options")
-        if name != "incremental":
-            return
-        self.integer(options.get("step", 2), "strategy.options.step")
-        if options.get("variant", "end") not in VARIANTS:
-            raise self.fail(f"expected one of {', '.join(VARIANTS)}, got {options.get('variant')!r}",
-                            "strategy.options.variant")
-        kind, cfg = space.layers
-        if kind != "slots":
-            raise self.fail("the incremental strategy needs a `slots` layer space", "strategy.name")
-        if isinstance(cfg["n_layers"], Dist):
-            raise self.fail("the incremental strategy grows the stack slot by slot to every slot; give "
-                            "`n_layers` as a number", "layers.n_layers")
+        try:
+            strategy.validate(space)
+        except UserError as e:
+            raise self.fail(e.message, e.path) from None
 
     def match(self, value: Any, space: SearchSpace) -> Match:
         """`match:` (composer/search/equal_size.py); the target is measured now, so a bad one fails here."""

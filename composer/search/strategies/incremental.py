@@ -1,4 +1,7 @@
-"""Composer's incremental layer-wise search: grow the model a few slots at a time, freezing what was found.
+"""`incremental`: Composer's layer-wise search that grows the model a few slots at a time, freezing what was found
+(a strategy with a stage driver: composer/search/strategies/base.py). Its options: those of every layer-wise
+search (composer/search/strategies/layerwise.py; its sampler: random by default), `step` (slots per stage,
+default 2) and `variant` (`end`, default, or `middle`); it needs a `slots` layer space of a fixed `n_layers`.
 
 Each stage searches `step` new slots inside a model made of the slots found so far, frozen to the vote of the
 previous stages' top candidates (the space's `aggregate:` selection and vote, over the slots' sampled values):
@@ -26,11 +29,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from composer.errors import UserError
+from composer.limits import MAX_INTEGER
 from composer.runs import write_json
-from composer.search.aggregate import vote_keys
-from composer.search.space import SearchSpace
+from composer.search.aggregate import searched, vote_keys
+from composer.search.space import Dist, SearchSpace
+from composer.search.strategies.base import StageDriver, Strategy, register_strategy
+from composer.search.strategies.layerwise import LAYERWISE_OPTIONS, check_layerwise, layerwise_sampler
 
 STATE_FILE = "incremental.json"
+OPTIONS = (*LAYERWISE_OPTIONS, "step", "variant")
+VARIANTS = ("end", "middle")
 
 
 @dataclass(frozen=True)
@@ -119,11 +128,6 @@ def vote_slots(space: SearchSpace, rows: list[dict[str, Any]], stage: Stage) -> 
     return {p: json.loads(key) for p, key in zip(stage.positions, voted) if p in stage.new}
 
 
-def searched(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The search's own trials (not the consensus trained at the end)."""
-    return [r for r in rows if not r.get("consensus")]
-
-
 def read_state(run_dir: Path | None) -> list[dict[str, Any]]:
     path = None if run_dir is None else Path(run_dir) / STATE_FILE
     return json.loads(path.read_text())["stages"] if path is not None and path.is_file() else []
@@ -165,11 +169,9 @@ def run_incremental(space: SearchSpace, run_dir: Path | None, rows: Callable[[],
 
 
 def final_rows(space: SearchSpace, run_dir: Path | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The candidates a search's best and consensus come from: for an incremental search, its last stage's
-    (full depth) trials; otherwise every searched trial."""
+    """The candidates an incremental search's best and consensus come from: its last stage's (full depth)
+    trials."""
     rows = searched(rows)
-    if space.strategy["name"] != "incremental":
-        return rows
     done = read_state(run_dir)
     last = len(plan(space)) - 1
     if len(done) > last:
@@ -177,3 +179,29 @@ def final_rows(space: SearchSpace, run_dir: Path | None, rows: list[dict[str, An
         return [r for r in rows if int(r["trial"]) in members]
     earlier = {t for stage in done for t in stage["trials"]}
     return [r for r in rows if int(r["trial"]) not in earlier] if len(done) == last else []
+
+
+def check(options: dict[str, Any], space: SearchSpace) -> None:
+    """The options (see the module docstring), and a `slots` layer space of a fixed depth."""
+    from primitives.base import brief
+
+    options = check_layerwise(options, OPTIONS)
+    step = options.get("step", 2)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise UserError(f"expected an integer >= 1, got {brief(step)}", path="strategy.options.step")
+    if step > MAX_INTEGER:
+        raise UserError(f"expected an integer of at most {MAX_INTEGER:,}, got {brief(step)}",
+                        path="strategy.options.step")
+    if options.get("variant", "end") not in VARIANTS:
+        raise UserError(f"expected one of {', '.join(VARIANTS)}, got {options.get('variant')!r}",
+                        path="strategy.options.variant")
+    kind, cfg = space.layers
+    if kind != "slots":
+        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
+    if isinstance(cfg["n_layers"], Dist):
+        raise UserError("the incremental strategy grows the stack slot by slot to every slot; give `n_layers` as "
+                        "a number", path="layers.n_layers")
+
+
+register_strategy(Strategy("incremental", layerwise_sampler("random"), check=check, plain=False,
+                           stages=StageDriver(run_incremental, final_rows)))
