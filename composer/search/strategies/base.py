@@ -48,13 +48,15 @@ class Strategy:
     stages: StageDriver | None = None
     plain: bool = True          # samples by itself: a layer-wise search may use it as its `sampler`
 
-    def make_sampler(self, options: dict[str, Any] | None, space: Any, seed: int) -> BaseSampler:
-        return self.sampler(dict(options or {}), space, seed)
+    def make_sampler(self, options: Any, space: Any, seed: int) -> BaseSampler:
+        """The Optuna sampler; `options` (a mapping, or None) as the strategy's options."""
+        return self.sampler(dict(check_keys(options or {}, None)), space, seed)
 
     def validate(self, space: Any) -> None:
         """The strategy's checks of its options (`space.strategy`) and of the space; a UserError naming the field."""
+        options = check_keys(space.strategy.get("options") or {}, None)
         if self.check is not None:
-            self.check(space.strategy.get("options") or {}, space)
+            self.check(options, space)
 
     def drive(self, space: Any, run_dir: Path | None, rows: Callable[[], Rows], run_trials: RunTrials,
               stopped: Callable[[], bool] = lambda: False, log: Callable[[str], None] | None = None) -> None:
