@@ -1,9 +1,10 @@
 """The import graph of our own packages: no circle, and no upward import from a lower layer.
 
-Layers, lowest first: primitives (the layers) -> the model core (spec, canonical form, graph, model, costs)
--> running one model (tasks, training, the trainer, run folders) -> the tools built on it (search, export,
-report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`). Imports inside
-functions count too; only `if TYPE_CHECKING:` blocks are skipped.
+Layers, lowest first: the ground floor (standard-library modules every layer may import: errors, limits, names,
+the field declarations and their reader) -> primitives (the layers) -> the model core (spec, canonical form,
+graph, model, costs) -> running one model (tasks, training, the trainer, run folders) -> the tools built on it
+(search, export, report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`).
+Imports inside functions count too; only `if TYPE_CHECKING:` blocks are skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
+GROUND = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
 RUNNING = ("composer.tasks", "composer.training", "composer.trainer", "composer.runs", "composer.data", "composer.tracking")
 TOOLS = ("composer.search", "composer.export", "composer.report", "composer.confirm", "composer.eval", "composer.overrides",
          "scaling")
@@ -24,6 +26,8 @@ def layer(module: str) -> int:
     def under(prefixes: tuple[str, ...]) -> bool:
         return any(module == p or module.startswith(p + ".") for p in prefixes)
 
+    if module in GROUND:
+        return -1
     if under(("primitives",)):
         return 0
     if module in ("composer", "composer.__main__") or module.startswith("composer.cli"):
@@ -95,3 +99,19 @@ def test_the_checks_can_fail():
     assert layer("composer.spec") < layer("composer.search.runner") < layer("composer.cli_search")
     assert layer("primitives.ops.dispatch") == 0 and layer("composer.training.step") == 2
     assert layer("composer") == 4 and layer("scaling.ladder") == 3
+    assert layer("composer.fields") < layer("primitives.base")
+
+
+def test_the_ground_floor_imports_the_standard_library_only():
+    """Ground-floor modules are inlined into the standalone export, which has nothing but torch and Python."""
+    import sys
+
+    outside = []
+    for name in GROUND:
+        tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            outside += [f"{name} imports {m}" for m in modules
+                        if m.split(".")[0] not in sys.stdlib_module_names and m not in GROUND]
+    assert outside == []

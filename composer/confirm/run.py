@@ -98,7 +98,7 @@ def check_resume(plan: ConfirmPlan) -> None:
         raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start afresh") from None
     start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
                   "or rerun with the earlier ones")
-    for key, now in (("task", plan.task), ("train", plan.ladder().train.changed())):
+    for key, now in (("task", plan.task.flat()), ("train", plan.ladder().train.changed())):
         then = _trained_with(before[key]) if key == "train" and isinstance(before.get(key), dict) else before.get(key)
         if key in before and _normal(then) != _normal(now):
             raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")

@@ -5,12 +5,12 @@ there). `check_search` runs them all; `composer search --dry-run` runs it too.""
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from typing import Any
 
 from composer.errors import UserError
+from composer.names import close_matches, suggestion
 from composer.search.space import SearchSpace
 from composer.search.strategies import make_sampler, strategy_of
 
@@ -30,7 +30,7 @@ def evaluations_per_trial(space: SearchSpace) -> int | None:
     if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
                                                                             "batch_size")):
         return None
-    task = get_task(space.task["name"], **space.task.get("params", {}))
+    task = get_task(space.task)
     seq_len = space.task_seq_len() if isinstance(task, TaskSuite) else task.seq_len
     limits = [train["steps"]] if train.get("steps") else []
     if train.get("tokens"):
@@ -71,7 +71,7 @@ def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
     for a single task the run's progress and speed (a suite reports its accuracies only)."""
     from composer.tasks import TaskSuite, get_task
 
-    task = get_task(space.task["name"], **space.task.get("params", {}))
+    task = get_task(space.task)
     own = tuple("val_loss" if m == "loss" else m for m in task.metrics)
     if isinstance(task, TaskSuite):
         return own + COST_METRICS
@@ -82,9 +82,8 @@ def check_objectives(space: SearchSpace) -> None:
     known = reported_metrics(space)
     for i, objective in enumerate(space.objectives):
         if objective["metric"] not in known:
-            close = difflib.get_close_matches(str(objective["metric"]), known, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserError(f"trials on task {space.task['name']} do not report {objective['metric']!r}; {hint}"
+            hint = f"{suggestion(objective['metric'], known)} " if close_matches(objective["metric"], known) else ""
+            raise UserError(f"trials on task {space.task.name} do not report {objective['metric']!r}; {hint}"
                             f"they report {', '.join(known)}", path=f"objectives[{i}].metric")
 
 

@@ -32,7 +32,7 @@ for _module in pkgutil.iter_modules(__path__):
 def check_backends(names: Any, path: str = "--log", search: bool = False) -> list[str]:
     """The backend names, known and installed; else a UserError saying what installs it. `search`: logged
     through the backends' Ray Tune callbacks (TensorBoard's needs `tensorboardX`)."""
-    from primitives.base import unknown_name_message
+    from composer.names import unknown_name_message
 
     table = backends()
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

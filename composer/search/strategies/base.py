@@ -1,12 +1,15 @@
 """`Strategy`: one search strategy as one object, and the registry the strategy modules register into.
 
 A strategy is its sampler (an Optuna `BaseSampler` built from the strategy's `options`, so every strategy's
-trials live in the same study), the checks its options and the space must pass (run when the space is read, so
-an error names its YAML line), and optionally a stage driver: a strategy whose search runs in stages (each stage
-a space of its own, its trials run as one Ray Tune session; incremental.py here) gives `stages`, which also says
-which trials its best and consensus come from. Without stages, every trial samples the whole space in one go.
+trials live in the same study), its options declared as a dataclass (composer/fields.py) and what else they and
+the space must pass (both checked when the space is read, so an error names its YAML line), and optionally a
+stage driver: a strategy whose search runs in stages (each stage a space of its own, its trials run as one Ray
+Tune session; incremental.py here) gives `stages`, which also says which trials its best and consensus come
+from. Without stages, every trial samples the whole space in one go.
 
     register_strategy(Strategy("random", lambda options, space, seed: RandomSampler(seed=seed, **options)))
+    register_strategy(Strategy("incremental", sampler, options=IncrementalOptions, check=needs_slots,
+                               stages=StageDriver(run_incremental, final_rows), plain=False))
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Any
 from optuna.samplers import BaseSampler
 
 from composer.errors import UserError
+from composer.reader import Reader
 from composer.search.aggregate import searched
-from composer.yaml_source import join
 
 Rows = list[dict[str, Any]]
 RunTrials = Callable[[Any, int], None]          # (a space, n): run n trials of that space (one Tune session)
@@ -44,19 +47,28 @@ class Strategy:
 
     name: str
     sampler: Callable[[dict[str, Any], Any, int], BaseSampler]     # (options, space, seed) -> the Optuna sampler
+    options: type | None = None     # the options declared (a dataclass of composer.fields.option fields), read by
+    #                                 composer.reader; None: any mapping, for the sampler's constructor to judge
     check: Callable[[dict[str, Any], Any], None] | None = None     # (options, space): a UserError naming the field
     stages: StageDriver | None = None
     plain: bool = True          # samples by itself: a layer-wise search may use it as its `sampler`
 
     def make_sampler(self, options: Any, space: Any, seed: int) -> BaseSampler:
         """The Optuna sampler; `options` (a mapping, or None) as the strategy's options."""
-        return self.sampler(dict(check_keys(options or {}, None)), space, seed)
+        return self.sampler(dict(Reader().mapping(options or {}, "strategy.options")), space, seed)
 
-    def validate(self, space: Any) -> None:
-        """The strategy's checks of its options (`space.strategy`) and of the space; a UserError naming the field."""
-        options = check_keys(space.strategy.get("options") or {}, None)
+    def validate(self, space: Any, reader: Reader | None = None) -> None:
+        """The strategy's options (`space.strategy`) read against their declaration, then its own checks of them
+        and of the space; a UserError naming the field (and, with the document's `reader`, its line)."""
+        reader = reader or Reader()
+        options = reader.mapping(space.strategy.get("options") or {}, "strategy.options")
+        if self.options is not None:
+            reader.read(self.options, options, "strategy.options")
         if self.check is not None:
-            self.check(options, space)
+            try:
+                self.check(options, space)
+            except UserError as e:
+                raise reader.relay(e) from None
 
     def drive(self, space: Any, run_dir: Path | None, rows: Callable[[], Rows], run_trials: RunTrials,
               stopped: Callable[[], bool] = lambda: False, log: Callable[[str], None] | None = None) -> None:
@@ -94,7 +106,7 @@ def find_strategy(name: str) -> Strategy | None:
 def get_strategy(name: str) -> Strategy:
     """The strategy `name`; a UserError naming the known ones otherwise."""
     if name not in _STRATEGIES:
-        from primitives.base import unknown_name_message
+        from composer.names import unknown_name_message
 
         raise UserError(unknown_name_message("strategy", name, list(_STRATEGIES)), path="strategy.name")
     return _STRATEGIES[name]
@@ -122,15 +134,3 @@ def sampler_options(name: str) -> Iterator[None]:
         yield
     except TypeError as e:
         raise UserError(f"bad options for strategy {name!r}: {e}", path="strategy.options") from None
-
-
-def check_keys(options: Any, allowed: tuple[str, ...] | None, path: str = "strategy.options") -> dict[str, Any]:
-    """`options` as a mapping (of the `allowed` keys, when given); a UserError naming the first other one."""
-    from primitives.base import unknown_name_message
-
-    if not isinstance(options, dict):
-        raise UserError(f"expected a mapping, got {type(options).__name__}", path=path)
-    for key in options:
-        if allowed is not None and key not in allowed:
-            raise UserError(unknown_name_message("field", key, list(allowed)), path=join(path, key))
-    return options

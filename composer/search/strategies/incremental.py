@@ -27,19 +27,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER
+from composer.fields import option
 from composer.runs import write_json
 from composer.search.aggregate import searched, vote_keys
-from composer.search.space import Dist, SearchSpace
+from composer.search.space import SearchSpace
+from composer.search.space_layers import SlotLayers
 from composer.search.strategies.base import StageDriver, Strategy, register_strategy
-from composer.search.strategies.layerwise import LAYERWISE_OPTIONS, check_layerwise, layerwise_sampler
+from composer.search.strategies.layerwise import LayerwiseOptions, layerwise_sampler
 
 STATE_FILE = "incremental.json"
-OPTIONS = (*LAYERWISE_OPTIONS, "step", "variant")
-VARIANTS = ("end", "middle")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def plan(space: SearchSpace) -> list[Stage]:
     """The stages of an incremental search of `space` (a `slots` space)."""
     options = space.strategy.get("options") or {}
     step, variant = int(options.get("step", 2)), options.get("variant", "end")
-    depth = len(space.layers[1]["slots"])
+    depth = len(space.layers.slots)
     groups = end_groups(depth, step) if variant == "end" else middle_groups(depth, step)
     share = space.trials // len(groups)
     stages, placed = [], []
@@ -87,12 +86,12 @@ def stage_space(space: SearchSpace, stage: Stage, frozen: dict[int, dict[str, An
     """The space one stage searches: its slots, those found by earlier stages fixed to their voted values. A
     `match` target (a number, or the full-depth base candidate's size) is scaled to the stage's share of the depth,
     so the last stage's candidates and the consensus are matched to the same size."""
-    kind, cfg = space.layers
-    slots = [freeze(cfg["slots"][p], frozen[p]) if p in frozen else cfg["slots"][p] for p in stage.positions]
-    layers = (kind, {**cfg, "n_layers": len(slots), "slots": slots, "names": list(stage.positions)})
+    full = space.layers
+    slots = tuple(freeze(full.slots[p], frozen[p]) if p in frozen else full.slots[p] for p in stage.positions)
+    layers = replace(full, n_layers=len(slots), slots=slots, names=stage.positions)
     match = space.match
     if match is not None:
-        match = replace(match, target=space.match_target() * len(slots) / len(cfg["slots"]))
+        match = replace(match, target=space.match_target() * len(slots) / len(full.slots))
     return space.with_overrides(layers=layers, match=match)
 
 
@@ -181,27 +180,21 @@ def final_rows(space: SearchSpace, run_dir: Path | None, rows: list[dict[str, An
     return [r for r in rows if int(r["trial"]) not in earlier] if len(done) == last else []
 
 
-def check(options: dict[str, Any], space: SearchSpace) -> None:
-    """The options (see the module docstring), and a `slots` layer space of a fixed depth."""
-    from primitives.base import brief
+@dataclass(frozen=True)
+class IncrementalOptions(LayerwiseOptions):
+    step: int = option(2, "slots each stage searches", ge=1)
+    variant: Literal["end", "middle"] = option("end", "where each stage's new slots go: at the end, or the "
+                                                      "outermost first")
 
-    options = check_layerwise(options, OPTIONS)
-    step = options.get("step", 2)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise UserError(f"expected an integer >= 1, got {brief(step)}", path="strategy.options.step")
-    if step > MAX_INTEGER:
-        raise UserError(f"expected an integer of at most {MAX_INTEGER:,}, got {brief(step)}",
-                        path="strategy.options.step")
-    if options.get("variant", "end") not in VARIANTS:
-        raise UserError(f"expected one of {', '.join(VARIANTS)}, got {options.get('variant')!r}",
-                        path="strategy.options.variant")
-    kind, cfg = space.layers
-    if kind != "slots":
+
+def needs_slots(options: dict[str, Any], space: SearchSpace) -> None:
+    """The stages grow a `slots` layer space slot by slot, to a fixed depth."""
+    if not isinstance(space.layers, SlotLayers):
         raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
-    if isinstance(cfg["n_layers"], Dist):
+    if not isinstance(space.layers.n_layers, int):
         raise UserError("the incremental strategy grows the stack slot by slot to every slot; give `n_layers` as "
                         "a number", path="layers.n_layers")
 
 
-register_strategy(Strategy("incremental", layerwise_sampler("random"), check=check, plain=False,
-                           stages=StageDriver(run_incremental, final_rows)))
+register_strategy(Strategy("incremental", layerwise_sampler("random"), options=IncrementalOptions, check=needs_slots,
+                           stages=StageDriver(run_incremental, final_rows), plain=False))

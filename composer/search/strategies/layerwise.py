@@ -6,20 +6,44 @@ sampler) and ends with the space's aggregation, whose consensus is trained as on
 stack a few slots a stage (composer/search/strategies/incremental.py). Their default samplers follow
 benchmarks/bench_strategies.py: TPE for one_shot (it found the table's top 5% fastest); random for incremental,
 where the benchmark could not rank the samplers (its outcome turned on a near-tie between two first-stage
-prefixes, see the README). `top_k` / `threshold` among the options are the legacy form of `aggregate:`.
+prefixes, see the README).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from optuna.samplers import BaseSampler
 
-from composer.errors import UserError
-from composer.search.strategies.base import Strategy, check_keys, make_sampler, register_strategy, strategies
+from composer.fields import option
+from composer.names import unknown_name_message
+from composer.reader import Reader
+from composer.search.strategies.base import Strategy, make_sampler, register_strategy, strategies
 
-LAYERWISE_OPTIONS = ("sampler", "sampler_options", "top_k", "threshold")
+
+def plain_sampler(reader: Reader, value: Any, path: str) -> str:
+    """A layer-wise search's `sampler`: the name of a plain strategy (one that samples by itself)."""
+    if not isinstance(value, str):
+        raise reader.fail("expected a strategy name (random, tpe, gp, ...)", path)
+    known = strategies()
+    if value in known and not known[value].plain:
+        raise reader.fail("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)", path)
+    if value not in known:
+        raise reader.fail(unknown_name_message("sampler", value, [n for n, s in known.items() if s.plain]), path)
+    return value
+
+
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    """The options of every layer-wise search."""
+
+    sampler: str | None = option(None, "the plain strategy that samples (default: the search's own)",
+                                 parse=plain_sampler)
+    sampler_options: dict[str, Any] | None = option(None, "options of that sampler")
+    top_k: Any = option(None, "the legacy form of `aggregate: {top_k: K}`")
+    threshold: Any = option(None, "the legacy form of `aggregate: {threshold: T}`")
 
 
 def layerwise_sampler(default: str) -> Callable[[dict[str, Any], Any, int], BaseSampler]:
@@ -30,28 +54,4 @@ def layerwise_sampler(default: str) -> Callable[[dict[str, Any], Any, int], Base
     return sampler
 
 
-def check_layerwise(options: Any, allowed: tuple[str, ...] = LAYERWISE_OPTIONS) -> dict[str, Any]:
-    """A layer-wise search's options: only `allowed` keys, and a plain strategy as its sampler."""
-    options = check_keys(options, allowed)
-    sampler = options.get("sampler", "random")
-    if not isinstance(sampler, str):
-        raise UserError("expected a strategy name (random, tpe, gp, ...)", path="strategy.options.sampler")
-    known = strategies()
-    if sampler in known and not known[sampler].plain:
-        raise UserError("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)",
-                        path="strategy.options.sampler")
-    if sampler not in known:
-        from primitives.base import unknown_name_message
-
-        plain = [name for name, s in known.items() if s.plain]
-        raise UserError(unknown_name_message("sampler", sampler, plain), path="strategy.options.sampler")
-    if options.get("sampler_options") is not None:
-        check_keys(options["sampler_options"], None, "strategy.options.sampler_options")
-    return options
-
-
-def check_one_shot(options: dict[str, Any], space: Any) -> None:
-    check_layerwise(options)
-
-
-register_strategy(Strategy("one_shot", layerwise_sampler("tpe"), check=check_one_shot, plain=False))
+register_strategy(Strategy("one_shot", layerwise_sampler("tpe"), options=LayerwiseOptions, plain=False))
