@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from composer.atomic import write_atomic
 from composer.canonical_form import stripe
 from composer.costs import model_cost
 from composer.errors import UserError
 from composer.limits import MAX_INTEGER, MAX_LAYERS
-from composer.runs import check_not_run_file, write_atomic
+from composer.runs import check_not_run_file
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 

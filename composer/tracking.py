@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_atomic, write_json
 from composer.errors import UserError
-from composer.runs import write_atomic, write_json
 
 BACKENDS = ("tensorboard", "csv", "wandb", "mlflow")
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}   # backend -> what it imports

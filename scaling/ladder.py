@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from composer.atomic import write_atomic
 from composer.errors import UserError
 from composer.provenance import provenance
-from composer.runs import RunLock, contained, safe_name, write_atomic
+from composer.runs import RunLock, contained, safe_name
 from composer.spec import ArchSpec
 from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
 from scaling.rules import choose_method, fit_to_params, param_count

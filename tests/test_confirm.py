@@ -16,13 +16,14 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
+from composer.atomic import write_atomic, write_json
 from composer.canonical_form import arch_id, stripe
 from composer.cli import main
 from composer.confirm import ConfirmConfig, confirm, parse_confirm, plan_confirm
 from composer.confirm.candidates import transformer_baseline
 from composer.confirm.sizing import fit_hardware, width_multiple
 from composer.errors import UserError
-from composer.runs import RunDir, write_atomic, write_json
+from composer.runs import RunDir
 from composer.search.aggregate import majority_vote
 from composer.spec_parse import dump_spec, load_spec
 from scaling.rules import param_count

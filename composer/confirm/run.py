@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_json
 from composer.confirm.analysis import analyse
 from composer.confirm.config import ConfirmConfig
 from composer.confirm.plan import ConfirmPlan, build_plan
 from composer.errors import UserError
-from composer.runs import write_json
 from scaling.ladder import LocalRunner, TrialRunner, run_ladder
 
 CONFIRM_FILE = "confirm.json"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from composer.runs import write_json
+from composer.atomic import write_json
 from composer.search.aggregate import vote_keys
 from composer.search.space import SearchSpace
 

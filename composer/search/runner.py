@@ -28,10 +28,11 @@ from typing import Any
 import optuna
 import yaml
 
+from composer.atomic import write_atomic, write_json
 from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
 from composer.provenance import provenance
-from composer.runs import RunDir, contained, safe_name, write_atomic, write_json
+from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
 from composer.search.incremental import final_rows, run_incremental, searched
