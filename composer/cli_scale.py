@@ -13,6 +13,7 @@ from composer.limits import MAX_INTEGER, MAX_LAYERS
 from composer.runs import check_not_run_file
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.units import human
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +95,6 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
 
 
 def facts(spec: ArchSpec, context: int | None) -> dict[str, str]:
-    from composer.cli_spec import human
     from scaling.rules import units
 
     cost = model_cost(spec, seq_len=context)

@@ -11,6 +11,7 @@ from composer.costs import ModelCost, model_cost
 from composer.errors import UserError
 from composer.limits import MAX_INTEGER
 from composer.spec_parse import load_spec
+from composer.units import human
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,13 +35,6 @@ def run_validate(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.spec))
     print(f"ok: {args.spec} is valid (arch_id {arch_id(spec)}): {stripe(spec)}")
     return 0
-
-
-def human(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def show_facts(spec, cost: ModelCost) -> dict:

@@ -15,7 +15,7 @@ from composer import arch_id, load_spec, stripe
 from composer.report import build_report
 from composer.report.figures import cost_axis, pareto_front, pareto_panels
 from composer.report.run_data import read_run
-from composer.report.units import duration, human
+from composer.units import duration, human
 
 ARCHS = [["attention", "mlp"], ["mamba2", "mlp", "attention", "mlp"], ["gla", "mlp"], ["attention", "moe"],
          ["gated_deltanet", "mlp", "gated_deltanet", "mlp"]]
