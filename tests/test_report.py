@@ -219,7 +219,8 @@ def test_report_skips_missing_parts(tmp_path):
 
 
 def test_cli_report_errors(tmp_path):
-    from composer import UserError, cli_report
+    from composer import UserError
+    from composer.cli import report as cli_report
 
     parser = argparse.ArgumentParser()
     cli_report.register(parser.add_subparsers())

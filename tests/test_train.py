@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from composer.cli_train import register
+from composer.cli.train import register
 from composer.errors import UserError
 from composer.tasks import get_task, mad_suite
 from composer.trainer import Budget, StopTraining, make_optimizer, train

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import composer.trainer as trainer
-from composer.cli_train import register, train_config_from_args
+from composer.cli.train import register, train_config_from_args
 from composer.errors import UserError
 from composer.search.space_parse import load_space
 from composer.tasks import get_task, mad_suite

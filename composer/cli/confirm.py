@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from composer.cli.common import add_setting_flags, print_json
 from composer.errors import UserError
+from composer.yaml_source import parse_yaml
 
 BUDGET_FLAGS = ("steps", "seconds")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from composer.cli_train import add_setting_flags
-
     p = sub.add_parser(
         "confirm", help="confirm a search's winners at larger sizes against a baseline, with statistics",
         description="Fit the top-k trials of a search, its consensus and a baseline (default: the transformer of "
@@ -112,7 +112,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str, Any] | None:
     """The task from --task / --data / --set over the block's (or the search's) task; None when not given."""
-    from composer.cli_train import parse_task_settings
     from composer.tasks import task_params
 
     if args.task is None and args.data is None and not args.task_settings:
@@ -135,8 +134,21 @@ def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str
     return {"name": name, "params": params}
 
 
+def parse_task_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> task parameters (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"expected KEY=VALUE, got {item!r}", path="--set")
+        try:
+            out[key.strip()] = parse_yaml(value).data
+        except UserError as e:
+            raise UserError(e.message, path=f"--set {key.strip()}") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
     from composer.confirm import format_plan, format_results, plan_confirm, run_plan
 
     if args.workers is not None and args.workers < 1:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from composer.canonical_form import arch_id, stripe
-from composer.cli_primitives import stripe_legend, stripe_symbols
+from composer.canonical_form import arch_id, stripe, stripe_legend, stripe_symbols
+from composer.cli.common import check_context, print_json
 from composer.costs import ModelCost, model_cost
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER
 from composer.spec_parse import load_spec
 from composer.units import human
 
@@ -80,10 +79,7 @@ def format_table(spec, cost: ModelCost) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
-
-    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
-        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    check_context(args.context)
     if not 1 <= args.dtype_bytes <= 8:
         raise UserError(f"expected 1 to 8 bytes per value, got {args.dtype_bytes}", path="--dtype-bytes")
     spec = load_spec(Path(args.spec))

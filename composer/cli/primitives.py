@@ -18,8 +18,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from composer.cli.common import print_json
 from composer.errors import UserError
-from composer.spec import ArchSpec, iter_layers
 
 # What a Config field means, by field name; (primitive, field) entries where one name means different things.
 PARAM_HELP: dict[str | tuple[str, str], str] = {
@@ -93,8 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
-
     if args.name is None:
         infos = all_primitives()
         if args.json:
@@ -130,19 +128,6 @@ def primitive_info(name: str) -> PrimitiveInfo:
 def primitive_symbol(name: str) -> str:
     """The primitive's letter(s) in stripes such as `A M S2` (`Primitive.symbol`)."""
     return _primitive_class(name).symbol
-
-
-def stripe_symbols(spec: ArchSpec) -> dict[str, str]:
-    """Each symbol of the spec's stripe and its primitive, in order of first appearance: {"A": "attention"}."""
-    return {primitive_symbol(layer.op): layer.op for layer in iter_layers(spec.layers)}
-
-
-def stripe_legend(spec: ArchSpec) -> str:
-    """The key to a spec's stripe: `A=attention M=mlp S2=mamba2` (and `*=shared weights` when one is starred)."""
-    pairs = [f"{symbol}={op}" for symbol, op in stripe_symbols(spec).items()]
-    if any(layer.share for layer in iter_layers(spec.layers)):
-        pairs.append("*=shared weights")
-    return " ".join(pairs)
 
 
 def full_doc(name: str) -> str:

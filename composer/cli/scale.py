@@ -7,9 +7,10 @@ from pathlib import Path
 
 from composer.atomic import write_atomic
 from composer.canonical_form import stripe
+from composer.cli.common import check_context
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER, MAX_LAYERS
+from composer.limits import MAX_LAYERS
 from composer.runs import check_not_run_file
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
@@ -125,8 +126,7 @@ def run_scale(args: argparse.Namespace) -> int:
     if not Path(args.out).parent.is_dir():
         raise UserError(f"directory does not exist: {Path(args.out).parent}", path="--out")
     check_not_run_file(args.out, "--out")
-    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
-        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    check_context(args.context)
     spec = load_spec(Path(args.spec))
     scaled = scale_spec(spec, args)
     write_atomic(args.out, dump_spec(scaled))
