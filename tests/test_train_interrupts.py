@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 import composer.training.setup as setup
 from composer.cli import main
 from composer.errors import UserError
+from composer.interrupt import interrupt_signal, stop_on_signals
 from composer.tasks import get_task
 from composer.trainer import TrainConfig, train
-from composer.training.interrupt import interrupt_signal, stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(dry_run(space, args.samples))
         return 0
     from composer.search import search
-    from composer.search.interrupt import SearchInterrupted
+    from composer.search.runner import SearchInterrupted
 
     try:
         result = search(space_arg, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,

@@ -63,12 +63,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from composer.interrupt import interrupt_signal, signal_name, stop_on_signals
     from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
     from composer.trainer import train
     from composer.training.checkpoint import CHECKPOINT
-    from composer.training.interrupt import interrupt_signal, signal_name, stop_on_signals
 
     config = train_config_from_args(args)
     spec = load_spec(Path(args.spec))

@@ -12,7 +12,7 @@ interruption cut short are asked again with the same parameters, and the remaini
 
 Before anything is written, the whole search is checked (composer/search/setup.py) and the cluster started or
 reached (composer/search/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
-Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/search/interrupt.py).
+Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/interrupt.py, SearchInterrupted).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import yaml
 from composer.atomic import write_atomic, write_json
 from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
+from composer.interrupt import Interruption, signal_name
 from composer.provenance import provenance
 from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
 from composer.search.incremental import final_rows, run_incremental, searched
-from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
 from composer.search.ray_cluster import check_trial_resources, start_ray
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
@@ -57,6 +57,35 @@ class SearchResult:
     pareto: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     confirm: dict[str, Any] | None = None     # the confirmation (confirm.json), for a space with `confirm:`
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by a signal; `result` holds what finished (its summary says `interrupted`)."""
+
+    def __init__(self, result: Any, signum: int):
+        super().__init__(f"search interrupted by {signal_name(signum)}")
+        self.result = result
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def tune_stopper(interruption: Interruption) -> Any:
+    """A Tune `Stopper` that ends the whole run once `interruption` has caught a signal: Tune stops the running
+    trials without telling the study anything about them (they stay RUNNING, so a resume asks them again with
+    the same parameters) and returns."""
+    from ray.tune.stopper import Stopper
+
+    class StopOnSignal(Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return interruption.signum is not None
+
+    return StopOnSignal()
 
 
 class DefineByRun:
@@ -105,14 +134,14 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
 
     Everything is checked before the run folder is written; one driver at a time works in a folder (RunLock);
     a resume is checked against the study first (composer/search/resume.py). SIGINT / SIGTERM stop the trials,
-    write what finished marked partial and raise SearchInterrupted (composer/search/interrupt.py)."""
+    write what finished marked partial and raise SearchInterrupted (composer/interrupt.py)."""
     started = time.time()
     run, space = resolve_run(space, name, runs_dir, run_dir, resume)
     space = space.with_overrides(trials=trials)
     if max_concurrent:
         space.resources = {**space.resources, "max_concurrent": max_concurrent}
     check_search(space, address)
-    interruption = Interruption()
+    interruption = Interruption("stopping the running trials and writing what finished")
     with run.lock() as lock:
         if lock.stale:
             warn_stale(run, lock.stale)
