@@ -9,7 +9,6 @@
 from composer.canonical_form import arch_id, canonical, stripe
 from composer.costs import ModelCost, model_cost
 from composer.errors import SpecError, UserError
-from composer.graph import to_graph
 from composer.model import HybridLM, build_model
 from composer.spec import ArchSpec, Layer, Loop, Parallel, Repeat
 from composer.spec_parse import dump_spec, load_spec, validate_spec
@@ -32,7 +31,6 @@ __all__ = [
     "load_spec",
     "model_cost",
     "stripe",
-    "to_graph",
     "validate_spec",
     # loaded on first use (they import the task, search and export machinery):
     "Budget",

@@ -183,12 +183,8 @@ def format_list(infos: list[PrimitiveInfo]) -> str:
 
 
 def format_detail(info: PrimitiveInfo, doc: str) -> str:
-    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", ""]
-    if info.params:
-        lines.append("parameters (type, default, meaning):")
-        lines.extend(_param_lines(info.params, indent="  "))
-    else:
-        lines.append("no parameters")
+    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", "",
+             "parameters (type, default, meaning):", *_param_lines(info.params, indent="  ")]
     example = next((p for p in info.params if p.default not in ("null", "(required)")), None)
     use = f"{{op: {info.name}, {example.name}: {example.default}}}" if example else info.name
     if doc.startswith(info.summary):        # the summary is the title already
