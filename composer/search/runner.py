@@ -11,7 +11,7 @@ Resuming (`resume=True`, or `composer search --resume runs/<name>`) checks the f
 interruption cut short are asked again with the same parameters, and the remaining trials are run.
 
 Before anything is written, the whole search is checked (composer/search/setup.py) and the cluster started or
-reached (composer/search/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
+reached (composer/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
 Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/interrupt.py, SearchInterrupted).
 """
 
@@ -33,11 +33,11 @@ from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
 from composer.interrupt import Interruption, signal_name
 from composer.provenance import provenance
+from composer.ray_cluster import check_trial_resources, start_ray
 from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
 from composer.search.incremental import final_rows, run_incremental, searched
-from composer.search.ray_cluster import check_trial_resources, start_ray
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
