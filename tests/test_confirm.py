@@ -303,6 +303,36 @@ def test_a_confirm_block_in_a_space_is_checked_with_its_line():
     assert load_space(good).data["confirm"] == {"sizes": ["1M"], "seeds": 3}
 
 
+
+def test_the_spaces_confirm_block_runs_after_the_search(tmp_path, monkeypatch):
+    """`composer.run_search` (and `composer search`) is the search, then the space's `confirm:` block on the search's
+    CPUs per trial; a space without one confirms nothing; a block that cannot start says the search finished."""
+    import composer
+    import composer.confirm.run as confirm_run
+    import composer.search
+    from composer.search.runner import SearchResult
+
+    calls = []
+    monkeypatch.setattr(confirm_run, "confirm", lambda run_dir, config, **kw: calls.append((run_dir, config, kw)) or
+                        {"verdict": "ok"})
+    plain = make_run(tmp_path / "plain")
+    assert confirm_run.confirm_block(plain.root) is None and calls == []
+    block = {"sizes": ["1M"], "seeds": 2}
+    run = make_run(tmp_path / "run", confirm_block=block)
+    monkeypatch.setattr(composer.search, "search", lambda space, **options: SearchResult(run.root, []))
+    result = composer.run_search("space.yaml", address="auto", progress=lambda state: None)
+    assert result.confirm == {"verdict": "ok"}
+    assert calls == [(run.root, parse_confirm(block), {"address": "auto", "threads": 1, "log": None})]
+
+    def refused(run_dir, config, **kw):
+        raise UserError("no completed trial to confirm")
+
+    monkeypatch.setattr(confirm_run, "confirm", refused)
+    with pytest.raises(UserError) as info:
+        confirm_run.confirm_block(run.root)
+    assert str(info.value) == (f"the search finished (results in {run.root}); its confirmation did not start: "
+                               "no completed trial to confirm")
+
 # -- bad input: one error line, exit 2, nothing written -----------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ class SearchResult:
     consensus: Any = None             # ArchSpec
     pareto: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    confirm: dict[str, Any] | None = None     # the confirmation (confirm.json), for a space with `confirm:`
+    confirm: dict[str, Any] | None = None     # set by composer.run_search: the space's `confirm:` block's result
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -182,23 +182,6 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
         result = finish(run, space, recorder.rows, study, time.time() - started, interruption.name)
     if interruption.signum is not None:
         raise SearchInterrupted(result, interruption.signum)
-    if "confirm" in space.data:
-        result.confirm = confirm_after(run, space, address, print if progress is None else None)
-    return result
-
-
-def confirm_after(run: RunDir, space: SearchSpace, address: str | None,
-                  log: Callable[[str], None] | None) -> dict[str, Any]:
-    """The space's `confirm:` block, run once the search has finished (and released its folder)."""
-    from composer.confirm import confirm, format_results, parse_confirm
-
-    threads = max(1, int(float(space.resources["cpus_per_trial"])))
-    try:
-        result = confirm(run.root, parse_confirm(space.data["confirm"]), address=address, threads=threads, log=log)
-    except UserError as e:
-        raise UserError(f"the search finished (results in {run.root}); its confirmation did not start: {e}") from None
-    if log is not None:
-        log(format_results(result))
     return result
 
 

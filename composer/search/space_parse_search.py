@@ -168,8 +168,8 @@ class SearchSettingsParser:
         return match
 
     def confirm(self, value: Any) -> None:
-        """A `confirm:` block (composer/confirm/config.py), run after the search: its fields are checked now."""
-        from composer.confirm.config import parse_confirm
+        """A `confirm:` block (space_confirm.py), run after the search: its fields are checked now."""
+        from composer.search.space_confirm import parse_confirm
 
         try:
             parse_confirm(value, "confirm")
