@@ -92,8 +92,8 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
 
 
 def run_search(space: dict[str, Any], run_dir: Path, trials: int) -> tuple[Any, dict[str, Any]]:
-    """The search and its confirmation, resumed when the folder exists: `search` alone (not `composer.run_search`,
-    which would run the `confirm:` block the search was started with), then the confirmation with this
+    """The search and its confirmation, resumed when the folder exists: `search` alone (not `search_then_confirm`, which
+    would run the `confirm:` block the search was started with), then the confirmation with this
     invocation's block, so a rerun with more sizes adds them and one with more trials adds those first."""
     from composer.confirm import confirm, parse_confirm
     from composer.search import search

@@ -50,7 +50,7 @@ _LAZY = {
     "get_task": ("composer.tasks", "get_task"),
     "export_bundle": ("composer.export", "export"),
     "load": ("composer.export", "load"),
-    "run_search": ("composer.confirm.run", "search_then_confirm"),   # the search, then its `confirm:` block
+    "run_search": ("composer.search.runner", "search"),
 }
 
 

@@ -305,9 +305,8 @@ def test_a_confirm_block_in_a_space_is_checked_with_its_line():
 
 
 def test_the_spaces_confirm_block_runs_after_the_search(tmp_path, monkeypatch):
-    """`composer.run_search` (and `composer search`) is the search, then the space's `confirm:` block on the search's
-    CPUs per trial; a space without one confirms nothing; a block that cannot start says the search finished."""
-    import composer
+    """`composer search` (search_then_confirm) is the search, then the space's `confirm:` block on the search's CPUs
+    per trial; a space without one confirms nothing; a block that cannot start says the search finished."""
     import composer.confirm.run as confirm_run
     import composer.search
     from composer.search.runner import SearchResult
@@ -320,7 +319,7 @@ def test_the_spaces_confirm_block_runs_after_the_search(tmp_path, monkeypatch):
     block = {"sizes": ["1M"], "seeds": 2}
     run = make_run(tmp_path / "run", confirm_block=block)
     monkeypatch.setattr(composer.search, "search", lambda space, **options: SearchResult(run.root, []))
-    result = composer.run_search("space.yaml", address="auto", progress=lambda state: None)
+    result = confirm_run.search_then_confirm("space.yaml", address="auto", progress=lambda state: None)
     assert result.confirm == {"verdict": "ok"}
     assert calls == [(run.root, parse_confirm(block), {"address": "auto", "threads": 1, "log": None})]
 
@@ -429,7 +428,7 @@ def test_resume_after_kill_9(tmp_path):
 
 @pytest.mark.slow
 def test_a_search_with_a_confirm_block_confirms_when_it_ends(tmp_path):
-    from composer.search import search
+    from composer.confirm import search_then_confirm as search  # the search, then its `confirm:` block
 
     space = {"name": "with_confirm", "base": {"d_model": 32, "defaults": DEFAULTS},
              "layers": {"n_layers": 2, "slot": {"op": {"choice": ["attention", "gla"]}, "channel": "mlp"}},

@@ -47,7 +47,7 @@ def confirm(run_dir: str | Path, config: ConfirmConfig | None = None, *, runner:
 def confirm_block(run_dir: str | Path, *, address: str | None = None,
                   log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The `confirm:` block of the search in `run_dir` (its space.yaml), run once that search has finished and
-    released its folder; None when the space has no block. `composer search` and `composer.run_search` run it
+    released its folder; None when the space has no block. `search_then_confirm` (`composer search`) runs it
     after the search; its trials use the search's CPUs per trial."""
     from composer.runs import RunDir
     from composer.search.space_parse import load_space
@@ -67,7 +67,7 @@ def confirm_block(run_dir: str | Path, *, address: str | None = None,
 
 
 def search_then_confirm(space: Any, **options: Any) -> Any:
-    """`composer.run_search`: `composer.search.search(space, **options)`, then the space's `confirm:` block
+    """What `composer search` runs: `composer.search.search(space, **options)`, then the space's `confirm:` block
     (`confirm_block`), whose result is the SearchResult's `confirm`. An interrupted search raises
     SearchInterrupted before any confirmation."""
     from composer.search import search

@@ -56,7 +56,7 @@ class SearchResult:
     consensus: Any = None             # ArchSpec
     pareto: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    confirm: dict[str, Any] | None = None     # set by composer.run_search: the space's `confirm:` block's result
+    confirm: dict[str, Any] | None = None     # the `confirm:` block's result (composer.confirm.search_then_confirm)
 
 
 class SearchInterrupted(KeyboardInterrupt):
