@@ -14,6 +14,7 @@ The table is written after every architecture (atomically), so an interrupted ru
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -48,8 +49,8 @@ def table_space_yaml() -> str:
 
 def at_depth(space: Any, depth: int) -> Any:
     """The space cut to its first `depth` slots (what an incremental stage of that depth searches)."""
-    kind, cfg = space.layers
-    return space.with_overrides(layers=(kind, {**cfg, "n_layers": depth, "slots": cfg["slots"][:depth]}))
+    return space.with_overrides(layers=dataclasses.replace(space.layers, n_layers=depth,
+                                                           slots=space.layers.slots[:depth]))
 
 
 def candidate(space: Any, ops: tuple[str, ...]) -> Any:
@@ -79,7 +80,7 @@ def build_table(path: Path = TABLE_PATH, log: Any = print) -> dict[str, Any]:
     space = load_space(table_space_yaml())
     table = load_table(path) or {"space": TABLE_SPACE, "objective": "val_loss", "mode": "min",
                                  "seeds": [space.seed + r for r in range(space.repeats)], "archs": {}}
-    task = get_task(space.task["name"], **space.task["params"])
+    task = get_task(space.task)
     config = TrainConfig.from_dict(space.train)
     for depth in DEPTHS:
         for ops in itertools.product(OPS, repeat=depth):

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from composer.errors import UserError
+from composer.names import unknown_name_message
 from composer.yaml_source import Source, parse_yaml
-from primitives.base import unknown_name_message
 
 FLAG = "--set"
 

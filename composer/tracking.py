@@ -151,7 +151,7 @@ class Trackers(Tracker):
 def check_backends(names: Any, path: str = "--log", search: bool = False) -> list[str]:
     """The backend names, known and installed; else a UserError saying what installs it. A search logs
     TensorBoard through Ray Tune's logger, which needs `tensorboardX`."""
-    from primitives.base import unknown_name_message
+    from composer.names import unknown_name_message
 
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise UserError(f"expected a list of loggers ({', '.join(BACKENDS)}), got {names!r}", path=path)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, divides
 from primitives.ops import CHUNK_SIZE
 
 
@@ -87,9 +88,9 @@ class ShortConv(nn.Module):
 
 @dataclass
 class HeadsConfig:
-    n_heads: int | None = bounded(None, ge=1)
-    expand_k: float = bounded(0.5, gt=0)
-    expand_v: float = bounded(1.0, gt=0)
+    n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
+    expand_k: float = option(0.5, "query/key width as a multiple of d_model", gt=0)
+    expand_v: float = option(1.0, "value width as a multiple of d_model", gt=0)
 
 
 def head_sizes(cfg: HeadsConfig, d_model: int) -> tuple[int, int, int]:

@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, register
 from primitives.common import ShortConv
 
 
 @dataclass
 class ShortConvConfig:
-    expand: float = bounded(1.5, gt=0)
-    kernel_size: int = bounded(4, ge=1)
-    conv_bias: bool = False
+    expand: float = option(1.5, "inner width as a multiple of d_model", gt=0)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    conv_bias: bool = option(False, "bias on the convolution")
 
 
 def inner_width(cfg: ShortConvConfig, d_model: int) -> int:

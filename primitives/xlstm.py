@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import Cost, State, bounded, register
+from composer.fields import option
+from primitives.base import Cost, State, register
 from primitives.common import HeadMixer, HeadsConfig, head_sizes
 from primitives.ops import CHUNK_SIZE, chunk_mlstm
 
 
 @dataclass
 class MLSTMConfig(HeadsConfig):
-    chunk_size: int = bounded(CHUNK_SIZE, ge=1)
+    chunk_size: int = option(CHUNK_SIZE, "chunk length of the chunked parallel form", ge=1)
 
 
 @register("mlstm")

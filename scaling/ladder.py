@@ -25,11 +25,13 @@ from typing import Any, Protocol
 
 from composer.atomic import write_atomic
 from composer.errors import UserError
+from composer.fields import option
 from composer.provenance import provenance
 from composer.runs import RunLock, contained, safe_name
 from composer.spec import ArchSpec
+from composer.tasks import TaskRef
 from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
-from scaling.rules import choose_method, fit_to_params, param_count
+from scaling.rules import Count, Method, choose_method, fit_to_params, param_count
 from scaling.transfer import transfer_report
 
 
@@ -53,12 +55,12 @@ class Trial:
 @dataclass
 class Ladder:
     name: str
-    task: dict[str, Any]
+    task: TaskRef
     architectures: dict[str, ArchSpec]
     sizes: list[tuple[str, int]]
-    count: str = "non_embedding"
-    method: str = "auto"
-    tolerance: float = 0.05
+    count: Count = option("non_embedding", "which parameters a size counts")
+    method: Method = option("auto", "the depth rule (scaling.rules.choose_method)")
+    tolerance: float = option(0.05, "how far (relative) a fitted size may land from its target", gt=0, lt=1)
     budget: dict[str, Any] = field(default_factory=lambda: {"tokens_per_param": 20})
     seeds: list[int] = field(default_factory=lambda: [0])
     train: dict[str, Any] = field(default_factory=dict)
@@ -184,20 +186,19 @@ def trial_tracking(ladder: Ladder, trial: Trial) -> tuple[list[str], str] | None
     return list(ladder.logging), str(Path(ladder.run_dir) / "trials" / trial_folder(trial))
 
 
-def train_trial(trial: Trial, task_config: dict[str, Any], train_kwargs: dict[str, Any],
+def train_trial(trial: Trial, task_config: TaskRef, train_kwargs: dict[str, Any],
                 tracking: tuple[list[str], str] | None = None) -> dict[str, Any]:
     """Train one trial (a module-level function so worker processes can run it); its final metrics. With
     `tracking` (backends, folder) the trial's settings and every evaluation go to those trackers."""
-    from composer.tasks import get_task
     from composer.trainer import train
 
-    task = get_task(task_config["name"], **{k: v for k, v in task_config.items() if k != "name"})
+    task = task_config.build()
     tracker, callback = None, None
     if tracking is not None:
         from composer.tracking import open_trackers
 
         backends, folder = tracking
-        params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config,
+        params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config.flat(),
                   "train": train_kwargs, "spec": trial.spec.to_dict()}
         tracker = open_trackers(backends, folder, params, name=Path(folder).name)
 
@@ -227,8 +228,6 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
 
 def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],
                 trials: list[Trial] | None) -> dict[str, Any]:
-    from composer.tasks import get_task
-
     path = out_dir / "ladder.json"
     done: dict[str, dict[str, Any]] = {}
     if path.is_file():
@@ -237,7 +236,7 @@ def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: 
         except (ValueError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as e:
             raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start the ladder "
                             "afresh") from None
-    task = get_task(ladder.task["name"], **{k: v for k, v in ladder.task.items() if k != "name"})
+    task = ladder.task.build()
     trials = plan(ladder, seq_len=getattr(task, "seq_len", None)) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
@@ -264,7 +263,7 @@ def trial_row(trial: Trial, metrics: dict[str, Any], ladder: Ladder) -> dict[str
 
 
 def ladder_summary(ladder: Ladder) -> dict[str, Any]:
-    return {"name": ladder.name, "task": ladder.task, "architectures": list(ladder.architectures),
+    return {"name": ladder.name, "task": ladder.task.flat(), "architectures": list(ladder.architectures),
             "sizes": [label for label, _ in ladder.sizes], "count": ladder.count, "method": ladder.method,
             "budget": ladder.budget, "seeds": ladder.seeds, "train": ladder.train,
             "predict_at": ladder.predict_at, "provenance": provenance()}

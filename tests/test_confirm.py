@@ -106,7 +106,7 @@ def test_candidates_top_k_consensus_and_baseline(tmp_path):
     assert by_name["trial_1"].roles == ["top2", "baseline"]         # attention + MLP twice: trial 1 itself
     assert by_name["trial_1"].aliases == ["transformer"] and by_name["trial_1"].proxy == pytest.approx(2.6)
     assert [c.proxy for c in plan.candidates] == pytest.approx([2.5, 2.6, 2.7])
-    assert plan.task == {"name": "text", "data": DATA, "seq_len": 32}
+    assert plan.task.flat() == {"name": "text", "data": DATA, "seq_len": 32}
     assert len(plan.trials) == 3 * 2 * 3
     for sized in plan.sized.values():        # every size within tolerance, equal tokens per size
         assert abs(sized.params - sized.requested) <= 0.3 * sized.requested

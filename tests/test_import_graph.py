@@ -1,13 +1,14 @@
 """The import graph of our own packages: no circle, and every import goes down the layers.
 
-`LAYERS` lists the units of the code, lowest first, as fine as the packages: each layer holds one or more units
-side by side. A module may import its own unit and the units of lower layers, never a unit of its own layer or of
-a higher one: so two tools side by side (search and confirm's reader of it aside, export and report, ...) never
-import each other, a subcommand of the CLI never imports another (what they share is composer/cli/common.py),
-and the run folder, the data and the Ray cluster stay apart. A unit is named by module prefixes (a package, or a
-group of single modules); every module belongs to the unit of its longest prefix, and one that belongs to none
-fails `test_every_module_has_a_layer`, so a new module is placed on purpose. Imports inside functions count too;
-only `if TYPE_CHECKING:` blocks are skipped.
+`LAYERS` lists the units of the code, lowest first (the ground floor, primitives, the model core, running one model,
+the tools, the CLI, the public face), as fine as the packages: each layer holds one or more units side by side. A
+module may import its own unit and the units of lower layers, never a unit of its own layer or of a higher one: so
+two tools side by side (search and confirm's reader of it aside, export and report, ...) never import each other, a
+subcommand of the CLI never imports another (what they share is composer/cli/common.py), and the run folder, the
+data and the Ray cluster stay apart. A unit is named by module prefixes (a package, or a group of single modules);
+every module belongs to the unit of its longest prefix, and one that belongs to none fails
+`test_every_module_has_a_layer`, so a new module is placed on purpose. Imports inside functions count too; only `if
+TYPE_CHECKING:` blocks are skipped.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
 SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm")
+# the ground floor: standard-library modules every layer may import, the primitives included (so the standalone
+# export inlines them): errors, limits, names, the field declarations and their reader
+GROUND = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
 LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
-    # what every layer may use, primitives included (fields.py and reader.py: the declarative field reader)
-    {"ground": ("composer.errors", "composer.version", "composer.atomic", "composer.interrupt", "composer.units",
-                "composer.fields", "composer.reader")},
+    {"ground": GROUND, "atomic writes": ("composer.atomic",), "signals": ("composer.interrupt",),
+     "units": ("composer.units",), "version": ("composer.version",)},
     {"primitives": ("primitives",)},
-    {"model core": ("composer.limits", "composer.yaml_source", "composer.spec", "composer.spec_parse",
-                    "composer.canonical_form", "composer.blocks", "composer.model", "composer.costs")},
+    {"model core": ("composer.yaml_source", "composer.spec", "composer.spec_parse", "composer.canonical_form",
+                    "composer.blocks", "composer.model", "composer.costs")},
     {"run folders": ("composer.runs",), "provenance": ("composer.provenance",), "data": ("composer.data",),
      "ray cluster": ("composer.ray_cluster", "composer.ray_watchdog")},
     {"tasks": ("composer.tasks",), "tracking": ("composer.tracking",)},
@@ -148,3 +151,19 @@ def test_the_checks_can_fail():
     assert unit_of("composer.cli.search")[1] == "composer search" and unit_of("composer.cli")[1] == "the command"
     assert unit_of("composer.search.runner")[1] == "search" and unit_of("scaling.ladder")[1] == "scaling"
     assert unit_of("composer.cli.nonsense") is None and unit_of("composer.nonsense") is None
+    assert unit_of("composer.fields")[0] < unit_of("primitives.base")[0]
+
+
+def test_the_ground_floor_imports_the_standard_library_only():
+    """Ground-floor modules are inlined into the standalone export, which has nothing but torch and Python."""
+    import sys
+
+    outside = []
+    for name in GROUND:
+        tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            outside += [f"{name} imports {m}" for m in modules
+                        if m.split(".")[0] not in sys.stdlib_module_names and m not in GROUND]
+    assert outside == []

@@ -12,6 +12,7 @@ import pytest
 
 import composer.limits as limits
 from composer import UserError, load_spec
+from composer.fields import option
 from composer.limits import (
     MAX_BOOTSTRAP,
     MAX_DOCUMENT_BYTES,
@@ -26,7 +27,7 @@ from composer.limits import (
 )
 from composer.search.space_parse import load_space
 from composer.yaml_source import parse_yaml, read_source
-from primitives.base import ConfigError, Primitive, bounded, make_config, register, unregister
+from primitives.base import ConfigError, Primitive, make_config, register, unregister
 from scaling.ladder_parse import load_ladder
 
 
@@ -164,7 +165,7 @@ def test_integers_are_bounded():
 @dataclasses.dataclass
 class _ToyConfig:
     scale: float = 1.0                                  # no metadata: still must be finite
-    size: int = bounded(4, ge=1, le=64)
+    size: int = option(4, ge=1, le=64)
     items: tuple[float, ...] = (1.0,)
 
 
@@ -191,7 +192,7 @@ def test_a_new_primitive_gets_finite_checks_and_its_bounds(toy, params, field, w
 
 def test_bounded_refuses_an_unknown_bound():
     with pytest.raises(TypeError, match="minimum"):
-        bounded(1, minimum=0)
+        option(1, minimum=0)
 
 
 # ------------------------------------------------------------------------------------------------

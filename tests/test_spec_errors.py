@@ -94,7 +94,7 @@ def test_cli_exit_code_two_without_traceback(tmp_path, command):
 
 
 # Numbers that validate used to accept and training then diverged on: every float of a primitive is finite,
-# and the primitives' Config fields carry their bounds (primitives.base.bounded).
+# and the primitives' Config fields carry their bounds (composer.fields.option).
 @pytest.mark.parametrize("layer, field, words", [
     ("{op: attention, rope_base: .nan}", "rope_base", "expected a finite number > 1, got nan"),
     ("{op: attention, rope_base: -5}", "rope_base", "expected a number > 1, got -5.0"),

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         space = load_space(space_arg or f"{args.resume}/space.yaml")
         space = space.with_overrides(trials=args.trials)
         if args.max_concurrent:
-            space.resources = {**space.resources, "max_concurrent": args.max_concurrent}
+            space = space.with_overrides(resources={**space.resources, "max_concurrent": args.max_concurrent})
         check_search(space, args.address)
         print(dry_run(space, args.samples))
         return 0
@@ -100,7 +100,7 @@ def dry_run(space: Any, samples: int) -> str:
     lines = [f"search space {space.name!r}: {space.description}" if space.description else
              f"search space {space.name!r}",
              f"  size: {'infinite (continuous ranges)' if math.isinf(size) else f'{int(size):,} parameter settings'}",
-             f"  task: {space.task['name']} {space.task['params']}; objectives: "
+             f"  task: {space.task.name} {space.task.params}; objectives: "
              + ", ".join(f"{o['mode']} {o['metric']}" for o in space.objectives),
              f"  strategy: {space.strategy['name']}; scheduler: {space.scheduler['name']}; trials: {space.trials}",
              "  searched:"]

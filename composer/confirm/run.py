@@ -123,7 +123,7 @@ def check_resume(plan: ConfirmPlan) -> None:
         raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start afresh") from None
     start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
                   "or rerun with the earlier ones")
-    for key, now in (("task", plan.task), ("train", plan.train)):
+    for key, now in (("task", plan.task.flat()), ("train", plan.train)):
         if key in before and _normal(before[key]) != _normal(now):
             raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")
     planned = {t.key: t for t in plan.trials}

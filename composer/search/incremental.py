@@ -45,7 +45,7 @@ def plan(space: SearchSpace) -> list[Stage]:
     """The stages of an incremental search of `space` (a `slots` space)."""
     options = space.strategy.get("options") or {}
     step, variant = int(options.get("step", 2)), options.get("variant", "end")
-    depth = len(space.layers[1]["slots"])
+    depth = len(space.layers.slots)
     groups = end_groups(depth, step) if variant == "end" else middle_groups(depth, step)
     share = space.trials // len(groups)
     stages, placed = [], []
@@ -78,12 +78,12 @@ def stage_space(space: SearchSpace, stage: Stage, frozen: dict[int, dict[str, An
     """The space one stage searches: its slots, those found by earlier stages fixed to their voted values. A
     `match` target (a number, or the full-depth base candidate's size) is scaled to the stage's share of the depth,
     so the last stage's candidates and the consensus are matched to the same size."""
-    kind, cfg = space.layers
-    slots = [freeze(cfg["slots"][p], frozen[p]) if p in frozen else cfg["slots"][p] for p in stage.positions]
-    layers = (kind, {**cfg, "n_layers": len(slots), "slots": slots, "names": list(stage.positions)})
+    full = space.layers
+    slots = tuple(freeze(full.slots[p], frozen[p]) if p in frozen else full.slots[p] for p in stage.positions)
+    layers = replace(full, n_layers=len(slots), slots=slots, names=stage.positions)
     match = space.match
     if match is not None:
-        match = replace(match, target=space.match_target() * len(slots) / len(cfg["slots"]))
+        match = replace(match, target=space.match_target() * len(slots) / len(full.slots))
     return space.with_overrides(layers=layers, match=match)
 
 

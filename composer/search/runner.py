@@ -108,7 +108,7 @@ class DefineByRun:
         costs = model_cost(spec, seq_len=space.task_seq_len())
         meta.update(spec=spec.to_dict(), arch_id=arch_id(spec), stripe=stripe(spec),
                     costs={k: getattr(costs, k) for k in COST_METRICS},
-                    cache_key=cache_key(arch_id(spec), candidate.train, space.task, space.seed, space.repeats))
+                    cache_key=cache_key(arch_id(spec), candidate.train, space.task_data(), space.seed, space.repeats))
         violation = space.check_constraints(spec)
         if violation:
             meta.update(status="constraint", reason=violation)
@@ -139,7 +139,7 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
     run, space = resolve_run(space, name, runs_dir, run_dir, resume)
     space = space.with_overrides(trials=trials)
     if max_concurrent:
-        space.resources = {**space.resources, "max_concurrent": max_concurrent}
+        space = space.with_overrides(resources={**space.resources, "max_concurrent": max_concurrent})
     check_search(space, address)
     interruption = Interruption("stopping the running trials and writing what finished")
     with run.lock() as lock:
@@ -228,7 +228,7 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
     gpus = float(space.resources.get("gpus_per_trial") or 0)
     available = ray.cluster_resources().get("CPU", 1)
     concurrent = space.resources.get("max_concurrent") or max(1, int(available // cpus))
-    context = {"run_dir": str(run.root), "task": space.task, "objectives": space.objective_names(),
+    context = {"run_dir": str(run.root), "task": space.task_data(), "objectives": space.objective_names(),
                "modes": space.modes(), "repeats": space.repeats, "seed": space.seed,
                "threads": max(1, int(cpus))}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": cpus, "gpu": gpus})

@@ -5,13 +5,14 @@ there). `check_search` runs them all; `composer search --dry-run` runs it too.""
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from typing import Any
 
 from composer.errors import UserError
+from composer.names import close_matches, suggestion
 from composer.search.space import SearchSpace
+from composer.search.space_layers import SlotLayers
 from composer.search.strategies import make_sampler
 
 # the costs every trial reports (DefineByRun), and what every evaluation of a single task adds to the task's
@@ -29,7 +30,7 @@ def evaluations_per_trial(space: SearchSpace) -> int | None:
     if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
                                                                             "batch_size")):
         return None
-    task = get_task(space.task["name"], **space.task.get("params", {}))
+    task = get_task(space.task)
     seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
     limits = [train["steps"]] if train.get("steps") else []
     if train.get("tokens"):
@@ -70,7 +71,7 @@ def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
     for a single task the run's progress and speed (a suite reports its accuracies only)."""
     from composer.tasks import get_task
 
-    task = get_task(space.task["name"], **space.task.get("params", {}))
+    task = get_task(space.task)
     own = tuple("val_loss" if m == "loss" else m for m in task.metrics)
     if hasattr(task, "members"):
         return own + COST_METRICS
@@ -81,9 +82,8 @@ def check_objectives(space: SearchSpace) -> None:
     known = reported_metrics(space)
     for i, objective in enumerate(space.objectives):
         if objective["metric"] not in known:
-            close = difflib.get_close_matches(str(objective["metric"]), known, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserError(f"trials on task {space.task['name']} do not report {objective['metric']!r}; {hint}"
+            hint = f"{suggestion(objective['metric'], known)} " if close_matches(objective["metric"], known) else ""
+            raise UserError(f"trials on task {space.task.name} do not report {objective['metric']!r}; {hint}"
                             f"they report {', '.join(known)}", path=f"objectives[{i}].metric")
 
 
@@ -95,7 +95,7 @@ def check_search(space: SearchSpace, address: str | None = None) -> None:
     make_sampler(space.strategy, space, space.seed)
     make_scheduler(space)
     check_objectives(space)
-    if space.strategy["name"] == "incremental" and space.layers[0] != "slots":
+    if space.strategy["name"] == "incremental" and not isinstance(space.layers, SlotLayers):
         raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
     if not embedded(address):
         probe_address(address or os.environ["RAY_ADDRESS"])

@@ -194,7 +194,7 @@ def make_sampler(strategy: dict[str, Any], space: Any, seed: int) -> BaseSampler
     name = strategy["name"]
     options = dict(strategy.get("options") or {})
     if name not in STRATEGIES:
-        from primitives.base import unknown_name_message
+        from composer.names import unknown_name_message
 
         raise UserError(unknown_name_message("strategy", name, list(STRATEGIES)), path="strategy.name")
     if name in ("one_shot", "incremental"):
