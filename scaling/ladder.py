@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from composer.atomic import write_atomic
 from composer.errors import UserError
 from composer.fields import option
 from composer.provenance import provenance
-from composer.runs import RunLock, contained, safe_name, write_atomic
+from composer.runs import RunLock, contained, safe_name
 from composer.spec import ArchSpec
 from composer.tasks import TaskRef
 from composer.training.config import TrainConfig

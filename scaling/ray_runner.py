@@ -24,7 +24,7 @@ class RayRunner:
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
         import ray
 
-        from composer.search.ray_cluster import check_local_resources, check_trial_resources, embedded, start_ray
+        from composer.ray_cluster import check_local_resources, check_trial_resources, embedded, start_ray
 
         if embedded(self.address):
             check_local_resources(self.threads, 0, cpus_field="--threads")

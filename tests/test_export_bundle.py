@@ -125,7 +125,7 @@ def test_user_errors_leave_nothing_behind(tmp_path):
 
 
 def run_cli(argv):
-    from composer import cli_export
+    from composer.cli import export as cli_export
 
     parser = argparse.ArgumentParser(prog="composer")
     cli_export.register(parser.add_subparsers())

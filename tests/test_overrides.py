@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from composer.atomic import write_atomic
 from composer.cli import main
 from composer.errors import UserError
 from composer.overrides import apply_overrides, apply_to_source, parse_overrides, task_overrides, train_overrides
-from composer.runs import write_atomic
 from composer.search.space_parse import TOP_KEYS, load_space
 from composer.training.config import SETTINGS
 from composer.yaml_source import read_source

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from composer.confirm.candidates import Candidate, SearchRun, adapt_to_task, read_search, select_candidates
-from composer.confirm.config import ConfirmConfig, size_multiple
 from composer.confirm.sizing import Sized, fit_hardware
 from composer.errors import UserError
 from composer.reader import Reader
 from composer.runs import RunDir
+from composer.search.space_confirm import ConfirmConfig, size_multiple
 from composer.search.space_layers import Dist
 from composer.tasks import TaskRef
 from composer.training.config import TrainConfig, parse_settings

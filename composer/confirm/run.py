@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_json
 from composer.confirm.analysis import analyse
-from composer.confirm.config import ConfirmConfig
 from composer.confirm.plan import ConfirmPlan, build_plan
+from composer.confirm.table import format_results
 from composer.errors import UserError
-from composer.runs import write_json
+from composer.search.space_confirm import ConfirmConfig, parse_confirm
 from composer.training.config import TrainConfig
 from scaling.ladder import LocalRunner, TrialRunner, run_ladder
 
@@ -42,6 +43,40 @@ def confirm(run_dir: str | Path, config: ConfirmConfig | None = None, *, runner:
     """
     return run_plan(build_plan(run_dir, config or ConfirmConfig()), runner=runner, workers=workers, threads=threads,
                     address=address, log=log)
+
+
+def confirm_block(run_dir: str | Path, *, address: str | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The `confirm:` block of the search in `run_dir` (its space.yaml), run once that search has finished and
+    released its folder; None when the space has no block. `search_then_confirm` (`composer search`) runs it
+    after the search; its trials use the search's CPUs per trial."""
+    from composer.runs import RunDir
+    from composer.search.space_parse import load_space
+
+    run = RunDir(run_dir)
+    space = load_space(str(run.path("space.yaml")))
+    if "confirm" not in space.data:
+        return None
+    threads = max(1, int(float(space.resources["cpus_per_trial"])))
+    try:
+        result = confirm(run.root, parse_confirm(space.data["confirm"]), address=address, threads=threads, log=log)
+    except UserError as e:
+        raise UserError(f"the search finished (results in {run.root}); its confirmation did not start: {e}") from None
+    if log is not None:
+        log(format_results(result))
+    return result
+
+
+def search_then_confirm(space: Any, **options: Any) -> Any:
+    """What `composer search` runs: `composer.search.search(space, **options)`, then the space's `confirm:` block
+    (`confirm_block`), whose result is the SearchResult's `confirm`. An interrupted search raises
+    SearchInterrupted before any confirmation."""
+    from composer.search import search
+
+    result = search(space, **options)
+    result.confirm = confirm_block(result.run_dir, address=options.get("address"),
+                                   log=print if options.get("progress") is None else None)
+    return result
 
 
 def run_plan(plan: ConfirmPlan, *, runner: str | TrialRunner = "ray", workers: int | None = None,

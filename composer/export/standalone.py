@@ -214,8 +214,6 @@ class Inliner:
                 _rename_globals(module, old, new, edits)
             relative = module.name.replace(".", "/") + ".py"
             sections.append(f"# {'-' * 90}\n# Inlined from {relative}\n\n{edits.apply().strip(chr(10))}\n")
-            if name == "primitives.base":
-                sections.append("_builtins_loaded = True  # every primitive this file needs is defined in it\n")
         return hoisted, sections
 
     def _inherit_renames(self, node: ast.stmt, renames: dict[str, str]) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
-from composer.runs import LEADERBOARD_COLUMNS, RunDir, write_atomic
+from composer.atomic import write_atomic
+from composer.runs import LEADERBOARD_COLUMNS, RunDir
 from composer.search.aggregate import searched
 from composer.search.optuna_search import trial_status
 

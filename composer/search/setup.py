@@ -90,7 +90,7 @@ def check_objectives(space: SearchSpace) -> None:
 def check_search(space: SearchSpace, address: str | None = None) -> None:
     """Everything that can be checked before a run folder is written (and before Ray starts); a UserError
     naming the field."""
-    from composer.search.ray_cluster import check_local_resources, embedded, probe_address
+    from composer.ray_cluster import check_local_resources, embedded, probe_address
 
     make_sampler(space.strategy, space, space.seed)
     strategy_of(space).validate(space)

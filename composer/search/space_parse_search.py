@@ -127,9 +127,9 @@ def match(reader: Reader, value: Any, space: SearchSpace) -> SearchSpace:
 
 
 def confirm(reader: Reader, value: Any, path: str) -> dict[str, Any] | None:
-    """A `confirm:` block (composer/confirm/config.py), run after the search: its fields are checked now, the
-    block kept as written."""
-    from composer.confirm.config import parse_confirm
+    """A `confirm:` block (space_confirm.py), run after the search: its fields are checked now, the block kept as
+    written."""
+    from composer.search.space_confirm import parse_confirm
 
     parse_confirm(value, path, reader)
     return value

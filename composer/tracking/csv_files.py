@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from composer.runs import write_atomic, write_json
+from composer.atomic import write_atomic, write_json
 from composer.tracking.base import Backend, Tracker, numbers, register_backend
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from composer.atomic import write_atomic
 from composer.costs import model_cost
 from composer.errors import UserError
 from composer.model import LMOutput, build_model
-from composer.runs import write_atomic
 from composer.spec import ArchSpec
 from composer.spec_parse import dump_spec, load_spec
 from composer.tasks import Task

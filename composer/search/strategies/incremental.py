@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from composer.atomic import write_json
 from composer.errors import UserError
 from composer.fields import option
-from composer.runs import write_json
 from composer.search.aggregate import searched, vote_keys
 from composer.search.space import SearchSpace
 from composer.search.space_layers import SlotLayers
