@@ -51,15 +51,14 @@ def lightning_log_decay(n_heads: int, decay_scale: float, device=None) -> torch.
 
 @register("lightning_attention")
 class LightningAttention(HeadMixer):
-    """MiniMax lightning attention: silu q, k, v, fixed ALiBi-slope decays, sigmoid-gated RMSNorm output."""
+    """MiniMax lightning attention: silu q, k, v, fixed ALiBi-slope decays, sigmoid-gated RMSNorm output.
+
+    Its HeadFeatures are the default ones (no short conv, an output gate, a norm): the gate is sigmoid here and the
+    norm spans all heads, both applied in `forward`."""
 
     symbol = "LI"
     saved_values = 4
     Config = LightningConfig
-
-    @classmethod
-    def features(cls, cfg: LightningConfig) -> tuple[int, bool, bool, int]:
-        return 0, True, True, 0
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         q, k, v, _ = self.project(x, state)
