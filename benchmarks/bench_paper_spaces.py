@@ -66,10 +66,10 @@ def measure(path: Path, short: int, long: int) -> dict:
     from composer.trainer import TrainConfig, train
 
     space = load_space(str(path))
-    n = space.layers[1]["n_layers"]
+    n = space.layers.n_layers
     candidate = space.sample(optuna.trial.FixedTrial({f"layer{i}.op": ("attention", "mlp")[i % 2] for i in range(n)}))
     spec = candidate.spec
-    suite = get_task(space.task["name"], **space.task["params"])
+    suite = get_task(space.task)
     config = TrainConfig.from_dict(space.train).with_settings(threads=1, eval_every=1 << 62)
     steps = space.train["steps"]
     members, cpu_total, gpu_total = {}, 0.0, 0.0

@@ -14,6 +14,7 @@ The table is written after every architecture (atomically), so an interrupted ru
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -48,8 +49,8 @@ def table_space_yaml() -> str:
 
 def at_depth(space: Any, depth: int) -> Any:
     """The space cut to its first `depth` slots (what an incremental stage of that depth searches)."""
-    kind, cfg = space.layers
-    return space.with_overrides(layers=(kind, {**cfg, "n_layers": depth, "slots": cfg["slots"][:depth]}))
+    return space.with_overrides(layers=dataclasses.replace(space.layers, n_layers=depth,
+                                                           slots=space.layers.slots[:depth]))
 
 
 def candidate(space: Any, ops: tuple[str, ...]) -> Any:
@@ -68,9 +69,9 @@ def build_table(path: Path = TABLE_PATH, log: Any = print) -> dict[str, Any]:
     """Train every architecture not yet in the table at `path`; returns the table."""
     import torch
 
+    from composer.atomic import write_json
     from composer.canonical_form import arch_id, stripe
     from composer.costs import model_cost
-    from composer.runs import write_json
     from composer.search.space_parse import load_space
     from composer.tasks import get_task
     from composer.trainer import TrainConfig, train
@@ -79,7 +80,7 @@ def build_table(path: Path = TABLE_PATH, log: Any = print) -> dict[str, Any]:
     space = load_space(table_space_yaml())
     table = load_table(path) or {"space": TABLE_SPACE, "objective": "val_loss", "mode": "min",
                                  "seeds": [space.seed + r for r in range(space.repeats)], "archs": {}}
-    task = get_task(space.task["name"], **space.task["params"])
+    task = get_task(space.task)
     config = TrainConfig.from_dict(space.train)
     for depth in DEPTHS:
         for ops in itertools.product(OPS, repeat=depth):

@@ -4,15 +4,12 @@
     spec = load_spec("my_arch.yaml")          # or a YAML string, or a dict
     model = build_model(spec)                 # a torch.nn.Module (HybridLM)
     print(model_cost(spec, seq_len=2048))     # params, FLOPs/token, state bytes
+
+Every public name is loaded on first use (PEP 562), so that importing a ground-floor module (composer.fields,
+composer.reader, composer.names, composer.errors, composer.limits: the standard library only, which the
+primitives import too) does not import the model, torch or the search machinery.
 """
 
-from composer.canonical_form import arch_id, canonical, stripe
-from composer.costs import ModelCost, model_cost
-from composer.errors import SpecError, UserError
-from composer.graph import to_graph
-from composer.model import HybridLM, build_model
-from composer.spec import ArchSpec, Layer, Loop, Parallel, Repeat
-from composer.spec_parse import dump_spec, load_spec, validate_spec
 from composer.version import __version__  # noqa: F401  (the package's version, as usual)
 
 __all__ = [
@@ -32,9 +29,7 @@ __all__ = [
     "load_spec",
     "model_cost",
     "stripe",
-    "to_graph",
     "validate_spec",
-    # loaded on first use (they import the task, search and export machinery):
     "Budget",
     "TrainConfig",
     "export_bundle",
@@ -46,6 +41,23 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ArchSpec": ("composer.spec", "ArchSpec"),
+    "Layer": ("composer.spec", "Layer"),
+    "Loop": ("composer.spec", "Loop"),
+    "Parallel": ("composer.spec", "Parallel"),
+    "Repeat": ("composer.spec", "Repeat"),
+    "HybridLM": ("composer.model", "HybridLM"),
+    "build_model": ("composer.model", "build_model"),
+    "ModelCost": ("composer.costs", "ModelCost"),
+    "model_cost": ("composer.costs", "model_cost"),
+    "SpecError": ("composer.errors", "SpecError"),
+    "UserError": ("composer.errors", "UserError"),
+    "arch_id": ("composer.canonical_form", "arch_id"),
+    "canonical": ("composer.canonical_form", "canonical"),
+    "stripe": ("composer.canonical_form", "stripe"),
+    "dump_spec": ("composer.spec_parse", "dump_spec"),
+    "load_spec": ("composer.spec_parse", "load_spec"),
+    "validate_spec": ("composer.spec_parse", "validate_spec"),
     "train": ("composer.trainer", "train"),
     "TrainConfig": ("composer.training.config", "TrainConfig"),
     "Budget": ("composer.training.schedule", "Budget"),
@@ -57,14 +69,17 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in ("search", "export"):  # packages; their functions are run_search and export_bundle
-        import importlib
+    import importlib
 
+    if name in ("search", "export"):  # packages; their functions are run_search and export_bundle
         return importlib.import_module(f"composer.{name}")
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'composer' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

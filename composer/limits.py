@@ -18,8 +18,9 @@ Architectures (composer/spec_parse.py, also for specs built in Python and by the
     MAX_NESTING          nesting of repeat / loop / parallel blocks
     MAX_LAYERS           layers run per token: repeat and loop iterations multiplied out (a layer inside
                          `repeat: 4` inside `loop: {times: 3}` counts 12), each parallel branch counted
-    MAX_INTEGER          any integer field (d_model, vocab_size, times, a primitive's sizes); it is
-                         `primitives.base.MAX_INTEGER`, which every primitive Config is held to
+    MAX_INTEGER          any integer field of a spec or a primitive's Config without an upper bound of its own
+                         (d_model, vocab_size, times, a primitive's sizes): far above any real layer, and small
+                         enough that sizes fit a tensor dimension and convert to float (composer/reader.py)
 
 Search spaces (composer/search/space_parse.py) hold layer counts to MAX_LAYERS (the largest `n_layers` times
 the largest `loop`, the number of slots), a searched integer range's ends to MAX_INTEGER, and
@@ -41,7 +42,9 @@ Ladders (scaling/ladder_parse.py) hold their seeds to [0, MAX_SEED] (numpy's see
 
 from __future__ import annotations
 
-from primitives.base import MAX_INTEGER
+# A ground-floor module (the standard library only; see composer/fields.py): the primitives import it too.
+
+MAX_INTEGER = 2**31 - 1
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_YAML_NODES = 20_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -12,15 +12,22 @@ from composer.spec import ArchSpec, flatten
 from composer.spec_parse import load_spec
 
 
+class LMOutput(NamedTuple):
+    """What one `HybridLM` call returns."""
+
+    logits: torch.Tensor                # [B, T, V]
+    state: list[Any] | None             # the advanced decoding state; None when the call was given none
+    aux_losses: dict[str, torch.Tensor]  # name (moe_balance, moe_z, ponder) -> weighted value of this call
+
+
 class HybridLM(nn.Module):
     """A language model built from an `ArchSpec`.
 
-    `model(tokens)` returns logits `[B, T, V]`. `model(tokens, state)` continues the sequences held in
-    `state` (from `init_state`) and returns `(logits, new_state)`: feeding a sequence in pieces gives the
-    same logits as feeding it whole. With `return_aux=True` the auxiliary losses of this call come last:
-    `(logits, losses)` or `(logits, new_state, losses)`; `losses` maps each name (moe_balance, moe_z,
-    ponder) to its weighted value summed over every primitive call, so a training loss is
-    `task_loss + sum(losses.values())`.
+    `model(tokens)` returns an `LMOutput` whose `logits` are `[B, T, V]`. `model(tokens, state)` continues the
+    sequences held in `state` (from `init_state`) and returns the new state in `.state`: feeding a sequence in
+    pieces gives the same logits as feeding it whole. `.aux_losses` maps each auxiliary loss (moe_balance, moe_z,
+    ponder) to its weighted value summed over every primitive call of this forward, so a training loss is
+    `task_loss + sum(out.aux_losses.values())`.
     """
 
     def __init__(self, spec: ArchSpec):
@@ -43,7 +50,7 @@ class HybridLM(nn.Module):
             nn.init.normal_(self.head.weight, std=d ** -0.5)
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None, return_aux: bool = False):
+    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None) -> LMOutput:
         x = self.drop(self.embed(tokens))
         new_state = [] if state is not None else None
         losses: Losses = {}
@@ -52,10 +59,7 @@ class HybridLM(nn.Module):
             losses = add_losses(losses, block_losses)
             if new_state is not None:
                 new_state.append(s)
-        logits = self.head(self.final_norm(x))
-        if state is None:
-            return (logits, losses) if return_aux else logits
-        return (logits, new_state, losses) if return_aux else (logits, new_state)
+        return LMOutput(self.head(self.final_norm(x)), new_state, losses)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> list[Any]:
@@ -89,14 +93,14 @@ class HybridLM(nn.Module):
             self.set_loop_times(loop_times)
         try:
             state = self.init_state(prompt.shape[0])
-            logits, state = self(prompt, state)
+            logits, state, _ = self(prompt, state)
             out = [prompt]
             token = sample_logits(logits[:, -1], temperature, top_k, generator)
             for i in range(max_new_tokens):
                 out.append(token[:, None])
                 if i == max_new_tokens - 1:
                     break
-                logits, state = self(token[:, None], state)
+                logits, state, _ = self(token[:, None], state)
                 token = sample_logits(logits[:, -1], temperature, top_k, generator)
             return torch.cat(out, dim=1)
         finally:

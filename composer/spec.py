@@ -7,18 +7,17 @@ An `ArchSpec` holds model-wide fields and a tuple of layer nodes:
     Loop(times, body, ...)           the body `times` times with shared weights (recurrent depth)
     Parallel(branches, combine, split)   several mixers on one input, outputs combined
 
-The spec is the single source of truth: the graph, the module, the costs and the export derive from it.
+The spec is the single source of truth: the module, the costs and the export derive from it.
 Parsing and validation are in `composer.spec_parse`, the canonical form and `arch_id` in
 `composer.canonical_form`.
 
 Every list of fields (what the parser accepts, `to_dict`, the canonical form behind `arch_id`, export) is read
 from the dataclasses, so a new model-wide or node field is one line here (plus a parser rule when its type
-and bounds do not say enough). Field metadata:
+and bounds do not say enough). Fields are declared with `composer.fields.option` (help, bounds), plus:
 
     label       names or documents the model without changing it: left out of the canonical form, so it
                 does not change `arch_id` (the spec's name and description, a layer's name)
     requires    only has an effect when the named field is set (Loop.ponder_cost needs `halting`)
-    ge, gt, le, lt   numeric bounds the parser checks (integers are >= 1 unless `ge` says otherwise)
 """
 
 from __future__ import annotations
@@ -28,27 +27,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from composer.fields import option
 from primitives.base import get_primitive, make_config
 
 Combine = Literal["sum", "mean", "concat", "concat_proj"]
-LABEL = {"label": True}
+AdapterKind = Literal["linear", "lora"]
 
 
 @dataclass(frozen=True)
 class Layer:
     """One primitive. `params` are those written in the spec (defaults are resolved separately)."""
 
-    op: str
+    op: str = option(help="the primitive")
     params: dict[str, Any] = field(default_factory=dict)
-    name: str | None = field(default=None, metadata=LABEL)
-    share: str | None = None
-    adapter: dict[str, Any] | None = None
+    name: str | None = option(None, "a name that a later `share` refers to", label=True)
+    share: str | None = option(None, "reuse the weights of the earlier layer of this name")
+    adapter: dict[str, Any] | None = option(None, "a shared layer's own adapter: linear, or lora with a rank")
 
 
 @dataclass(frozen=True)
 class Repeat:
-    times: int
-    body: tuple[Node, ...]
+    times: int = option(help="how many copies of the body", ge=1)
+    body: tuple[Node, ...] = option(help="the layers to repeat")
 
 
 @dataclass(frozen=True)
@@ -62,22 +62,22 @@ class Loop:
     halting:   "act" for adaptive computation time (per-token halting, ponder cost added to the loss).
     """
 
-    times: int
-    body: tuple[Node, ...]
-    inject: Literal["add", "concat"] | None = None
-    iteration_embedding: bool = False
-    grad_iters: int | None = None
-    halting: Literal["act"] | None = None
-    ponder_cost: float = field(default=0.01, metadata={"ge": 0, "requires": "halting"})
+    times: int = option(help="how many iterations", ge=1)
+    body: tuple[Node, ...] = option(help="the layers to loop")
+    inject: Literal["add", "concat"] | None = option(None, "re-inject the loop's input after the first iteration")
+    iteration_embedding: bool = option(False, "add a learned per-iteration vector before each pass")
+    grad_iters: int | None = option(None, "backpropagate through the last N iterations only", ge=1)
+    halting: Literal["act"] | None = option(None, "act: adaptive computation time (per-token halting)")
+    ponder_cost: float = option(0.01, "weight of ACT's ponder cost in the loss", ge=0, requires="halting")
 
 
 @dataclass(frozen=True)
 class Parallel:
     """Mixers on the same (normed) input. `split` gives each branch a fraction of the channels."""
 
-    branches: tuple[Node, ...]
-    combine: Combine = "sum"
-    split: tuple[float, ...] | None = None
+    branches: tuple[Node, ...] = option(help="the mixers, at least two")
+    combine: Combine = option("sum", "how the branch outputs are combined")
+    split: tuple[float, ...] | None = option(None, "each branch's fraction of the channels (concat)")
 
     def widths(self, d_model: int) -> list[int]:
         """Each branch's width: all of d_model, or its `split` fraction."""
@@ -93,17 +93,18 @@ LAYER_KEYS = tuple(f.name for f in dataclasses.fields(Layer) if f.name != "param
 class ArchSpec:
     """A whole language model: embedding, `layers`, final norm, LM head. Fields in their YAML order."""
 
-    name: str | None = field(default=None, metadata=LABEL)
-    description: str | None = field(default=None, metadata=LABEL)
-    d_model: int
-    vocab_size: int = 256
-    max_seq_len: int = 1024
-    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
-    norm_position: Literal["pre", "post"] = "pre"
-    tie_embeddings: bool = True
-    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
-    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    layers: tuple[Node, ...]
+    name: str | None = option(None, "the architecture's name", label=True)
+    description: str | None = option(None, "what the architecture is", label=True)
+    d_model: int = option(help="the model width", ge=1)
+    vocab_size: int = option(256, "tokens in the vocabulary", ge=1)
+    max_seq_len: int = option(1024, "the longest context", ge=1)
+    norm: Literal["rmsnorm", "layernorm"] = option("rmsnorm", "the normalisation of every sub-layer")
+    norm_position: Literal["pre", "post"] = option("pre", "normalise each sub-layer's input (pre) or output (post)")
+    tie_embeddings: bool = option(True, "the LM head shares the embedding's weights")
+    dropout: float = option(0.0, "dropout on each sub-layer's output", ge=0, lt=1)
+    defaults: dict[str, dict[str, Any]] = option(help="per-primitive parameters every layer of it starts from",
+                                                 factory=dict)
+    layers: tuple[Node, ...] = option(help="the list of layers")
 
     def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)

@@ -1,43 +1,32 @@
 """Plain data (YAML, dicts) -> ArchSpec, validating every field and naming its YAML path on error; and back.
 
 The fields each form accepts are those of its dataclass in `composer.spec`: a field's type and bounds are
-checked by `_Parser.typed`; rules between fields (a split's widths, `grad_iters <= times`, shares) are
-written out below.
+checked as declared, by the one reader (composer/reader.py, in the spec's style); the structure (nodes,
+patterns, shares) and the rules between fields (a split's widths, `grad_iters <= times`) are written out below.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import types
 import typing
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from composer.errors import SpecError
-from composer.limits import MAX_INTEGER, MAX_LAYERS, MAX_NESTING
-from composer.spec import LAYER_KEYS, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
+from composer.fields import has_default, help_of
+from composer.limits import MAX_LAYERS, MAX_NESTING
+from composer.names import unknown_name_message
+from composer.reader import Reader, type_hints
+from composer.spec import LAYER_KEYS, AdapterKind, ArchSpec, Layer, Loop, Node, Parallel, Repeat, split_widths
 from composer.yaml_source import Source, join, read_source
-from primitives.base import (
-    ConfigError,
-    as_float,
-    bounds_message,
-    brief,
-    get_primitive,
-    in_bounds,
-    make_config,
-    range_text,
-    registered,
-    unknown_name_message,
-)
+from primitives.base import ConfigError, get_primitive, make_config, registered
 
 # The architecture's keys: the ArchSpec fields, and the `pattern` + `legend` shorthand for `layers`.
 MODEL_KEYS = (*(f.name for f in dataclasses.fields(ArchSpec)), "pattern", "legend")
 # The Layer fields that `layer` and `shared_layer` read themselves (any other is checked by its type).
 LAYER_PARSED = ("op", "params", "name", "share", "adapter")
-ADAPTER_KINDS = ("linear", "lora")
+ADAPTER_KINDS = typing.get_args(AdapterKind)
 
 
 def field_names(cls: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -56,82 +45,27 @@ def dump_spec(spec: ArchSpec) -> str:
     return yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
 
-class _Parser:
+class _Parser(Reader):
     def __init__(self, source: Source):
-        self.source = source
+        super().__init__(source, SpecError, spec_style=True)
         self.names: dict[str, tuple[Layer, str, int]] = {}
         self.d_model = 0
         self.defaults: dict[str, dict[str, Any]] = {}
         self.nesting = 0   # repeat / loop / parallel blocks around the node being parsed
 
-    def fail(self, message: str, path: str) -> SpecError:
-        return self.source.error(message, path, SpecError)
+    def declared(self, cls: type, name: str, value: Any, path: str) -> Any:
+        """`value` checked against field `name` of `cls` as declared (None for a required field: missing)."""
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        if value is None and not has_default(f):
+            raise self.fail(f"missing required field ({help_of(f)})", path)
+        return self.value(value, type_hints(cls)[name], path, f.metadata)
 
-    # -- scalar helpers -------------------------------------------------------------------------
-    def integer(self, value: Any, path: str, minimum: int = 1) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(f"expected an integer, got {value!r}", path)
-        if value < minimum:
-            raise self.fail(f"must be >= {minimum}, got {value}", path)
-        if value > MAX_INTEGER:
-            raise self.fail(bounds_message(value, {}), path)
-        return value
-
-    def choice(self, value: Any, path: str, options: tuple) -> Any:
-        if value not in options:
-            raise self.fail(f"expected one of {', '.join(map(str, options))}, got {value!r}", path)
-        return value
-
-    def number(self, value: Any, path: str, bounds: typing.Mapping[str, Any]) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(f"expected a number, got {value!r}", path)
-        number = as_float(value)
-        if not in_bounds(number, bounds):
-            kind = "a finite number" if not math.isfinite(number) else "a number"
-            raise self.fail(f"expected {kind}{range_text(bounds)}, got {brief(value)}", path)
-        return number
-
-    def typed(self, value: Any, hint: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
-        """`value` checked against a field's type (bool, int, float, str, a Literal, or one of them | None)
-        and its bounds in the field metadata."""
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
-            if value is None:
-                return None
-            (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if typing.get_origin(hint) is Literal:
-            return self.choice(value, path, typing.get_args(hint))
-        if hint is bool:
-            if not isinstance(value, bool):
-                raise self.fail(f"expected true or false, got {value!r}", path)
-            return value
-        if hint is int:
-            return self.integer(value, path, minimum=meta.get("ge", 1))
-        if hint is float:
-            return self.number(value, path, meta)
-        if hint is str:
-            if not isinstance(value, str):
-                raise self.fail(f"expected a string, got {value!r}", path)
-            return value
-        raise TypeError(f"{path}: no check for a field of type {hint}: give it one in spec_parse._Parser.typed")
-
-    def options(self, cls: type, data: dict, path: str, skip: tuple[str, ...]) -> dict[str, Any]:
-        """The fields of `cls` (but `skip`, which the caller reads itself) given in `data`, each checked."""
-        hints = _type_hints(cls)
-        return {f.name: self.typed(data[f.name], hints[f.name], join(path, f.name), f.metadata)
-                for f in dataclasses.fields(cls) if f.name in data and f.name not in skip}
-
-    def mapping(self, value: Any, path: str) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
-        for key in value:
-            if not isinstance(key, str):
-                raise self.fail(f"keys must be strings, got {key!r}", path)
-        return value
+    def required(self, cls: type, name: str, value: Any, path: str) -> Any:
+        """`value`, unless it is missing (None) for the required field `name` of `cls`."""
+        return value if value is not None else self.declared(cls, name, None, path)
 
     def unknown_keys(self, data: dict, allowed: tuple, path: str, what: str) -> None:
-        for key in data:
-            if key not in allowed:
-                raise self.fail(unknown_name_message(f"field of {what}", key, list(allowed)), join(path, key))
+        self.mapping(data, path, allowed, what=f"field of {what}")
 
     # -- the model ------------------------------------------------------------------------------
     def spec(self, data: Any) -> ArchSpec:
@@ -139,10 +73,8 @@ class _Parser:
             raise self.fail("the spec is empty", "")
         data = self.mapping(data, "")
         self.unknown_keys(data, MODEL_KEYS, "", "the architecture")
-        if "d_model" not in data:
-            raise self.fail("missing required field (the model width)", "d_model")
-        self.d_model = self.integer(data["d_model"], "d_model")
-        fields = self.options(ArchSpec, data, "", skip=("d_model", "defaults", "layers"))
+        self.d_model = self.declared(ArchSpec, "d_model", data.get("d_model"), "d_model")
+        fields = self.fields(ArchSpec, data, "", skip=("d_model", "defaults", "layers"))
         self.defaults = self.parse_defaults(data.get("defaults") or {})
         layers = self.layers_field(data)
         self.check_layer_count(layers, "layers" if "layers" in data else "pattern")
@@ -245,7 +177,7 @@ class _Parser:
         except ConfigError as e:
             raise self.fail(e.message, join(path, e.field)) from None
         name = value.get("name")
-        layer = Layer(op=op, params=params, name=name, **self.options(Layer, value, path, skip=LAYER_PARSED))
+        layer = Layer(op=op, params=params, name=name, **self.fields(Layer, value, path, skip=LAYER_PARSED))
         if name is not None:
             if not isinstance(name, str) or not name.isidentifier():
                 raise self.fail(f"a layer name must be an identifier, got {name!r}", join(path, "name"))
@@ -275,17 +207,17 @@ class _Parser:
         if "adapter" in value:
             adapter = self.adapter(value["adapter"], join(path, "adapter"))
         return Layer(op=original.op, params=dict(original.params), share=target, adapter=adapter,
-                     **self.options(Layer, value, path, skip=LAYER_PARSED))
+                     **self.fields(Layer, value, path, skip=LAYER_PARSED))
 
     def adapter(self, value: Any, path: str) -> dict[str, Any]:
         if isinstance(value, str):
             value = {"kind": value}
         value = self.mapping(value, path)
         self.unknown_keys(value, ("kind", "rank"), path, "an adapter")
-        kind = self.choice(value.get("kind"), join(path, "kind"), ADAPTER_KINDS)
+        kind = self.value(value.get("kind"), AdapterKind, join(path, "kind"))
         out: dict[str, Any] = {"kind": kind}
         if kind == "lora":
-            out["rank"] = self.integer(value.get("rank", 8), join(path, "rank"))
+            out["rank"] = self.integer(value.get("rank", 8), join(path, "rank"), ge=1)
         return out
 
     def repeat(self, value: dict, path: str) -> Repeat:
@@ -297,12 +229,10 @@ class _Parser:
         else:
             self.unknown_keys(value, ("repeat", *field_names(Repeat, skip=("times",))), path, "a repeat")
             times, spec, base = spec, value, path
-        times = self.integer(times, join(base, "times") if base != path else join(path, "repeat"))
-        if spec.get("body") is None:
-            raise self.fail("missing required field (the layers to repeat)", join(base, "body"))
-        body = self.node_list(spec["body"], join(base, "body"))
+        times = self.declared(Repeat, "times", times, join(base, "times") if base != path else join(path, "repeat"))
+        body = self.node_list(self.required(Repeat, "body", spec.get("body"), join(base, "body")), join(base, "body"))
         self.check_layer_count(body, join(base, "times") if base != path else join(path, "repeat"), times)
-        return Repeat(times=times, body=body, **self.options(Repeat, spec, base, skip=("times", "body")))
+        return Repeat(times=times, body=body, **self.fields(Repeat, spec, base, skip=("times", "body")))
 
     def loop(self, value: dict, path: str) -> Loop:
         spec = value["loop"]
@@ -313,14 +243,11 @@ class _Parser:
             spec = {"times": spec, **{k: v for k, v in value.items() if k != "loop"}}
             base = path
         self.unknown_keys(spec, field_names(Loop), base, "a loop")
-        if "times" not in spec:
-            raise self.fail("missing required field (how many iterations)", join(base, "times"))
-        times = self.integer(spec["times"], join(base, "times") if base != path else join(path, "loop"))
-        if "body" not in spec:
-            raise self.fail("missing required field (the layers to loop)", join(base, "body"))
-        body = self.node_list(spec["body"], join(base, "body"))
+        self.required(Loop, "times", spec.get("times"), join(base, "times"))
+        times = self.declared(Loop, "times", spec["times"], join(base, "times") if base != path else join(path, "loop"))
+        body = self.node_list(self.required(Loop, "body", spec.get("body"), join(base, "body")), join(base, "body"))
         self.check_layer_count(body, join(base, "times") if base != path else join(path, "loop"), times)
-        fields = self.options(Loop, spec, base, skip=("times", "body"))
+        fields = self.fields(Loop, spec, base, skip=("times", "body"))
         grad_iters = fields.get("grad_iters")
         if grad_iters is not None and grad_iters > times:
             raise self.fail(f"grad_iters={grad_iters} exceeds times={times}", join(base, "grad_iters"))
@@ -334,7 +261,7 @@ class _Parser:
         if len(branches) > MAX_LAYERS:
             raise self.fail(f"{len(branches):,} branches, more than {MAX_LAYERS:,} (limit MAX_LAYERS)",
                             join(path, "parallel"))
-        fields = self.options(Parallel, value, path, skip=("branches", "split"))
+        fields = self.fields(Parallel, value, path, skip=("branches", "split"))
         combine = fields.get("combine", Parallel.combine)  # a dataclass keeps a field's default as class attribute
         split = value.get("split")
         widths = None
@@ -367,11 +294,6 @@ class _Parser:
             nodes.append(node)
         return Parallel(branches=tuple(nodes), split=tuple(float(s) for s in split) if split is not None else None,
                         **fields)
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def layer_count(nodes: tuple[Node, ...]) -> int:

@@ -16,33 +16,7 @@ from yaml.composer import Composer
 
 from composer.errors import UserError
 from composer.limits import MAX_DOCUMENT_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
-
-
-class Source:
-    """Parsed plain data plus a map from YAML path (`layers[3].body[1]`) to its 1-based line."""
-
-    def __init__(self, data: Any, lines: dict[str, int] | None = None, filename: str | None = None):
-        self.data = data
-        self.lines = lines or {}
-        self.filename = filename
-
-    def line(self, path: str) -> int | None:
-        """The line of `path`, or of its nearest ancestor that has one."""
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return None
-
-    def error(self, message: str, path: str | None, cls: type[UserError] = UserError) -> UserError:
-        return cls(message, path=path, line=self.line(path) if path else None, source=self.filename)
-
-
-def join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+from composer.reader import Source, join
 
 
 class LimitError(yaml.YAMLError):

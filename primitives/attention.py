@@ -19,21 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import rms_norm
 
 
 @dataclass
 class AttentionConfig:
-    n_heads: int | None = bounded(None, ge=1)
-    n_kv_heads: int | None = bounded(None, ge=1)
-    head_dim: int | None = bounded(None, ge=1)
-    window: int | None = bounded(None, ge=1)
-    rope: bool = True
-    rope_base: float = bounded(10000.0, gt=1)
-    qk_norm: bool = False
-    forget_gate: bool = False
-    bias: bool = False
+    n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
+    n_kv_heads: int | None = option(None, "key/value heads, fewer than n_heads for GQA / MQA (null: n_heads)", ge=1)
+    head_dim: int | None = option(None, "width of one head (null: d_model / n_heads)", ge=1)
+    window: int | None = option(None, "sliding window: attend to and cache at most this many positions (null: the "
+                                "whole context)", ge=1)
+    rope: bool = option(True, "rotary position embeddings on queries and keys")
+    rope_base: float = option(10000.0, "RoPE frequency base", gt=1)
+    qk_norm: bool = option(False, "RMSNorm on queries and keys")
+    forget_gate: bool = option(False, "per-head sigmoid forget gate (Forgetting Transformer)")
+    bias: bool = option(False, "biases on the projections")
 
 
 def resolve_heads(cfg: AttentionConfig, d_model: int) -> tuple[int, int, int]:

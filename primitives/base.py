@@ -8,7 +8,8 @@ A primitive class declares
 * `name`     the registry name used in YAML (set by `@register("name")`),
 * `symbol`   its letter(s) in one-line stripes such as `A M (A M)x2` (default: the name's first two letters),
 * `kind`     "token_mixer" (mixes along time: attention, SSMs) or "channel_mixer" (MLP, MoE),
-* `Config`   a dataclass of its parameters with defaults (what the YAML may set),
+* `Config`   a dataclass of its parameters, each declared with `composer.fields.option(default, help, bounds)`
+  (what the YAML may set; `composer primitives` shows the help),
 * `forward(x, state=None) -> (y, new_state)`: `x` is `[B, T, D]`. With `state=None` the sequence starts
   fresh and `new_state` may be None; with a state from `init_state` the call continues that sequence
   and returns the state after it. Running a sequence in pieces must equal running it whole.
@@ -21,24 +22,25 @@ A primitive class declares
   that calls a primitive reads them right after the call and returns them with its output, so that every
   call counts once, whatever loops, shared layers or recomputation do.
 
-A family module imports only the standard library, torch, this module, `primitives.common` (the layers
-families share) and `primitives.ops` (never `primitives.ops.triton`, nor another family), so that export
-can inline exactly the families a model uses (`composer.export.standalone.import_rule_violations`).
+A family module imports only the standard library, torch, Composer's ground floor (`composer.fields` for the
+field declarations; see its docstring), this module, `primitives.common` (the layers families share) and
+`primitives.ops` (never `primitives.ops.triton`, nor another family), so that export can inline exactly the
+families a model uses (`composer.export.standalone.import_rule_violations`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import operator
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from composer.errors import UserError
+from composer.fields import bounds_of
+from composer.names import unknown_name_message
+from composer.reader import Reader
 
 State = dict[str, torch.Tensor] | None
 
@@ -132,17 +134,18 @@ class Primitive(nn.Module):
     @classmethod
     def validate(cls, cfg: Any, d_model: int) -> None:
         """Raise `ConfigError(field, message)` when the parameters cannot make a valid layer: every field within
-        its bounds (`bounded` metadata; floats finite, integers within MAX_INTEGER), then the primitive's own
-        `check`. Call this rather than `check`: a Config built in Python has not been through make_config."""
+        its declared bounds (composer.fields.option; floats finite, integers within MAX_INTEGER), then the
+        primitive's own `check`. Call this rather than `check`: a Config built in Python has not been through
+        make_config."""
         for f in dataclasses.fields(cfg):
-            check_bounds(f.name, getattr(cfg, f.name), f.metadata)
+            check_bounds(f, getattr(cfg, f.name))
         cls.check(cfg, d_model)
 
     @classmethod
     def check(cls, cfg: Any, d_model: int) -> None:
         """The rules that relate fields to each other or to d_model (a head count dividing the width, top_k at
-        most n_experts); raise `ConfigError(field, message)`. Single-field bounds are the fields' `bounded`
-        metadata, which `validate` checks first."""
+        most n_experts); raise `ConfigError(field, message)`. Single-field bounds are declared on the fields
+        (composer.fields.option), which `validate` checks first."""
 
     @classmethod
     def resolve(cls, cfg: Any, d_model: int) -> Any:
@@ -208,30 +211,8 @@ def get_primitive(name: str) -> type[Primitive]:
     raise KeyError(unknown_name_message("primitive", name, list(_REGISTRY)))
 
 
-def unknown_name_message(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
-    return f"unknown {what} {name!r}{hint}"
-
-
 # ----------------------------------------------------------------------------------------------
 # Building a Config from plain data (YAML), with field-level errors
-
-
-# The largest integer any Config field may hold (sizes, counts): far above any real layer, and small enough that
-# sizes fit a tensor dimension and convert to float. composer/limits.py lists it with the other input limits.
-MAX_INTEGER = 2**31 - 1
-BOUND_CHECKS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
-
-
-def bounded(default: Any, **bounds: float) -> Any:
-    """A Config field with numeric bounds (`ge`, `gt`, `le`, `lt`) that `make_config` checks, e.g.
-    `rope_base: float = bounded(10000.0, gt=1)`. Every number is checked to be finite (floats) and at most
-    MAX_INTEGER (integers) whether or not it has bounds."""
-    unknown = set(bounds) - set(BOUND_CHECKS)
-    if unknown:
-        raise TypeError(f"unknown bound(s) {sorted(unknown)}; use ge, gt, le, lt")
-    return dataclasses.field(default=default, metadata=bounds)
 
 
 def config_fields(cls: type[Primitive]) -> dict[str, dataclasses.Field]:
@@ -239,130 +220,23 @@ def config_fields(cls: type[Primitive]) -> dict[str, dataclasses.Field]:
 
 
 def make_config(cls: type[Primitive], params: dict[str, Any]) -> Any:
-    """Build `cls.Config` from a dict, checking names, types and bounds; raises ConfigError naming the field.
-
-    The bounds: every float finite, every integer within MAX_INTEGER, and the field's own bounds metadata
-    (see `bounded`), so a new primitive's fields get the generic checks for free."""
-    fields = config_fields(cls)
-    hints = typing.get_type_hints(cls.Config)
-    values = {}
-    for key, value in params.items():
-        if key not in fields:
-            raise ConfigError(key, unknown_name_message(f"parameter of {cls.name!r}", key, list(fields)))
-        values[key] = coerce(key, value, hints[key])
-        check_bounds(key, values[key], fields[key].metadata)
-    cfg = cls.Config(**values)
-    return cfg
-
-
-def in_bounds(value: float, bounds: typing.Mapping[str, Any]) -> bool:
-    """Whether a number is finite, within MAX_INTEGER when an integer, and inside `bounds` (ge, gt, le, lt)."""
-    if isinstance(value, int) and abs(value) > MAX_INTEGER:
-        return False
-    return math.isfinite(value) and all(BOUND_CHECKS[key](value, bound) for key, bound in bounds.items()
-                                        if key in BOUND_CHECKS)
-
-
-def as_float(value: int | float) -> float:
-    """`float(value)`, or inf for an integer past the float range (which the finite check then refuses)."""
+    """Build `cls.Config` from a dict, checking names, types and bounds (composer.reader, in the spec's style:
+    every float finite, every integer within MAX_INTEGER, and the field's declared bounds); raises ConfigError
+    naming the field."""
     try:
-        return float(value)
-    except OverflowError:
-        return math.inf
+        return Reader(spec_style=True).read(cls.Config, params, what=f"parameter of {cls.name!r}")
+    except UserError as e:
+        raise ConfigError(e.path or "", e.message) from None
 
 
-def finite_number(value: Any) -> bool:
-    """Whether `value` is an int or float (not a bool) with a finite float value."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(as_float(value))
-
-
-def range_text(bounds: typing.Mapping[str, Any]) -> str:
-    """` in [0, 1)`, ` >= 0`, ... for a field's numeric bounds; empty without bounds."""
-    low = next(((key, bounds[key]) for key in ("ge", "gt") if key in bounds), None)
-    high = next(((key, bounds[key]) for key in ("le", "lt") if key in bounds), None)
-    if low and high:
-        return f" in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
-    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return "".join(f" {signs[pair[0]]} {pair[1]}" for pair in (low, high) if pair)
-
-
-def brief(value: Any, limit: int = 60) -> str:
-    """`repr(value)` with its middle cut out past `limit` characters (a 5,000-digit number in a message)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text):,} characters)"
-
-
-def bounds_message(value: Any, bounds: typing.Mapping[str, Any]) -> str:
-    """What a number out of bounds should have been: "expected an integer >= 1, got 0"."""
-    if isinstance(value, int) and abs(value) > MAX_INTEGER:
-        return f"expected an integer of at most {MAX_INTEGER:,} (limit MAX_INTEGER), got {brief(value)}"
-    kind = "a finite number" if isinstance(value, float) and not math.isfinite(value) else (
-        "an integer" if isinstance(value, int) else "a number")
-    return f"expected {kind}{range_text(bounds)}, got {value!r}"
-
-
-def check_bounds(field: str, value: Any, bounds: typing.Mapping[str, Any]) -> None:
-    """ConfigError when a number (or a number in a list) is not finite or out of its bounds."""
+def check_bounds(f: dataclasses.Field, value: Any) -> None:
+    """ConfigError when a number (or a number in a list) of field `f` is not finite or out of its bounds."""
     for item in value if isinstance(value, (list, tuple)) else (value,):
-        if isinstance(item, (int, float)) and not isinstance(item, bool) and not in_bounds(item, bounds):
-            raise ConfigError(field, bounds_message(item, bounds))
-
-
-def coerce(field: str, value: Any, hint: Any) -> Any:
-    """Check `value` against a type hint (int, float, bool, str, Literal, Optional, list, tuple)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
             try:
-                return coerce(field, value, arg)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(field, f"expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(field, f"expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        items = [coerce(field, v, inner) for v in value]
-        return tuple(items) if origin is tuple else items
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return as_float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
-
-
-def describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint)))
+                Reader(spec_style=True).number(item, f.name, int if isinstance(item, int) else float, **bounds_of(f))
+            except UserError as e:
+                raise ConfigError(f.name, e.message) from None
 
 
 def divides(field: str, divisor: int, total: int, total_name: str) -> None:

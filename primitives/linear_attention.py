@@ -40,15 +40,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import State, bounded, register
-from primitives.common import HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
+from composer.fields import option
+from primitives.base import State, register
+from primitives.common import HeadFeatures, HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
 from primitives.ops import DELTA_RULE_CHUNK_SIZE, delta_rule, gated_delta_rule, gla, simple_gla
 
 
 @dataclass
 class LinearAttentionConfig(HeadsConfig):
-    expand_k: float = bounded(1.0, gt=0)
-    feature_map: Literal["elu", "identity"] = "elu"
+    expand_k: float = option(1.0, "query/key width as a multiple of d_model", gt=0)
+    feature_map: Literal["elu", "identity"] = option("elu", "elu: elu + 1 with sum normalisation; identity: scaled "
+                                                     "q, k and an output norm")
 
 
 @register("linear_attention")
@@ -60,9 +62,9 @@ class LinearAttention(HeadMixer):
     Config = LinearAttentionConfig
 
     @classmethod
-    def features(cls, cfg: LinearAttentionConfig) -> tuple[int, bool, bool, int]:
+    def features(cls, cfg: LinearAttentionConfig) -> HeadFeatures:
         identity = cfg.feature_map == "identity"
-        return 0, False, identity, int(not identity)
+        return HeadFeatures(output_gate=False, norm=identity, extra_values=int(not identity))
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         q, k, v, _ = self.project(x, state)
@@ -99,8 +101,8 @@ class RetNet(HeadMixer):
 
 @dataclass
 class GLAConfig(HeadsConfig):
-    gate_rank: int = bounded(16, ge=1)
-    gate_normalizer: float = bounded(16.0, gt=0)
+    gate_rank: int = option(16, "rank of the low-rank forget-gate projection", ge=1)
+    gate_normalizer: float = option(16.0, "divisor of the log forget gate", gt=0)
 
 
 @register("gla")
@@ -148,9 +150,9 @@ class HGRN2(HeadMixer):
 
 @dataclass
 class DeltaNetConfig(HeadsConfig):
-    expand_k: float = bounded(1.0, gt=0)
-    kernel_size: int = bounded(4, ge=1)
-    output_gate: bool = False
+    expand_k: float = option(1.0, "query/key width as a multiple of d_model", gt=0)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    output_gate: bool = option(False, "swish output gate")
 
 
 @register("deltanet")
@@ -168,8 +170,8 @@ class DeltaNet(HeadMixer):
         self.b_proj = nn.Linear(d_model, self.n_heads, bias=False)
 
     @classmethod
-    def features(cls, cfg: DeltaNetConfig) -> tuple[int, bool, bool, int]:
-        return cfg.kernel_size, cfg.output_gate, True, 0
+    def features(cls, cfg: DeltaNetConfig) -> HeadFeatures:
+        return HeadFeatures(kernel_size=cfg.kernel_size, output_gate=cfg.output_gate)
 
     @classmethod
     def extra_params(cls, cfg: DeltaNetConfig, d_model: int) -> int:
@@ -189,7 +191,7 @@ class DeltaNet(HeadMixer):
 
 @dataclass
 class GatedDeltaNetConfig(HeadsConfig):
-    kernel_size: int = bounded(4, ge=1)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
 
 
 @register("gated_deltanet")
@@ -208,8 +210,8 @@ class GatedDeltaNet(DeltaNet):
         self.dt_bias = nn.Parameter(inverse_softplus_dt(H))
 
     @classmethod
-    def features(cls, cfg: GatedDeltaNetConfig) -> tuple[int, bool, bool, int]:
-        return cfg.kernel_size, True, True, 0
+    def features(cls, cfg: GatedDeltaNetConfig) -> HeadFeatures:
+        return HeadFeatures(kernel_size=cfg.kernel_size)
 
     @classmethod
     def extra_params(cls, cfg: GatedDeltaNetConfig, d_model: int) -> int:

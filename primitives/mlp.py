@@ -14,15 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, register
 
 
 @dataclass
 class MLPConfig:
-    kind: Literal["swiglu", "gelu"] = "swiglu"
-    expansion: float | None = bounded(None, gt=0)
-    d_ff: int | None = bounded(None, ge=1)
-    bias: bool = False
+    kind: Literal["swiglu", "gelu"] = option("swiglu", "swiglu (gated, 3 matrices) or gelu (2 matrices)")
+    expansion: float | None = option(None, "hidden width as a multiple of d_model (null: 8/3 for swiglu, 4 for gelu)",
+                                     gt=0)
+    d_ff: int | None = option(None, "hidden width (null: from expansion)", ge=1)
+    bias: bool = option(False, "biases on the projections")
 
 
 def hidden_size(cfg: MLPConfig, d_model: int) -> int:

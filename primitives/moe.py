@@ -34,21 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, register
 from primitives.ops.grouped_mm import Impl, grouped_mm
 
 
 @dataclass
 class MoEConfig:
-    n_experts: int = bounded(8, ge=1)
-    top_k: int = bounded(2, ge=1)
-    score: Literal["softmax", "sigmoid"] = "softmax"
-    n_shared_experts: int = bounded(0, ge=0)
-    expansion: float = bounded(1.375, gt=0)
-    capacity_factor: float | None = bounded(None, gt=0)
-    aux_loss_coef: float = bounded(0.01, ge=0)
-    z_loss_coef: float = bounded(0.001, ge=0)
-    renormalize: bool = True
+    n_experts: int = option(8, "number of routed experts", ge=1)
+    top_k: int = option(2, "experts chosen per token", ge=1)
+    score: Literal["softmax", "sigmoid"] = option("softmax", "router scores: softmax or sigmoid")
+    n_shared_experts: int = option(0, "experts every token goes through", ge=0)
+    expansion: float = option(1.375, "hidden width of each expert as a multiple of d_model", gt=0)
+    capacity_factor: float | None = option(None, "cap on each expert's tokens, the overflow dropped (null: dropless)",
+                                           gt=0)
+    aux_loss_coef: float = option(0.01, "weight of the load-balancing loss", ge=0)
+    z_loss_coef: float = option(0.001, "weight of the router z-loss", ge=0)
+    renormalize: bool = option(True, "rescale the chosen experts' weights to sum to 1")
 
 
 def expert_hidden(cfg: MoEConfig, d_model: int) -> int:

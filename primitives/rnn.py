@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import ShortConv, default_heads
 from primitives.ops import scan_diagonal
 
@@ -44,8 +45,8 @@ def check_width(expand: float, d_model: int) -> None:
 
 @dataclass
 class MinGRUConfig:
-    expand: float = bounded(1.0, gt=0)
-    output_gate: bool = True
+    expand: float = option(1.0, "inner width as a multiple of d_model", gt=0)
+    output_gate: bool = option(True, "swish output gate")
 
 
 @register("mingru")
@@ -90,10 +91,10 @@ class MinGRU(Primitive):
 
 @dataclass
 class RGLRUConfig:
-    expand: float = bounded(1.0, gt=0)
-    n_heads: int | None = bounded(None, ge=1)
-    kernel_size: int = bounded(4, ge=1)
-    c: float = bounded(8.0, gt=0)
+    expand: float = option(1.0, "inner width as a multiple of d_model", gt=0)
+    n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    c: float = option(8.0, "RG-LRU decay temperature (Griffin's c = 8)", gt=0)
 
 
 def rglru_sizes(cfg: RGLRUConfig, d_model: int) -> tuple[int, int]:

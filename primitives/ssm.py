@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from primitives.base import ConfigError, Cost, Primitive, State, bounded, divides, register
+from composer.fields import option
+from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
 from primitives.ops import CHUNK_SIZE, selective_scan, simple_gla
 
@@ -45,10 +46,10 @@ from primitives.ops import CHUNK_SIZE, selective_scan, simple_gla
 
 @dataclass
 class MambaConfig:
-    expand: float = bounded(1.5, gt=0)
-    d_state: int = bounded(16, ge=1)
-    dt_rank: int | None = bounded(None, ge=1)
-    kernel_size: int = bounded(4, ge=1)
+    expand: float = option(1.5, "inner width as a multiple of d_model", gt=0)
+    d_state: int = option(16, "state size N per channel", ge=1)
+    dt_rank: int | None = option(None, "rank of the dt projection (null: ceil(d_model / 16))", ge=1)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
 
 
 def mamba_sizes(cfg: MambaConfig, d_model: int) -> tuple[int, int]:
@@ -126,11 +127,11 @@ class Mamba(Primitive):
 
 @dataclass
 class Mamba2Config:
-    expand: float = bounded(1.5, gt=0)
-    n_heads: int | None = bounded(None, ge=1)
-    d_state: int = bounded(64, ge=1)
-    n_groups: int = bounded(1, ge=1)
-    kernel_size: int = bounded(4, ge=1)
+    expand: float = option(1.5, "inner width as a multiple of d_model", gt=0)
+    n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
+    d_state: int = option(64, "state size N per head", ge=1)
+    n_groups: int = option(1, "groups of heads sharing B and C", ge=1)
+    kernel_size: int = option(4, "width of the short causal convolution", ge=1)
 
 
 def mamba2_sizes(cfg: Mamba2Config, d_model: int) -> tuple[int, int, int]:

@@ -7,8 +7,8 @@ A ladder file (YAML):
     architectures:                           # name -> spec path (relative to this file) or inline spec
       attention: ../search_spaces/architectures/gpt_small.yaml
     sizes: [30K, 100K, 300K]                 # parameter targets, counted by `count`
-    count: non_embedding                     # non_embedding | total | active
-    method: auto                             # auto | stack | stretch  (see scaling.rules.fit_to_params)
+    count: non_embedding                     # scaling.rules.Count: non_embedding | total | active
+    method: auto                             # scaling.rules.Method: auto | stack | stretch (fit_to_params)
     tolerance: 0.05
     budget: {tokens_per_param: 20}           # or {tokens: 1M} or {flops: [1e12, 3e12]} (IsoFLOP)
     seeds: [0, 1]
@@ -22,7 +22,10 @@ Token budgets: `tokens_per_param: r` trains a size of N parameters on r * N toke
 C / (training FLOPs per token) tokens (IsoFLOP). `min_tokens` / `max_tokens` clamp the result.
 
 Every mistake is one UserError naming the field (and its line in a file); parameter targets are held to
-MAX_PARAMS, token counts to MAX_TOKENS and FLOP budgets to MAX_FLOPS (composer/limits.py).
+MAX_PARAMS, token counts to MAX_TOKENS and FLOP budgets to MAX_FLOPS (composer/limits.py). The fields are
+those of `scaling.ladder.Ladder`, read by the one reader (composer/reader.py): the ones its types and
+declarations say enough about (task, count, method, tolerance) by the reader itself, the rest by the
+functions in `FIELDS` below.
 """
 
 from __future__ import annotations
@@ -34,16 +37,16 @@ from typing import Any
 
 from composer.errors import UserError
 from composer.limits import MAX_BOOTSTRAP, MAX_FLOPS, MAX_LADDER_TRIALS, MAX_PARAMS, MAX_SEED, MAX_TOKENS
+from composer.names import brief
+from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
-from composer.training.config import parse_settings
-from composer.yaml_source import Source, join, read_source
-from primitives.base import brief, finite_number
+from composer.training.config import TrainConfig
+from composer.yaml_source import read_source
 from scaling.ladder import Ladder
 
-LADDER_KEYS = ("name", "task", "architectures", "sizes", "count", "method", "tolerance", "budget", "seeds",
-               "train", "predict_at", "loss_metric", "bootstrap", "logging")
+LADDER_KEYS = keys_of(Ladder, skip=("run_dir",))   # the keys of a ladder file: Ladder's fields
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
                      "seed": "the ladder sets each trial's seed: use `seeds`"}
@@ -70,84 +73,68 @@ def parse_count(value: Any, maximum: float | None = None) -> int:
 def load_ladder(obj: Any) -> Ladder:
     """A Ladder from a YAML path, YAML text or a dict; every mistake is a UserError naming the field."""
     source = read_source(obj)
-    data = source.data
-    if not isinstance(data, dict):
-        raise source.error("a ladder is a mapping", "")
-    for key in data:
-        if key not in LADDER_KEYS:
-            raise source.error(f"unknown field {key!r}; expected one of {', '.join(LADDER_KEYS)}", str(key))
-    for key in ("name", "task", "architectures", "sizes"):
-        if key not in data:
-            raise source.error("missing required field", key)
+    reader = Reader(source)
+    if not isinstance(source.data, dict):
+        raise reader.fail("a ladder is a mapping", "")
+    data = reader.mapping(source.data, "", LADDER_KEYS)
     base = Path(source.filename).parent if source.filename else Path(".")
-    task = data["task"]
-    task = {"name": task} if isinstance(task, str) else task
-    if not isinstance(task, dict) or not isinstance(task.get("name"), str):
-        raise source.error("expected a task name or a mapping with `name`", "task")
-    from composer.tasks import task_params
-
-    try:
-        task = {"name": task["name"], **task_params(task)}
-    except UserError as e:
-        raise source.error(e.message, f"task.{e.path}") from None
-    archs = _architectures(source, data["architectures"], base)
-    sizes = _sizes(source, data["sizes"])
-    try:
-        name = safe_name(data["name"], "name")        # the ladder's folder under --out-root
-    except UserError as e:
-        raise source.error(e.message, "name") from None
-    ladder = Ladder(name=name, task=dict(task), architectures=archs, sizes=sizes)
-    if "count" in data:
-        if data["count"] not in ("non_embedding", "total", "active"):
-            raise source.error(f"expected non_embedding, total or active, got {data['count']!r}", "count")
-        ladder.count = data["count"]
-    if "method" in data:
-        if data["method"] not in ("auto", "stack", "stretch"):
-            raise source.error(f"expected auto, stack or stretch, got {data['method']!r}", "method")
-        ladder.method = data["method"]
-    if "tolerance" in data:
-        tol = data["tolerance"]
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-            raise source.error(f"expected a fraction in (0, 1), got {tol!r}", "tolerance")
-        ladder.tolerance = float(tol)
-    if "budget" in data:
-        ladder.budget = _budget(source, data["budget"])
-    if "seeds" in data:
-        seeds = data["seeds"]
-        if (not isinstance(seeds, list) or not seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
-            raise source.error(f"expected a list of integer seeds in [0, {MAX_SEED}], got {brief(seeds)}", "seeds")
-        ladder.seeds = list(seeds)
-    if "train" in data:
-        try:
-            ladder.train = parse_settings(data["train"], "train", SET_BY_THE_LADDER)
-        except UserError as e:
-            raise source.error(e.message, e.path) from None
-    if data.get("predict_at") is not None:
-        ladder.predict_at = _count(source, data["predict_at"], "predict_at", MAX_PARAMS)
-    if "bootstrap" in data:
-        n_boot = data["bootstrap"]
-        if not isinstance(n_boot, int) or isinstance(n_boot, bool) or not 0 <= n_boot <= MAX_BOOTSTRAP:
-            raise source.error(f"expected a number of resamples in [0, {MAX_BOOTSTRAP:,}] (limit MAX_BOOTSTRAP), "
-                               f"got {brief(n_boot)}", "bootstrap")
-        ladder.bootstrap = n_boot
-    if "loss_metric" in data:
-        if not isinstance(data["loss_metric"], str):
-            raise source.error(f"expected a metric name, got {brief(data['loss_metric'])}", "loss_metric")
-        ladder.loss_metric = data["loss_metric"]
-    if data.get("logging") is not None:
-        from composer.tracking import check_backends
-
-        try:
-            ladder.logging = check_backends(data["logging"], "logging")
-        except UserError as e:
-            raise source.error(e.message, _logging_path(data["logging"])) from None
+    given = {key: read(reader, data[key], key, base) for key, read in FIELDS.items() if key in data}
+    ladder = reader.read(Ladder, data, skip=("run_dir",), **given)
     trials = (len(ladder.architectures) * len(ladder.sizes) * len(ladder.seeds)
               * len(ladder.budget.get("flops", [None])))
     if trials > MAX_LADDER_TRIALS:
-        raise source.error(f"{trials:,} trials (architectures x sizes x seeds x budgets), more than "
+        raise reader.fail(f"{trials:,} trials (architectures x sizes x seeds x budgets), more than "
                            f"{MAX_LADDER_TRIALS:,} (limit MAX_LADDER_TRIALS)", "sizes")
     return ladder
+
+
+def _name(reader: Reader, value: Any, path: str, base: Path) -> str:
+    try:
+        return safe_name(value, path)        # the ladder's folder under --out-root
+    except UserError as e:
+        raise reader.fail(e.message, path) from None
+
+
+def _seeds(reader: Reader, value: Any, path: str, base: Path) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value)):
+        raise reader.fail(f"expected a list of integer seeds in [0, {MAX_SEED}], got {brief(value)}", path)
+    return list(value)
+
+
+def _train(reader: Reader, value: Any, path: str, base: Path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(value, path, SET_BY_THE_LADDER)
+    except UserError as e:
+        raise reader.relay(e) from None
+
+
+def _predict_at(reader: Reader, value: Any, path: str, base: Path) -> int | None:
+    return None if value is None else _count(reader, value, path, MAX_PARAMS)
+
+
+def _bootstrap(reader: Reader, value: Any, path: str, base: Path) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_BOOTSTRAP:
+        raise reader.fail(f"expected a number of resamples in [0, {MAX_BOOTSTRAP:,}] (limit MAX_BOOTSTRAP), "
+                          f"got {brief(value)}", path)
+    return value
+
+
+def _loss_metric(reader: Reader, value: Any, path: str, base: Path) -> str:
+    if not isinstance(value, str):
+        raise reader.fail(f"expected a metric name, got {brief(value)}", path)
+    return value
+
+
+def _logging(reader: Reader, value: Any, path: str, base: Path) -> list[str]:
+    from composer.tracking import check_backends
+
+    if value is None:
+        return []
+    try:
+        return check_backends(value, path)
+    except UserError as e:
+        raise reader.fail(e.message, _logging_path(value)) from None
 
 
 def _logging_path(names: Any) -> str:
@@ -163,64 +150,64 @@ def _logging_path(names: Any) -> str:
     return "logging"
 
 
-def _count(source: Source, value: Any, path: str, maximum: float | None = None) -> int:
+def _count(reader: Reader, value: Any, path: str, maximum: float | None = None) -> int:
     try:
         return parse_count(value, maximum)
     except ValueError as e:
-        raise source.error(str(e), path) from None
+        raise reader.fail(str(e), path) from None
 
 
-def _architectures(source: Source, value: Any, base: Path) -> dict[str, ArchSpec]:
+def _architectures(reader: Reader, value: Any, path: str, base: Path) -> dict[str, ArchSpec]:
     if not isinstance(value, dict) or len(value) < 1:
-        raise source.error("expected a mapping of name -> spec path or inline spec", "architectures")
+        raise reader.fail("expected a mapping of name -> spec path or inline spec", "architectures")
     out = {}
     for name, spec in value.items():
-        path = join("architectures", str(name))
+        where = join(path, str(name))
         try:
             if isinstance(spec, str):
                 file = Path(spec) if Path(spec).is_absolute() else base / spec
                 if not file.is_file():
-                    raise source.error(f"spec file not found: {file}", path)
+                    raise reader.fail(f"spec file not found: {file}", where)
                 out[str(name)] = load_spec(str(file))
             elif isinstance(spec, dict):
                 out[str(name)] = load_spec(spec)
             else:
-                raise source.error("expected a spec path or an inline spec mapping", path)
+                raise reader.fail("expected a spec path or an inline spec mapping", where)
         except UserError as e:
             if e.path and not e.source:
-                raise source.error(e.message, join(path, e.path)) from None
+                raise reader.relay(e, where) from None
             raise
     return out
 
 
-def _sizes(source: Source, value: Any) -> list[tuple[str, int]]:
+def _sizes(reader: Reader, value: Any, path: str, base: Path) -> list[tuple[str, int]]:
     if not isinstance(value, list) or len(value) < 2:
-        raise source.error("expected a list of at least two parameter targets (e.g. [1M, 3M, 10M])", "sizes")
-    sizes = [(str(v), _count(source, v, join("sizes", i), MAX_PARAMS)) for i, v in enumerate(value)]
+        raise reader.fail("expected a list of at least two parameter targets (e.g. [1M, 3M, 10M])", "sizes")
+    sizes = [(str(v), _count(reader, v, join("sizes", i), MAX_PARAMS)) for i, v in enumerate(value)]
     if [n for _, n in sizes] != sorted({n for _, n in sizes}):
-        raise source.error("sizes must be distinct and increasing", "sizes")
+        raise reader.fail("sizes must be distinct and increasing", "sizes")
     return sizes
 
 
-def _budget(source: Source, value: Any) -> dict[str, Any]:
+def _budget(reader: Reader, value: Any, path: str, base: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise source.error("expected a mapping: tokens_per_param, tokens or flops", "budget")
+        raise reader.fail("expected a mapping: tokens_per_param, tokens or flops", "budget")
     modes = [k for k in ("tokens_per_param", "tokens", "flops") if k in value]
     if len(modes) != 1:
-        raise source.error("give exactly one of tokens_per_param, tokens, flops", "budget")
-    for key in value:
-        if key not in ("tokens_per_param", "tokens", "flops", "min_tokens", "max_tokens"):
-            raise source.error(f"unknown field {key!r}", join("budget", key))
+        raise reader.fail("give exactly one of tokens_per_param, tokens, flops", "budget")
+    reader.mapping(value, path, ("tokens_per_param", "tokens", "flops", "min_tokens", "max_tokens"))
     out: dict[str, Any] = {}
     for key in ("tokens", "min_tokens", "max_tokens"):
         if key in value:
-            out[key] = _count(source, value[key], join("budget", key), MAX_TOKENS)
+            out[key] = _count(reader, value[key], join("budget", key), MAX_TOKENS)
     if "tokens_per_param" in value:
-        r = value["tokens_per_param"]
-        if not finite_number(r) or r <= 0:
-            raise source.error(f"expected a finite positive number, got {r!r}", "budget.tokens_per_param")
-        out["tokens_per_param"] = float(r)
+        out["tokens_per_param"] = reader.number(value["tokens_per_param"], join(path, "tokens_per_param"), gt=0)
     if "flops" in value:
         flops = value["flops"] if isinstance(value["flops"], list) else [value["flops"]]
-        out["flops"] = [float(_count(source, f, join("budget.flops", i), MAX_FLOPS)) for i, f in enumerate(flops)]
+        out["flops"] = [float(_count(reader, f, join("budget.flops", i), MAX_FLOPS)) for i, f in enumerate(flops)]
     return out
+
+
+FIELDS = {"name": _name, "architectures": _architectures, "sizes": _sizes, "budget": _budget, "seeds": _seeds,
+          "train": _train, "predict_at": _predict_at, "bootstrap": _bootstrap, "loss_metric": _loss_metric,
+          "logging": _logging}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -237,14 +238,14 @@ def param_count(spec: ArchSpec, count: Count = "non_embedding") -> int:
         return cost.params
     if count == "active":
         return cost.active_params - embedding
-    raise UserError(f"count must be non_embedding, total or active, got {count!r}")
+    raise UserError(f"count must be one of {', '.join(typing.get_args(Count))}, got {count!r}")
 
 
 def choose_method(spec: ArchSpec, method: Method = "auto") -> Literal["stack", "stretch"]:
     if method == "auto":
         return "stretch" if len(units(spec)) >= STRETCH_FROM else "stack"
     if method not in ("stack", "stretch"):
-        raise UserError(f"method must be auto, stack or stretch, got {method!r}")
+        raise UserError(f"method must be one of {', '.join(typing.get_args(Method))}, got {method!r}")
     return method
 
 

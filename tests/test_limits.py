@@ -12,6 +12,7 @@ import pytest
 
 import composer.limits as limits
 from composer import UserError, load_spec
+from composer.fields import option
 from composer.limits import (
     MAX_BOOTSTRAP,
     MAX_DOCUMENT_BYTES,
@@ -26,7 +27,7 @@ from composer.limits import (
 )
 from composer.search.space_parse import load_space
 from composer.yaml_source import parse_yaml, read_source
-from primitives.base import ConfigError, Primitive, bounded, make_config, register, unregister
+from primitives.base import ConfigError, Primitive, make_config, register, unregister
 from scaling.ladder_parse import load_ladder
 
 
@@ -164,7 +165,7 @@ def test_integers_are_bounded():
 @dataclasses.dataclass
 class _ToyConfig:
     scale: float = 1.0                                  # no metadata: still must be finite
-    size: int = bounded(4, ge=1, le=64)
+    size: int = option(4, ge=1, le=64)
     items: tuple[float, ...] = (1.0,)
 
 
@@ -191,7 +192,7 @@ def test_a_new_primitive_gets_finite_checks_and_its_bounds(toy, params, field, w
 
 def test_bounded_refuses_an_unknown_bound():
     with pytest.raises(TypeError, match="minimum"):
-        bounded(1, minimum=0)
+        option(1, minimum=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,3 +275,19 @@ def test_ladder_budgets_are_bounded(budget, path, message):
     with pytest.raises(UserError) as info:
         load_ladder(ladder)
     assert info.value.path == path and message in info.value.message
+
+
+def test_default_heads_is_the_largest_valid_count_and_bounded_work():
+    from primitives.common import default_heads
+
+    def counting_down(width, head_dim, divides_also):
+        heads = max(1, width // head_dim)
+        while width % heads or divides_also % heads:
+            heads -= 1
+        return heads
+
+    for width in range(1, 400):
+        for head_dim, divides_also in ((64, 0), (16, 0), (8, 96), (1, 0), (32, 7)):
+            assert default_heads(width, head_dim, divides_also) == counting_down(width, head_dim, divides_also)
+    # a width with few divisors: counting down from 794,902 took ~800K steps per call; the divisor pairs ~7K
+    assert default_heads(50_873_777) == counting_down(50_873_777, 64, 0)

@@ -1,6 +1,6 @@
-"""Every primitive's single-field bounds live once, as `bounded` Config metadata, and hold however the Config
-was built: `Primitive.validate` checks them (then the primitive's own cross-field `check`) for a Config made in
-Python as well as one parsed from a spec."""
+"""Every primitive's single-field bounds live once, declared on its Config fields (composer.fields.option), and
+hold however the Config was built: `Primitive.validate` checks them (then the primitive's own cross-field
+`check`) for a Config made in Python as well as one parsed from a spec."""
 
 import dataclasses
 import math
@@ -8,16 +8,17 @@ import math
 import pytest
 
 from composer import UserError, load_spec
+from composer.fields import bounds_of
 from primitives import registered
 from primitives.base import ConfigError
 
 BOUNDED = [(name, f) for name, cls in sorted(registered().items()) for f in dataclasses.fields(cls.Config)
-           if f.metadata]
+           if bounds_of(f)]
 
 
 def outside(field: dataclasses.Field) -> float | int:
     """A value just past the field's lower bound (or upper, when it has only that)."""
-    bounds = field.metadata
+    bounds = bounds_of(field)
     step = 1 if "int" in str(field.type) else 0.5
     if "ge" in bounds:
         return bounds["ge"] - step
@@ -48,3 +49,12 @@ def test_floats_must_be_finite_in_a_config_made_in_python():
     cls = registered()["attention"]
     with pytest.raises(ConfigError, match="expected a finite number"):
         cls.validate(cls.Config(rope_base=math.nan), 64)
+
+
+def test_every_primitive_parameter_declares_its_help():
+    """`composer primitives` shows each parameter's meaning from its declaration, never from a table elsewhere."""
+    from composer.fields import help_of
+
+    missing = [f"{name}.{f.name}" for name, cls in sorted(registered().items()) for f in dataclasses.fields(cls.Config)
+               if not help_of(f)]
+    assert missing == []

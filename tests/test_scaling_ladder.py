@@ -134,6 +134,6 @@ def test_ray_runner_trains_the_same_trials_as_ray_tasks():
 def test_ladder_task_parameters_under_params_or_beside_the_name():
     flat = load_ladder(config(task={"name": "text", "seq_len": 64}))
     nested = load_ladder(config(task={"name": "text", "params": {"seq_len": 64}}))
-    assert flat.task == nested.task == {"name": "text", "seq_len": 64}
+    assert flat.task == nested.task and nested.task.flat() == {"name": "text", "seq_len": 64}
     with pytest.raises(UserError, match="task.params: give the task's parameters under `params`"):
         load_ladder(config(task={"name": "text", "seq_len": 64, "params": {"seq_len": 32}}))

@@ -16,7 +16,8 @@ import optuna
 import pytest
 
 from composer import load_spec
-from composer.search.incremental import (
+from composer.search.space_parse import load_space
+from composer.search.strategies.incremental import (
     STATE_FILE,
     end_groups,
     final_rows,
@@ -25,7 +26,6 @@ from composer.search.incremental import (
     run_incremental,
     stage_space,
 )
-from composer.search.space_parse import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = textwrap.dedent("""\
@@ -72,13 +72,13 @@ class Driver:
         self.wanted, self.rows, self.calls, self.storage = wanted, [], [], optuna.storages.InMemoryStorage()
 
     def run_stage(self, space, n):
-        self.calls.append((space.layers[1]["names"], n))
+        self.calls.append((list(space.layers.names), n))
         study = optuna.create_study(storage=self.storage, study_name="inc", direction="maximize",
                                     load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=len(self.rows)))
         for _ in range(n):
             trial = study.ask()
             candidate = space.sample(trial)
-            names = space.layers[1]["names"]
+            names = space.layers.names
             score = sum(op == self.wanted[p] for op, p in zip(ops(candidate.spec), names)) / len(names)
             study.tell(trial, score)
             self.rows.append({"trial": trial.number, "status": "completed", "accuracy": score,

@@ -7,9 +7,9 @@ import optuna
 import pytest
 
 from composer import arch_id, load_spec
-from composer.cli_search import dry_run
+from composer.cli.search import dry_run
 from composer.errors import UserError
-from composer.search.space import placement_positions
+from composer.search.space_layers import placement_positions
 from composer.search.space_parse import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_shipped_spaces_dry_run(path):
 def test_quickstart_is_the_documented_space():
     space = load_space(str(ROOT / "search_spaces" / "quickstart.yaml"))
     assert space.objectives == [{"metric": "accuracy", "mode": "max"}]
-    assert space.scheduler["name"] == "asha" and space.task["name"] == "mqar"
+    assert space.scheduler["name"] == "asha" and space.task.name == "mqar"
 
 
 def test_task_parameters_under_params_or_beside_the_name():
@@ -170,7 +170,7 @@ def test_task_parameters_under_params_or_beside_the_name():
     nested = load_space(SPACE)
     flat = load_space(SPACE.replace("task: {name: mqar, params: {vocab_size: 64, seq_len: 32, kv_pairs: 4}}",
                                     "task: {name: mqar, vocab_size: 64, seq_len: 32, kv_pairs: 4}"))
-    assert flat.task == nested.task and nested.task["params"] == {"vocab_size": 64, "seq_len": 32, "kv_pairs": 4}
+    assert flat.task == nested.task and nested.task.params == {"vocab_size": 64, "seq_len": 32, "kv_pairs": 4}
     both = error_of(SPACE.replace("params: {vocab_size: 64,", "kv_pairs: 4, params: {vocab_size: 64,"))
     assert "task.params" in str(both) and "not both" in str(both)
     typo = error_of(SPACE.replace("params: {vocab_size: 64, seq_len: 32, kv_pairs: 4}", "kv_pair: 4"))

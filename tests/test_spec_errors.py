@@ -94,7 +94,7 @@ def test_cli_exit_code_two_without_traceback(tmp_path, command):
 
 
 # Numbers that validate used to accept and training then diverged on: every float of a primitive is finite,
-# and the primitives' Config fields carry their bounds (primitives.base.bounded).
+# and the primitives' Config fields carry their bounds (composer.fields.option).
 @pytest.mark.parametrize("layer, field, words", [
     ("{op: attention, rope_base: .nan}", "rope_base", "expected a finite number > 1, got nan"),
     ("{op: attention, rope_base: -5}", "rope_base", "expected a number > 1, got -5.0"),
@@ -132,7 +132,7 @@ def test_share_target_must_be_a_name(target):
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     """A usage mistake, an OSError from the file system and a message with line breaks: one `error:` line."""
-    import composer.cli_spec
+    import composer.cli.spec
     from composer.cli import main
 
     with pytest.raises(SystemExit) as info:
@@ -145,13 +145,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     def denied(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.yaml"))
 
-    monkeypatch.setattr(composer.cli_spec, "run_validate", denied)
+    monkeypatch.setattr(composer.cli.spec, "run_validate", denied)
     assert main(["validate", "x.yaml"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'out.yaml'}: Permission denied\n"
 
     def multi_line(args):
         raise UserError("first line\n  second line\n")
 
-    monkeypatch.setattr(composer.cli_spec, "run_validate", multi_line)
+    monkeypatch.setattr(composer.cli.spec, "run_validate", multi_line)
     assert main(["validate", "x.yaml"]) == 2
     assert capsys.readouterr().err == "error: first line second line\n"

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from composer.confirm.candidates import Candidate, SearchRun, adapt_to_task, read_search, select_candidates
-from composer.confirm.config import ConfirmConfig, size_multiple
 from composer.confirm.sizing import Sized, fit_hardware
 from composer.errors import UserError
+from composer.reader import Reader
 from composer.runs import RunDir
-from composer.search.space import Dist
-from composer.training.config import parse_settings
+from composer.search.space_confirm import ConfirmConfig, size_multiple
+from composer.search.space_layers import Dist
+from composer.tasks import TaskRef
+from composer.training.config import TrainConfig, parse_settings
 from scaling.ladder import Ladder, Trial
 from scaling.ladder_parse import parse_count
 from scaling.rules import param_count
@@ -41,7 +43,7 @@ class ConfirmPlan:
     config: ConfirmConfig
     metric: str                               # the search's objective (the proxy)
     mode: str
-    task: dict[str, Any]                      # {"name": ..., **params}: the ladder's form
+    task: TaskRef
     train: dict[str, Any]                     # flat training settings, one recipe for all
     candidates: list[Candidate]
     sizes: list[tuple[str, int]]              # (label, parameter target), increasing
@@ -61,14 +63,15 @@ class ConfirmPlan:
         """The ladder the trials run through (scaling.ladder: runners, resumable ladder.json)."""
         budget = ({"tokens": self.config.tokens} if self.config.tokens is not None
                   else {"tokens_per_param": self.config.tokens_per_param})
-        return Ladder(name=LADDER_NAME, task=dict(self.task), architectures={c.name: c.spec for c in self.candidates},
+        return Ladder(name=LADDER_NAME, task=self.task, architectures={c.name: c.spec for c in self.candidates},
                       sizes=list(self.sizes), count=self.config.count, method=self.config.method,
-                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds, train=dict(self.train),
+                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds,
+                      train=TrainConfig().with_values(self.train),
                       bootstrap=min(self.config.bootstrap, 500))
 
     def describe(self) -> dict[str, Any]:
         return {"run": str(self.run.root), "objective": {"metric": self.metric, "mode": self.mode},
-                "task": self.task, "train": self.train, "config": self.config.as_dict(),
+                "task": self.task.flat(), "train": self.train, "config": self.config.as_dict(),
                 "candidates": [c.as_dict() for c in self.candidates],
                 "sizes": [{"label": label, "target": target} for label, target in self.sizes],
                 "sizing": [{"candidate": name, "size": label, **sized.as_dict()}
@@ -99,7 +102,7 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
         for label, target in sizes:
             plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
                                                        tolerance=config.tolerance, what=f"{c.name} at size {label}")
-    batch = train.get("batch_size", 32) * seq_len
+    batch = TrainConfig().with_values(train).runtime.batch_size * seq_len
     for label, target in sizes:
         if plan.tokens(target) < batch:
             raise UserError(f"size {label}: {plan.tokens(target):,} training tokens are fewer than one batch "
@@ -131,18 +134,14 @@ def resolve_sizes(given: tuple[str, ...], best_params: int, best_name: str) -> l
     return out
 
 
-def target_task(search: SearchRun, config: ConfirmConfig) -> tuple[dict[str, Any], int, int]:
-    """The task to confirm on ({"name", **params}), its vocabulary size and sequence length."""
-    from composer.tasks import TaskSuite, get_task
+def target_task(search: SearchRun, config: ConfirmConfig) -> tuple[TaskRef, int, int]:
+    """The task to confirm on, its vocabulary size and sequence length."""
+    from composer.tasks import TaskSuite
 
-    given = config.task or {"name": search.space.task["name"], "params": search.space.task.get("params", {})}
-    task = {"name": given["name"], **given.get("params", {})}
-    try:
-        built = get_task(given["name"], **given.get("params", {}))
-    except UserError as e:
-        raise UserError(e.message, path="task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
+    task = config.task or search.space.task
+    built = task.built(Reader(), "task")
     if isinstance(built, TaskSuite):
-        raise UserError(f"confirm compares validation losses: give a single task, not the suite {given['name']!r} "
+        raise UserError(f"confirm compares validation losses: give a single task, not the suite {task.name!r} "
                         "(e.g. --task text --data FILE, or mad:<task>)", path="task")
     return task, built.vocab_size, built.seq_len
 

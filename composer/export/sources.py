@@ -86,7 +86,7 @@ def _from_checkpoint(path: Path, origin: str | None = None) -> Resolved:
 
 def run_task(run: Path) -> dict[str, Any] | None:
     """The task a search run trained on ({name, params}, from its space.yaml); None when it has none."""
-    from composer.tasks import task_params
+    from composer.tasks import TaskRef
 
     file = run / "space.yaml"
     if not file.is_file():
@@ -97,7 +97,7 @@ def run_task(run: Path) -> dict[str, Any] | None:
         raise UserError(f"{file}: cannot read the run's task ({e})") from None
     if not isinstance(task, dict) or not isinstance(task.get("name"), str):
         return None
-    return {"name": task["name"], "params": task_params(task)}
+    return TaskRef.of(task).as_dict()
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """Generate `modeling.py`: one standalone source file (torch + stdlib only) that rebuilds an exported model.
 
 The file is made by inlining Composer's own modules rather than by a second implementation, so the
-exported model runs the very code Composer trained: `primitives.base`, the primitive families the spec
-uses and the shared modules they import (`primitives.common`, `primitives.ops`), `composer.spec`,
+exported model runs the very code Composer trained: `primitives.base` and Composer's ground floor it imports
+(`GROUND_MODULES`: the field declarations and their reader, standard library only), the primitive families the
+spec uses and the shared modules they import (`primitives.common`, `primitives.ops`), `composer.spec`,
 `composer.blocks`, `composer.model`, plus the export helpers `spec_data` (plain data -> ArchSpec) and
 `weights` (a torch-only safetensors reader that checks the file's header before it builds a tensor).
 
 Inlining rests on the import rule every family module (`primitives/<family>.py`) and `primitives.common`
-follow: they import only the standard library, torch, `primitives.base`, `primitives.common` and
-`primitives.ops` (never `primitives.ops.triton`, nor another family), so the file holds exactly the
+follow: they import only the standard library, torch, the ground floor, `primitives.base`, `primitives.common`
+and `primitives.ops` (never `primitives.ops.triton`, nor another family), so the file holds exactly the
 families a model uses and needs nothing but torch. `import_rule_violations` checks a module's source
 against it (tests/test_export_import_rule.py runs it over every registered primitive's module).
 
@@ -44,8 +45,10 @@ SKIPPED_NAME_VALUES = {"TRITON_AVAILABLE": "False"}
 # Top-level definitions left out of the standalone file (they need the YAML parser).
 DROPPED_DEFINITIONS = {"composer.model": {"build_model"}}
 HEAD_MODULES = ("primitives.base",)
+# Composer's ground floor: standard-library modules that everything may import, the primitives included.
+GROUND_MODULES = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
 # What a family module may import besides the standard library and torch (and what it may not).
-FAMILY_IMPORTS = ("primitives.base", "primitives.common", "primitives.ops")
+FAMILY_IMPORTS = (*GROUND_MODULES, "primitives.base", "primitives.common", "primitives.ops")
 FAMILY_IMPORTS_EXCLUDED = ("primitives.ops.triton",)
 TAIL_MODULES = ("composer.spec", "composer.blocks", "composer.model", "composer.export.spec_data",
                 "composer.export.weights")
@@ -211,8 +214,6 @@ class Inliner:
                 _rename_globals(module, old, new, edits)
             relative = module.name.replace(".", "/") + ".py"
             sections.append(f"# {'-' * 90}\n# Inlined from {relative}\n\n{edits.apply().strip(chr(10))}\n")
-            if name == "primitives.base":
-                sections.append("_builtins_loaded = True  # every primitive this file needs is defined in it\n")
         return hoisted, sections
 
     def _inherit_renames(self, node: ast.stmt, renames: dict[str, str]) -> None:
@@ -367,7 +368,7 @@ HEADER = '''"""A language model exported by Composer: standalone PyTorch source 
 
     from modeling import load_model
     model = load_model()                    # reads model.safetensors next to this file
-    logits = model(tokens)                  # tokens: LongTensor [batch, time] -> [batch, time, vocab]
+    logits = model(tokens).logits           # tokens: LongTensor [batch, time] -> [batch, time, vocab]
     out = model.generate(prompt, 20, temperature=0)
 
 or from a shell: `python modeling.py --tokens 1 2 3 --new 20` (greedy).

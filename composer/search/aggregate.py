@@ -34,26 +34,28 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from composer.fields import option
 from composer.spec import ArchSpec, Loop, flatten, node_to_data
 from composer.spec_parse import validate_spec
 
-SELECTIONS = ("top_k", "threshold", "kmeans")
-VOTES = ("n0", "nc")
+Selection = Literal["top_k", "threshold", "kmeans"]
+Vote = Literal["n0", "nc"]
 
 
 @dataclass(frozen=True)
 class Aggregation:
     """How a search's consensus is made: the selection and the vote (see the module docstring)."""
 
-    select: str = "kmeans"
-    top_k: int | None = None
-    threshold: float | None = None
-    clusters: int = 5
-    vote: str = "n0"
-    context: int = 1
-    train: bool = True          # train and score the consensus as a trial (composer/search/consensus.py)
+    select: Selection = option("kmeans", "how the top candidates are selected")
+    top_k: int | None = option(None, "the first top_k (default: the top quarter, at least 3); caps the others",
+                               ge=1)
+    threshold: float | None = option(None, "those within this distance of the best objective", ge=0)
+    clusters: int = option(5, "k of the 1-D k-means whose top cluster is selected", ge=1)
+    vote: Vote = option("n0", "n0: per-layer majority; nc: majority among those matching the last `context` layers")
+    context: int = option(1, "the layers an nc vote matches", ge=1)
+    train: bool = option(True, "train and score the consensus as a trial (composer/search/consensus.py)")
 
     def top(self, rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
         return select_top(rows, metric, mode, top_k=self.top_k,
@@ -224,3 +226,8 @@ def most_common(values: list[Any]) -> Any:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def searched(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search's own trials (not the consensus trained at the end)."""
+    return [r for r in rows if not r.get("consensus")]

@@ -21,17 +21,20 @@ Each trial records the match (target, the width chosen, the size reached, the re
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from composer.costs import model_cost
 from composer.errors import UserError
+from composer.fields import option
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, Repeat
 from composer.spec_parse import validate_spec
 from primitives.base import config_fields, get_primitive
+from scaling.rules import Count
 
-QUANTITIES = ("params", "state_bytes")
-COUNTS = ("non_embedding", "active", "total")
+Quantity = Literal["params", "state_bytes"]
+QUANTITIES = typing.get_args(Quantity)
 LIMIT = 1 << 20         # the largest width tried
 
 
@@ -41,12 +44,12 @@ class MatchError(ValueError):
 
 @dataclass(frozen=True)
 class Match:
-    quantity: str                   # params | state_bytes
-    target: float | None            # None: `base`, the space's reference candidate
-    by: str                         # d_model or a primitive parameter
-    tol: float = 0.02
-    count: str = "non_embedding"    # how params are counted
-    context: int | None = None      # state_bytes at this context (default: the task's sequence length)
+    quantity: Quantity = option(help="what is matched")
+    target: float | None = option(help="the size; None: `base`, the space's reference candidate's")
+    by: str = option(help="the width adjusted: d_model or a primitive parameter")
+    tol: float = option(0.02, "how far (relative) a candidate may land from the target", gt=0)
+    count: Count = option("non_embedding", "how params are counted")
+    context: int | None = option(None, "state_bytes at this context (default: the task's sequence length)", ge=1)
 
     def measure(self, spec: ArchSpec, seq_len: int) -> int:
         cost = model_cost(spec, seq_len=self.context or seq_len)

@@ -26,6 +26,10 @@ only when its slot's primitive has it, so each name always offers the same choic
 `train` takes every training setting (composer/training/config.py), flat or by section; a searched setting
 is named by its flat key (`lr`). `load_space` (composer/search/space_parse.py) reads a space file.
 
+A `SearchSpace` is frozen: its layers are one of three typed forms (`ListLayers`, `SlotLayers`,
+`PatternLayers`), each knowing its searched names and how a trial builds its layers; a changed space (an
+incremental stage's, one with overrides) is a new one (`with_overrides`).
+
 A trial that carries a whole spec in its user attributes (`spec`, with `train`: the consensus, enqueued through
 the study at the end of a search) builds that spec instead of sampling.
 """
@@ -33,52 +37,54 @@ the study at the end of a search) builds that spec instead of sampling.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from composer.errors import SpecError
+from composer.fields import option
+from composer.limits import MAX_SEED
 from composer.search.aggregate import Aggregation
 from composer.search.equal_size import Match, MatchError
+from composer.search.space_layers import Dist, LayerSpace, Pick
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.tasks import TaskRef
 from composer.yaml_source import join
-from primitives.base import config_fields, registered
+
+# ----------------------------------------------------------------------------------------------
+# The space
 
 
 @dataclass(frozen=True)
-class Dist:
-    """One searched value: a categorical `choice`, or an `int` / `float` range (optionally log, step)."""
-
-    kind: str
-    values: tuple = ()
-    low: float = 0
-    high: float = 0
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        if self.kind == "choice":
-            return trial.suggest_categorical(name, list(self.values))
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-    def grid(self) -> list | None:
-        """Every value, or None for a continuous range."""
-        if self.kind == "choice":
-            return list(self.values)
-        if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step:
-            return [self.low + i * self.step for i in range(int(round((self.high - self.low) / self.step)) + 1)]
-        return None
-
-    def largest(self) -> Any:
-        return max(self.values) if self.kind == "choice" else self.high
+class Objective:
+    metric: str = option(help="a metric the trials report (val_loss, accuracy, params, ...)")
+    mode: Literal["min", "max"] = option("min", "minimise or maximise it")
 
 
-@dataclass
+@dataclass(frozen=True)
+class Constraints:
+    """Budgets checked before a candidate trains; costs at `context` (default: the task's sequence length)."""
+
+    max_params: float | None = option(None, "parameters", gt=0)
+    max_active_params: float | None = option(None, "parameters one token touches (MoE)", gt=0)
+    max_flops_per_token: float | None = option(None, "forward FLOPs per token", gt=0)
+    max_state_bytes: float | None = option(None, "decoding state per sequence", gt=0)
+    context: float | None = option(None, "the context length the costs are taken at", gt=0)
+
+    def limits(self) -> dict[str, float]:
+        """The budgets given, by name (`max_params` -> its limit)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "context" and getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float = option(1, "CPUs each trial holds", gt=0)
+    gpus_per_trial: float = option(0, "GPUs each trial holds (a fraction shares one)", ge=0)
+    max_concurrent: int | None = option(None, "trials at once (default: as many as the CPUs allow)", ge=1)
+
+
+@dataclass(frozen=True)
 class Candidate:
     """What one trial trains: the spec, the training settings, and the sampled parameters."""
 
@@ -89,25 +95,37 @@ class Candidate:
     record: dict[str, Any] = field(default_factory=dict)     # per-trial facts: `match`, `consensus`
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSpace:
-    name: str
-    description: str
-    base: dict[str, Any]
-    layers: Any
-    task: dict[str, Any]
-    train: dict[str, Any]
-    objectives: list[dict[str, str]]
-    constraints: dict[str, float]
-    strategy: dict[str, Any]
-    scheduler: dict[str, Any]
-    resources: dict[str, Any]
-    seed: int = 0
-    repeats: int = 1
-    trials: int = 10
+    """A validated search space (see the module docstring). `data` is the space as written (space.yaml); the
+    fields the reader (composer/reader.py) reads on its own are declared here, the others are read by
+    composer/search/space_parse.py."""
+
+    name: str = option(help="the run's name (its folder under runs/)")
+    task: TaskRef = option(help="the task every trial trains on")
+    layers: LayerSpace = option(help="a plain list, `slots` (or `slot` with `n_layers`) or `pattern`")
+    description: str = option("", "what the space searches")
+    base: dict[str, Any] = option(help="architecture fields (searched ones as `{choice: ...}`)", factory=dict)
+    train: dict[str, Any] = option(help="training settings, flat or by section", factory=dict)
+    objectives: list[dict[str, str]] = option(help="[{metric, mode}]",
+                                              factory=lambda: [{"metric": "val_loss", "mode": "min"}])
+    constraints: Constraints = option(help="budgets checked before a candidate trains", factory=Constraints)
+    strategy: dict[str, Any] = option(help="the search strategy, by name, with its options",
+                                      factory=lambda: {"name": "tpe"})
+    scheduler: dict[str, Any] = option(help="the trial scheduler, by name, with its options",
+                                       factory=lambda: {"name": "asha"})
+    resources: dict[str, Any] = option(help="cpus_per_trial, gpus_per_trial, max_concurrent",
+                                       factory=lambda: dataclasses.asdict(Resources()))
+    seed: int = option(0, "the search's seed (each trial's seed derives from it)", ge=0, le=MAX_SEED)
+    repeats: int = option(1, "seeds each candidate trains with", ge=1)
+    trials: int = option(10, "how many trials", ge=1)
+    aggregate: Aggregation = option(help="how the consensus is made", factory=Aggregation)
+    match: Match | None = option(None, "equal-size candidates: the quantity, the target and the width adjusted")
+    confirm: dict[str, Any] | None = option(None, "a confirmation run after the search (composer/confirm)")
+    logging: Any = option(None, "per-trial trackers (composer/tracking.py)")
+    vocab_size: int = 0             # the task's, set by the parser when it builds the task once
+    seq_len: int = 0
     data: dict[str, Any] = field(default_factory=dict)      # the space as plain data (space.yaml)
-    aggregate: Aggregation = field(default_factory=Aggregation)
-    match: Match | None = None
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, trial: Any) -> Candidate:
@@ -141,8 +159,7 @@ class SearchSpace:
 
     def reference_params(self) -> dict[str, Any]:
         """The first value of every searched choice (the low end of a range)."""
-        return {name: dist.values[0] if dist.kind == "choice" else dist.low
-                for name, dist in self.distributions().items()}
+        return {name: dist.first() for name, dist in self.distributions().items()}
 
     def sample_unmatched(self, trial: Any) -> Candidate:
         """The candidate `trial` samples, before any `match`."""
@@ -155,9 +172,9 @@ class SearchSpace:
             return value
 
         arch = _resolve(self.base, "", pick)
-        arch.setdefault("vocab_size", self.task["vocab_size"])
-        arch["max_seq_len"] = max(arch.get("max_seq_len", 0), self.task["seq_len"])
-        arch["layers"] = self._layers(pick)
+        arch.setdefault("vocab_size", self.vocab_size)
+        arch["max_seq_len"] = max(arch.get("max_seq_len", 0), self.seq_len)
+        arch["layers"] = self.layers.build(pick)
         train = {k: pick(v, k) for k, v in self.train.items()}
         try:
             spec = load_spec(arch)
@@ -165,40 +182,12 @@ class SearchSpace:
             return Candidate(None, train, params, invalid=f"invalid architecture: {e}")
         return Candidate(spec, train, params)
 
-    def _layers(self, pick: Any) -> list[Any]:
-        kind, cfg = self.layers
-        if kind == "list":
-            return list(cfg)
-        if kind == "slots":
-            n = pick(cfg["n_layers"], "n_layers")
-            layers = []
-            for i, template in enumerate(cfg["slots"]):
-                built = _slot(template, slot_name(cfg, i), pick)
-                if i < n:
-                    layers.extend(built)
-        else:
-            layers = _pattern(cfg, pick)
-        loop = pick(cfg.get("loop", 1), "loop")
-        return [{"loop": {"times": loop, "body": layers}}] if loop > 1 else layers
-
     def distributions(self) -> dict[str, Dist]:
         """Every searched name and its distribution (conditional ones included)."""
         seen: dict[str, Dist] = {}
         _resolve(self.base, "", lambda v, n: seen.setdefault(n, v) if isinstance(v, Dist) else v)
-        for k, v in self.train.items():
-            if isinstance(v, Dist):
-                seen[k] = v
-        kind, cfg = self.layers
-        if kind == "slots":
-            for key in ("n_layers", "loop"):
-                if isinstance(cfg.get(key), Dist):
-                    seen[key] = cfg[key]
-            for i, template in enumerate(cfg["slots"]):
-                _template_dists(template, slot_name(cfg, i), seen)
-        elif kind == "pattern":
-            for key in ("n_layers", "n_attention", "mixer", "placement", "loop", "channel"):
-                if isinstance(cfg.get(key), Dist):
-                    seen[key] = cfg[key]
+        seen.update((k, v) for k, v in self.train.items() if isinstance(v, Dist))
+        seen.update(self.layers.distributions())
         return seen
 
     def size(self) -> float:
@@ -206,8 +195,7 @@ class SearchSpace:
         continuous ranges."""
         total = 1.0
         for dist in self.distributions().values():
-            grid = dist.grid()
-            total *= math.inf if grid is None else len(grid)
+            total *= dist.points()
         return total
 
     def objective_names(self) -> list[str]:
@@ -220,31 +208,25 @@ class SearchSpace:
         """The reason `spec` breaks a constraint, or None; costs at the constraint's context length."""
         from composer.costs import model_cost
 
-        context = int(self.constraints.get("context", self.task_seq_len()))
-        cost = model_cost(spec, seq_len=context)
-        for key, limit in self.constraints.items():
-            if key == "context":
-                continue
+        cost = model_cost(spec, seq_len=int(self.constraints.context or self.task_seq_len()))
+        for key, limit in self.constraints.limits().items():
             value = getattr(cost, key.removeprefix("max_"))
             if value > limit:
                 return f"{key.removeprefix('max_')} {value:,} > {key} {limit:,.0f}"
         return None
 
     def task_seq_len(self) -> int:
-        return int(self.task["seq_len"])
+        return self.seq_len
+
+    def task_data(self) -> dict[str, Any]:
+        """The task as a trial's context and cache key know it: {name, params, vocab_size, seq_len}."""
+        return {**self.task.as_dict(), "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
     def with_overrides(self, **changes: Any) -> SearchSpace:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def slot_name(cfg: dict[str, Any], i: int) -> str:
-    """The parameter prefix of slot `i`: `layer<i>`, or `layer<names[i]>` when the slots are a stage of an
-    incremental search (named by their place in the full-depth model, so a name always offers the same choices)."""
-    names = cfg.get("names")
-    return f"layer{names[i] if names else i}"
-
-
-def _resolve(value: Any, path: str, pick: Any) -> Any:
+def _resolve(value: Any, path: str, pick: Pick) -> Any:
     if isinstance(value, Dist):
         return pick(value, path)
     if isinstance(value, dict):
@@ -252,57 +234,3 @@ def _resolve(value: Any, path: str, pick: Any) -> Any:
     if isinstance(value, list):
         return [_resolve(v, join(path, i), pick) for i, v in enumerate(value)]
     return value
-
-
-def _slot(template: dict[str, Any], prefix: str, pick: Any) -> list[Any]:
-    """The layers of one slot: its primitive with its parameters, then its channel mixer if any."""
-    op = pick(template["op"], f"{prefix}.op")
-    if op == "none":
-        return []
-    fields = set(config_fields(registered()[op]))
-    layer: dict[str, Any] = {"op": op}
-    for key, value in template.items():
-        if key not in ("op", "channel") and key in fields:
-            layer[key] = pick(value, f"{prefix}.{key}")
-    out: list[Any] = [layer if len(layer) > 1 else op]
-    if template.get("channel") is not None:
-        out.extend(_slot(template["channel"], f"{prefix}.channel", pick))
-    return out
-
-
-def _template_dists(template: dict[str, Any], prefix: str, seen: dict[str, Dist]) -> None:
-    for key, value in template.items():
-        if key == "channel" and value is not None:
-            _template_dists(value, f"{prefix}.channel", seen)
-        elif isinstance(value, Dist):
-            seen[f"{prefix}.{key}"] = value
-
-
-def placement_positions(n: int, k: int, placement: str) -> list[int]:
-    """Where `k` attention layers go among `n`: spread evenly (each at the end of its group), first, last,
-    or centred."""
-    k = max(0, min(k, n))
-    if placement == "spread":
-        return [(j + 1) * n // k - 1 for j in range(k)]
-    if placement == "first":
-        return list(range(k))
-    if placement == "last":
-        return list(range(n - k, n))
-    start = (n - k) // 2
-    return list(range(start, start + k))
-
-
-def _pattern(cfg: dict[str, Any], pick: Any) -> list[Any]:
-    n = pick(cfg["n_layers"], "n_layers")
-    k = pick(cfg.get("n_attention", 1), "n_attention")
-    mixer = pick(cfg["mixer"], "mixer")
-    placement = pick(cfg.get("placement", "spread"), "placement")
-    channel = pick(cfg.get("channel"), "channel")
-    positions = set(placement_positions(n, k, placement))
-    layers: list[Any] = []
-    for i in range(n):
-        layers.append(cfg.get("attention", "attention") if i in positions else mixer)
-        if channel:
-            layers.append(channel)
-    return layers
-

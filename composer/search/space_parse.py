@@ -1,30 +1,46 @@
-"""Parsing a search space (plain data with YAML lines kept) into a validated SearchSpace; every error names
-its YAML path and line. The format is described in composer/search/space.py. This module reads what is
-searched (base, layers, task, training, objectives, constraints); how it is searched (strategy, scheduler,
-aggregation, equal sizes, resources, confirmation) is read by composer/search/space_parse_search.py."""
+"""Parsing a search space (plain data with YAML lines kept) into a validated, frozen SearchSpace; every error
+names its YAML path and line. The format is described in composer/search/space.py.
+
+The fields of `SearchSpace` that its declarations say enough about (the task, the seed, repeats and trials, the
+constraints) are read by the one reader (composer/reader.py); this module reads what is searched (`base`,
+`layers`, `train`: values that may be `{choice: ...}`, `{int: [lo, hi]}` or `{float: [lo, hi]}`), and
+composer/search/space_parse_search.py how it is searched (strategy, scheduler, aggregation, equal sizes,
+resources, confirmation, logging), as the functions in `FIELDS`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from composer.errors import UserError
-from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS, MAX_SEED
+from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS
+from composer.names import brief, unknown_name_message
+from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
-from composer.search.space import Dist, SearchSpace
-from composer.search.space_parse_search import SearchSettingsParser
+from composer.search import space_parse_search as how_searched
+from composer.search.space import Objective, SearchSpace
+from composer.search.space_layers import (
+    Dist,
+    LayerSpace,
+    ListLayers,
+    PatternLayers,
+    Placement,
+    SlotLayers,
+    largest,
+)
 from composer.training.config import SETTINGS
-from composer.training.settings import Setting, check, flatten
-from composer.yaml_source import Source, join, read_source
-from primitives.base import brief, config_fields, finite_number, registered, unknown_name_message
+from composer.training.settings import Setting, flatten
+from composer.yaml_source import Source, read_source
+from primitives.base import config_fields, registered
 
-TOP_KEYS = ("name", "description", "base", "layers", "task", "train", "objectives", "constraints", "strategy",
-            "scheduler", "resources", "seed", "repeats", "trials", "confirm", "aggregate", "match", "logging")
-CONSTRAINT_KEYS = ("max_params", "max_active_params", "max_flops_per_token", "max_state_bytes", "context")
-PLACEMENTS = ("spread", "first", "last", "middle")
+DERIVED = ("vocab_size", "seq_len", "data")          # SearchSpace fields the parser sets, not the document
+TOP_KEYS = keys_of(SearchSpace, skip=DERIVED)
 SET_BY_THE_SEARCH = {"seed": "the search sets each trial's seed: use the top-level `seed`",
                      "resume": "trials always start fresh (a search resumes from its study instead)"}
 DEFAULT_STEPS = 200
+SEARCHED_KEYS = ("choice", "int", "float")
 
 
 def load_space(obj: Any) -> SearchSpace:
@@ -38,48 +54,16 @@ def parse_space(source: Source) -> SearchSpace:
     return _Parser(source).space()
 
 
-class _Parser(SearchSettingsParser):
-    def __init__(self, source: Source):
-        self.source = source
-
-    def fail(self, message: str, path: str) -> UserError:
-        return self.source.error(message, path)
-
-    def mapping(self, value: Any, path: str, allowed: tuple | None = None) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(f"expected a mapping, got {type(value).__name__}", path)
-        for key in value:
-            if allowed is not None and key not in allowed:
-                raise self.fail(unknown_name_message("field", key, list(allowed)), join(path, key))
-        return value
-
-    def number(self, value: Any, path: str, positive: bool = True) -> float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-            raise self.fail(f"expected a {'positive ' if positive else ''}number, got {brief(value)}", path)
-        if not finite_number(value):
-            raise self.fail(f"expected a finite number, got {brief(value)}", path)
-        return value
-
-    def integer(self, value: Any, path: str, minimum: int = 1, maximum: int = MAX_INTEGER) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(f"expected an integer >= {minimum}, got {brief(value)}", path)
-        if value > maximum:
-            raise self.fail(f"expected an integer of at most {maximum:,}, got {brief(value)}", path)
-        return value
-
-    def value(self, value: Any, path: str) -> Any:
+class _Parser(Reader):
+    # -- searched values ------------------------------------------------------------------------
+    def searchable(self, value: Any, path: str) -> Any:
         """A plain value, or a Dist for `{choice: ...}`, `{int: [lo, hi]}`, `{float: [lo, hi]}`."""
-        if not (isinstance(value, dict) and {"choice", "int", "float"} & set(value)):
+        if not (isinstance(value, dict) and set(SEARCHED_KEYS) & set(value)):
             if isinstance(value, dict):
-                return {k: self.value(v, join(path, k)) for k, v in value.items()}
+                return {k: self.searchable(v, join(path, k)) for k, v in value.items()}
             return value
-        self.mapping(value, path, ("choice", "int", "float", "log", "step"))
-        kinds = [k for k in ("choice", "int", "float") if k in value]
+        self.mapping(value, path, (*SEARCHED_KEYS, "log", "step"))
+        kinds = [k for k in SEARCHED_KEYS if k in value]
         if len(kinds) > 1:
             raise self.fail(f"give one of choice, int, float; got {', '.join(kinds)}", path)
         kind = kinds[0]
@@ -93,7 +77,8 @@ class _Parser(SearchSettingsParser):
         bounds = value[kind]
         if not (isinstance(bounds, list) and len(bounds) == 2):
             raise self.fail(f"expected [low, high], got {bounds!r}", join(path, kind))
-        low, high = (self.number(b, join(path, kind), positive=False) for b in bounds)
+        low, high = (b if isinstance(b, int) and not isinstance(b, bool) else self.number(b, join(path, kind))
+                     for b in bounds)
         if kind == "int" and not all(isinstance(b, int) for b in (low, high)):
             raise self.fail(f"expected integer bounds, got {bounds!r}", join(path, kind))
         if low >= high:
@@ -103,101 +88,94 @@ class _Parser(SearchSettingsParser):
             raise self.fail("a log range needs low > 0", join(path, "log"))
         step = value.get("step")
         if step is not None:
-            step = self.number(step, join(path, "step"))
+            step = self.number(step, join(path, "step"), gt=0)
         if kind == "int" and max(abs(low), abs(high)) > MAX_INTEGER:
             raise self.fail(f"expected integer bounds within {MAX_INTEGER:,} (limit MAX_INTEGER)", join(path, kind))
         dist = Dist(kind, (), low, high, bool(log), step)
-        if math.isfinite(grid_points(dist)) and grid_points(dist) > MAX_GRID_POINTS:
-            raise self.fail(f"{grid_points(dist):,.0f} values, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS): "
+        if math.isfinite(dist.points()) and dist.points() > MAX_GRID_POINTS:
+            raise self.fail(f"{dist.points():,.0f} values, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS): "
                             "use a float range or a coarser `step`", path)
         return dist
 
+    # -- the space ------------------------------------------------------------------------------
     def space(self) -> SearchSpace:
         data = self.source.data
         if data is None:
             raise self.fail("the search space is empty", "")
         data = self.mapping(data, "", TOP_KEYS)
-        for key in ("name", "layers", "task"):
-            if key not in data:
-                raise self.fail("missing required field", key)
-        name = data["name"]
+        given = {key: parse(self, data[key], key) for key, parse in FIELDS.items() if key in data}
+        given.setdefault("train", self.train(None, "train"))         # the default budget
+        given["aggregate"] = how_searched.aggregate(self, data.get("aggregate"), given.get("strategy", {}))
+        given["match"] = None           # read once the space exists: its target is measured on the space
+        space = self.read(SearchSpace, data, skip=DERIVED, **given)
+        from composer.tasks import TaskSuite
+
+        built = space.task.built(self, "task")
+        first = built.first if isinstance(built, TaskSuite) else built
+        space = dataclasses.replace(space, vocab_size=first.vocab_size, seq_len=first.seq_len, data=data)
+        how_searched.check_strategy(self, space)
+        self.check_sample(space)
+        if data.get("match") is not None:
+            space = how_searched.match(self, data["match"], space)
+        return space
+
+    def name(self, value: Any, path: str) -> str:
         try:
-            safe_name(name, "name")          # it becomes the run folder's name
+            return safe_name(value, "name")          # it becomes the run folder's name
         except UserError as e:
             raise self.fail(e.message, "name") from None
-        base = self.value(self.mapping(data.get("base") or {}, "base"), "base")
+
+    def description(self, value: Any, path: str) -> str:
+        return str(value or "").strip()
+
+    def base(self, value: Any, path: str) -> dict[str, Any]:
+        base = self.searchable(self.mapping(value or {}, "base"), "base")
         for key in ("layers", "pattern", "legend"):
             if key in base:
                 raise self.fail("give the layers in the top-level `layers` section", join("base", key))
-        space = SearchSpace(
-            name=name, description=str(data.get("description") or "").strip(), base=base,
-            layers=self.layers(data["layers"]), task=self.task(data["task"]), train=self.train(data.get("train")),
-            objectives=self.objectives(data.get("objectives")), constraints=self.constraints(data.get("constraints")),
-            strategy=self.named(data.get("strategy"), "strategy", "tpe"),
-            scheduler=self.named(data.get("scheduler"), "scheduler", "asha"),
-            resources=self.resources(data.get("resources")),
-            seed=self.integer(data.get("seed", 0), "seed", 0, MAX_SEED),
-            repeats=self.integer(data.get("repeats", 1), "repeats"),
-            trials=self.integer(data.get("trials", 10), "trials"), data=data)
-        space.aggregate = self.aggregate(data.get("aggregate"), space.strategy)
-        self.layerwise(space)
-        self.check_grid(space)
-        self.check_sample(space)
-        if data.get("match") is not None:
-            space.match = self.match(data["match"], space)
-        if "confirm" in data:
-            self.confirm(data["confirm"])
-        if data.get("logging") is not None:
-            from composer.tracking import check_backends
+        return base
 
-            try:
-                check_backends(data["logging"], "logging", search=True)
-            except UserError as e:
-                raise self.fail(e.message, "logging") from None
-        return space
-
-    def layers(self, value: Any) -> tuple[str, Any]:
+    def layers(self, value: Any, path: str) -> LayerSpace:
         if isinstance(value, list):
-            return "list", value
+            return ListLayers(tuple(value))
         value = self.mapping(value, "layers", ("n_layers", "slot", "slots", "pattern", "loop"))
-        loop = self.value(value.get("loop", 1), "layers.loop")
+        loop = self.searchable(value.get("loop", 1), "layers.loop")
         self.check_ints(loop, "layers.loop")
         if "pattern" in value:
             if "slot" in value or "slots" in value:
                 raise self.fail("give either `pattern` or `slot`/`slots`, not both", "layers.pattern")
-            return "pattern", self.pattern(value["pattern"], loop)
+            return self.pattern(value["pattern"], loop)
         if ("slot" in value) == ("slots" in value):
             raise self.fail("give one of `slot` (with `n_layers`), `slots` (a list) or `pattern`", "layers")
         if "slot" in value:
             if "n_layers" not in value:
                 raise self.fail("`slot` needs `n_layers`", "layers.n_layers")
-            n_layers = self.value(value["n_layers"], "layers.n_layers")
+            n_layers = self.searchable(value["n_layers"], "layers.n_layers")
             self.check_ints(n_layers, "layers.n_layers", loop)
-            most = int(n_layers.largest() if isinstance(n_layers, Dist) else n_layers)
             template = self.template(value["slot"], "layers.slot")
-            return "slots", {"n_layers": n_layers, "slots": [template] * most, "loop": loop}
+            return SlotLayers(n_layers, (template,) * int(largest(n_layers)), loop)
         slots = value["slots"]
         if not isinstance(slots, list) or not slots:
             raise self.fail("expected a non-empty list of slots", "layers.slots")
         if len(slots) > MAX_LAYERS:
             raise self.fail(f"{len(slots):,} slots, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", "layers.slots")
-        templates = [self.template(s, join("layers.slots", i)) for i, s in enumerate(slots)]
-        n_layers = self.value(value.get("n_layers", len(slots)), "layers.n_layers")
+        templates = tuple(self.template(s, join("layers.slots", i)) for i, s in enumerate(slots))
+        n_layers = self.searchable(value.get("n_layers", len(slots)), "layers.n_layers")
         self.check_ints(n_layers, "layers.n_layers", loop)
-        if (n_layers.largest() if isinstance(n_layers, Dist) else n_layers) > len(slots):
+        if largest(n_layers) > len(slots):
             raise self.fail(f"more layers than the {len(slots)} slots given", "layers.n_layers")
-        return "slots", {"n_layers": n_layers, "slots": templates, "loop": loop}
+        return SlotLayers(n_layers, templates, loop)
 
-    def check_ints(self, value: Any, path: str, loop: Any = 1) -> None:
-        """Layer counts: integers in [1, MAX_LAYERS] (a range checked by its ends, not expanded); with `loop`,
-        the largest count times the largest loop is held to MAX_LAYERS too."""
+    def check_ints(self, value: Any, path: str, loop: Any = 1, least: int = 1) -> None:
+        """Layer counts: integers in [least, MAX_LAYERS] (a range checked by its ends, not expanded); with
+        `loop`, the largest count times the largest loop is held to MAX_LAYERS too."""
         values = [value.low, value.high] if isinstance(value, Dist) and value.kind == "int" else (
             value.grid() if isinstance(value, Dist) else [value])
-        if values is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-            raise self.fail(f"expected integers >= 1, got {brief(values)}", path)
+        if values is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in values):
+            raise self.fail(f"expected integers >= {least}, got {brief(values)}", path)
         if max(values) > MAX_LAYERS:
             raise self.fail(f"{max(values):,} layers, more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
-        most = max(values) * (loop.largest() if isinstance(loop, Dist) else loop)
+        most = max(values) * largest(loop)
         if most > MAX_LAYERS:
             raise self.fail(f"{max(values):,} layers looped up to {most // max(values):,} times is {most:,} layers, "
                             f"more than {MAX_LAYERS:,} (limit MAX_LAYERS)", path)
@@ -218,7 +196,7 @@ class _Parser(SearchSettingsParser):
         value = self.mapping(value, path)
         if "op" not in value:
             raise self.fail("a slot needs `op` (a primitive or a choice of primitives)", join(path, "op"))
-        template = {k: self.value(v, join(path, k)) for k, v in value.items() if k != "channel"}
+        template = {k: self.searchable(v, join(path, k)) for k, v in value.items() if k != "channel"}
         ops = self.ops(template["op"], join(path, "op"), allow_none=True)
         fields = {f for op in ops for f in config_fields(registered()[op])}
         for key in template:
@@ -229,55 +207,34 @@ class _Parser(SearchSettingsParser):
             template["channel"] = self.template(value["channel"], join(path, "channel"))
         return template
 
-    def pattern(self, value: Any, loop: Any) -> dict[str, Any]:
+    def pattern(self, value: Any, loop: Any) -> PatternLayers:
         path = "layers.pattern"
-        value = self.mapping(value, path, ("n_layers", "n_attention", "mixer", "placement", "attention", "channel"))
+        value = self.mapping(value, path, keys_of(PatternLayers, skip=("loop",)))
         for key in ("n_layers", "mixer"):
             if key not in value:
                 raise self.fail("missing required field", join(path, key))
-        cfg = {k: self.value(v, join(path, k)) for k, v in value.items()}
-        cfg["loop"] = loop
+        cfg = {k: self.searchable(v, join(path, k)) for k, v in value.items()}
         self.check_ints(cfg["n_layers"], join(path, "n_layers"), loop)
-        k = cfg.get("n_attention", 1)
-        ks = k.grid() if isinstance(k, Dist) else [k]
-        if ks is None or not all(isinstance(x, int) and x >= 0 for x in ks):
-            raise self.fail(f"expected integers >= 0, got {ks!r}", join(path, "n_attention"))
+        self.check_ints(cfg.get("n_attention", 1), join(path, "n_attention"), least=0)
         self.ops(cfg["mixer"], join(path, "mixer"))
         placement = cfg.get("placement", "spread")
         for p in placement.values if isinstance(placement, Dist) else (placement,):
-            if p not in PLACEMENTS:
-                raise self.fail(f"expected one of {', '.join(PLACEMENTS)}, got {p!r}", join(path, "placement"))
+            self.value(p, Placement, join(path, "placement"))
         if cfg.get("channel") is not None:
             self.ops(cfg["channel"], join(path, "channel"))
-        return cfg
+        return PatternLayers(**cfg, loop=loop)
 
-    def task(self, value: Any) -> dict[str, Any]:
-        if isinstance(value, str):
-            value = {"name": value}
-        value = self.mapping(value, "task")
-        if not isinstance(value.get("name"), str):
-            raise self.fail("expected a task name (mqar, mad, mad:<task>, text)", "task.name")
-        from composer.tasks import get_task, task_params
-
-        try:
-            params = task_params(value)
-            task = get_task(value["name"], **params)
-        except UserError as e:
-            raise self.fail(e.message, "task" + (f".{e.path}" if e.path and e.path != "task" else "")) from None
-        first = task.members[0][1] if hasattr(task, "members") else task
-        return {"name": value["name"], "params": params, "vocab_size": first.vocab_size, "seq_len": first.seq_len}
-
-    def train(self, value: Any) -> dict[str, Any]:
+    def train(self, value: Any, path: str) -> dict[str, Any]:
         """Training settings by flat key (sections flattened), plain values checked against TrainConfig;
         searched ones stay Dists, named by their flat key. Without a budget, DEFAULT_STEPS steps."""
         try:
             out = {}
             for key, (raw, where) in flatten(value or {}, SETTINGS, "train", SET_BY_THE_SEARCH).items():
-                raw = self.value(raw, where)
-                out[key] = self.searched(SETTINGS[key], raw, where) if isinstance(raw, Dist) else check(
-                    SETTINGS[key], raw, where)
+                raw = self.searchable(raw, where)
+                out[key] = self.searched(SETTINGS[key], raw, where) if isinstance(raw, Dist) else SETTINGS[key].check(
+                    raw, where)
         except UserError as e:
-            raise self.fail(e.message, e.path) from None
+            raise self.relay(e) from None
         if not any(k in out for k in ("steps", "tokens", "seconds")):
             out["steps"] = DEFAULT_STEPS
         return out
@@ -292,39 +249,13 @@ class _Parser(SearchSettingsParser):
             raise self.fail(f"expected {'`int` or ' if setting.kind is int else ''}`choice` for this setting", path)
         return dist
 
-    def objectives(self, value: Any) -> list[dict[str, str]]:
-        if value is None:
-            return [{"metric": "val_loss", "mode": "min"}]
+    def objectives(self, value: Any, path: str) -> list[dict[str, str]]:
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list) or not value:
             raise self.fail("expected a list of {metric, mode}", "objectives")
-        out = []
-        for i, item in enumerate(value):
-            path = join("objectives", i)
-            item = self.mapping(item, path, ("metric", "mode"))
-            if not isinstance(item.get("metric"), str):
-                raise self.fail("expected a metric name (val_loss, accuracy, params, ...)", join(path, "metric"))
-            mode = item.get("mode", "min")
-            if mode not in ("min", "max"):
-                raise self.fail(f"expected min or max, got {mode!r}", join(path, "mode"))
-            out.append({"metric": item["metric"], "mode": mode})
-        return out
-
-    def check_grid(self, space: SearchSpace) -> None:
-        """The grid strategy enumerates every combination: hold their number to MAX_GRID_POINTS."""
-        if space.strategy.get("name") != "grid":
-            return
-        total = 1.0
-        for dist in space.distributions().values():
-            total *= grid_points(dist)
-        if math.isfinite(total) and total > MAX_GRID_POINTS:        # a continuous range: the strategy says so
-            raise self.fail(f"the grid has {total:,.0f} points, more than {MAX_GRID_POINTS:,} (limit MAX_GRID_POINTS)",
-                            "strategy.name")
-
-    def constraints(self, value: Any) -> dict[str, float]:
-        value = self.mapping(value or {}, "constraints", CONSTRAINT_KEYS)
-        return {k: self.number(v, join("constraints", k)) for k, v in value.items()}
+        return [dataclasses.asdict(self.read(Objective, item, join("objectives", i)))
+                for i, item in enumerate(value)]
 
     def check_sample(self, space: SearchSpace, tries: int = 32) -> None:
         """Sample candidates (seeded) so a broken base is reported now, with its line: a space none of whose
@@ -344,10 +275,8 @@ class _Parser(SearchSettingsParser):
                         "base")
 
 
-def grid_points(dist: Dist) -> float:
-    """How many values a searched value takes (inf for a continuous range), counted without listing them."""
-    if dist.kind == "choice":
-        return len(dist.values)
-    if dist.kind == "int":
-        return (dist.high - dist.low) // (dist.step or 1) + 1
-    return math.floor((dist.high - dist.low) / dist.step) + 1 if dist.step else math.inf
+# The fields of a space read here and in composer/search/space_parse_search.py: key -> (parser, value, path) -> value.
+FIELDS = {"name": _Parser.name, "description": _Parser.description, "base": _Parser.base, "layers": _Parser.layers,
+          "train": _Parser.train, "objectives": _Parser.objectives, "strategy": how_searched.strategy,
+          "scheduler": how_searched.scheduler, "resources": how_searched.resources,
+          "confirm": how_searched.confirm, "logging": how_searched.logging}

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composer.errors import UserError
+from composer.fields import option
 from composer.training.schedule import SCHEDULES, Budget
-from composer.training.settings import check, flatten, setting, settings_of
+from composer.training.settings import flatten, settings_of
 from composer.yaml_source import read_source
 
 
@@ -26,34 +27,34 @@ from composer.yaml_source import read_source
 class OptimizerConfig:
     """AdamW, with weight decay on matrices only."""
 
-    lr: float = setting(1e-3, "peak learning rate", positive=True, below=1e30)
-    lrs: tuple[float, ...] | None = setting(None, "sweep these learning rates (one run each) and keep the best",
-                                            positive=True)
-    weight_decay: float = setting(0.1, "AdamW weight decay on matrices (not norms, biases or embeddings)",
-                                  minimum=0)
-    weight_decays: tuple[float, ...] | None = setting(None, "sweep these weight decays (one run per learning rate "
-                                                      "x weight decay) and keep the best", minimum=0)
-    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas (beta1 beta2)", minimum=0, below=1)
-    grad_clip: float = setting(1.0, "clip the gradient norm to this value", positive=True)
+    lr: float = option(1e-3, "peak learning rate", gt=0, lt=1e30)
+    lrs: tuple[float, ...] | None = option(None, "sweep these learning rates (one run each) and keep the best",
+                                           gt=0)
+    weight_decay: float = option(0.1, "AdamW weight decay on matrices (not norms, biases or embeddings)",
+                                 ge=0)
+    weight_decays: tuple[float, ...] | None = option(None, "sweep these weight decays (one run per learning rate "
+                                                     "x weight decay) and keep the best", ge=0)
+    betas: tuple[float, float] = option((0.9, 0.95), "AdamW betas (beta1 beta2)", ge=0, lt=1)
+    grad_clip: float = option(1.0, "clip the gradient norm to this value", gt=0)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Linear warmup, then a decay over the rest of the budget."""
 
-    schedule: str = setting("cosine", "decay after warmup: cosine, wsd (warmup-stable-decay) or constant",
-                            choices=SCHEDULES)
-    warmup_steps: int = setting(50, "linear warmup steps (at most a tenth of a known step budget)", minimum=0)
-    warmup_fraction: float | None = setting(None, "warmup over this fraction of the budget (steps, tokens or "
-                                            "seconds) instead of warmup_steps, e.g. 0.05", minimum=0)
-    min_lr_ratio: float = setting(0.1, "final learning rate as a fraction of the peak", minimum=0)
+    schedule: str = option("cosine", "decay after warmup: cosine, wsd (warmup-stable-decay) or constant",
+                           names=SCHEDULES)
+    warmup_steps: int = option(50, "linear warmup steps (at most a tenth of a known step budget)", ge=0)
+    warmup_fraction: float | None = option(None, "warmup over this fraction of the budget (steps, tokens or "
+                                           "seconds) instead of warmup_steps, e.g. 0.05", ge=0)
+    min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak", ge=0)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    eval_every: int | None = setting(None, "evaluate every N steps (default: a tenth of a known step budget, "
-                                     "else 200)", positive=True)
-    eval_batch_size: int = setting(128, "sequences per evaluation batch", positive=True)
+    eval_every: int | None = option(None, "evaluate every N steps (default: a tenth of a known step budget, "
+                                    "else 200)", gt=0)
+    eval_batch_size: int = option(128, "sequences per evaluation batch", gt=0)
 
 
 @dataclass(frozen=True)
@@ -61,25 +62,25 @@ class CheckpointConfig:
     """With an output folder, a run checkpoints every `checkpoint_every` steps, when `checkpoint_seconds` have
     passed since its last checkpoint, on SIGINT/SIGTERM (from the CLI) and at its end."""
 
-    checkpoint_every: int = setting(500, "with an output folder, checkpoint every N steps (0: not by steps)",
-                                    minimum=0)
-    checkpoint_seconds: float = setting(600.0, "with an output folder, also checkpoint once this many seconds have "
-                                        "passed since the last checkpoint (0: not by time)", minimum=0)
-    resume: bool = setting(True, "resume from a checkpoint found in the output folder (it must be of the same "
-                           "architecture, task and training settings)")
+    checkpoint_every: int = option(500, "with an output folder, checkpoint every N steps (0: not by steps)",
+                                   ge=0)
+    checkpoint_seconds: float = option(600.0, "with an output folder, also checkpoint once this many seconds have "
+                                       "passed since the last checkpoint (0: not by time)", ge=0)
+    resume: bool = option(True, "resume from a checkpoint found in the output folder (it must be of the same "
+                          "architecture, task and training settings)")
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    seed: int = setting(0, "torch random seed: the model's initialisation and dropout (the task seeds its data)",
-                        minimum=0, below=2**63)
-    batch_size: int = setting(32, "sequences per training step", positive=True)
-    threads: int | None = setting(None, "torch CPU threads for this run (restored afterwards)", positive=True)
-    compile: bool = setting(False, "torch.compile the model")
-    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda when available)")
-    log_every: int = setting(10, "report progress every N steps", positive=True)
-    memory_check: bool = setting(True, "refuse to start when the estimated memory (composer/training/memory.py) "
-                                 "exceeds what the device has available")
+    seed: int = option(0, "torch random seed: the model's initialisation and dropout (the task seeds its data)",
+                       ge=0, lt=2**63)
+    batch_size: int = option(32, "sequences per training step", gt=0)
+    threads: int | None = option(None, "torch CPU threads for this run (restored afterwards)", gt=0)
+    compile: bool = option(False, "torch.compile the model")
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available)")
+    log_every: int = option(10, "report progress every N steps", gt=0)
+    memory_check: bool = option(True, "refuse to start when the estimated memory (composer/training/memory.py) "
+                                "exceeds what the device has available")
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class TrainConfig:
         """Every setting by its flat key."""
         return {key: getattr(getattr(self, s.section), key) for key, s in SETTINGS.items()}
 
+    def changed(self) -> dict[str, Any]:
+        """The flat settings that differ from the defaults (`TrainConfig().with_values(c.changed()) == c`)."""
+        default = TrainConfig().flat()
+        return {key: value for key, value in self.flat().items() if value != default[key]}
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The nested form as plain data, ready for YAML (`from_dict(c.to_dict()) == c`)."""
         out: dict[str, dict[str, Any]] = {}
@@ -138,7 +144,7 @@ SETTINGS = settings_of(TrainConfig)     # flat key -> Setting: the accepted keys
 
 def parse_settings(data: Any, path: str = "train", reserved: dict[str, str] | None = None) -> dict[str, Any]:
     """Checked flat values from user data written flat and/or by section (only the keys given)."""
-    return {key: check(SETTINGS[key], value, where)
+    return {key: SETTINGS[key].check(value, where)
             for key, (value, where) in flatten(data, SETTINGS, path, reserved).items()}
 
 
@@ -157,3 +163,9 @@ def train_config(config: TrainConfig | dict[str, Any] | None = None, budget: Bud
     if budget is not None:
         config = dataclasses.replace(config, budget=Budget.of(budget))
     return config
+
+
+def eval_interval(eval_every: int | None, total_steps: int | None) -> int:
+    """Steps between evaluations (the rule `eval_every`'s help states): `eval_every` when given, else a tenth of
+    a known step budget, else 200."""
+    return eval_every or (max(1, total_steps // 10) if total_steps else 200)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from composer.errors import UserError
-from composer.training.settings import setting
+from composer.fields import option
 
 SCHEDULES = ("cosine", "wsd", "constant")
 
@@ -15,9 +15,9 @@ SCHEDULES = ("cosine", "wsd", "constant")
 class Budget:
     """How long a run may train. Any combination; the run ends at the first limit reached."""
 
-    steps: int | None = setting(None, "training steps", positive=True)
-    tokens: int | None = setting(None, "training tokens", positive=True)
-    seconds: float | None = setting(None, "training wall-clock seconds", positive=True)
+    steps: int | None = option(None, "training steps", gt=0)
+    tokens: int | None = option(None, "training tokens", gt=0)
+    seconds: float | None = option(None, "training wall-clock seconds", gt=0)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.tokens is None and self.seconds is None:

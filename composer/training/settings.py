@@ -1,10 +1,10 @@
-"""Typed settings read from dataclass fields, so a setting is declared once and checked everywhere.
+"""Settings in sections, addressed by flat key: a setting is a field declared once (composer.fields.option: its
+type, default, help text and bounds) and checked everywhere by the one reader (composer/reader.py).
 
-A field declared with `setting(default, help, ...)` carries its help text and bounds; its annotation gives its
-type. `settings_of(Config)` turns a dataclass of section dataclasses into a table keyed by field name (the
-flat key); `flatten` reads user data written flat (`lr: 1e-3`), by section (`optimizer: {lr: 1e-3}`) or
-both, and `check` converts and checks one value. Errors are UserErrors naming `path.key`, with a "did you
-mean" for unknown keys.
+`settings_of(Config)` turns a dataclass of section dataclasses into a table keyed by field name (the flat key);
+`flatten` reads user data written flat (`lr: 1e-3`), by section (`optimizer: {lr: 1e-3}`) or both, and
+`Setting.check` converts and checks one value. Errors are UserErrors naming `path.key`, with a "did you mean"
+for unknown keys.
 """
 
 from __future__ import annotations
@@ -12,35 +12,33 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from composer.errors import UserError
-from composer.yaml_source import join
-from primitives.base import unknown_name_message
-
-
-def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-            positive: bool = False, below: float | None = None) -> Any:
-    """A dataclass field with its help text and the bounds its values are checked against (`below`: an exclusive
-    upper bound)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                            "positive": positive, "below": below})
+from composer.fields import choices_of, help_of
+from composer.names import unknown_name_message
+from composer.reader import Reader, join
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its flat key, the section holding it, and how its values are checked."""
+    """One setting: its flat key, the section holding it, and its field's declaration (type, default, help,
+    bounds: composer.fields.option)."""
 
     key: str
     section: str
     type: Any                       # the field's annotation, e.g. int | None, tuple[float, float]
     default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    positive: bool = False
-    below: float | None = None
+    field: dataclasses.Field
+
+    @property
+    def help(self) -> str:
+        return help_of(self.field)
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return choices_of(self.type) or self.field.metadata.get("names")
 
     @property
     def kind(self) -> type:
@@ -57,6 +55,11 @@ class Setting:
         args = typing.get_args(_kind(self.type)[2])
         return None if not args or args[-1] is Ellipsis else len(args)
 
+    def check(self, value: Any, path: str) -> Any:
+        """`value` converted to the setting's type and checked against its declaration (the reader's settings
+        style: numbers given as text, like YAML's `3e-3`, included); a UserError naming `path` otherwise."""
+        return Reader().value(value, self.type, path, self.field.metadata)
+
 
 def settings_of(config: Any) -> dict[str, Setting]:
     """Flat key -> Setting for every field of every section of the dataclass `config`."""
@@ -69,10 +72,8 @@ def settings_of(config: Any) -> dict[str, Setting]:
         for f in dataclasses.fields(cls):
             if f.name in table or f.name in {s.name for s in sections}:
                 raise TypeError(f"setting {f.name!r} of {cls.__name__} is not a unique name")
-            meta = f.metadata
             table[f.name] = Setting(f.name, section.name, hints[f.name], getattr(getattr(default, section.name),
-                                    f.name), meta.get("help", ""), meta.get("choices"), meta.get("minimum"),
-                                    meta.get("positive", False), meta.get("below"))
+                                    f.name), f)
     return table
 
 
@@ -109,57 +110,6 @@ def flatten(data: Any, table: dict[str, Setting], path: str,
     return out
 
 
-def check(s: Setting, value: Any, path: str) -> Any:
-    """`value` converted to the setting's type (numbers given as strings, like YAML's `3e-3`, included)."""
-    if value is None:
-        if s.optional:
-            return None
-        raise UserError(f"expected {describe(s)}, got null", path)
-    if s.kind is tuple:
-        if not isinstance(value, (list, tuple)) or not value or (s.length and len(value) != s.length):
-            raise UserError(f"expected {describe(s)}, got {value!r}", path)
-        items = tuple(_number(v, float) for v in value)
-        if any(v is None or not _in_bounds(s, v) for v in items):
-            raise UserError(f"expected {describe(s)}, got {value!r}", path)
-        return items
-    if s.kind is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"expected {describe(s)}, got {value!r}", path)
-        return value
-    if s.kind is str:
-        if not isinstance(value, str):
-            raise UserError(f"expected {describe(s)}, got {value!r}", path)
-        if s.choices and value not in s.choices:
-            raise UserError(unknown_name_message(s.key, value, list(s.choices)), path)
-        return value
-    number = _number(value, s.kind)
-    if number is None or not _in_bounds(s, number):
-        raise UserError(f"expected {describe(s)}, got {value!r}", path)
-    return number
-
-
-def describe(s: Setting) -> str:
-    """What a value must be, in words: "an integer >= 0", "a positive number", "one of cosine, wsd"."""
-    if s.kind is bool:
-        return "true or false"
-    if s.kind is str:
-        return f"one of {', '.join(s.choices)}" if s.choices else "a string"
-    number = "integer" if s.kind is int else "number"
-    if s.kind is tuple:
-        count = f"{s.length} " if s.length else ""
-        bound = "positive " if s.positive else ""
-        tail = f" >= {s.minimum:g}" if s.minimum is not None else ""
-        return f"a list of {count}{bound}numbers{tail}{_below(s)}"
-    if s.positive:
-        return f"a positive {number}{_below(s)}"
-    article = "an" if number == "integer" else "a"
-    return f"{article} {number}" + (f" >= {s.minimum:g}" if s.minimum is not None else "") + _below(s)
-
-
-def _below(s: Setting) -> str:
-    return f" below {s.below:g}" if s.below is not None else ""
-
-
 def _kind(annotation: Any) -> tuple[type, bool, Any]:
     """(base type, whether None is allowed, the annotation without None)."""
     args = typing.get_args(annotation)
@@ -168,26 +118,3 @@ def _kind(annotation: Any) -> tuple[type, bool, Any]:
         annotation = next(a for a in args if a is not type(None))
     origin = typing.get_origin(annotation)
     return (origin or annotation), optional, annotation
-
-
-def _number(value: Any, kind: type) -> int | float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
-        return None
-    if kind is int:
-        return int(value) if float(value).is_integer() else None
-    return float(value)
-
-
-def _in_bounds(s: Setting, value: float) -> bool:
-    if s.positive and not value > 0:
-        return False
-    if s.below is not None and not value < s.below:
-        return False
-    return s.minimum is None or value >= s.minimum

@@ -8,6 +8,9 @@ dispatch between the last two (a kernel is checked against PyTorch on its first 
 `chunk_mlstm` has only its PyTorch form. Two operators outside that scheme, each with its reference in
 `naive.py`: `selective_scan` (Mamba-1's scan with the discretisation fused in, blocked in time) and
 `causal_conv1d` (the short depthwise convolution, channels-last; `F.conv1d` on CUDA).
+KDA (`kda.py`) and RWKV-7 (`rwkv7.py`) keep their step reference, chunked form and length dispatch in one file
+each; Hyena's long convolution (`long_conv.py`) its direct and FFT forms; sLSTM (`slstm.py`), whose recurrence
+has no parallel form, its step reference and training loop.
 """
 
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
@@ -27,6 +30,8 @@ from primitives.ops.dispatch import (
     gla,
     simple_gla,
 )
+from primitives.ops.kda import chunk_kda_torch, kda, naive_kda
+from primitives.ops.long_conv import direct_causal_conv, fft_causal_conv, long_conv
 from primitives.ops.naive import (
     naive_causal_conv1d,
     naive_delta_rule,
@@ -37,9 +42,11 @@ from primitives.ops.naive import (
     naive_selective_scan,
     naive_simple_gla,
 )
+from primitives.ops.rwkv7 import chunk_rwkv7_torch, naive_rwkv7, rwkv7
 from primitives.ops.scan_diagonal import scan_diagonal
 from primitives.ops.selective_scan import materialized_selective_scan, selective_scan
 from primitives.ops.short_conv import causal_conv1d
+from primitives.ops.slstm import naive_slstm, slstm_scan
 
 __all__ = [
     "CHUNK_SIZE",
@@ -52,22 +59,33 @@ __all__ = [
     "chunk_gated_delta_rule_torch",
     "chunk_gla",
     "chunk_gla_torch",
+    "chunk_kda_torch",
     "chunk_mlstm",
+    "chunk_rwkv7_torch",
     "chunk_simple_gla",
     "chunk_simple_gla_torch",
     "delta_rule",
+    "direct_causal_conv",
+    "fft_causal_conv",
     "gated_delta_rule",
     "gla",
+    "kda",
+    "long_conv",
     "materialized_selective_scan",
     "naive_causal_conv1d",
     "naive_delta_rule",
     "naive_gated_delta_rule",
     "naive_gla",
+    "naive_kda",
     "naive_mlstm",
+    "naive_rwkv7",
     "naive_scan_diagonal",
     "naive_selective_scan",
     "naive_simple_gla",
+    "naive_slstm",
+    "rwkv7",
     "scan_diagonal",
     "selective_scan",
     "simple_gla",
+    "slstm_scan",
 ]

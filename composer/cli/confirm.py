@@ -4,15 +4,18 @@ target task with several seeds, and report whether the search's winner holds up 
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Any
 
+from composer.cli.common import add_setting_flags, print_json
 from composer.errors import UserError
+from composer.yaml_source import parse_yaml
 
 BUDGET_FLAGS = ("steps", "seconds")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from composer.cli_train import add_setting_flags
+    from scaling.rules import Count, Method
 
     p = sub.add_parser(
         "confirm", help="confirm a search's winners at larger sizes against a baseline, with statistics",
@@ -34,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-consensus", action="store_true", help="leave the consensus out")
     p.add_argument("--tokens-per-param", type=float, metavar="R",
                    help="train each size on R x its parameter target tokens (default 20)")
-    p.add_argument("--count", choices=("non_embedding", "total", "active"), help="which parameters a size counts "
+    p.add_argument("--count", choices=typing.get_args(Count), help="which parameters a size counts "
                    "(default non_embedding)")
-    p.add_argument("--method", choices=("auto", "stack", "stretch"), help="depth rule (default auto: stack a search "
+    p.add_argument("--method", choices=typing.get_args(Method), help="depth rule (default auto: stack a search "
                    "of fewer than 16 layers, stretch a longer one)")
     p.add_argument("--tolerance", type=float, metavar="F", help="how far a fitted size may land from its target "
                    "(default 0.1)")
@@ -112,8 +115,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str, Any] | None:
     """The task from --task / --data / --set over the block's (or the search's) task; None when not given."""
-    from composer.cli_train import parse_task_settings
-    from composer.tasks import task_params
+    from composer.tasks import TaskRef
 
     if args.task is None and args.data is None and not args.task_settings:
         return None
@@ -128,15 +130,28 @@ def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str
     if args.data is not None and args.task is None and name != "text":
         raise UserError(f"--data applies to the text task; the search's task is {name!r}: add --task text",
                         path="--data")
-    params = task_params(base) if name == base.get("name") else {}
+    params = dict(TaskRef.of(base).params) if base and name == base.get("name") else {}
     params.update(parse_task_settings(args.task_settings))
     if args.data is not None:
         params["data"] = args.data
     return {"name": name, "params": params}
 
 
+def parse_task_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> task parameters (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"expected KEY=VALUE, got {item!r}", path="--set")
+        try:
+            out[key.strip()] = parse_yaml(value).data
+        except UserError as e:
+            raise UserError(e.message, path=f"--set {key.strip()}") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
     from composer.confirm import format_plan, format_results, plan_confirm, run_plan
 
     if args.workers is not None and args.workers < 1:

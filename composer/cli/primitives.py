@@ -1,64 +1,25 @@
 """`composer primitives [NAME]`: the registered layers, their parameters (type, default, meaning) and symbols.
 
 Everything shown is read from the registry (`primitives.registered()`): the one-line description is the first
-line of the class docstring, the parameters are the fields of its `Config` dataclass. A field's meaning is its
-`metadata["help"]` when the primitive gives one, else the short gloss below, written from the families' module
-docstrings (which hold the full formulas: `composer primitives NAME` prints them).
+line of the class docstring, the parameters are the fields of its `Config` dataclass, each with the help text it
+was declared with (`composer.fields.option`; the families' module docstrings hold the full formulas:
+`composer primitives NAME` prints them).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import inspect
 import sys
-import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from composer.cli.common import print_json
 from composer.errors import UserError
-from composer.spec import ArchSpec, iter_layers
-
-# What a Config field means, by field name; (primitive, field) entries where one name means different things.
-PARAM_HELP: dict[str | tuple[str, str], str] = {
-    "n_heads": "number of heads (null: derived from d_model, about one per 64 channels)",
-    "n_kv_heads": "key/value heads, fewer than n_heads for GQA / MQA (null: n_heads)",
-    "head_dim": "width of one head (null: d_model / n_heads)",
-    "window": "sliding window: attend to and cache at most this many positions (null: the whole context)",
-    "rope": "rotary position embeddings on queries and keys",
-    "rope_base": "RoPE frequency base",
-    "qk_norm": "RMSNorm on queries and keys",
-    "forget_gate": "per-head sigmoid forget gate (Forgetting Transformer)",
-    "bias": "biases on the projections",
-    "expand": "inner width as a multiple of d_model",
-    "expand_k": "query/key width as a multiple of d_model",
-    "expand_v": "value width as a multiple of d_model",
-    "kernel_size": "width of the short causal convolution",
-    "output_gate": "swish output gate",
-    "gate_rank": "rank of the low-rank forget-gate projection",
-    "gate_normalizer": "divisor of the log forget gate",
-    "feature_map": "elu: elu + 1 with sum normalisation; identity: scaled q, k and an output norm",
-    "d_state": "state size N (per channel for mamba, per head for mamba2)",
-    "dt_rank": "rank of the dt projection (null: ceil(d_model / 16))",
-    "n_groups": "groups of heads sharing B and C",
-    "chunk_size": "chunk length of the chunked parallel form",
-    "n_experts": "number of routed experts",
-    "top_k": "experts chosen per token",
-    "score": "router scores: softmax or sigmoid",
-    "n_shared_experts": "experts every token goes through",
-    "capacity_factor": "cap on each expert's tokens, the overflow dropped (null: dropless)",
-    "aux_loss_coef": "weight of the load-balancing loss",
-    "z_loss_coef": "weight of the router z-loss",
-    "renormalize": "rescale the chosen experts' weights to sum to 1",
-    "conv_bias": "bias on the convolution",
-    "c": "RG-LRU decay temperature (Griffin's c = 8)",
-    "d_ff": "hidden width (null: from expansion)",
-    ("mlp", "kind"): "swiglu (gated, 3 matrices) or gelu (2 matrices)",
-    ("mlp", "expansion"): "hidden width as a multiple of d_model (null: 8/3 for swiglu, 4 for gelu)",
-    ("moe", "expansion"): "hidden width of each expert as a multiple of d_model",
-}
+from composer.fields import help_of, type_text
+from composer.names import suggestion
 
 
 @dataclass
@@ -93,8 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
-
     if args.name is None:
         infos = all_primitives()
         if args.json:
@@ -122,7 +81,7 @@ def primitive_info(name: str) -> PrimitiveInfo:
     """The facts `composer primitives` shows for one primitive; a UserError for an unknown name."""
     cls = _primitive_class(name)
     hints = typing.get_type_hints(cls.Config)
-    params = [ParamInfo(f.name, type_text(hints[f.name]), default_text(f), field_help(name, f))
+    params = [ParamInfo(f.name, type_text(hints[f.name]), default_text(f), help_of(f))
               for f in dataclasses.fields(cls.Config)]
     return PrimitiveInfo(name, primitive_symbol(name), cls.kind.replace("_", " "), _summary(cls), params)
 
@@ -132,43 +91,11 @@ def primitive_symbol(name: str) -> str:
     return _primitive_class(name).symbol
 
 
-def stripe_symbols(spec: ArchSpec) -> dict[str, str]:
-    """Each symbol of the spec's stripe and its primitive, in order of first appearance: {"A": "attention"}."""
-    return {primitive_symbol(layer.op): layer.op for layer in iter_layers(spec.layers)}
-
-
-def stripe_legend(spec: ArchSpec) -> str:
-    """The key to a spec's stripe: `A=attention M=mlp S2=mamba2` (and `*=shared weights` when one is starred)."""
-    pairs = [f"{symbol}={op}" for symbol, op in stripe_symbols(spec).items()]
-    if any(layer.share for layer in iter_layers(spec.layers)):
-        pairs.append("*=shared weights")
-    return " ".join(pairs)
-
-
 def full_doc(name: str) -> str:
     """The class docstring, then the family module's docstring (formulas, parameter counts)."""
     cls = _primitive_class(name)
     parts = [inspect.cleandoc(cls.__doc__ or ""), inspect.getdoc(sys.modules[cls.__module__]) or ""]
     return "\n\n".join(p for p in parts if p)
-
-
-def field_help(primitive: str, f: dataclasses.Field) -> str:
-    return f.metadata.get("help") or PARAM_HELP.get((primitive, f.name)) or PARAM_HELP.get(f.name, "")
-
-
-def type_text(hint: Any) -> str:
-    """A type hint in YAML words: `int`, `int | null`, `swiglu | gelu`."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return " | ".join(str(a) for a in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_text(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return f"list of {type_text(args[0])}" if args else "list"
-    return getattr(hint, "__name__", str(hint))
 
 
 def default_text(f: dataclasses.Field) -> str:
@@ -198,12 +125,8 @@ def format_list(infos: list[PrimitiveInfo]) -> str:
 
 
 def format_detail(info: PrimitiveInfo, doc: str) -> str:
-    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", ""]
-    if info.params:
-        lines.append("parameters (type, default, meaning):")
-        lines.extend(_param_lines(info.params, indent="  "))
-    else:
-        lines.append("no parameters")
+    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", "",
+             "parameters (type, default, meaning):", *_param_lines(info.params, indent="  ")]
     example = next((p for p in info.params if p.default not in ("null", "(required)")), None)
     use = f"{{op: {info.name}, {example.name}: {example.default}}}" if example else info.name
     if doc.startswith(info.summary):        # the summary is the title already
@@ -231,6 +154,4 @@ def _primitive_class(name: str) -> type:
     known = registered()
     if name in known:
         return known[name]
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(sorted(known))}"
-    raise UserError(f"unknown primitive {name!r} ({hint})")
+    raise UserError(f"unknown primitive {name!r} ({suggestion(name, list(known), n=3)})")

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
 
+from composer.atomic import write_atomic
 from composer.canonical_form import stripe
+from composer.cli.common import check_context
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER, MAX_LAYERS
-from composer.runs import check_not_run_file, write_atomic
+from composer.limits import MAX_LAYERS
+from composer.reader import Reader
+from composer.runs import check_not_run_file
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.units import human
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from scaling.rules import Count, Method
+
     p = sub.add_parser("scale", help="scale an architecture to a size, depth or width",
                        description="Apply the scaling rules (stack, stretch, widen, fit to a parameter "
                        "count) to a spec, print the before/after table and write the new spec.")
@@ -24,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, metavar="L", help="number of layer units (stack: a multiple of the "
                    "current count)")
     p.add_argument("--d-model", type=int, metavar="D", help="model width (heads, d_ff, ... rescaled)")
-    p.add_argument("--method", choices=("auto", "stack", "stretch"), default="auto",
+    p.add_argument("--method", choices=typing.get_args(Method), default="auto",
                    help="depth rule; auto stacks a spec of fewer than 16 layer units, stretches a longer one")
-    p.add_argument("--count", choices=("non_embedding", "total", "active"), default="non_embedding",
+    p.add_argument("--count", choices=typing.get_args(Count), default="non_embedding",
                    help="which parameters --params counts (default non_embedding; active for MoE)")
     p.add_argument("--tol", type=float, default=0.02, help="relative tolerance of --params (default 0.02)")
     p.add_argument("--context", type=int, default=None, metavar="L",
@@ -69,9 +76,8 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
             n = parse_count(args.params, MAX_PARAMS)
         except ValueError as e:
             raise UserError(str(e), path="--params") from None
-        if not 0 < args.tol < 1:
-            raise UserError(f"expected a fraction in (0, 1), got {args.tol}", path="--tol")
-        return fit_to_params(spec, n, args.tol, method=args.method, count=args.count)
+        tol = Reader().number(args.tol, "--tol", gt=0, lt=1)
+        return fit_to_params(spec, n, tol, method=args.method, count=args.count)
     if args.layers is None and args.d_model is None:
         raise UserError("give --params, --layers or --d-model")
     if args.layers is not None:
@@ -93,7 +99,6 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
 
 
 def facts(spec: ArchSpec, context: int | None) -> dict[str, str]:
-    from composer.cli_spec import human
     from scaling.rules import units
 
     cost = model_cost(spec, seq_len=context)
@@ -124,8 +129,7 @@ def run_scale(args: argparse.Namespace) -> int:
     if not Path(args.out).parent.is_dir():
         raise UserError(f"directory does not exist: {Path(args.out).parent}", path="--out")
     check_not_run_file(args.out, "--out")
-    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
-        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    check_context(args.context)
     spec = load_spec(Path(args.spec))
     scaled = scale_spec(spec, args)
     write_atomic(args.out, dump_spec(scaled))
