@@ -116,8 +116,8 @@ def format_table(spec: Any, rows: list[dict[str, Any]], settings: Any) -> str:
     for row in rows:
         rate, step = row["prefill_tokens_per_s"], row["decode_ms_per_token"]
         table.append((f"{row['context']:,}", f"{human(rate['median'])} ({human(rate['min'])}-{human(rate['max'])})",
-                      f"{step['median']:.3g} ({step['min']:.3g}-{step['max']:.3g})", bytes_text(row["peak_memory_bytes"]),
-                      bytes_text(row["state_bytes"])))
+                      f"{step['median']:.3g} ({step['min']:.3g}-{step['max']:.3g})",
+                      bytes_text(row["peak_memory_bytes"]), bytes_text(row["state_bytes"])))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

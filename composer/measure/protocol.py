@@ -7,8 +7,8 @@ For a context of L tokens, in this process (composer/measure/child.py runs it in
 1. build the model from the spec (seed 0, `dtype`, eval mode, `torch.inference_mode`); no training, the weights do
    not change the cost;
 2. warm up `warmup` times: a prompt of min(L, prefill_chunk) tokens and a few decoding steps;
-3. prefill `prefill_repeats` times: a fresh state, the L-token prompt fed in chunks of `prefill_chunk` tokens (the model's
-   contract: feeding a sequence in pieces equals feeding it whole), timed -> prefill tokens/s per repeat;
+3. prefill `prefill_repeats` times: a fresh state, the L-token prompt fed in chunks of `prefill_chunk` tokens (the
+   model's contract: feeding a sequence in pieces equals feeding it whole), timed -> prefill tokens/s per repeat;
 4. decode `repeats` times `decode_tokens` steps, one token at a time, from the last prefill's state (the steps
    continue the sequence, so the last repeat decodes at L + repeats x decode_tokens) -> ms per token per repeat;
 5. the state after the prompt (bytes of every tensor it holds) and the process's peak memory: RSS on CPU
