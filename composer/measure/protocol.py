@@ -12,7 +12,7 @@ For a context of L tokens, in this process (composer/measure/child.py runs it in
 4. decode `repeats` times `decode_tokens` steps, one token at a time, from the last prefill's state (the steps
    continue the sequence, so the last repeat decodes at L + repeats x decode_tokens) -> ms per token per repeat;
 5. the state after the prompt (bytes of every tensor it holds) and the process's peak memory: RSS on CPU
-   (`ru_maxrss`: Python, torch, the weights and everything the run allocated), `torch.cuda.max_memory_allocated`
+   (VmHWM: Python, torch, the weights and everything the run allocated), `torch.cuda.max_memory_allocated`
    on CUDA; `baseline_memory_bytes` is the same quantity once the model is built, before any token.
 
 Timed numbers are reported as the median over repeats with their spread (min, max, n); memory and state as the
@@ -80,10 +80,20 @@ def state_bytes(state: Any) -> int:
 
 
 def process_peak_bytes(device: Any) -> int:
+    """The process's peak memory so far: `max_memory_allocated` on CUDA; on CPU the peak RSS of this process's
+    own address space (VmHWM on Linux; `ru_maxrss` elsewhere, which on Linux would also count the parent's pages
+    at the fork before this interpreter started)."""
     import torch
 
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            line = next((line for line in f if line.startswith("VmHWM:")), None)
+        if line is not None:
+            return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     scale = 1 if sys.platform == "darwin" else 1024    # ru_maxrss is KiB on Linux, bytes on macOS
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
@@ -168,7 +178,7 @@ def measure_context(spec: Any, context: int, settings: MeasureSettings) -> dict[
     }
 
 
-def value_of(measurement: dict[str, Any], metric: str) -> float:
-    """A measured metric's value: the median of a timed one, else the number itself."""
+def value_of(measurement: dict[str, Any], metric: str) -> float | int:
+    """A measured metric's value: the median of a timed one, else the number itself (bytes: an integer)."""
     value = measurement[metric]
-    return float(value["median"]) if isinstance(value, dict) else float(value)
+    return float(value["median"]) if isinstance(value, dict) else value
