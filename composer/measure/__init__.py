@@ -53,13 +53,14 @@ def check_device(settings: MeasureSettings, path: str = "device") -> MeasureSett
 
 
 def measure(spec: Any, contexts: Iterable[int], settings: MeasureSettings | None = None,
-            cache: MeasureCache | None = None, runner: Runner = measure_in_child) -> list[dict[str, Any]]:
+            cache: MeasureCache | None = None, runner: Runner | None = None) -> list[dict[str, Any]]:
     """One measurement per context (composer/measure/protocol.py), each in its own process, reused from `cache`
     when it holds it and kept there when new. The caller has checked the contexts (`check_within`) and the device
-    (`check_device`)."""
+    (`check_device`). `runner` measures one context (default: `measure_in_child`)."""
     from composer.canonical_form import arch_id
 
     settings = settings or MeasureSettings()
+    runner = runner or measure_in_child
     ident = arch_id(spec)
     out = []
     for context in contexts:
