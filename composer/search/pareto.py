@@ -38,9 +38,11 @@ def reference_point(points: list[list[float]], modes: list[str]) -> list[float]:
     return out
 
 
-def hypervolume(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]) -> dict[str, Any] | None:
+def hypervolume(rows: list[dict[str, Any]], metrics: list[str], modes: list[str],
+                reference: list[float] | None = None) -> dict[str, Any] | None:
     """{hypervolume, reference_point, trials} of the completed rows, None with fewer than two objectives or no
-    such row."""
+    such row. `reference` (default: from the rows, see the module docstring) is given to compare several searches
+    on one scale."""
     points = finite_points(rows, metrics)
     if len(metrics) < 2 or not points:
         return None
@@ -51,7 +53,7 @@ def hypervolume(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]
     import optuna
     from optuna.visualization.matplotlib import plot_hypervolume_history
 
-    reference = reference_point(points, modes)
+    reference = list(reference) if reference is not None else reference_point(points, modes)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
