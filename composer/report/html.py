@@ -158,8 +158,7 @@ def _header(run: RunData) -> str:
     volume = run.summary.get("hypervolume")
     if isinstance(volume, dict) and isinstance(volume.get("hypervolume"), (int, float)):
         reference = ", ".join(f"{v:.4g}" for v in volume.get("reference_point") or [])
-        lede.append(f"Pareto front hypervolume {volume['hypervolume']:.4g} (Optuna's, reference point "
-                    f"[{e(reference)}])")
+        lede.append(f"Pareto front hypervolume {volume['hypervolume']:.4g} (reference point [{e(reference)}])")
     cards = [_best_card(run), _consensus_card(run), _counts_card(run)]
     ops = [layer.op for spec in _specs_shown(run) for layer in iter_layers(spec.layers)]
     legend = " ".join(f"<code>{e(figures.op_symbol(op))}</code>={e(op)}" for op in dict.fromkeys(ops))
