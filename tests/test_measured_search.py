@@ -190,6 +190,23 @@ def test_hypervolume_agrees_with_optunas_plot(modes):
     plt.close(axes.figure)
 
 
+def test_the_closing_summary_states_the_front_and_its_hypervolume():
+    from types import SimpleNamespace
+
+    from composer.cli.search import summary_text
+
+    rows = [{"trial": 0, "status": "completed", "stripe": "A M"}, {"trial": 1, "status": "completed", "stripe": "M M"}]
+    summary = {"elapsed_s": 3.0, "planned_trials": 2, "objectives": [{"metric": "val_loss", "mode": "min"}],
+               "hypervolume": {"hypervolume": 1.23456, "reference_point": [3.2, 0.25], "trials": 2}}
+    result = SimpleNamespace(rows=rows, run_dir="runs/x", best_row=None, consensus=None, pareto=rows, summary=summary)
+    assert ("  Pareto front: 2 trials, hypervolume 1.235 (reference point [3.2, 0.25])  -> runs/x/pareto.json"
+            in summary_text(result).splitlines())
+    summary["hypervolume"] = None          # no completed trial
+    assert "  Pareto front: 2 trials  -> runs/x/pareto.json" in summary_text(result).splitlines()
+    del summary["hypervolume"]             # one objective
+    assert "Pareto" not in summary_text(result)
+
+
 # -- the report and the card -------------------------------------------------------------------------------------
 def test_the_report_draws_the_measured_axes(tmp_path):
     from composer.report import figures
