@@ -1,36 +1,45 @@
-"""Does a measured cost change the winner of hybrid_ratio? -> benchmarks/results/measured_objective[_tiny].json
+"""Does a measured cost change the winner of hybrid_ratio? -> benchmarks/results/measured_objective.json
 
 search_spaces/hybrid_ratio.yaml trades validation loss against the analytic decoding state at a 4096-token context
-(`state_bytes`). This benchmark asks what changes when the cost is measured instead: decode ms/token after a 4096-token
-prompt on this machine (`{metric: decode_ms_per_token, context: 4096}`, composer/measure). Three parts:
+(`state_bytes`). What deployment pays is measured: decode ms/token after a 4096-token prompt on the machine
+(`{metric: decode_ms_per_token, context: 4096}`, composer/measure). The space is small (n_attention 0-6 x 6 linear
+families: 37 distinct architectures), so rather than two NSGA-II searches, whose winners also differ by sampling
+noise, every architecture is measured and trained once, and each objective's front and winner are read off the same
+numbers: only the cost axis differs.
 
-1. Every distinct architecture of the space (n_attention x mixer) measured once (each context in its own process):
-   the rank agreement (Spearman, Kendall, pairwise accuracy; scaling/transfer.py) between the analytic state bytes
-   and the measured decode time and peak memory. If they rank alike, a measured objective cannot move the front.
-2. The analytic search's own trained trials re-ranked: the Pareto front on (val_loss, state bytes) against the front
-   on (val_loss, measured decode ms), same trials, so only the objective differs.
-3. Two searches, same seed and budget, one per objective (NSGA-II as in the space; trials one at a time, so the
-   driver's measurements do not share the CPU with training): their fronts, the hypervolume of each on the common
-   axes (val_loss, measured decode ms) with one reference point, and the winner of each by one rule: the cheapest
-   front member (by the search's own cost) within `--tolerance` of the front's best val_loss. The measured search
-   measures its candidates again (its own run folder), which gives the measurement's repeatability (rank agreement
-   with part 1).
+1. Measure (nothing else running): each architecture's decode ms/token (median and spread of `repeats` runs of
+   `decode_tokens` tokens after warm-up, each architecture in its own process, 1 thread), peak memory, and its
+   analytic state bytes at the context. Rank agreement (Spearman, Kendall, pairwise) of state bytes and decode ms.
+2. Train every architecture on the space's task (Tiny Shakespeare, seq 64, batch 32) for `--steps` steps at the
+   log-midpoint of the space's learning-rate range, two at a time (1 thread each).
+3. The front on (val_loss, state bytes) and on (val_loss, measured decode ms); each one's winner by one rule: the
+   cheapest front member within `--tolerance` (relative) of the best val_loss, and at tolerances 0-10 %; what the
+   analytic winner costs in measured ms/token against the measured winner (and what the measured winner gives up in
+   val_loss); both fronts' hypervolumes on the measured axes with one reference point (how much of the
+   measured-optimal front the analytic objective finds).
 
-    python benchmarks/bench_measured_objective.py            # full size: about 30-40 min on an idle 2-core machine
-    python benchmarks/bench_measured_objective.py --tiny     # a smoke test: 7 architectures, 2 x 6 trials, ~3 min
+    python benchmarks/bench_measured_objective.py            # the space's 37 architectures: <= 10 min, 2 idle cores
+    python benchmarks/bench_measured_objective.py --smoke    # 5 tiny architectures, context 256: < 1 min (plumbing)
 
-Run it full size on a quiet machine: the measured numbers are wall-clock timings, and the searches train 2 x 32
-candidates. Record `uptime` before and after; the result file records the load averages it saw.
+The full size's budget, from CPU seconds measured on a loaded machine: measuring ~3 CPU s per architecture (~2 min
+for 37, serial), training 80 steps 10-25 CPU s each (~5 min for 37 on two workers). The space itself trains 400
+steps (`--steps 400`: about 25 min more).
+
+Run the full size on a quiet machine: decode times are wall-clock. The result records the load averages before and
+after and each stage's wall and CPU seconds. --smoke writes runs/bench_measured_objective/smoke.json instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import concurrent.futures
 import itertools
+import json
+import math
+import multiprocessing
 import os
+import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,40 +49,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, default_data, write_result  # noqa: E402
 
 SPACE = REPO / "search_spaces" / "hybrid_ratio.yaml"
+TOLERANCES = (0.0, 0.01, 0.02, 0.05, 0.1)
 
 
-def spaces(tiny: bool, context: int, trials: int | None, data: str | None) -> dict[str, dict[str, Any]]:
-    """The analytic and the measured variant of hybrid_ratio (plain data), alike in everything else."""
+def space_data(smoke: bool, context: int, data: str | None) -> dict[str, Any]:
+    """hybrid_ratio as plain data, its constraint context set to the measured one; --smoke shrinks it."""
     import yaml
 
-    base = yaml.safe_load(SPACE.read_text())
-    base["base"]["max_seq_len"] = context             # the measured context must be one the candidates declare
+    space = yaml.safe_load(SPACE.read_text())
+    space["base"]["max_seq_len"] = context             # the measured context must be one the candidates declare
+    space["constraints"]["context"] = context
     if data is not None:
-        base["task"]["params"]["data"] = data
-    base["resources"] = {"cpus_per_trial": 1, "max_concurrent": 1}
-    base["constraints"]["context"] = context
-    base["measure"] = {"device": "cpu", "threads": 1, "repeats": 5, "prefill_repeats": 1, "decode_tokens": 16}
-    if tiny:
-        base["base"]["d_model"] = 32
-        base["layers"]["pattern"].update(n_layers=3, n_attention={"int": [0, 3]}, mixer={"choice": ["gla", "mingru"]})
-        base["task"]["params"]["seq_len"] = 32
-        base["train"] = {"steps": 20, "lr": base["train"]["lr"], "batch_size": 8, "eval_every": 10}
-        base["strategy"]["options"]["population_size"] = 4
-        base["scheduler"] = {"name": "fifo"}
-        base["measure"].update(repeats=2, decode_tokens=4)
-        base["trials"] = 6
-    if trials:
-        base["trials"] = trials
-    analytic, measured = copy.deepcopy(base), copy.deepcopy(base)
-    analytic["name"], measured["name"] = "hybrid_ratio_analytic", "hybrid_ratio_measured"
-    analytic["objectives"] = [{"metric": "val_loss", "mode": "min"}, {"metric": "state_bytes", "mode": "min"}]
-    measured["objectives"] = [{"metric": "val_loss", "mode": "min"},
-                              {"metric": "decode_ms_per_token", "mode": "min", "context": context}]
-    return {"analytic": analytic, "measured": measured}
+        space["task"]["params"]["data"] = data
+    if smoke:
+        space["base"]["d_model"] = 32
+        space["layers"]["pattern"].update(n_layers=2, n_attention={"int": [0, 2]}, mixer={"choice": ["gla", "mingru"]})
+        space["task"]["params"]["seq_len"] = 32
+        space["train"]["batch_size"] = 8
+    return space
 
 
 def architectures(space: Any) -> list[Any]:
-    """Every distinct architecture of the space (each pattern choice; the learning rate does not change it)."""
+    """Every distinct architecture of the space, in the order of its grid (the learning rate does not change it)."""
     import optuna
 
     from composer import arch_id
@@ -82,143 +79,190 @@ def architectures(space: Any) -> list[Any]:
     names = [n for n in dists if n != "lr"]
     seen: dict[str, Any] = {}
     for values in itertools.product(*(dists[n].grid() for n in names)):
-        params = {**dict(zip(names, values)), "lr": dists["lr"].first()} if "lr" in dists else dict(zip(names, values))
+        params = {**dict(zip(names, values)), **({"lr": dists["lr"].first()} if "lr" in dists else {})}
         candidate = space.sample_unmatched(optuna.trial.FixedTrial(params))
         if candidate.spec is not None:
             seen.setdefault(arch_id(candidate.spec), candidate.spec)
     return list(seen.values())
 
 
-def measure_all(space: Any, context: int) -> dict[str, dict[str, Any]]:
+def measure_all(specs: list[Any], context: int, settings: Any) -> dict[str, dict[str, Any]]:
     from composer import arch_id, model_cost, stripe
-    from composer.measure import measure, value_of
+    from composer.measure import measure
 
     out = {}
-    for i, spec in enumerate(architectures(space), 1):
-        [m] = measure(spec, [context], space.measure)
+    for i, spec in enumerate(specs, 1):
+        [m] = measure(spec, [context], settings)
+        decode = m["decode_ms_per_token"]
         out[arch_id(spec)] = {"stripe": stripe(spec), "state_bytes": model_cost(spec, context).state_bytes,
-                              **{k: value_of(m, k) for k in ("decode_ms_per_token", "peak_memory_bytes",
-                                                             "prefill_tokens_per_s")},
-                              "decode_spread": [m["decode_ms_per_token"]["min"], m["decode_ms_per_token"]["max"]]}
-        print(f"  [{i}] {out[arch_id(spec)]['stripe']}: {out[arch_id(spec)]['decode_ms_per_token']:.3g} ms/token, "
-              f"state {out[arch_id(spec)]['state_bytes']:,} bytes", flush=True)
+                              "decode_ms_per_token": decode["median"], "decode_spread": [decode["min"], decode["max"]],
+                              "peak_memory_bytes": m["peak_memory_bytes"]}
+        row = out[arch_id(spec)]
+        print(f"  [{i}/{len(specs)}] {row['stripe']}: {row['decode_ms_per_token']:.3g} ms/token "
+              f"({decode['min']:.3g}-{decode['max']:.3g}), state {row['state_bytes']:,} B", flush=True)
+    return out
+
+
+def train_one(spec: dict[str, Any], task: dict[str, Any], config: dict[str, Any], lr: float) -> dict[str, Any]:
+    """One architecture trained (in a pool worker, 1 thread): its status, val_loss and CPU seconds."""
+    from composer.trainer import train
+
+    started = time.process_time()
+    result = train(spec, task["name"], config=config, lr=lr, threads=1, task_params=task.get("params") or {})
+    loss = result.metrics.get("val_loss")
+    return {"status": result.status, "val_loss": loss if isinstance(loss, float) and math.isfinite(loss) else None,
+            "steps": result.step, "cpu_s": round(time.process_time() - started, 2)}
+
+
+def train_all(specs: list[Any], space: dict[str, Any], steps: int, lr: float, workers: int) -> dict[str, Any]:
+    from composer import arch_id, stripe
+
+    config = {"steps": steps, "batch_size": space["train"]["batch_size"], "eval_every": steps}
+    out: dict[str, Any] = {}
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {pool.submit(train_one, spec.to_dict(), space["task"], config, lr): spec for spec in specs}
+        for done in concurrent.futures.as_completed(jobs):
+            spec = jobs[done]
+            out[arch_id(spec)] = done.result()
+            print(f"  [{len(out)}/{len(specs)}] {stripe(spec)}: {out[arch_id(spec)]['status']} val_loss "
+                  f"{out[arch_id(spec)]['val_loss']}", flush=True)
     return out
 
 
 def front(rows: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
-    """The rows no other row beats on both val_loss and `cost` (lower is better on both)."""
-    done = [r for r in rows if r.get("status") == "completed" and isinstance(r.get("val_loss"), float)
-            and isinstance(r.get(cost), (int, float))]
-    return sorted((r for r in done if not any(o["val_loss"] <= r["val_loss"] and o[cost] <= r[cost]
-                                              and (o["val_loss"], o[cost]) != (r["val_loss"], r[cost]) for o in done)),
+    """The rows no other row beats on both val_loss and `cost` (lower is better on both), cheapest first."""
+    return sorted((r for r in rows if not any(o["val_loss"] <= r["val_loss"] and o[cost] <= r[cost]
+                                              and (o["val_loss"], o[cost]) != (r["val_loss"], r[cost]) for o in rows)),
                   key=lambda r: (r[cost], r["val_loss"]))
 
 
-def winner(members: list[dict[str, Any]], cost: str, tolerance: float) -> dict[str, Any] | None:
+def winner(members: list[dict[str, Any]], cost: str, tolerance: float) -> dict[str, Any]:
     """The cheapest front member whose val_loss is within `tolerance` (relative) of the front's best."""
-    if not members:
-        return None
     best = min(r["val_loss"] for r in members)
-    return min((r for r in members if r["val_loss"] <= best * (1 + tolerance)), key=lambda r: r[cost])
+    return min((r for r in members if r["val_loss"] <= best * (1 + tolerance)), key=lambda r: (r[cost], r["val_loss"]))
 
 
-def brief(row: dict[str, Any] | None, cost: str) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"trial": row["trial"], "stripe": row["stripe"], "arch_id": row["arch_id"], "val_loss": row["val_loss"],
-            cost: row[cost], "decode_ms_per_token": row.get("decode_ms_measured")}
+def brief(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("arch_id", "stripe", "val_loss", "state_bytes", "decode_ms_per_token",
+                                "decode_spread")}
+
+
+def compare(rows: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """The two objectives' fronts, winners and hypervolumes over the same trained and measured rows."""
+    from composer.search.pareto import hypervolume, reference_point
+
+    fronts = {"analytic": front(rows, "state_bytes"), "measured": front(rows, "decode_ms_per_token")}
+    costs = {"analytic": "state_bytes", "measured": "decode_ms_per_token"}
+    winners = {name: winner(fronts[name], costs[name], tolerance) for name in fronts}
+    a, m = winners["analytic"], winners["measured"]
+    axes = ["val_loss", "decode_ms_per_token"]
+    every = [{"status": "completed", **r} for r in rows]
+    reference = reference_point([[r["val_loss"], r["decode_ms_per_token"]] for r in rows], ["min", "min"])
+    volumes = {name: hypervolume([{"status": "completed", **r} for r in fronts[name]], axes, ["min", "min"],
+                                 reference)["hypervolume"] for name in fronts}
+    volumes["every_architecture"] = hypervolume(every, axes, ["min", "min"], reference)["hypervolume"]
+    by_tolerance = []
+    for t in TOLERANCES:
+        wa, wm = winner(fronts["analytic"], "state_bytes", t), winner(fronts["measured"], "decode_ms_per_token", t)
+        by_tolerance.append({"tolerance": t, "analytic": wa["stripe"], "measured": wm["stripe"],
+                             "same": wa["arch_id"] == wm["arch_id"],
+                             "analytic_winner_decode_ms_over_measured": wa["decode_ms_per_token"]
+                             / wm["decode_ms_per_token"]})
+    return {
+        "fronts": {name: [brief(r) for r in members] for name, members in fronts.items()},
+        "fronts_share": sorted({r["stripe"] for r in fronts["analytic"]} & {r["stripe"] for r in fronts["measured"]}),
+        "winners": {name: brief(w) for name, w in winners.items()},
+        "same_winner": a["arch_id"] == m["arch_id"],
+        # what choosing by state bytes costs in measured decode time, and what the measured winner gives up
+        "analytic_winner_decode_ms_over_measured": a["decode_ms_per_token"] / m["decode_ms_per_token"],
+        "measured_winner_val_loss_minus_analytic": m["val_loss"] - a["val_loss"],
+        # the winners' decode spreads (min-max over repeats) apart: the difference is beyond the measurement's noise
+        "winners_decode_spreads_disjoint": (a["decode_spread"][0] > m["decode_spread"][1]
+                                            or m["decode_spread"][0] > a["decode_spread"][1]),
+        "hypervolume_measured_axes": {"reference_point": reference, **volumes,
+                                      "analytic_front_over_measured_front": volumes["analytic"] / volumes["measured"]
+                                      if volumes["measured"] else None},
+        "winners_by_tolerance": by_tolerance,
+    }
+
+
+def cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="a small space and budget: a smoke test")
-    parser.add_argument("--context", type=int, default=None, help="the measured context (default 4096; tiny 256)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: the space's 32)")
+    parser.add_argument("--smoke", action="store_true", help="5 tiny architectures at context 256: a plumbing check")
+    parser.add_argument("--context", type=int, default=None, help="the measured context (default 4096; smoke 256)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per architecture (default 80; "
+                                                                "smoke 10)")
+    parser.add_argument("--workers", type=int, default=2, help="architectures trained at once (default 2)")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="the winner: the cheapest front member within this relative val_loss of the best")
-    parser.add_argument("--skip-searches", action="store_true", help="part 1 only (measure and compare ranks)")
     args = parser.parse_args()
-    context = args.context or (256 if args.tiny else 4096)
+    context = args.context or (256 if args.smoke else 4096)
+    steps = args.steps or (10 if args.smoke else 80)
     started, load_before = time.time(), os.getloadavg()
 
-    import ray
-
-    from composer.search import search
-    from composer.search.pareto import hypervolume, reference_point
+    from composer.measure import MeasureSettings
     from composer.search.space_parse import load_space
     from scaling.transfer import agreement
 
-    variants = spaces(args.tiny, context, args.trials, default_data())
-    analytic_space = load_space(variants["analytic"])
-    print(f"1. measuring every architecture of the space at context {context}", flush=True)
-    measured = measure_all(analytic_space, context)
-    ids = sorted(measured)
+    data = space_data(args.smoke, context, default_data())
+    space = load_space(data)
+    low, high = data["train"]["lr"]["float"]
+    lr = math.sqrt(low * high)
+    settings = MeasureSettings(device="cpu", threads=1, warmup=1, repeats=2 if args.smoke else 5, prefill_repeats=1,
+                               decode_tokens=4 if args.smoke else 16)
+    specs = architectures(space)
+    stages: dict[str, dict[str, float]] = {}
+
+    print(f"1. measuring {len(specs)} architectures at context {context:,} (one process each, 1 thread)", flush=True)
+    t, cpu = time.time(), cpu_children()
+    measured = measure_all(specs, context, settings)
+    stages["measure"] = {"wall_s": round(time.time() - t, 1), "cpu_s": round(cpu_children() - cpu, 1)}
+
+    print(f"2. training {len(specs)} architectures, {steps} steps at lr {lr:.3g}, {args.workers} at a time", flush=True)
+    t = time.time()
+    trained = train_all(specs, data, steps, lr, args.workers)
+    stages["train"] = {"wall_s": round(time.time() - t, 1),
+                       "cpu_s": round(sum(r["cpu_s"] for r in trained.values()), 1)}
+
+    ids = list(measured)
     state = [float(measured[i]["state_bytes"]) for i in ids]
+    rows = [{"arch_id": i, **measured[i], **trained[i]} for i in ids]
+    usable = [r for r in rows if r["val_loss"] is not None]
     result: dict[str, Any] = {
         "question": "how much a measured objective (decode ms/token) changes hybrid_ratio's winner against the "
                     "analytic state-bytes objective",
-        "tiny": args.tiny, "context": context, "tolerance": args.tolerance, "spaces": variants,
-        "architectures": {i: measured[i] for i in ids},
+        "smoke": args.smoke, "context": context, "steps": steps, "lr": lr, "tolerance": args.tolerance,
+        "measure_settings": {k: getattr(settings, k) for k in ("device", "threads", "warmup", "repeats",
+                                                               "prefill_repeats", "decode_tokens")},
+        "space": data, "architectures": rows,
         "rank_agreement": {
             "state_bytes_vs_decode_ms": agreement(state, [measured[i]["decode_ms_per_token"] for i in ids]),
             "state_bytes_vs_peak_memory": agreement(state, [float(measured[i]["peak_memory_bytes"]) for i in ids]),
         },
+        "not_trained": [r["stripe"] for r in rows if r["val_loss"] is None],
     }
-    print(f"   rank agreement: {result['rank_agreement']}", flush=True)
-    if not args.skip_searches:
-        runs: dict[str, list[dict[str, Any]]] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                for name, variant in variants.items():
-                    print(f"3. search with the {name} objective", flush=True)
-                    rows = search(variant, runs_dir=tmp, progress=lambda state: None).rows
-                    for row in rows:
-                        row["decode_ms_measured"] = measured.get(row.get("arch_id"), {}).get("decode_ms_per_token")
-                    runs[name] = rows
-            finally:
-                ray.shutdown()
-        cost = {"analytic": "state_bytes", "measured": f"decode_ms_per_token@{context}"}
-        # 2. the analytic search's trials re-ranked by the measured cost (the same trained trials)
-        reranked = {"analytic_front": [brief(r, "state_bytes") for r in front(runs["analytic"], "state_bytes")],
-                    "measured_front": [brief(r, "decode_ms_measured")
-                                       for r in front(runs["analytic"], "decode_ms_measured")]}
-        reranked["same_front_architectures"] = ({r["arch_id"] for r in reranked["analytic_front"]}
-                                                == {r["arch_id"] for r in reranked["measured_front"]})
-        reranked["winner_analytic"] = brief(winner(front(runs["analytic"], "state_bytes"), "state_bytes",
-                                                   args.tolerance), "state_bytes")
-        reranked["winner_measured"] = brief(winner(front(runs["analytic"], "decode_ms_measured"), "decode_ms_measured",
-                                                   args.tolerance), "decode_ms_measured")
-        result["reranked_analytic_trials"] = reranked
-        # 3. the two searches side by side, on the common axes (val_loss, measured decode ms)
-        common = [r for rows in runs.values() for r in rows if r.get("status") == "completed"
-                  and isinstance(r.get("decode_ms_measured"), float)]
-        axes = ["val_loss", "decode_ms_measured"]
-        reference = reference_point([[r["val_loss"], r["decode_ms_measured"]] for r in common], ["min", "min"]) \
-            if common else None
-        searches = {}
-        for name, rows in runs.items():
-            members = front(rows, cost[name])
-            searches[name] = {
-                "completed": sum(r.get("status") == "completed" for r in rows),
-                "front": [brief(r, cost[name]) for r in members],
-                "winner": brief(winner(members, cost[name], args.tolerance), cost[name]),
-                "hypervolume_common_axes": hypervolume(rows, axes, ["min", "min"], reference) if reference else None,
-            }
-        # the measured search measured its candidates again, in its own run folder: how repeatable is the ranking?
-        again = {r["arch_id"]: r[cost["measured"]] for r in runs["measured"]
-                 if isinstance(r.get(cost["measured"]), float) and r.get("arch_id") in measured}
-        if len(again) >= 3:
-            searches["measurement_repeatability"] = {
-                "architectures": len(again),
-                **agreement([measured[i]["decode_ms_per_token"] for i in again], list(again.values()))}
-        a, m = searches["analytic"]["winner"], searches["measured"]["winner"]
-        searches["same_winner"] = bool(a and m and a["arch_id"] == m["arch_id"])
-        result["searches"] = searches
-        print(f"   winners: analytic {a and a['stripe']}, measured {m and m['stripe']}", flush=True)
-    result.update(elapsed_s=round(time.time() - started, 1), load_average_before=load_before,
+    if len(usable) >= 2:
+        result["comparison"] = compare(usable, args.tolerance)
+    result.update(stages=stages, elapsed_s=round(time.time() - started, 1), load_average_before=load_before,
                   load_average_after=os.getloadavg())
-    path = write_result("measured_objective_tiny" if args.tiny else "measured_objective", result)
-    print(f"wrote {path} in {result['elapsed_s']} s (load average before {load_before}, after "
+    print(f"3. rank agreement of state bytes and decode ms: {result['rank_agreement']['state_bytes_vs_decode_ms']}")
+    if "comparison" in result:
+        c = result["comparison"]
+        print(f"   winners (tolerance {args.tolerance:g}): analytic {c['winners']['analytic']['stripe']}, measured "
+              f"{c['winners']['measured']['stripe']}; the analytic winner decodes at "
+              f"{c['analytic_winner_decode_ms_over_measured']:.3g}x the measured winner's ms/token")
+    if args.smoke:
+        path = REPO / "runs" / "bench_measured_objective" / "smoke.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+    else:
+        path = write_result("measured_objective", result)
+    print(f"wrote {path} in {result['elapsed_s']} s (stages {stages}; load average before {load_before}, after "
           f"{result['load_average_after']})")
 
 
