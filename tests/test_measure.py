@@ -54,7 +54,9 @@ def test_bfloat16_halves_the_state():
 def test_decode_cost_of_a_sliding_window_stays_flat_while_full_attention_grows():
     # Wide attention layers so that the KV cache (copied and read at every step) dominates the fixed per-step cost;
     # contexts 16x apart; rounds interleaved so that a busy spell of the machine falls on every configuration, and
-    # the minimum over runs (interference only ever adds time). Only orderings of ratios are asserted.
+    # the minimum over runs (interference only ever adds time). Only orderings of ratios are asserted; on a machine
+    # busy enough to inflate every run of a configuration in two rounds, up to four are taken (the minima only fall,
+    # so a window that grew like full attention still fails).
     def spec(window):
         layer = {"op": "attention", "n_heads": 8, **({"window": window} if window else {})}
         return load_spec({"d_model": 512, "vocab_size": 64, "max_seq_len": 4096, "layers": [layer] * 2})
@@ -62,15 +64,20 @@ def test_decode_cost_of_a_sliding_window_stays_flat_while_full_attention_grows()
     models = {"full": spec(None), "window": spec(64)}
     settings = MeasureSettings(warmup=1, repeats=5, prefill_repeats=1, decode_tokens=8, prefill_chunk=512)
     best: dict[tuple[str, int], float] = {}
-    for _ in range(2):
+
+    def ordered() -> bool:
+        full_growth = best["full", 4096] / best["full", 256]
+        window_growth = best["window", 4096] / best["window", 256]
+        return full_growth > 2 * window_growth and best["full", 4096] > 2 * best["window", 4096]
+
+    for rounds in range(1, 5):
         for context in (256, 4096):
             for name, model in models.items():
                 got = measure_context(model, context, settings)["decode_ms_per_token"]["min"]
                 best[name, context] = min(got, best.get((name, context), got))
-    full_growth = best["full", 4096] / best["full", 256]
-    window_growth = best["window", 4096] / best["window", 256]
-    assert full_growth > 2 * window_growth, best
-    assert best["full", 4096] > 2 * best["window", 4096], best
+        if rounds >= 2 and ordered():
+            break
+    assert ordered(), best
 
 
 # -- the child process -------------------------------------------------------------------------------------------
