@@ -41,10 +41,15 @@ class HybridLM(nn.Module):
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.head.weight, std=d ** -0.5)
+        # Hymba's meta tokens: learned inputs before every sequence, at the embeddings' scale.
+        self.meta_tokens = nn.Parameter(torch.randn(spec.meta_tokens, d) * d ** -0.5) if spec.meta_tokens else None
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: list[Any] | None = None, return_aux: bool = False):
         x = self.drop(self.embed(tokens))
+        meta = 0 if self.meta_tokens is None or state is not None else self.meta_tokens.shape[0]
+        if meta:  # a fresh sequence starts with the meta tokens (a state from init_state already holds them)
+            x = torch.cat([self.meta_tokens.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         new_state = [] if state is not None else None
         losses: Losses = {}
         for i, block in enumerate(self.blocks):
@@ -52,18 +57,24 @@ class HybridLM(nn.Module):
             losses = add_losses(losses, block_losses)
             if new_state is not None:
                 new_state.append(s)
-        logits = self.head(self.final_norm(x))
+        logits = self.head(self.final_norm(x[:, meta:]))
         if state is None:
             return (logits, losses) if return_aux else logits
         return (logits, new_state, losses) if return_aux else (logits, new_state)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> list[Any]:
-        """The empty decoding state for `batch_size` sequences (one entry per block)."""
+        """The decoding state for `batch_size` fresh sequences (one entry per block): empty, or with meta tokens
+        the state after them."""
         param = self.embed.weight
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-        return [block.init_state(batch_size, device, dtype) for block in self.blocks]
+        states = [block.init_state(batch_size, device, dtype) for block in self.blocks]
+        if self.meta_tokens is not None:
+            x = self.meta_tokens.to(device).expand(batch_size, -1, -1)
+            for i, block in enumerate(self.blocks):
+                x, states[i], _ = block(x, states[i])
+        return states
 
     # -- test-time compute -------------------------------------------------------------------------
     def set_loop_times(self, times: int | None) -> None:
