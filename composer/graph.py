@@ -22,7 +22,7 @@ def to_graph(spec: ArchSpec) -> nx.DiGraph:
     edge from the end of its body; parallel nodes fan out and a combine node fans back in.
     """
     g = nx.DiGraph(arch_id=arch_id(spec), d_model=spec.d_model, vocab_size=spec.vocab_size)
-    g.add_node("embed", kind="embedding", width=spec.d_model)
+    g.add_node("embed", kind="embedding", width=spec.d_model, meta_tokens=spec.meta_tokens)
     named: dict[str, str] = {}
     counts = {"layer": 0, "loop": 0, "parallel": 0}
 
