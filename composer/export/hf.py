@@ -100,6 +100,7 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
         for name, child in core.named_children():
             if name != "spec":
                 self.add_module(name, child)
+        self.meta_tokens = core.meta_tokens  # a parameter of HybridLM itself (or None), not a child module
         self.spec = core.spec
         self._tied_weights_keys = {"head.weight": "embed.weight"} if core.spec.tie_embeddings else {}
         self.post_init()
