@@ -40,9 +40,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import REPO, Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from composer.atomic import write_json  # noqa: E402
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
-from composer.runs import write_json  # noqa: E402
 from composer.spec import ArchSpec  # noqa: E402
 from composer.spec_parse import load_spec  # noqa: E402
 from scaling.rules import param_count, widen  # noqa: E402
@@ -92,8 +92,8 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
 
 
 def run_search(space: dict[str, Any], run_dir: Path, trials: int) -> tuple[Any, dict[str, Any]]:
-    """The search and its confirmation, resumed when the folder exists. The search runs the `confirm:` block it
-    was started with (as a user's `composer search` does); the confirmation is then run (or resumed) with this
+    """The search and its confirmation, resumed when the folder exists: `search` alone (not `search_then_confirm`, which
+    would run the `confirm:` block the search was started with), then the confirmation with this
     invocation's block, so a rerun with more sizes adds them and one with more trials adds those first."""
     from composer.confirm import confirm, parse_confirm
     from composer.search import search

@@ -79,9 +79,9 @@ layers:
 """
 
 
-def train_step(model, opt, x, y):
+def train_step(logits_of, opt, x, y):
     def step():
-        loss = F.cross_entropy(model(x).view(-1, VOCAB), y.view(-1))
+        loss = F.cross_entropy(logits_of(x).view(-1, VOCAB), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,7 +100,7 @@ def main() -> None:
     n_ours = sum(p.numel() for p in ours.parameters())
     n_plain = sum(p.numel() for p in plain.parameters())
     fns = {
-        "composer": train_step(ours, torch.optim.AdamW(ours.parameters(), lr=1e-4), x, y),
+        "composer": train_step(lambda x: ours(x).logits, torch.optim.AdamW(ours.parameters(), lr=1e-4), x, y),
         "plain": train_step(plain, torch.optim.AdamW(plain.parameters(), lr=1e-4), x, y),
     }
     times = alternate(fns, rounds=args.rounds, steps=args.steps)

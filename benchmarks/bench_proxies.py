@@ -41,9 +41,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from composer.atomic import write_json  # noqa: E402
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
-from composer.runs import write_json  # noqa: E402
 from composer.spec import ArchSpec  # noqa: E402
 from composer.spec_parse import load_spec  # noqa: E402
 from scaling.rules import fit_to_params, param_count, stack, units  # noqa: E402

@@ -9,7 +9,7 @@
    through the code path of a real search, with the training replaced by a look-up: the runner's define-by-run
    function (`DefineByRun`: sampling, costs, constraints), the Optuna study behind Composer's Tune searcher
    (`StudySearch.suggest` / `on_trial_complete`, which tell the study COMPLETE only for a final result), the
-   strategy's sampler (`make_sampler`), the incremental stages (`run_incremental`) and the consensus
+   strategy's sampler (`make_sampler`), the strategy's stages (`Strategy.drive`) and the consensus
    (`make_consensus`, the space's `aggregate:`). Ray itself is not started: 20 seeds x 9 strategies x 48 trials
    through Tune would spend hours in its per-trial overhead (~0.9 s, benchmarks/results/search.json) for
    look-ups that take milliseconds; Tune calls exactly these two Searcher methods.
@@ -110,13 +110,10 @@ class Replay:
         return {**result, **objectives(result, self.space.objective_names(), self.space.modes()),
                 "evaluation": 1, "final": True}
 
-    def search(self, trials: int) -> None:
-        from composer.search.incremental import run_incremental
+    def search(self) -> None:
+        from composer.search.strategies import strategy_of
 
-        if self.space.strategy["name"] == "incremental":
-            run_incremental(self.space, self.run_dir, lambda: self.rows, self.run_trials)
-        else:
-            self.run_trials(self.space, trials)
+        strategy_of(self.space).drive(self.space, self.run_dir, lambda: self.rows, self.run_trials)
 
     def consensus(self, aggregation: dict[str, Any]) -> str | None:
         """The arch_id of the search's consensus under `aggregation` (Aggregation's fields)."""
@@ -135,16 +132,15 @@ class Replay:
 
 def replay(name: str, seed: int, trials: int, table: dict[str, Any]) -> dict[str, Any]:
     from composer.search.aggregate import Aggregation
-    from composer.search.incremental import final_rows
     from composer.search.space_parse import load_space
+    from composer.search.strategies import final_rows
 
     space = load_space(table_space_yaml()).with_overrides(strategy=STRATEGIES[name], seed=seed, trials=trials,
                                                           aggregate=Aggregation(**AGGREGATE.get(name, {})))
     with tempfile.TemporaryDirectory() as tmp:
         run = Replay(space, table, Path(tmp))
-        run.search(trials)
-        full = {int(r["trial"]) for r in final_rows(space, Path(tmp), run.rows)} if name.startswith(
-            "incremental") else {int(r["trial"]) for r in run.rows}
+        run.search()
+        full = {int(r["trial"]) for r in final_rows(space, Path(tmp), run.rows)}
         found = [r["arch_id"] if int(r["trial"]) in full and r["status"] == "completed" else None for r in run.rows]
         return {"found": found, "consensus": {k: run.consensus(v) for k, v in AGGREGATIONS.items()}}
 

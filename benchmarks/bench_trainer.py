@@ -36,7 +36,7 @@ def bare_loop(spec, task, steps: int, batch_size: int) -> float:
     x, y = task.train_batch(0, batch_size)
     start = time.perf_counter()
     for _ in range(steps):
-        logits = model(x)
+        logits = model(x).logits
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()

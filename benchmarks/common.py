@@ -109,7 +109,7 @@ def run_jobs(jobs: list[Job], path: Path, workers: int) -> dict[str, dict[str, A
     import concurrent.futures as cf
     import multiprocessing
 
-    from composer.runs import write_json
+    from composer.atomic import write_json
 
     done: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
     todo = [j for j in jobs if j.key not in done]
@@ -141,7 +141,7 @@ class Timings:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        from composer.runs import write_json
+        from composer.atomic import write_json
 
         load, start = os.getloadavg()[0], time.time()
         yield

@@ -69,9 +69,9 @@ def build_table(path: Path = TABLE_PATH, log: Any = print) -> dict[str, Any]:
     """Train every architecture not yet in the table at `path`; returns the table."""
     import torch
 
+    from composer.atomic import write_json
     from composer.canonical_form import arch_id, stripe
     from composer.costs import model_cost
-    from composer.runs import write_json
     from composer.search.space_parse import load_space
     from composer.tasks import get_task
     from composer.trainer import TrainConfig, train

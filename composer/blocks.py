@@ -3,8 +3,8 @@
 Every block maps `(x [B, T, D], state) -> (x, state, losses)`; a state of None means "fresh sequence, no
 state wanted", and `losses` are the weighted auxiliary losses of this call by name (MoE balance and z-loss,
 loop ponder cost), summed over every primitive call inside it: a primitive in a loop or reused by `share`
-counts once per call. Losses travel only as return values, so a recomputed block (activation checkpointing)
-or a nested call cannot count twice. Blocks are built from spec nodes by `build_block`.
+counts once per call. Losses travel only as return values (no module keeps them), so a nested call cannot
+count twice. Blocks are built from spec nodes by `build_block`.
 """
 
 from __future__ import annotations

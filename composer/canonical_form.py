@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten, is_label, options_data
+from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten, is_label, iter_layers, options_data
 from primitives.base import get_primitive
 
 
@@ -82,3 +82,16 @@ def stripe(spec: ArchSpec) -> str:
 
     return " ".join(text(flatten(spec.layers)))
 
+
+
+def stripe_symbols(spec: ArchSpec) -> dict[str, str]:
+    """Each symbol of the spec's stripe and its primitive, in order of first appearance: {"A": "attention"}."""
+    return {get_primitive(layer.op).symbol: layer.op for layer in iter_layers(spec.layers)}
+
+
+def stripe_legend(spec: ArchSpec) -> str:
+    """The key to a spec's stripe: `A=attention M=mlp S2=mamba2` (and `*=shared weights` when one is starred)."""
+    pairs = [f"{symbol}={op}" for symbol, op in stripe_symbols(spec).items()]
+    if any(layer.share for layer in iter_layers(spec.layers)):
+        pairs.append("*=shared weights")
+    return " ".join(pairs)

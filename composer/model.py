@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -12,15 +12,42 @@ from composer.spec import ArchSpec, flatten
 from composer.spec_parse import load_spec
 
 
+class LMOutput(NamedTuple):
+    """What one `HybridLM` call returns."""
+
+    logits: torch.Tensor                # [B, T, V]
+    state: list[Any] | None             # the advanced decoding state; None when the call was given none
+    aux_losses: dict[str, torch.Tensor]  # name (moe_balance, moe_z, ponder) -> weighted value of this call
+
+
+class MetaTokens(nn.Module):
+    """Hymba's meta tokens: `n` learned vectors before every sequence (`weight` [n, d], at the embeddings' scale);
+    without them (n = 0) the module holds nothing. A module, so that views sharing HybridLM's children (the
+    Hugging Face wrapper, the torch.export view) carry them too."""
+
+    def __init__(self, n: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, width) * width ** -0.5) if n else None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.weight is None else self.weight.shape[0]
+
+    def prepend(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, n + T, D]."""
+        if self.weight is None:
+            return x
+        return torch.cat([self.weight.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+
+
 class HybridLM(nn.Module):
     """A language model built from an `ArchSpec`.
 
-    `model(tokens)` returns logits `[B, T, V]`. `model(tokens, state)` continues the sequences held in
-    `state` (from `init_state`) and returns `(logits, new_state)`: feeding a sequence in pieces gives the
-    same logits as feeding it whole. With `return_aux=True` the auxiliary losses of this call come last:
-    `(logits, losses)` or `(logits, new_state, losses)`; `losses` maps each name (moe_balance, moe_z,
-    ponder) to its weighted value summed over every primitive call, so a training loss is
-    `task_loss + sum(losses.values())`.
+    `model(tokens)` returns an `LMOutput` whose `logits` are `[B, T, V]`. `model(tokens, state)` continues the
+    sequences held in `state` (from `init_state`) and returns the new state in `.state`: feeding a sequence in
+    pieces gives the same logits as feeding it whole. `.aux_losses` maps each auxiliary loss (moe_balance, moe_z,
+    ponder) to its weighted value summed over every primitive call of this forward, so a training loss is
+    `task_loss + sum(out.aux_losses.values())`.
     """
 
     def __init__(self, spec: ArchSpec):
@@ -41,15 +68,13 @@ class HybridLM(nn.Module):
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.head.weight, std=d ** -0.5)
-        # Hymba's meta tokens: learned inputs before every sequence, at the embeddings' scale.
-        self.meta_tokens = nn.Parameter(torch.randn(spec.meta_tokens, d) * d ** -0.5) if spec.meta_tokens else None
+        self.meta = MetaTokens(spec.meta_tokens, d)  # created last: the other weights' init is as without it
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None, return_aux: bool = False):
+    def forward(self, tokens: torch.Tensor, state: list[Any] | None = None) -> LMOutput:
         x = self.drop(self.embed(tokens))
-        meta = 0 if self.meta_tokens is None or state is not None else self.meta_tokens.shape[0]
-        if meta:  # a fresh sequence starts with the meta tokens (a state from init_state already holds them)
-            x = torch.cat([self.meta_tokens.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        meta = self.meta.count if state is None else 0  # a state from init_state already holds the meta tokens
+        x = self.meta.prepend(x) if meta else x
         new_state = [] if state is not None else None
         losses: Losses = {}
         for i, block in enumerate(self.blocks):
@@ -57,10 +82,7 @@ class HybridLM(nn.Module):
             losses = add_losses(losses, block_losses)
             if new_state is not None:
                 new_state.append(s)
-        logits = self.head(self.final_norm(x[:, meta:]))
-        if state is None:
-            return (logits, losses) if return_aux else logits
-        return (logits, new_state, losses) if return_aux else (logits, new_state)
+        return LMOutput(self.head(self.final_norm(x[:, meta:])), new_state, losses)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> list[Any]:
@@ -70,8 +92,8 @@ class HybridLM(nn.Module):
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
         states = [block.init_state(batch_size, device, dtype) for block in self.blocks]
-        if self.meta_tokens is not None:
-            x = self.meta_tokens.to(device).expand(batch_size, -1, -1)
+        if self.meta.count:
+            x = self.meta.weight.to(device, dtype).expand(batch_size, -1, -1)
             for i, block in enumerate(self.blocks):
                 x, states[i], _ = block(x, states[i])
         return states
@@ -100,14 +122,14 @@ class HybridLM(nn.Module):
             self.set_loop_times(loop_times)
         try:
             state = self.init_state(prompt.shape[0])
-            logits, state = self(prompt, state)
+            logits, state, _ = self(prompt, state)
             out = [prompt]
             token = sample_logits(logits[:, -1], temperature, top_k, generator)
             for i in range(max_new_tokens):
                 out.append(token[:, None])
                 if i == max_new_tokens - 1:
                     break
-                logits, state = self(token[:, None], state)
+                logits, state, _ = self(token[:, None], state)
                 token = sample_logits(logits[:, -1], temperature, top_k, generator)
             return torch.cat(out, dim=1)
         finally:

@@ -139,9 +139,9 @@ def check_task_param(o: Override, key: str, task: Any) -> None:
 
 def task_param_names(name: str) -> list[str] | None:
     """The keyword parameters the task `name` takes; None when unknown or open (`**kwargs`)."""
-    from composer.tasks import REGISTRY, MADTask, mad_suite
+    from composer.tasks import task_factory
 
-    factory = mad_suite if name == "mad" else MADTask if name.startswith("mad:") else REGISTRY.get(name)
+    factory = task_factory(name)
     if factory is None:
         return None
     try:
@@ -150,8 +150,7 @@ def task_param_names(name: str) -> list[str] | None:
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    skip = {"self", "name"} if name.startswith("mad:") else {"self"}
-    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in skip]
+    return [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name != "self"]
 
 
 def task_overrides(task: str, items: Iterable[str]) -> dict[str, Any]:

@@ -17,9 +17,9 @@ and scaling. Layout:
     summary.json        counts, best row, consensus arch_id, strategy, wall time; `interrupted` when partial
     .lock               held by the one driver working in the folder (see RunLock)
 
-Every file is written atomically (temporary file, then `os.replace`), so a killed search leaves no
-half-written file. Names that become folders go through `safe_name`, and the folder through `contained`, so
-nothing is written outside the root the user named.
+Every file is written atomically (composer/atomic.py: a temporary file, then `os.replace`), so a killed
+search leaves no half-written file. Names that become folders go through `safe_name`, and the folder through
+`contained`, so nothing is written outside the root the user named.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_atomic, write_json
 from composer.errors import UserError
 
 LEADERBOARD_COLUMNS = ("trial", "status", "reason", "arch_id", "stripe", "params", "active_params",
@@ -52,32 +52,6 @@ LOCK_FILE = ".lock"
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 # space.yaml keys that may change between sessions of one search (how many trials, on what resources)
 UNFINGERPRINTED = ("trials", "resources", "description")
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())          # mkstemp makes 0600; a written file is 0644 under the usual umask
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_mode() -> int:
-    """The mode `open()` would give a new file: 0666 less the process's umask."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 # -- names and places ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ An `ArchSpec` holds model-wide fields and a tuple of layer nodes:
     Loop(times, body, ...)           the body `times` times with shared weights (recurrent depth)
     Parallel(branches, combine, split)   several mixers on one input, outputs combined
 
-The spec is the single source of truth: the graph, the module, the costs and the export derive from it.
+The spec is the single source of truth: the module, the costs and the export derive from it.
 Parsing and validation are in `composer.spec_parse`, the canonical form and `arch_id` in
 `composer.canonical_form`.
 

@@ -22,8 +22,8 @@ run; a `TaskSuite` (the `mad` suite) trains one model per member and reports eac
 `threads` applies to the call only: every entry point restores torch's thread count.
 
 The run's pieces live in composer/training/: set-up (setup.py), one step (step.py), evaluation (evaluate.py),
-checkpoints (checkpoint.py, fingerprint.py), signals (interrupt.py), the memory estimate (memory.py), the
-learning-rate schedule and budget (schedule.py).
+checkpoints (checkpoint.py, fingerprint.py), the memory estimate (memory.py), the learning-rate schedule and
+budget (schedule.py); signals are composer/interrupt.py's.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import UserError
+from composer.interrupt import interrupt_signal
 from composer.spec import ArchSpec
 from composer.tasks import Task, TaskSuite, get_task
-from composer.training.config import TrainConfig, train_config
+from composer.training.config import TrainConfig, eval_interval, train_config
 from composer.training.evaluate import evaluate
-from composer.training.interrupt import interrupt_signal
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
 from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
@@ -134,7 +134,7 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
     total_steps = state.budget.total_steps(state.tokens_per_step)
     if total_steps is not None:
         task.warn_if_repeated(total_steps * state.tokens_per_step)
-    eval_every = config.evaluation.eval_every or (max(1, total_steps // 10) if total_steps else 200)
+    eval_every = eval_interval(config.evaluation.eval_every, total_steps)
     warmup = min(schedule.warmup_steps, max(1, total_steps // 10)) if total_steps else schedule.warmup_steps
     checkpoints = PeriodicCheckpoints(config.checkpoint.checkpoint_every, config.checkpoint.checkpoint_seconds)
 
@@ -161,7 +161,7 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
                 break
         if done:
             break
-        if interrupt_signal() is not None:      # a signal during this step: save it and stop (see interrupt.py)
+        if interrupt_signal() is not None:      # a signal during this step: save it and stop (composer/interrupt.py)
             status = "interrupted"
             break
         if out_dir is not None and checkpoints.due(state.step):

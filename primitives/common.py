@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +31,17 @@ from primitives.ops import CHUNK_SIZE
 
 def default_heads(width: int, head_dim: int = 64, divides_also: int = 0) -> int:
     """The largest head count <= width // head_dim (at least 1) dividing `width` (and `divides_also`)."""
-    heads = max(1, width // head_dim)
-    while width % heads or divides_also % heads:
-        heads -= 1
-    return heads
+    limit = max(1, width // head_dim)
+    common = math.gcd(width, divides_also)      # gcd(w, 0) = w: no second constraint
+    # The divisors of `common` come in pairs (d, common // d) with d <= sqrt(common): O(sqrt(width)) steps, where
+    # counting down from the limit took O(width) for a width with few divisors (a fuzzed d_model of 50,873,777).
+    best = 1
+    for small in range(1, math.isqrt(common) + 1):
+        if common % small == 0:
+            for heads in (small, common // small):
+                if best < heads <= limit:
+                    best = heads
+    return best
 
 
 def head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -99,11 +107,19 @@ def head_sizes(cfg: HeadsConfig, d_model: int) -> tuple[int, int, int]:
     return cfg.n_heads or default_heads(max(V, 1), divides_also=K), K, V
 
 
+class HeadFeatures(NamedTuple):
+    """What a HeadMixer layer has besides its q, k, v and output projections."""
+
+    kernel_size: int = 0            # the short conv over q, k, v (0: none)
+    output_gate: bool = True        # a swish output gate (g_proj, d -> V)
+    norm: bool = True               # the per-head norm of the output
+    extra_values: int = 0           # extra value columns in the state (linear attention's normaliser)
+
+
 class HeadMixer(Primitive):
     """Shared plumbing: sizes, checks, the cost formula, state handling and the gated output norm.
 
-    `features(cfg)` says what a layer has: a short conv over q, k, v (its kernel size, 0 for none), a swish
-    output gate (g_proj, d -> V), the per-head norm, and extra value columns in the state.
+    `features(cfg)` (a `HeadFeatures`) says what a layer has.
     """
 
     kind = "token_mixer"
@@ -111,9 +127,8 @@ class HeadMixer(Primitive):
     uses_delta_rule = False
 
     @classmethod
-    def features(cls, cfg: HeadsConfig) -> tuple[int, bool, bool, int]:
-        """(kernel_size, output gate, norm, extra state value columns)."""
-        return 0, True, True, 0
+    def features(cls, cfg: HeadsConfig) -> HeadFeatures:
+        return HeadFeatures()
 
     @classmethod
     def extra_params(cls, cfg: HeadsConfig, d_model: int) -> int:
@@ -123,7 +138,9 @@ class HeadMixer(Primitive):
     def __init__(self, d_model: int, cfg: HeadsConfig):
         super().__init__(d_model, cfg)
         self.n_heads, self.key_width, self.value_width = head_sizes(cfg, d_model)
-        self.kernel_size, self.has_gate, self.has_norm, self.extra_v = self.features(cfg)
+        features = self.features(cfg)
+        self.kernel_size, self.has_gate, self.has_norm = features.kernel_size, features.output_gate, features.norm
+        self.extra_v = features.extra_values
         H, K, V = self.n_heads, self.key_width, self.value_width
         self.dk, self.dv = K // H, V // H
         self.qkv = nn.Linear(d_model, 2 * K + V, bias=False)
@@ -150,12 +167,13 @@ class HeadMixer(Primitive):
     @classmethod
     def cost(cls, cfg: HeadsConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         H, K, V = head_sizes(cfg, d_model)
-        k, gate, norm, extra_v = cls.features(cfg)
-        dk, dv = K // H, V // H + extra_v
-        matmul = d_model * (2 * K + V) + V * d_model + (d_model * V if gate else 0)
+        features = cls.features(cfg)
+        k = features.kernel_size
+        dk, dv = K // H, V // H + features.extra_values
+        matmul = d_model * (2 * K + V) + V * d_model + (d_model * V if features.output_gate else 0)
         conv = ShortConv.param_count(2 * K + V, k) if k else 0
         extra = cls.extra_params(cfg, d_model)
-        params = matmul + conv + extra + (V if norm else 0)
+        params = matmul + conv + extra + (V if features.norm else 0)
         recurrence = H * (4 * dk * dv + 2 * CHUNK_SIZE * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
         flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
         state = (H * dk * dv + (2 * K + V) * max(k - 1, 0)) * dtype_bytes

@@ -42,7 +42,7 @@ from torch import nn
 
 from composer.fields import option
 from primitives.base import State, register
-from primitives.common import HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
+from primitives.common import HeadFeatures, HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
 from primitives.ops import delta_rule, gated_delta_rule, gla, simple_gla
 
 
@@ -62,9 +62,9 @@ class LinearAttention(HeadMixer):
     Config = LinearAttentionConfig
 
     @classmethod
-    def features(cls, cfg: LinearAttentionConfig) -> tuple[int, bool, bool, int]:
+    def features(cls, cfg: LinearAttentionConfig) -> HeadFeatures:
         identity = cfg.feature_map == "identity"
-        return 0, False, identity, int(not identity)
+        return HeadFeatures(output_gate=False, norm=identity, extra_values=int(not identity))
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         q, k, v, _ = self.project(x, state)
@@ -169,8 +169,8 @@ class DeltaNet(HeadMixer):
         self.b_proj = nn.Linear(d_model, self.n_heads, bias=False)
 
     @classmethod
-    def features(cls, cfg: DeltaNetConfig) -> tuple[int, bool, bool, int]:
-        return cfg.kernel_size, cfg.output_gate, True, 0
+    def features(cls, cfg: DeltaNetConfig) -> HeadFeatures:
+        return HeadFeatures(kernel_size=cfg.kernel_size, output_gate=cfg.output_gate)
 
     @classmethod
     def extra_params(cls, cfg: DeltaNetConfig, d_model: int) -> int:
@@ -209,8 +209,8 @@ class GatedDeltaNet(DeltaNet):
         self.dt_bias = nn.Parameter(inverse_softplus_dt(H))
 
     @classmethod
-    def features(cls, cfg: GatedDeltaNetConfig) -> tuple[int, bool, bool, int]:
-        return cfg.kernel_size, True, True, 0
+    def features(cls, cfg: GatedDeltaNetConfig) -> HeadFeatures:
+        return HeadFeatures(kernel_size=cfg.kernel_size)
 
     @classmethod
     def extra_params(cls, cfg: GatedDeltaNetConfig, d_model: int) -> int:

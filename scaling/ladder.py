@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from composer.atomic import write_atomic
 from composer.errors import UserError
 from composer.fields import option
 from composer.provenance import provenance
-from composer.runs import RunLock, contained, safe_name, write_atomic
+from composer.runs import RunLock, contained, safe_name
 from composer.spec import ArchSpec
 from composer.tasks import TaskRef
+from composer.training.config import TrainConfig
 from scaling.laws import fit_joint_law, fit_power_law, plot_fits, predict
 from scaling.rules import Count, Method, choose_method, fit_to_params, param_count
 from scaling.transfer import transfer_report
@@ -62,11 +64,11 @@ class Ladder:
     tolerance: float = option(0.05, "how far (relative) a fitted size may land from its target", gt=0, lt=1)
     budget: dict[str, Any] = field(default_factory=lambda: {"tokens_per_param": 20})
     seeds: list[int] = field(default_factory=lambda: [0])
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)     # every trial's settings; the ladder sets budget, seed
     predict_at: int | None = None
     loss_metric: str = "val_loss"
     bootstrap: int = 500
-    logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking.py)
+    logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking/)
     run_dir: str | None = None                              # set by run_ladder: the folder its trials log under
 
 
@@ -125,10 +127,8 @@ class LocalRunner:
         self.log = log or (lambda message: None)
 
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
-        kwargs = dict(ladder.train)
-        if self.threads:
-            kwargs["threads"] = self.threads
-        jobs = [(trial, ladder.task, kwargs, trial_tracking(ladder, trial)) for trial in trials]
+        config = ladder.train.with_settings(threads=self.threads) if self.threads else ladder.train
+        jobs = [(trial, ladder.task, config, trial_tracking(ladder, trial)) for trial in trials]
         if self.workers <= 1:
             for i, job in enumerate(jobs):
                 self.log(describe_trial(job[0], i, len(jobs)))
@@ -150,12 +150,11 @@ def check_trials_fit(trials: list[Trial], ladder: Ladder, task: Any, workers: in
     """Before anything trains: a UserError naming the first trial whose estimated memory, times the `workers`
     training at once, exceeds this machine's available memory (composer/training/memory.py)."""
     from composer.tasks import TaskSuite
-    from composer.training.config import TrainConfig
     from composer.training.memory import MemoryLimitError, check_memory
     from composer.training.runtime import resolve_device
     from composer.training.setup import fit_spec
 
-    config = TrainConfig.from_dict(ladder.train)
+    config = ladder.train
     if not config.runtime.memory_check or isinstance(task, TaskSuite):     # a suite's members check themselves
         return
     device = resolve_device(config.runtime.device)
@@ -185,7 +184,7 @@ def trial_tracking(ladder: Ladder, trial: Trial) -> tuple[list[str], str] | None
     return list(ladder.logging), str(Path(ladder.run_dir) / "trials" / trial_folder(trial))
 
 
-def train_trial(trial: Trial, task_config: TaskRef, train_kwargs: dict[str, Any],
+def train_trial(trial: Trial, task_config: TaskRef, config: TrainConfig,
                 tracking: tuple[list[str], str] | None = None) -> dict[str, Any]:
     """Train one trial (a module-level function so worker processes can run it); its final metrics. With
     `tracking` (backends, folder) the trial's settings and every evaluation go to those trackers."""
@@ -198,15 +197,14 @@ def train_trial(trial: Trial, task_config: TaskRef, train_kwargs: dict[str, Any]
 
         backends, folder = tracking
         params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config.flat(),
-                  "train": train_kwargs, "spec": trial.spec.to_dict()}
+                  "train": config.changed(), "spec": trial.spec.to_dict()}
         tracker = open_trackers(backends, folder, params, name=Path(folder).name)
 
         def callback(m: dict[str, Any]) -> None:
             if isinstance(m.get("step"), int):
                 tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
     try:
-        result = train(trial.spec, task, {"tokens": trial.tokens}, seed=trial.seed, callback=callback,
-                       **train_kwargs)
+        result = train(trial.spec, task, {"tokens": trial.tokens}, config, seed=trial.seed, callback=callback)
     finally:
         if tracker is not None:
             tracker.close()
@@ -227,6 +225,8 @@ def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: Tri
 
 def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],
                 trials: list[Trial] | None) -> dict[str, Any]:
+    from composer.tasks import TaskSuite
+
     path = out_dir / "ladder.json"
     done: dict[str, dict[str, Any]] = {}
     if path.is_file():
@@ -236,7 +236,8 @@ def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: 
             raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start the ladder "
                             "afresh") from None
     task = ladder.task.build()
-    trials = plan(ladder, seq_len=getattr(task, "seq_len", None)) if trials is None else trials
+    seq_len = None if isinstance(task, TaskSuite) else task.seq_len
+    trials = plan(ladder, seq_len=seq_len) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
     rows = dict(done)
@@ -264,7 +265,7 @@ def trial_row(trial: Trial, metrics: dict[str, Any], ladder: Ladder) -> dict[str
 def ladder_summary(ladder: Ladder) -> dict[str, Any]:
     return {"name": ladder.name, "task": ladder.task.flat(), "architectures": list(ladder.architectures),
             "sizes": [label for label, _ in ladder.sizes], "count": ladder.count, "method": ladder.method,
-            "budget": ladder.budget, "seeds": ladder.seeds, "train": ladder.train,
+            "budget": ladder.budget, "seeds": ladder.seeds, "train": ladder.train.changed(),
             "predict_at": ladder.predict_at, "provenance": provenance()}
 
 

@@ -42,7 +42,7 @@ from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
-from composer.training.config import parse_settings
+from composer.training.config import TrainConfig
 from composer.yaml_source import read_source
 from scaling.ladder import Ladder
 
@@ -102,9 +102,9 @@ def _seeds(reader: Reader, value: Any, path: str, base: Path) -> list[int]:
     return list(value)
 
 
-def _train(reader: Reader, value: Any, path: str, base: Path) -> dict[str, Any]:
+def _train(reader: Reader, value: Any, path: str, base: Path) -> TrainConfig:
     try:
-        return parse_settings(value, path, SET_BY_THE_LADDER)
+        return TrainConfig.from_dict(value, path, SET_BY_THE_LADDER)
     except UserError as e:
         raise reader.relay(e) from None
 

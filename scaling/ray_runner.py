@@ -24,13 +24,13 @@ class RayRunner:
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
         import ray
 
-        from composer.search.ray_cluster import check_local_resources, check_trial_resources, embedded, start_ray
+        from composer.ray_cluster import check_local_resources, check_trial_resources, embedded, start_ray
 
         if embedded(self.address):
             check_local_resources(self.threads, 0, cpus_field="--threads")
         start_ray(self.address, self.verbose)
         check_trial_resources(self.threads, 0, cpus_field="--threads")
-        kwargs = {**ladder.train, "threads": self.threads}
+        config = ladder.train.with_settings(threads=self.threads)
         remote = ray.remote(num_cpus=self.threads, max_retries=1)(train_trial)
         waiting = list(trials)
         pending: dict[Any, Trial] = {}
@@ -38,7 +38,7 @@ class RayRunner:
         while waiting or pending:
             while waiting and (self.max_concurrent is None or len(pending) < self.max_concurrent):
                 trial = waiting.pop(0)
-                pending[remote.remote(trial, ladder.task, kwargs, trial_tracking(ladder, trial))] = trial
+                pending[remote.remote(trial, ladder.task, config, trial_tracking(ladder, trial))] = trial
             ready, _ = ray.wait(list(pending), num_returns=1)
             trial = pending.pop(ready[0])
             self.log(describe_trial(trial, done, len(trials)) + " done")

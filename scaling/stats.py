@@ -10,8 +10,8 @@ for small samples and says how it was computed:
   values it was given: with 3 seeds its 95% interval is the range of the 3 differences (each extreme is a
   resample of probability 1/27 > 2.5%), which under-covers badly, while the t-interval widens by t(0.975, 2)
   = 4.30 for the same sample.
-* `rank_agreement`: Spearman's rho and Kendall's tau-b (scipy) between two score vectors (lower is better
-  on both sides).
+* `rank_agreement`: Spearman's rho and Kendall's tau-b (scaling/transfer.py) between two score vectors (lower
+  is better on both sides).
 * `rank_agreement_interval`: those two with percentile-bootstrap intervals that resample seeds: each
   architecture's target score is the mean of its seeds drawn with replacement, independently per
   architecture; the proxy scores are fixed.
@@ -22,7 +22,6 @@ for small samples and says how it was computed:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from scaling.transfer import noise_floor
+from scaling.transfer import kendall_tau, noise_floor, spearman
 
 LEVEL = 0.95
 N_BOOT = 2000
@@ -121,26 +120,8 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
                             bootstrap_mean_interval(d, level, n_boot, seed), level)
 
 
-def _quiet(function, x: Sequence[float], y: Sequence[float]) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # a constant input: scipy warns and returns NaN
-        value = function(x, y)[0]
-    return float(value)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    return _quiet(scipy_stats.spearmanr, x, y)
-
-
-def kendall(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b."""
-    return _quiet(scipy_stats.kendalltau, x, y)
-
-
 def rank_agreement(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    if len(x) != len(y):
-        raise ValueError(f"score vectors differ in length: {len(x)} and {len(y)}")
-    return {"spearman": spearman(x, y), "kendall": kendall(x, y)}
+    return {"spearman": spearman(x, y), "kendall": kendall_tau(x, y)}
 
 
 def rank_agreement_interval(proxy: Sequence[float], target_seeds: Sequence[Sequence[float]],
@@ -159,7 +140,7 @@ def rank_agreement_interval(proxy: Sequence[float], target_seeds: Sequence[Seque
     draws = np.stack([np.asarray(v, float)[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
                       for v in target_seeds], axis=1)          # [n_boot, architectures]
     out: dict[str, Any] = {"n": len(proxy), "level": level}
-    for name, function in (("spearman", spearman), ("kendall", kendall)):
+    for name, function in (("spearman", spearman), ("kendall", kendall_tau)):
         values = np.array([function(proxy, row) for row in draws])
         values = values[np.isfinite(values)]
         ci = (np.quantile(values, [(1 - level) / 2, (1 + level) / 2]).tolist() if len(values)

@@ -7,8 +7,9 @@ Three agreement measures between two score vectors over the same architectures (
 * Pairwise decision accuracy: over all pairs, the fraction a small-scale comparison orders as the large
   one does (a pair tied on one side counts one half): what picking the better of two would get right.
 
-The noise floor is the same measures between two seeds at one size: two rankings cannot be expected to agree
-better across sizes than one size agrees with itself across seeds.
+These are the one implementation of the two rank correlations (scaling/stats.py's intervals use them; a test holds
+them equal to scipy's). The noise floor is the same measures between two seeds at one size: two rankings cannot be
+expected to agree better across sizes than one size agrees with itself across seeds.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ def _check(x: Sequence[float], y: Sequence[float]) -> None:
         raise ValueError("need at least two architectures to rank")
 
 
+def _has_nan(x: Sequence[float], y: Sequence[float]) -> bool:
+    return any(math.isnan(v) for v in (*x, *y))
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (NaN when one side is constant)."""
+    """Spearman's rank correlation (NaN when one side is constant or holds a NaN)."""
     _check(x, y)
+    if _has_nan(x, y):
+        return float("nan")
     rx, ry = ranks(x), ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -56,8 +63,10 @@ def _sign(v: float) -> int:
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (NaN when one side is constant)."""
+    """Kendall's tau-b (NaN when one side is constant or holds a NaN)."""
     _check(x, y)
+    if _has_nan(x, y):
+        return float("nan")
     concordant = discordant = ties_x = ties_y = 0
     for i, j in itertools.combinations(range(len(x)), 2):
         sx, sy = _sign(x[i] - x[j]), _sign(y[i] - y[j])

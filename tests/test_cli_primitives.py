@@ -11,7 +11,7 @@ import torch
 
 import primitives
 from composer.cli import main
-from composer.cli_primitives import primitive_info
+from composer.cli.primitives import primitive_info
 
 
 def test_list_shows_every_primitive_with_symbol_kind_and_parameters(capsys):

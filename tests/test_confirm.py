@@ -16,13 +16,14 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
+from composer.atomic import write_atomic, write_json
 from composer.canonical_form import arch_id, stripe
 from composer.cli import main
 from composer.confirm import ConfirmConfig, confirm, parse_confirm, plan_confirm
 from composer.confirm.candidates import transformer_baseline
 from composer.confirm.sizing import fit_hardware, width_multiple
 from composer.errors import UserError
-from composer.runs import RunDir, write_atomic, write_json
+from composer.runs import RunDir
 from composer.search.aggregate import majority_vote
 from composer.spec_parse import dump_spec, load_spec
 from scaling.rules import param_count
@@ -302,6 +303,35 @@ def test_a_confirm_block_in_a_space_is_checked_with_its_line():
     assert load_space(good).data["confirm"] == {"sizes": ["1M"], "seeds": 3}
 
 
+
+def test_the_spaces_confirm_block_runs_after_the_search(tmp_path, monkeypatch):
+    """`composer search` (search_then_confirm) is the search, then the space's `confirm:` block on the search's CPUs
+    per trial; a space without one confirms nothing; a block that cannot start says the search finished."""
+    import composer.confirm.run as confirm_run
+    import composer.search
+    from composer.search.runner import SearchResult
+
+    calls = []
+    monkeypatch.setattr(confirm_run, "confirm", lambda run_dir, config, **kw: calls.append((run_dir, config, kw)) or
+                        {"verdict": "ok"})
+    plain = make_run(tmp_path / "plain")
+    assert confirm_run.confirm_block(plain.root) is None and calls == []
+    block = {"sizes": ["1M"], "seeds": 2}
+    run = make_run(tmp_path / "run", confirm_block=block)
+    monkeypatch.setattr(composer.search, "search", lambda space, **options: SearchResult(run.root, []))
+    result = confirm_run.search_then_confirm("space.yaml", address="auto", progress=lambda state: None)
+    assert result.confirm == {"verdict": "ok"}
+    assert calls == [(run.root, parse_confirm(block), {"address": "auto", "threads": 1, "log": None})]
+
+    def refused(run_dir, config, **kw):
+        raise UserError("no completed trial to confirm")
+
+    monkeypatch.setattr(confirm_run, "confirm", refused)
+    with pytest.raises(UserError) as info:
+        confirm_run.confirm_block(run.root)
+    assert str(info.value) == (f"the search finished (results in {run.root}); its confirmation did not start: "
+                               "no completed trial to confirm")
+
 # -- bad input: one error line, exit 2, nothing written -----------------------------------------------------------
 
 
@@ -398,7 +428,7 @@ def test_resume_after_kill_9(tmp_path):
 
 @pytest.mark.slow
 def test_a_search_with_a_confirm_block_confirms_when_it_ends(tmp_path):
-    from composer.search import search
+    from composer.confirm import search_then_confirm as search  # the search, then its `confirm:` block
 
     space = {"name": "with_confirm", "base": {"d_model": 32, "defaults": DEFAULTS},
              "layers": {"n_layers": 2, "slot": {"op": {"choice": ["attention", "gla"]}, "channel": "mlp"}},

@@ -41,7 +41,7 @@ def request(kind, *args):
 
 def logprobs_of(model, tokens):
     with torch.no_grad():
-        return torch.log_softmax(model(torch.tensor([tokens])).float(), -1)[0]
+        return torch.log_softmax(model(torch.tensor([tokens])).logits.float(), -1)[0]
 
 
 def test_loglikelihood_is_the_models_own(bundle):

@@ -75,7 +75,7 @@ for name in sys.argv[1:]:
         model = modeling.load_model(folder)
         expected, _ = modeling.read_safetensors(os.path.join(folder, "expected.safetensors"))
         with torch.no_grad():
-            logits = model(expected["prompt"])
+            logits = model(expected["prompt"]).logits
         generated = model.generate(expected["prompt"][:1, :5], expected["generated"].shape[1] - 5, temperature=0)
         results["bundles"][name] = {
             "max_diff": (logits - expected["logits"]).abs().max().item(),
@@ -116,7 +116,7 @@ def make_bundle(root: Path, name: str, spec_data: dict, seed: int) -> None:
     export(model, root / name, progress=lambda *_: None)
     prompt = torch.randint(0, model.spec.vocab_size, (2, PROMPT_LEN))
     with torch.no_grad():
-        logits = model(prompt)
+        logits = model(prompt).logits
     generated = model.generate(prompt[:1, :5], NEW_TOKENS, temperature=0)
     save_file({"prompt": prompt, "logits": logits.contiguous(), "generated": generated},
               str(root / name / "expected.safetensors"))

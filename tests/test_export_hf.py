@@ -23,7 +23,7 @@ def test_auto_model_logits_and_greedy_generate(tmp_path, tie, meta_tokens):
     assert type(hf).__name__ == "ComposerForCausalLM"
     tokens = torch.randint(0, 45, (2, 13))
     with torch.no_grad():
-        assert torch.allclose(hf(input_ids=tokens).logits, model(tokens), atol=1e-5)
+        assert torch.allclose(hf(input_ids=tokens).logits, model(tokens).logits, atol=1e-5)
     prompt = tokens[:1, :4]
     expected = model.generate(prompt, 6, temperature=0)
     got = hf.generate(prompt, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(prompt))
@@ -90,7 +90,7 @@ def test_two_bundles_in_one_process_each_run_their_own_code(tmp_path):
     second, hf = _hf_bundle(tmp_path / "two", {"d_model": 32, "vocab_size": 45, "layers": ["mlstm", "mlp"]})
     tokens = torch.randint(0, 45, (1, 7))
     with torch.no_grad():
-        assert torch.allclose(hf(input_ids=tokens).logits, second(tokens), atol=1e-5)
+        assert torch.allclose(hf(input_ids=tokens).logits, second(tokens).logits, atol=1e-5)
 
 
 def test_padded_batches_are_refused_not_misread(tmp_path):

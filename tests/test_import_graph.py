@@ -1,10 +1,14 @@
-"""The import graph of our own packages: no circle, and no upward import from a lower layer.
+"""The import graph of our own packages: no circle, and every import goes down the layers.
 
-Layers, lowest first: the ground floor (standard-library modules every layer may import: errors, limits, names,
-the field declarations and their reader) -> primitives (the layers) -> the model core (spec, canonical form,
-graph, model, costs) -> running one model (tasks, training, the trainer, run folders) -> the tools built on it
-(search, export, report, confirm, scaling) -> the CLI and the package's public face (`composer/__init__.py`).
-Imports inside functions count too; only `if TYPE_CHECKING:` blocks are skipped.
+`LAYERS` lists the units of the code, lowest first (the ground floor, primitives, the model core, running one model,
+the tools, the CLI, the public face), as fine as the packages: each layer holds one or more units side by side. A
+module may import its own unit and the units of lower layers, never a unit of its own layer or of a higher one: so
+two tools side by side (search and confirm's reader of it aside, export and report, ...) never import each other, a
+subcommand of the CLI never imports another (what they share is composer/cli/common.py), and the run folder, the
+data and the Ray cluster stay apart. A unit is named by module prefixes (a package, or a group of single modules);
+every module belongs to the unit of its longest prefix, and one that belongs to none fails
+`test_every_module_has_a_layer`, so a new module is placed on purpose. Imports inside functions count too; only `if
+TYPE_CHECKING:` blocks are skipped.
 """
 
 from __future__ import annotations
@@ -16,27 +20,43 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
+SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm")
+# the ground floor: standard-library modules every layer may import, the primitives included (so the standalone
+# export inlines them): errors, limits, names, the field declarations and their reader
 GROUND = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
-RUNNING = ("composer.tasks", "composer.training", "composer.trainer", "composer.runs", "composer.data", "composer.tracking")
-TOOLS = ("composer.search", "composer.export", "composer.report", "composer.confirm", "composer.eval", "composer.overrides",
-         "scaling")
+LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
+    {"ground": GROUND, "atomic writes": ("composer.atomic",), "signals": ("composer.interrupt",),
+     "units": ("composer.units",), "version": ("composer.version",)},
+    {"primitives": ("primitives",)},
+    {"model core": ("composer.yaml_source", "composer.spec", "composer.spec_parse", "composer.canonical_form",
+                    "composer.blocks", "composer.model", "composer.costs")},
+    {"run folders": ("composer.runs",), "provenance": ("composer.provenance",), "data": ("composer.data",),
+     "ray cluster": ("composer.ray_cluster", "composer.ray_watchdog")},
+    {"tasks": ("composer.tasks",), "tracking": ("composer.tracking",)},
+    {"training": ("composer.training", "composer.trainer")},
+    # the tools: confirm reads what a search found (its space, ranking and stages), so it sits above search
+    {"overrides": ("composer.overrides",), "scaling": ("scaling",), "export": ("composer.export",),
+     "report": ("composer.report",)},
+    {"search": ("composer.search",), "eval": ("composer.eval",)},
+    {"confirm": ("composer.confirm",)},
+    {"cli common": ("composer.cli.common",)},
+    {f"composer {name}": (f"composer.cli.{name}",) for name in SUBCOMMANDS},
+    {"the command": ("composer.cli",)},
+    {"public face": ("composer", "composer.__main__")},
+)
+EXACT = ("composer", "composer.__main__", "composer.cli")     # these name one module, not a prefix
 
 
-def layer(module: str) -> int:
-    def under(prefixes: tuple[str, ...]) -> bool:
-        return any(module == p or module.startswith(p + ".") for p in prefixes)
-
-    if module in GROUND:
-        return -1
-    if under(("primitives",)):
-        return 0
-    if module in ("composer", "composer.__main__") or module.startswith("composer.cli"):
-        return 4
-    if under(TOOLS):
-        return 3
-    if under(RUNNING):
-        return 2
-    return 1
+def unit_of(module: str) -> tuple[int, str] | None:
+    """(layer, unit) of a module: the unit of its longest prefix; None when no unit holds it."""
+    best: tuple[int, int, str] | None = None
+    for level, units in enumerate(LAYERS):
+        for unit, prefixes in units.items():
+            for prefix in prefixes:
+                if module == prefix or (prefix not in EXACT and module.startswith(prefix + ".")):
+                    if best is None or len(prefix) > best[0]:
+                        best = (len(prefix), level, unit)
+    return None if best is None else (best[1], best[2])
 
 
 def our_modules() -> dict[str, Path]:
@@ -82,24 +102,56 @@ def import_graph() -> nx.DiGraph:
     return graph
 
 
+def wrong_imports(graph: nx.DiGraph) -> list[str]:
+    """Every import that does not go down: into a unit of the same layer (a sibling) or of a higher one."""
+    wrong = []
+    for a, b in graph.edges:
+        (level_a, unit_a), (level_b, unit_b) = unit_of(a), unit_of(b)
+        if unit_a != unit_b and level_b >= level_a:
+            way = "beside it" if level_b == level_a else "above it"
+            wrong.append(f"{a}:{graph.edges[a, b].get('line', '?')} imports {b} ({unit_b}, {way}; {a} is {unit_a})")
+    return wrong
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in our_modules() if unit_of(m) is None] == [], "add these modules to a unit of LAYERS"
+
+
+def test_the_subcommands_are_the_cli_s():
+    from composer.cli import SUBCOMMAND_MODULES
+
+    assert SUBCOMMAND_MODULES == tuple(f"composer.cli.{name}" for name in SUBCOMMANDS)
+
+
 def test_no_import_circle():
     cycles = list(nx.simple_cycles(import_graph()))
     assert cycles == [], f"import circles: {cycles}"
 
 
 def test_no_upward_import():
-    graph = import_graph()
-    upward = [f"{a}:{graph.edges[a, b]['line']} imports {b}" for a, b in graph.edges if layer(b) > layer(a)]
-    assert upward == [], "upward imports:\n" + "\n".join(upward)
+    wrong = wrong_imports(import_graph())
+    assert wrong == [], "imports that do not go down the layers:\n" + "\n".join(wrong)
 
 
 def test_the_checks_can_fail():
     graph = nx.DiGraph([("composer.spec", "composer.search.runner"), ("composer.search.runner", "composer.spec")])
     assert list(nx.simple_cycles(graph))
-    assert layer("composer.spec") < layer("composer.search.runner") < layer("composer.cli_search")
-    assert layer("primitives.ops.dispatch") == 0 and layer("composer.training.step") == 2
-    assert layer("composer") == 4 and layer("scaling.ladder") == 3
-    assert layer("composer.fields") < layer("primitives.base")
+    # what the layers were written to catch: the search running and reading the confirmation, the ladder's Ray
+    # runner reaching into the search, one subcommand importing another, the data writing through the run folder
+    before = nx.DiGraph([("composer.search.runner", "composer.confirm"),
+                         ("composer.search.space_parse_search", "composer.confirm.config"),
+                         ("scaling.ray_runner", "composer.search.ray_cluster"),
+                         ("composer.cli.spec", "composer.cli.primitives"), ("composer.cli.scale", "composer.cli.spec"),
+                         ("composer.data.tokenizer", "composer.runs"), ("composer.spec", "composer.search.runner")])
+    assert [w.split(" (")[0] for w in wrong_imports(before)] == [f"{a}:? imports {b}" for a, b in before.edges]
+    allowed = nx.DiGraph([("composer.confirm.candidates", "composer.search.space_parse"),
+                          ("composer.cli.confirm", "composer.cli.common"), ("primitives.ops.dispatch", "composer.errors"),
+                          ("composer.__main__", "composer.cli"), ("composer.cli", "composer.version")])
+    assert wrong_imports(allowed) == []
+    assert unit_of("composer.cli.search")[1] == "composer search" and unit_of("composer.cli")[1] == "the command"
+    assert unit_of("composer.search.runner")[1] == "search" and unit_of("scaling.ladder")[1] == "scaling"
+    assert unit_of("composer.cli.nonsense") is None and unit_of("composer.nonsense") is None
+    assert unit_of("composer.fields")[0] < unit_of("primitives.base")[0]
 
 
 def test_the_ground_floor_imports_the_standard_library_only():

@@ -23,41 +23,42 @@ def test_meta_tokens_are_a_learned_prefix_whose_logits_are_dropped():
     torch.manual_seed(0)
     with_meta = build_model(spec_of(3)).eval()
     plain = build_model(spec_of(0)).eval()
-    plain.load_state_dict({k: v for k, v in with_meta.state_dict().items() if k != "meta_tokens"})
+    plain.load_state_dict({k: v for k, v in with_meta.state_dict().items() if k != "meta.weight"})
     prefix, tokens = torch.tensor([[7, 1, 30]]), torch.randint(0, 50, (1, 12))
     with torch.no_grad():
-        with_meta.meta_tokens.copy_(with_meta.embed(prefix)[0])
-    logits = with_meta(tokens)
+        with_meta.meta.weight.copy_(with_meta.embed(prefix)[0])
+    logits = with_meta(tokens).logits
     assert logits.shape == (1, 12, 50)
-    torch.testing.assert_close(logits, plain(torch.cat([prefix, tokens], 1))[:, 3:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, plain(torch.cat([prefix, tokens], 1)).logits[:, 3:], atol=1e-5, rtol=1e-5)
 
 
 def test_meta_tokens_are_trained_and_change_the_output():
     model = build_model(spec_of(3))
     tokens = torch.randint(0, 50, (2, 9))
-    model(tokens).logsumexp(-1).sum().backward()
-    assert model.meta_tokens.grad is not None and model.meta_tokens.grad.abs().sum() > 0
-    before = model(tokens)
+    model(tokens).logits.logsumexp(-1).sum().backward()
+    assert model.meta.weight.grad is not None and model.meta.weight.grad.abs().sum() > 0
+    before = model(tokens).logits
     with torch.no_grad():
-        model.meta_tokens.add_(1.0)
-    assert not torch.allclose(model(tokens), before)
+        model.meta.weight.add_(1.0)
+    assert not torch.allclose(model(tokens).logits, before)
 
 
 def test_decoding_starts_after_the_meta_tokens():
     model = build_model(spec_of(4)).eval()
     tokens = torch.randint(0, 50, (2, 17))
-    full = model(tokens)
+    full = model(tokens).logits
     state = model.init_state(2)
     assert state[0]["pos"] == 4 and state[3]["latent"].shape[1] == 4  # init_state has run the meta tokens
     pieces, start = [], 0
     for end in [5, 6, 7, 17]:
-        logits, state = model(tokens[:, start:end], state)
-        pieces.append(logits)
+        out = model(tokens[:, start:end], state)
+        pieces.append(out.logits)
+        state = out.state
         start = end
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=2e-5, rtol=1e-4)
     generated = model.generate(tokens[:1, :5], 6, temperature=0)
     for i in range(6):  # cached greedy decoding equals recomputing from the whole prefix each step
-        assert generated[0, 5 + i] == model(generated[:, :5 + i])[0, -1].argmax()
+        assert generated[0, 5 + i] == model(generated[:, :5 + i]).logits[0, -1].argmax()
 
 
 @pytest.mark.parametrize("seq_len", [8, 40])
@@ -73,7 +74,7 @@ def test_costs_count_the_meta_tokens(seq_len):
     assert cost.flops_per_token == pytest.approx((longer.flops_per_token - head) * (seq_len + n) / seq_len + head)
     assert cost.state_bytes == longer.state_bytes
     state = model.init_state(1)
-    _, state = model(torch.randint(0, 50, (1, seq_len)), state)
+    state = model(torch.randint(0, 50, (1, seq_len)), state).state
     attention, mamba, mla = state[0], state[2], state[3]
     held = (attention["k"].numel() + attention["v"].numel() + sum(t.numel() for t in mamba.values()) +
             mla["latent"].numel() + mla["rope_key"].numel())

@@ -63,12 +63,12 @@ def test_analytic_params_equal_module(name):
 def test_streaming_equals_full_forward(name):
     model = build_model(build(name)).eval()
     tokens = torch.randint(0, 50, (2, 21))
-    full = model(tokens)
+    full = model(tokens).logits
     for cuts in ([10], [1, 2, 3, 20], list(range(1, 21))):
         state = model.init_state(2)
         pieces, start = [], 0
         for end in cuts + [21]:
-            logits, state = model(tokens[:, start:end], state)
+            logits, state, _ = model(tokens[:, start:end], state)
             pieces.append(logits)
             start = end
         torch.testing.assert_close(torch.cat(pieces, 1), full, atol=2e-5, rtol=1e-4)
@@ -90,12 +90,12 @@ def test_every_primitive_streams_and_counts_exactly(op):
     model = build_model(spec).eval()
     assert model_cost(spec).params == n_params(model)
     tokens = torch.randint(0, 50, (2, 19))
-    full = model(tokens)
+    full = model(tokens).logits
     state = model.init_state(2)
-    first, state = model(tokens[:, :7], state)
+    first, state, _ = model(tokens[:, :7], state)
     rest = [first]
     for t in range(7, 19):
-        logits, state = model(tokens[:, t:t + 1], state)
+        logits, state, _ = model(tokens[:, t:t + 1], state)
         rest.append(logits)
     torch.testing.assert_close(torch.cat(rest, 1), full, atol=5e-5, rtol=1e-4)
 
@@ -106,7 +106,7 @@ def test_cached_generation_equals_recomputing():
     out = model.generate(prompt, max_new_tokens=12, temperature=0)
     seq = prompt
     for _ in range(12):
-        nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+        nxt = model(seq).logits[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
     assert torch.equal(out, seq)
 
@@ -140,17 +140,17 @@ def test_loop_of_one_equals_the_body():
     looped.load_state_dict({k.replace("blocks.0", "blocks.0.body.0").replace("blocks.1", "blocks.0.body.1"): v
                             for k, v in plain.state_dict().items()})
     tokens = torch.randint(0, 50, (2, 9))
-    torch.testing.assert_close(looped(tokens), plain(tokens))
+    torch.testing.assert_close(looped(tokens).logits, plain(tokens).logits)
 
 
 def test_grad_iters_truncates_backprop_through_depth():
     spec = spec_of([{"loop": {"times": 3, "grad_iters": 1, "body": ["attention", "mlp"]}}], tie_embeddings=False)
     model = build_model(spec)
-    model(torch.randint(0, 50, (2, 9))).sum().backward()
+    model(torch.randint(0, 50, (2, 9))).logits.sum().backward()
     assert model.embed.weight.grad is None or model.embed.weight.grad.abs().sum() == 0
     assert model.blocks[0].body[0].op.qkv.weight.grad.abs().sum() > 0
     full = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"]}}], tie_embeddings=False))
-    full(torch.randint(0, 50, (2, 9))).sum().backward()
+    full(torch.randint(0, 50, (2, 9))).logits.sum().backward()
     assert full.embed.weight.grad.abs().sum() > 0
 
 
@@ -163,7 +163,7 @@ def test_loop_times_at_inference_changes_compute():
     model.set_loop_times(5)
     seq = prompt
     for _ in range(6):
-        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+        seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
     model.set_loop_times(None)
     assert torch.equal(more, seq)
     assert model.blocks[0].override is None
@@ -172,7 +172,7 @@ def test_loop_times_at_inference_changes_compute():
 def test_act_ponder_cost_is_an_aux_loss():
     model = build_model(spec_of([{"loop": {"times": 3, "body": ["attention", "mlp"], "halting": "act",
                                            "ponder_cost": 0.5}}]))
-    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)
+    _, _, losses = model(torch.randint(0, 50, (2, 9)))
     assert set(losses) == {"ponder"}
     # halting bias starts at sigmoid(-2) ~ 0.12 per step: every token runs all 3 iterations, spending
     # the remainder 1 - 2 * 0.12 at the last: ponder = N + R
@@ -191,11 +191,11 @@ def test_aux_losses_sum_over_every_call_of_a_looped_or_shared_primitive(layers):
     moe = next(m for m in model.modules() if getattr(m, "name", "") == "moe")
     calls = []
     moe.register_forward_hook(lambda module, args, out: calls.append(module.aux_losses()))
-    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)
+    _, _, losses = model(torch.randint(0, 50, (2, 9)))
     assert len(calls) in (2, 3)
     for name in ("moe_balance", "moe_z"):
         torch.testing.assert_close(losses[name], sum(c[name] for c in calls))
-    _, losses = model(torch.randint(0, 50, (2, 9)), return_aux=True)  # a new forward starts a new sum
+    _, _, losses = model(torch.randint(0, 50, (2, 9)))  # a new forward starts a new sum
     torch.testing.assert_close(losses["moe_balance"], sum(c["moe_balance"] for c in calls[-len(calls) // 2:]))
 
 
@@ -219,13 +219,13 @@ def test_recomputed_blocks_count_aux_losses_once():
     model = build_model(spec_of(LOOPED_MOE))
     tokens = torch.randint(0, 50, (2, 9))
     params = [p for p in model.parameters() if p.requires_grad]
-    logits, expected = model(tokens, return_aux=True)
+    logits, _, expected = model(tokens)
     expected_grads = torch.autograd.grad(logits.sum() + sum(expected.values()), params, allow_unused=True)
     calls = []
     for moe in {id(m): m for m in model.modules() if getattr(m, "name", "") == "moe"}.values():
         moe.register_forward_hook(lambda module, args, out: calls.append(1))
     model.blocks = nn.ModuleList(Checkpointed(b) for b in model.blocks)
-    logits, losses = model(tokens, return_aux=True)
+    logits, _, losses = model(tokens)
     forward_calls = len(calls)
     grads = torch.autograd.grad(logits.sum() + sum(losses.values()), params, allow_unused=True)
     assert forward_calls == 4 and len(calls) == 2 * forward_calls  # every MoE call ran again in backward
@@ -243,18 +243,18 @@ def test_aux_losses_belong_to_their_call():
     the streaming form returns them last."""
     model = build_model(spec_of(LOOPED_MOE))
     first = torch.randint(0, 50, (2, 9))
-    _, losses = model(first, return_aux=True)
+    _, _, losses = model(first)
     kept = {name: value.detach().clone() for name, value in losses.items()}
-    _, other = model(torch.randint(0, 50, (3, 5)), return_aux=True)
+    _, _, other = model(torch.randint(0, 50, (3, 5)))
     assert not torch.allclose(other["moe_balance"], kept["moe_balance"])
     for name in kept:
         torch.testing.assert_close(losses[name], kept[name])
     sum(losses.values()).backward()
-    logits, state, streamed = model(first, model.init_state(2), return_aux=True)
+    logits, state, streamed = model(first, model.init_state(2))
     assert logits.shape == (2, 9, 50) and len(state) == len(model.blocks)
     for name in kept:
         torch.testing.assert_close(streamed[name], kept[name])
-    assert isinstance(model(first), torch.Tensor)
+    assert isinstance(model(first).logits, torch.Tensor) and model(first).state is None
 
 
 def test_user_registered_primitive_is_usable_by_name():
@@ -283,6 +283,6 @@ def test_user_registered_primitive_is_usable_by_name():
         model = build_model(spec)
         assert model.blocks[0].op.cfg.scale == 3.0
         assert model_cost(spec).params == n_params(model)
-        assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 10)
+        assert model(torch.zeros(1, 4, dtype=torch.long)).logits.shape == (1, 4, 10)
     finally:
         unregister("toy_scale")

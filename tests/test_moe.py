@@ -216,7 +216,7 @@ def test_model_with_moe_sums_aux_losses_and_costs_exactly():
                       "layers": ["attention", {"op": "moe", "n_experts": 4, "n_shared_experts": 1}]})
     model = build_model(spec)
     assert model_cost(spec).params == sum(p.numel() for p in model.parameters())
-    _, losses = model(torch.randint(0, 40, (2, 8)), return_aux=True)
+    _, _, losses = model(torch.randint(0, 40, (2, 8)))
     assert set(losses) == {"moe_balance", "moe_z"}
     assert losses["moe_balance"] > 0
 

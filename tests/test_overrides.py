@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from composer.atomic import write_atomic
 from composer.cli import main
 from composer.errors import UserError
 from composer.overrides import apply_overrides, apply_to_source, parse_overrides, task_overrides, train_overrides
-from composer.runs import write_atomic
 from composer.search.space_parse import TOP_KEYS, load_space
 from composer.training.config import SETTINGS
 from composer.yaml_source import read_source
@@ -63,7 +63,7 @@ def test_space_override_mistakes_name_the_path(item, message):
 def test_ladder_overrides_keep_relative_paths_and_beside_form():
     ladder = load_ladder(apply_to_source(read_source(LADDER), ["seeds=[3]", "task.params.seq_len=64",
                                                                "train.warmup_steps=2"], LADDER_KEYS))
-    assert ladder.seeds == [3] and ladder.task.params["seq_len"] == 64 and ladder.train["warmup_steps"] == 2
+    assert ladder.seeds == [3] and ladder.task.params["seq_len"] == 64 and ladder.train.lr_schedule.warmup_steps == 2
     assert "hybrid" in ladder.architectures                # architectures/hybrid_pattern.yaml beside the file
     from scaling.ladder import ladder_summary
 

@@ -66,7 +66,7 @@ def test_the_closing_summary_counts_searched_trials_and_says_what_the_consensus_
     from types import SimpleNamespace
 
     from composer import load_spec
-    from composer.cli_search import summary_text
+    from composer.cli.search import summary_text
 
     rows = [{"trial": 0, "status": "completed", "stripe": "A M"}, {"trial": 1, "status": "pruned", "stripe": "M M"},
             {"trial": 2, "status": "completed", "stripe": "A M", "consensus": True}]

@@ -52,7 +52,7 @@ def test_random_valid_specs_build_forward_and_cost_exactly(data):
     model = build_model(spec)
     assert model_cost(spec).params == sum(p.numel() for p in model.parameters())
     tokens = torch.randint(0, 40, (2, 7))
-    assert model(tokens).shape == (2, 7, 40)
+    assert model(tokens).logits.shape == (2, 7, 40)
     again = load_spec(dump_spec(spec))
     assert again == spec and arch_id(again) == arch_id(spec)
 
@@ -104,4 +104,4 @@ def test_random_corruptions_give_a_clean_error_or_a_valid_model(data):
     model = build_model(spec)
     assert model_cost(spec).params == sum(p.numel() for p in model.parameters())
     tokens = torch.randint(0, spec.vocab_size, (1, 5))
-    assert model(tokens).shape == (1, 5, spec.vocab_size)
+    assert model(tokens).logits.shape == (1, 5, spec.vocab_size)

@@ -15,7 +15,7 @@ from composer import arch_id, load_spec, stripe
 from composer.report import build_report
 from composer.report.figures import cost_axis, pareto_front, pareto_panels
 from composer.report.run_data import read_run
-from composer.report.units import duration, human
+from composer.units import duration, human
 
 ARCHS = [["attention", "mlp"], ["mamba2", "mlp", "attention", "mlp"], ["gla", "mlp"], ["attention", "moe"],
          ["gated_deltanet", "mlp", "gated_deltanet", "mlp"]]
@@ -219,7 +219,8 @@ def test_report_skips_missing_parts(tmp_path):
 
 
 def test_cli_report_errors(tmp_path):
-    from composer import UserError, cli_report
+    from composer import UserError
+    from composer.cli import report as cli_report
 
     parser = argparse.ArgumentParser()
     cli_report.register(parser.add_subparsers())

@@ -11,8 +11,8 @@ SPEC = "search_spaces/architectures/hybrid_pattern.yaml"
 
 @pytest.fixture(autouse=True)
 def with_scale_commands(monkeypatch):
-    if "composer.cli_scale" not in cli.SUBCOMMAND_MODULES:
-        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", (*cli.SUBCOMMAND_MODULES, "composer.cli_scale"))
+    if "composer.cli.scale" not in cli.SUBCOMMAND_MODULES:
+        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", (*cli.SUBCOMMAND_MODULES, "composer.cli.scale"))
 
 
 def test_scale_to_params_prints_the_table_and_writes_the_spec(tmp_path, capsys):

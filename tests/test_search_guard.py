@@ -16,10 +16,11 @@ import yaml
 
 import composer.cli as cli
 from composer.errors import UserError
+from composer.interrupt import Interruption
 from composer.runs import RunDir
 from composer.search import load_space, search
-from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
 from composer.search.resume import verify_resume
+from composer.search.runner import SearchInterrupted, tune_stopper
 from composer.search.setup import COST_METRICS, RUN_METRICS, reported_metrics
 
 TINY = textwrap.dedent("""\

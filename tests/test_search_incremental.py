@@ -16,7 +16,8 @@ import optuna
 import pytest
 
 from composer import load_spec
-from composer.search.incremental import (
+from composer.search.space_parse import load_space
+from composer.search.strategies.incremental import (
     STATE_FILE,
     end_groups,
     final_rows,
@@ -25,7 +26,6 @@ from composer.search.incremental import (
     run_incremental,
     stage_space,
 )
-from composer.search.space_parse import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = textwrap.dedent("""\

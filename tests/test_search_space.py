@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from composer import arch_id, load_spec
-from composer.cli_search import dry_run
+from composer.cli.search import dry_run
 from composer.errors import UserError
 from composer.search.space_layers import placement_positions
 from composer.search.space_parse import load_space

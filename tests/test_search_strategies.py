@@ -113,6 +113,14 @@ def test_sampler_choices_and_errors():
         make_sampler({"name": "evolutoin"}, space, 0)
     with pytest.raises(UserError, match="bad options for strategy 'tpe'"):
         make_sampler({"name": "tpe", "options": {"bogus": 1}}, space, 0)
+    for name in ("tpe", "one_shot"):          # options that are not a mapping: a UserError, not a TypeError
+        with pytest.raises(UserError, match="expected a mapping, got int") as info:
+            make_sampler({"name": name, "options": 3}, space, 0)
+        assert info.value.path == "strategy.options"
+        with pytest.raises(UserError, match="expected a mapping, got int") as info:
+            load_space(SPACE.replace("strategy: {name: evolution, options: {population_size: 6, tournament_size: 3}}",
+                                     f"strategy: {{name: {name}, options: 3}}"))
+        assert info.value.path == "strategy.options" and info.value.line is not None
     ranged = load_space(SPACE.replace("{choice: [32, 48, 64]}", "{int: [32, 64]}")
                         .replace("name: evo\n", "name: r\ntrain: {lr: {float: [0.001, 0.01]}}\n"))
     with pytest.raises(UserError, match="grid search needs discrete values; 'lr'"):

@@ -132,7 +132,7 @@ def test_share_target_must_be_a_name(target):
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     """A usage mistake, an OSError from the file system and a message with line breaks: one `error:` line."""
-    import composer.cli_spec
+    import composer.cli.spec
     from composer.cli import main
 
     with pytest.raises(SystemExit) as info:
@@ -145,13 +145,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     def denied(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.yaml"))
 
-    monkeypatch.setattr(composer.cli_spec, "run_validate", denied)
+    monkeypatch.setattr(composer.cli.spec, "run_validate", denied)
     assert main(["validate", "x.yaml"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'out.yaml'}: Permission denied\n"
 
     def multi_line(args):
         raise UserError("first line\n  second line\n")
 
-    monkeypatch.setattr(composer.cli_spec, "run_validate", multi_line)
+    monkeypatch.setattr(composer.cli.spec, "run_validate", multi_line)
     assert main(["validate", "x.yaml"]) == 2
     assert capsys.readouterr().err == "error: first line second line\n"

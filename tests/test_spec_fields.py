@@ -137,7 +137,7 @@ def same_model(a: ArchSpec, b: ArchSpec) -> bool:
         models.append(build_model(spec).eval())
     weights = [m.state_dict() for m in models]
     return (weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-            and torch.equal(models[0](tokens), models[1](tokens)))
+            and torch.equal(models[0](tokens).logits, models[1](tokens).logits))
 
 
 def field_problems(cls: type, name: str) -> list[str]:

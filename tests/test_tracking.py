@@ -1,4 +1,4 @@
-"""`composer train --log ...` (composer/tracking.py): each backend through the library's own writer."""
+"""`composer train --log ...` (composer/tracking/): each backend through the library's own writer."""
 
 from __future__ import annotations
 

@@ -9,17 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from composer.cli_train import register
+from composer.cli.train import register
 from composer.errors import UserError
 from composer.tasks import get_task, mad_suite
 from composer.trainer import Budget, StopTraining, make_optimizer, train
 from composer.training.schedule import lr_factor
-
-TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}
-
-
-def tiny_task():
-    return get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4, num_train=512, num_test=64)
 
 
 def test_budget_forms_and_errors():
@@ -48,10 +42,10 @@ def test_schedules():
         lr_factor(10, 0.5, 4, "linear")
 
 
-def test_no_weight_decay_on_norms_biases_embeddings():
+def test_no_weight_decay_on_norms_biases_embeddings(tiny_spec):
     from composer import build_model
 
-    model = build_model({**TINY, "tie_embeddings": False})
+    model = build_model({**tiny_spec, "tie_embeddings": False})
     opt = make_optimizer(model, 1e-3, 0.1)
     decayed = {id(p) for p in opt.param_groups[0]["params"]}
     assert id(model.head.weight) in decayed and id(model.embed.weight) not in decayed
@@ -59,16 +53,16 @@ def test_no_weight_decay_on_norms_biases_embeddings():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 
 
-def test_train_reports_quality_and_cost(tmp_path):
+def test_train_reports_quality_and_cost(tmp_path, tiny_spec, tiny_task):
     calls = []
-    result = train(TINY, tiny_task(), Budget(steps=6), batch_size=8, eval_every=3, out_dir=tmp_path,
+    result = train(tiny_spec, tiny_task(), Budget(steps=6), batch_size=8, eval_every=3, out_dir=tmp_path,
                    callback=calls.append, threads=1)
     assert result.status == "completed" and result.step == 6
     m = result.metrics
     for key in ("val_loss", "accuracy", "tokens_per_s", "peak_memory_bytes", "params", "non_embedding_params",
                 "active_params", "flops_per_token", "state_bytes", "step", "tokens", "status"):
         assert key in m, key
-    assert m["tokens"] == 6 * 8 * 32 and m["params"] == sum(p.numel() for p in _model_params(TINY))
+    assert m["tokens"] == 6 * 8 * 32 and m["params"] == sum(p.numel() for p in _model_params(tiny_spec))
     assert [c["step"] for c in calls] == [3, 6]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6]
@@ -82,44 +76,44 @@ def _model_params(spec):
     return list(build_model(spec).parameters())
 
 
-def test_token_budget_and_threads():
+def test_token_budget_and_threads(tiny_spec, tiny_task):
     before = torch.get_num_threads()
-    result = train(TINY, tiny_task(), Budget(tokens=8 * 32 * 3 + 1), batch_size=8, threads=1)
+    result = train(tiny_spec, tiny_task(), Budget(tokens=8 * 32 * 3 + 1), batch_size=8, threads=1)
     assert result.step == 4
     assert torch.get_num_threads() == before
 
 
-def test_seconds_budget_ends_the_run():
-    result = train(TINY, tiny_task(), Budget(seconds=0.5), batch_size=4, eval_every=10**6, threads=1)
+def test_seconds_budget_ends_the_run(tiny_spec, tiny_task):
+    result = train(tiny_spec, tiny_task(), Budget(seconds=0.5), batch_size=4, eval_every=10**6, threads=1)
     assert result.status == "completed" and result.step > 0
     assert 0.5 <= result.metrics["train_time_s"] < 5
 
 
 @pytest.mark.parametrize("stop", ["false", "raise"])
-def test_callback_stops_the_run(stop):
+def test_callback_stops_the_run(stop, tiny_spec, tiny_task):
     def callback(metrics):
         if metrics["step"] >= 4:
             if stop == "raise":
                 raise StopTraining
             return False
 
-    result = train(TINY, tiny_task(), 20, batch_size=4, eval_every=2, callback=callback, threads=1)
+    result = train(tiny_spec, tiny_task(), 20, batch_size=4, eval_every=2, callback=callback, threads=1)
     assert result.status == "stopped" and result.step == 4 and result.metrics["status"] == "stopped"
 
 
-def test_divergence_is_a_status_not_an_exception():
-    result = train(TINY, tiny_task(), 30, lr=1e6, batch_size=8, warmup_steps=1, grad_clip=1e9, threads=1)
+def test_divergence_is_a_status_not_an_exception(tiny_spec, tiny_task):
+    result = train(tiny_spec, tiny_task(), 30, lr=1e6, batch_size=8, warmup_steps=1, grad_clip=1e9, threads=1)
     assert result.status == "diverged"
     assert result.diverged_step is not None and 0 < result.diverged_step < 30
     assert result.metrics["diverged_step"] == result.diverged_step
 
 
-def test_resume_gives_the_same_result(tmp_path):
+def test_resume_gives_the_same_result(tmp_path, tiny_spec, tiny_task):
     common = dict(batch_size=8, eval_every=5, lr=3e-3, threads=1)
-    full = train(TINY, tiny_task(), 10, out_dir=tmp_path / "full", **common)
-    part = train(TINY, tiny_task(), 10, out_dir=tmp_path / "part", callback=lambda m: m["step"] < 5, **common)
+    full = train(tiny_spec, tiny_task(), 10, out_dir=tmp_path / "full", **common)
+    part = train(tiny_spec, tiny_task(), 10, out_dir=tmp_path / "part", callback=lambda m: m["step"] < 5, **common)
     assert part.status == "stopped" and part.step == 5
-    resumed = train(TINY, tiny_task(), 10, out_dir=tmp_path / "part", **common)
+    resumed = train(tiny_spec, tiny_task(), 10, out_dir=tmp_path / "part", **common)
     assert resumed.status == "completed" and resumed.step == 10
     assert resumed.metrics["val_loss"] == full.metrics["val_loss"]
     a = load_file(tmp_path / "full" / "checkpoint" / "model.safetensors")
@@ -129,18 +123,18 @@ def test_resume_gives_the_same_result(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [5, 10]
 
 
-def test_lr_sweep_keeps_the_best():
-    result = train(TINY, tiny_task(), 8, lrs=[1e-5, 3e-3, 1e6], batch_size=8, threads=1)
+def test_lr_sweep_keeps_the_best(tiny_spec, tiny_task):
+    result = train(tiny_spec, tiny_task(), 8, lrs=[1e-5, 3e-3, 1e6], batch_size=8, threads=1)
     rows = {r["lr"]: r for r in result.sweep}
     assert rows[1e6]["status"] == "diverged"
     assert result.metrics["lr"] == 3e-3
     assert result.metrics["accuracy"] >= rows[1e-5]["accuracy"]
 
 
-def test_mad_suite_reports_each_task_and_the_mean():
+def test_mad_suite_reports_each_task_and_the_mean(tiny_spec):
     suite = mad_suite(tasks=["memorization", "compression"], num_train_examples=64, num_test_examples=16)
     progress = []
-    result = train(TINY, suite, 2, batch_size=4, threads=1, callback=progress.append)
+    result = train(tiny_spec, suite, 2, batch_size=4, threads=1, callback=progress.append)
     m = result.metrics
     assert set(result.members) == {"memorization/baseline", "compression/baseline"}
     assert m["accuracy"] == pytest.approx((m["accuracy/memorization"] + m["accuracy/compression"]) / 2)
@@ -151,21 +145,21 @@ def test_mad_suite_reports_each_task_and_the_mean():
     assert progress[1]["accuracy"] == pytest.approx(m["accuracy"])
 
 
-def test_mad_suite_members_evaluate_once_unless_asked(tmp_path):
+def test_mad_suite_members_evaluate_once_unless_asked(tmp_path, tiny_spec):
     suite = mad_suite(tasks=["memorization"], num_train_examples=64, num_test_examples=16)
-    train(TINY, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "once")
+    train(tiny_spec, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "once")
     curve = (tmp_path / "once" / "memorization__baseline" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in curve] == [10]
-    train(TINY, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "asked", eval_every=5)
+    train(tiny_spec, suite, 10, batch_size=4, threads=1, out_dir=tmp_path / "asked", eval_every=5)
     curve = (tmp_path / "asked" / "memorization__baseline" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in curve] == [5, 10]
 
 
-def test_bad_arguments_are_user_errors():
+def test_bad_arguments_are_user_errors(tiny_spec, tiny_task):
     with pytest.raises(UserError, match="unknown task"):
-        train(TINY, "nope", 1)
+        train(tiny_spec, "nope", 1)
     with pytest.raises(UserError, match="unknown schedule"):
-        train(TINY, tiny_task(), 1, schedule="step")
+        train(tiny_spec, tiny_task(), 1, schedule="step")
 
 
 def _cli(argv):
@@ -177,9 +171,8 @@ def _cli(argv):
     return args.func(args)
 
 
-def test_cli_train_json(tmp_path, capsys):
-    spec = tmp_path / "s.yaml"
-    spec.write_text("d_model: 32\nlayers: [attention, mlp]\n")
+def test_cli_train_json(tmp_path, capsys, tiny_spec_file):
+    spec = tiny_spec_file
     code = _cli(["train", str(spec), "--task", "mqar", "--set", "vocab_size=64", "--set", "seq_len=32",
                  "--set", "kv_pairs=4", "--set", "num_test=32", "--steps", "3", "--batch-size", "4", "--threads",
                  "1", "--json"])

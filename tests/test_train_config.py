@@ -10,19 +10,13 @@ import torch
 import yaml
 
 import composer.trainer as trainer
-from composer.cli_train import register, train_config_from_args
+from composer.cli.train import register, train_config_from_args
 from composer.errors import UserError
 from composer.search.space_parse import load_space
-from composer.tasks import get_task, mad_suite
+from composer.tasks import mad_suite
 from composer.trainer import Budget, TrainConfig, train, train_suite, train_sweep
 from composer.training.config import SETTINGS
 from scaling.ladder_parse import load_ladder
-
-TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}
-
-
-def tiny_task():
-    return get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4, num_train=512, num_test=64)
 
 
 def other_value(key):
@@ -100,19 +94,19 @@ def test_errors_name_the_field(data, path, message):
     assert info.value.path == path and message in info.value.message
 
 
-def test_errors_from_yaml_give_the_line_and_python_keywords_are_checked_before_training():
+def test_errors_from_yaml_give_the_line_and_python_keywords_are_checked_before_training(tiny_spec, tiny_task):
     with pytest.raises(UserError) as info:
         TrainConfig.load("lr: 1.0e-3\nwarmup_steps: 2.5\n")
     assert (info.value.path, info.value.line) == ("warmup_steps", 2)
     with pytest.raises(UserError, match="did you mean 'warmup_steps'") as info:
-        train(TINY, tiny_task(), 1, warmup=5)
+        train(tiny_spec, tiny_task(), 1, warmup=5)
     assert info.value.path == "train.warmup"
     with pytest.raises(UserError) as info:
-        train(TINY, tiny_task(), 1, config={"batch_size": "big"})
+        train(tiny_spec, tiny_task(), 1, config={"batch_size": "big"})
     assert info.value.path == "train.batch_size"
 
 
-def test_cli_flag_for_a_nested_setting_reaches_the_trainer(tmp_path, monkeypatch, capsys):
+def test_cli_flag_for_a_nested_setting_reaches_the_trainer(tmp_path, monkeypatch, capsys, tiny_spec_file):
     """`--warmup-steps 2` sets lr_schedule.warmup_steps: the first steps run at 1/2 and 2/2 of the peak
     (the default, 50 capped at a tenth of 30 steps, would give 1/3, 2/3, 3/3)."""
     seen = []
@@ -123,8 +117,7 @@ def test_cli_flag_for_a_nested_setting_reaches_the_trainer(tmp_path, monkeypatch
 
     real = trainer.train_step
     monkeypatch.setattr(trainer, "train_step", spy)
-    spec = tmp_path / "s.yaml"
-    spec.write_text("d_model: 32\nlayers: [attention, mlp]\n")
+    spec = tiny_spec_file
     args = parse_cli(["--set", "vocab_size=64", "--set", "seq_len=32", "--set", "kv_pairs=4", "--set", "num_test=32",
                       "--steps", "30", "--batch-size", "4", "--lr", "0.01", "--warmup-steps", "2", "--schedule",
                       "constant", "--grad-clip", "0.5", "--betas", "0.8", "0.9", "--threads", "1", "--json"])
@@ -138,13 +131,13 @@ def test_cli_flag_for_a_nested_setting_reaches_the_trainer(tmp_path, monkeypatch
     assert info.value.path == "--warmup-steps"
 
 
-def test_budget_argument_replaces_the_configs_budget():
+def test_budget_argument_replaces_the_configs_budget(tiny_spec, tiny_task):
     config = TrainConfig.from_dict({"steps": 50, "batch_size": 4, "threads": 1, "eval_every": 1000})
-    assert train(TINY, tiny_task(), 3, config).step == 3
-    assert train(TINY, tiny_task(), config=dataclasses.replace(config, budget=Budget(steps=2))).step == 2
+    assert train(tiny_spec, tiny_task(), 3, config).step == 3
+    assert train(tiny_spec, tiny_task(), config=dataclasses.replace(config, budget=Budget(steps=2))).step == 2
 
 
-def test_every_entry_point_restores_the_thread_count():
+def test_every_entry_point_restores_the_thread_count(tiny_spec, tiny_task):
     """Each public entry point runs with `threads` and puts torch's global thread count back, also when the
     run ends in an exception."""
     suite = mad_suite(tasks=["memorization"], num_train_examples=64, num_test_examples=16)
@@ -153,10 +146,10 @@ def test_every_entry_point_restores_the_thread_count():
     torch.set_num_threads(outside)
     try:
         calls = {
-            "train": lambda cb: train(TINY, tiny_task(), 2, batch_size=4, threads=1, eval_every=1, callback=cb),
-            "train_sweep": lambda cb: train_sweep(TINY, tiny_task(), 2, lrs=[1e-3], batch_size=4, threads=1,
+            "train": lambda cb: train(tiny_spec, tiny_task(), 2, batch_size=4, threads=1, eval_every=1, callback=cb),
+            "train_sweep": lambda cb: train_sweep(tiny_spec, tiny_task(), 2, lrs=[1e-3], batch_size=4, threads=1,
                                                   eval_every=1, callback=cb),
-            "train_suite": lambda cb: train_suite(TINY, suite, 2, batch_size=4, threads=1, callback=cb),
+            "train_suite": lambda cb: train_suite(tiny_spec, suite, 2, batch_size=4, threads=1, callback=cb),
         }
         for name, call in calls.items():
             inside: list[int] = []
@@ -210,7 +203,7 @@ def test_search_space_train_errors_name_the_field_and_line(replacement, path, me
 def test_ladder_train_block_is_checked():
     ladder = {"name": "t", "task": {"name": "text", "seq_len": 32}, "sizes": ["60K", "200K"],
               "architectures": {"a": {"d_model": 64, "layers": ["attention", "mlp"]}}}
-    assert load_ladder({**ladder, "train": {"optimizer": {"lr": 3e-3}, "warmup_steps": 20}}).train == {
+    assert load_ladder({**ladder, "train": {"optimizer": {"lr": 3e-3}, "warmup_steps": 20}}).train.changed() == {
         "lr": 3e-3, "warmup_steps": 20}
     with pytest.raises(UserError, match="did you mean 'warmup_steps'"):
         load_ladder({**ladder, "train": {"warmup_step": 20}})
@@ -236,7 +229,7 @@ def test_ladder_train_block_is_checked():
     pytest.param(["--device", "cuda"], "--device", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="CUDA is available here")),
 ])
-def test_a_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys, monkeypatch, flags, flag):
+def test_a_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys, monkeypatch, flags, flag, tiny_spec_file):
     """Checked before a model is built: each ends in one `error:` line naming the flag, exit status 2."""
     from composer.cli import main
 
@@ -244,8 +237,7 @@ def test_a_bad_cli_value_is_one_error_line_naming_the_flag(tmp_path, capsys, mon
         raise AssertionError("training started")
 
     monkeypatch.setattr(trainer, "train_step", no_training)
-    spec = tmp_path / "s.yaml"
-    spec.write_text("d_model: 32\nlayers: [attention, mlp]\n")
+    spec = tiny_spec_file
     budget = [] if flags[0] == "--seconds" else ["--steps", "2"]
     code = main(["train", str(spec), "--set", "seq_len=32", "--set", "kv_pairs=4", *budget, *flags])
     err = capsys.readouterr().err.strip().splitlines()

@@ -20,19 +20,13 @@ from safetensors.torch import load_file
 import composer.training.setup as setup
 from composer.cli import main
 from composer.errors import UserError
+from composer.interrupt import interrupt_signal, stop_on_signals
 from composer.tasks import get_task
 from composer.trainer import TrainConfig, train
-from composer.training.interrupt import interrupt_signal, stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}
-TASK = dict(vocab_size=64, seq_len=32, kv_pairs=4, num_train=512, num_test=64)
 COMMON = dict(batch_size=4, threads=1, lr=3e-3)
 DETERMINISTIC = ("step", "tokens", "val_loss", "accuracy", "train_loss", "lr", "params")
-
-
-def tiny_task():
-    return get_task("mqar", **TASK)
 
 
 @pytest.fixture
@@ -49,31 +43,31 @@ def saves(monkeypatch):
     return steps
 
 
-def test_periodic_checkpoints_by_steps(tmp_path, saves):
+def test_periodic_checkpoints_by_steps(tmp_path, saves, tiny_spec, tiny_task):
     assert (TrainConfig().checkpoint.checkpoint_every, TrainConfig().checkpoint.checkpoint_seconds) == (500, 600)
-    train(TINY, tiny_task(), 12, eval_every=100, checkpoint_every=5, checkpoint_seconds=0, out_dir=tmp_path / "a",
+    train(tiny_spec, tiny_task(), 12, eval_every=100, checkpoint_every=5, checkpoint_seconds=0, out_dir=tmp_path / "a",
           **COMMON)
     assert saves == [5, 10, 12]                 # every 5 steps, and the end
     saves.clear()
-    train(TINY, tiny_task(), 12, eval_every=100, checkpoint_every=0, checkpoint_seconds=0, out_dir=tmp_path / "b",
+    train(tiny_spec, tiny_task(), 12, eval_every=100, checkpoint_every=0, checkpoint_seconds=0, out_dir=tmp_path / "b",
           **COMMON)
     assert saves == [12]                        # both off: the end only
     saves.clear()
-    train(TINY, tiny_task(), 12, eval_every=100, checkpoint_every=5, **COMMON)
+    train(tiny_spec, tiny_task(), 12, eval_every=100, checkpoint_every=5, **COMMON)
     assert saves == []                          # no output folder, no checkpoint
 
 
-def test_periodic_checkpoints_by_time(tmp_path, saves):
-    train(TINY, tiny_task(), 6, eval_every=100, checkpoint_every=0, checkpoint_seconds=1e-9, out_dir=tmp_path / "a",
+def test_periodic_checkpoints_by_time(tmp_path, saves, tiny_spec, tiny_task):
+    train(tiny_spec, tiny_task(), 6, eval_every=100, checkpoint_every=0, checkpoint_seconds=1e-9, out_dir=tmp_path / "a",
           **COMMON)
     assert saves == [1, 2, 3, 4, 5, 6]          # the interval has always passed
     saves.clear()
-    train(TINY, tiny_task(), 6, eval_every=100, checkpoint_every=0, checkpoint_seconds=3600, out_dir=tmp_path / "b",
+    train(tiny_spec, tiny_task(), 6, eval_every=100, checkpoint_every=0, checkpoint_seconds=3600, out_dir=tmp_path / "b",
           **COMMON)
     assert saves == [6]
 
 
-def test_a_signal_inside_stop_on_signals_stops_after_the_step(tmp_path, saves):
+def test_a_signal_inside_stop_on_signals_stops_after_the_step(tmp_path, saves, tiny_spec, tiny_task):
     """In-process: the handler only records the signal; the trainer saves at the end of the step it is in."""
     def on_step(progress):
         if progress["step"] == 3:
@@ -81,13 +75,13 @@ def test_a_signal_inside_stop_on_signals_stops_after_the_step(tmp_path, saves):
 
     previous = signal.getsignal(signal.SIGTERM)
     with stop_on_signals():
-        result = train(TINY, tiny_task(), 20, eval_every=100, log_every=1, on_step=on_step, out_dir=tmp_path,
+        result = train(tiny_spec, tiny_task(), 20, eval_every=100, log_every=1, on_step=on_step, out_dir=tmp_path,
                        **COMMON)
         assert interrupt_signal() == signal.SIGTERM
     assert interrupt_signal() is None and signal.getsignal(signal.SIGTERM) is previous    # handlers restored
     assert result.status == "interrupted" and result.step == 3 and result.metrics["interrupted_step"] == 3
     assert saves == [3]
-    resumed = train(TINY, tiny_task(), 20, eval_every=100, out_dir=tmp_path, **COMMON)
+    resumed = train(tiny_spec, tiny_task(), 20, eval_every=100, out_dir=tmp_path, **COMMON)
     assert resumed.status == "completed" and resumed.step == 20 and saves == [3, 20]
 
 
@@ -120,11 +114,10 @@ def checkpoint_step(out):
 
 
 @pytest.mark.slow
-def test_sigint_and_sigterm_save_exit_and_resume(tmp_path):
+def test_sigint_and_sigterm_save_exit_and_resume(tmp_path, tiny_spec_file):
     """~45 s on 2 busy cores: two CLI processes. Ctrl-C: exit 130, a checkpoint at the step it stopped after, a line naming it;
     the same command again continues from that step; SIGTERM then: exit 143, a later checkpoint."""
-    spec = tmp_path / "s.yaml"
-    spec.write_text("d_model: 32\nlayers: [attention, mlp]\n")
+    spec = tiny_spec_file
     out = tmp_path / "run"
     code, first, stderr = interrupt_after_first_step(cli_command(spec, out), signal.SIGINT)
     assert code == 130 and first == 1, stderr
@@ -161,10 +154,10 @@ KILLED_RUN = textwrap.dedent("""\
 
 
 @pytest.mark.slow
-def test_kill_9_resumes_to_the_same_weights_and_metrics(tmp_path):
+def test_kill_9_resumes_to_the_same_weights_and_metrics(tmp_path, tiny_spec, tiny_task, tiny_task_params):
     """~20 s on 2 busy cores (a Python process importing torch, then two short runs here)."""
     script = tmp_path / "run.py"
-    script.write_text(KILLED_RUN.format(spec=TINY, task=TASK, common=COMMON))
+    script.write_text(KILLED_RUN.format(spec=tiny_spec, task=tiny_task_params, common=COMMON))
     out, ready = tmp_path / "killed", tmp_path / "ready"
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
@@ -184,8 +177,8 @@ def test_kill_9_resumes_to_the_same_weights_and_metrics(tmp_path):
     assert steps_of(out) == [3, 6]              # an evaluation after the checkpoint: the resume must drop it
 
     settings = dict(eval_every=3, checkpoint_every=4, checkpoint_seconds=0, **COMMON)
-    resumed = train(TINY, tiny_task(), 12, out_dir=out, **settings)
-    full = train(TINY, tiny_task(), 12, out_dir=tmp_path / "full", **settings)
+    resumed = train(tiny_spec, tiny_task(), 12, out_dir=out, **settings)
+    full = train(tiny_spec, tiny_task(), 12, out_dir=tmp_path / "full", **settings)
     assert resumed.status == full.status == "completed" and resumed.step == 12
     a, b = load_file(out / "checkpoint" / "model.safetensors"), load_file(tmp_path / "full" / "checkpoint" /
                                                                           "model.safetensors")
@@ -206,14 +199,14 @@ def read_metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_another_run_into_the_same_folder_is_an_error(tmp_path, capsys):
+def test_another_run_into_the_same_folder_is_an_error(tmp_path, capsys, tiny_spec, tiny_task, tiny_task_params):
     out = tmp_path / "run"
-    train(TINY, tiny_task(), 4, out_dir=out, **COMMON)
+    train(tiny_spec, tiny_task(), 4, out_dir=out, **COMMON)
     before = {p.name: p.read_bytes() for p in [*out.iterdir(), *(out / "checkpoint").iterdir()] if p.is_file()}
     cases = [
-        ({**TINY, "d_model": 48}, TASK, {}, "architecture "),
-        (TINY, {**TASK, "kv_pairs": 8}, {}, "task kv_pairs 4 there, 8 here"),
-        (TINY, TASK, {"lr": 1e-3}, "lr 0.003 there, 0.001 here"),
+        ({**tiny_spec, "d_model": 48}, tiny_task_params, {}, "architecture "),
+        (tiny_spec, {**tiny_task_params, "kv_pairs": 8}, {}, "task kv_pairs 4 there, 8 here"),
+        (tiny_spec, tiny_task_params, {"lr": 1e-3}, "lr 0.003 there, 0.001 here"),
     ]
     for spec, task, changed, difference in cases:
         with pytest.raises(UserError) as info:
@@ -232,38 +225,38 @@ def test_another_run_into_the_same_folder_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --out: {out} holds a checkpoint of another run")
 
-    over = train({**TINY, "d_model": 48}, tiny_task(), 4, out_dir=out, resume=False, **COMMON)
+    over = train({**tiny_spec, "d_model": 48}, tiny_task(), 4, out_dir=out, resume=False, **COMMON)
     assert over.status == "completed" and over.step == 4          # --no-resume: starts this run over in the folder
 
 
-def test_a_checkpoint_without_fingerprint_that_does_not_fit_is_an_error(tmp_path):
+def test_a_checkpoint_without_fingerprint_that_does_not_fit_is_an_error(tmp_path, tiny_spec, tiny_task):
     out = tmp_path / "run"
-    train(TINY, tiny_task(), 2, out_dir=out, **COMMON)
+    train(tiny_spec, tiny_task(), 2, out_dir=out, **COMMON)
     (out / "checkpoint" / "run.json").unlink()          # as an older Composer wrote it
     with pytest.raises(UserError, match="does not fit this run or is damaged") as info:
-        train({**TINY, "d_model": 48}, tiny_task(), 2, out_dir=out, **COMMON)
+        train({**tiny_spec, "d_model": 48}, tiny_task(), 2, out_dir=out, **COMMON)
     assert info.value.path == "out"
 
 
-def test_the_folder_holds_its_spec_and_export_reads_it(tmp_path):
+def test_the_folder_holds_its_spec_and_export_reads_it(tmp_path, tiny_spec, tiny_task):
     from composer.export.sources import resolve_source
     from composer.spec_parse import load_spec
 
     out = tmp_path / "run"
-    train({**TINY, "vocab_size": 256}, tiny_task(), 2, out_dir=out, **COMMON)
-    assert load_spec(out / "spec.yaml") == load_spec(TINY)         # fitted to the task: vocab 64, like the weights
+    train({**tiny_spec, "vocab_size": 256}, tiny_task(), 2, out_dir=out, **COMMON)
+    assert load_spec(out / "spec.yaml") == load_spec(tiny_spec)         # fitted to the task: vocab 64, like the weights
     resolved = resolve_source(out)
-    assert resolved.weights == out / "checkpoint" / "model.safetensors" and resolved.spec == load_spec(TINY)
+    assert resolved.weights == out / "checkpoint" / "model.safetensors" and resolved.spec == load_spec(tiny_spec)
 
 
-def test_a_save_killed_between_its_renames_loses_nothing(tmp_path, saves):
+def test_a_save_killed_between_its_renames_loses_nothing(tmp_path, saves, tiny_spec, tiny_task):
     """kill -9 after the old checkpoint was moved aside and before the new one took its place: the old one is
     put back and the run resumes from it."""
     out = tmp_path / "run"
     settings = dict(eval_every=5, checkpoint_every=5, checkpoint_seconds=0, out_dir=out, **COMMON)
-    train(TINY, tiny_task(), 12, callback=lambda m: False, **settings)         # stops at step 5
+    train(tiny_spec, tiny_task(), 12, callback=lambda m: False, **settings)         # stops at step 5
     assert checkpoint_step(out) == 5
     (out / "checkpoint").rename(out / ".checkpoint.old")
     saves.clear()
-    resumed = train(TINY, tiny_task(), 12, **settings)
+    resumed = train(tiny_spec, tiny_task(), 12, **settings)
     assert resumed.step == 12 and saves == [10, 12] and steps_of(out) == [5, 10, 12]

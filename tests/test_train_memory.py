@@ -18,14 +18,9 @@ from composer.trainer import train
 from composer.training.memory import WORKSPACE, MemoryLimitError, estimate_memory
 from primitives.base import registered
 
-TINY = {"d_model": 32, "vocab_size": 64, "max_seq_len": 64, "layers": ["attention", "mlp"]}
 HUGE_WIDTH = {"d_model": 12288, "layers": ["attention", "mlp"]}                      # 1.8B parameters
 HUGE_LOOP = {"d_model": 256, "layers": [{"loop": {"times": 2000, "body": ["attention", "mlp"]}}]}
 GIB = 2**30
-
-
-def tiny_task():
-    return get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4, num_train=512, num_test=64)
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def nothing_built(monkeypatch):
     monkeypatch.setattr(setup, "build_model", refuse)
 
 
-def test_huge_width_is_refused_before_anything_is_built(monkeypatch, nothing_built, tmp_path):
+def test_huge_width_is_refused_before_anything_is_built(monkeypatch, nothing_built, tmp_path, tiny_task):
     monkeypatch.setattr(memory, "available_memory", lambda device: 8 * GIB)
     with pytest.raises(MemoryLimitError) as info:
         train(HUGE_WIDTH, tiny_task(), 2, out_dir=tmp_path / "run")
@@ -54,22 +49,22 @@ def test_huge_loop_is_refused_on_this_machine(nothing_built):
         train(HUGE_LOOP, get_task("mqar", seq_len=256), 2)
 
 
-def test_the_estimate_scales_with_what_it_counts():
-    spec = load_spec({**TINY, "vocab_size": 64})
+def test_the_estimate_scales_with_what_it_counts(tiny_spec):
+    spec = load_spec({**tiny_spec, "vocab_size": 64})
     one = estimate_memory(spec, seq_len=32, batch_size=8, eval_batch_size=1)
     assert one.parameters == 16 * sum(p.numel() for p in build_model(spec).parameters())
     assert estimate_memory(spec, 32, 16, 1).activations == 2 * one.activations          # linear in the batch
-    looped = load_spec({**TINY, "layers": [{"loop": {"times": 10, "body": ["attention", "mlp"]}}]})
+    looped = load_spec({**tiny_spec, "layers": [{"loop": {"times": 10, "body": ["attention", "mlp"]}}]})
     assert estimate_memory(looped, 32, 8, 1).activations > 9 * one.activations / 2      # each iteration counts
-    truncated = load_spec({**TINY, "layers": [{"loop": {"times": 10, "grad_iters": 1, "body": ["attention", "mlp"]}}]})
+    truncated = load_spec({**tiny_spec, "layers": [{"loop": {"times": 10, "grad_iters": 1, "body": ["attention", "mlp"]}}]})
     assert estimate_memory(truncated, 32, 8, 1).activations < 2 * one.activations      # only backpropagated ones
 
 
-def test_memory_check_can_be_turned_off(monkeypatch):
+def test_memory_check_can_be_turned_off(monkeypatch, tiny_spec, tiny_task):
     monkeypatch.setattr(memory, "available_memory", lambda device: 1000)
     with pytest.raises(MemoryLimitError, match="1000.0 B available|0.0 MiB available"):
-        train(TINY, tiny_task(), 1, batch_size=2, threads=1)
-    assert train(TINY, tiny_task(), 1, batch_size=2, threads=1, memory_check=False).status == "completed"
+        train(tiny_spec, tiny_task(), 1, batch_size=2, threads=1)
+    assert train(tiny_spec, tiny_task(), 1, batch_size=2, threads=1, memory_check=False).status == "completed"
 
 
 def test_available_memory_is_read_for_this_machine():

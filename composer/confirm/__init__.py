@@ -12,10 +12,10 @@ and compared (analysis.py; statistics in scaling/stats.py). Results: `runs/<name
 `confirm` returns) and every trial in `runs/<name>/confirm/ladder.json`.
 """
 
-from composer.confirm.config import ConfirmConfig, parse_confirm
 from composer.confirm.plan import ConfirmPlan
-from composer.confirm.run import CONFIRM_FILE, confirm, plan_confirm, run_plan
+from composer.confirm.run import CONFIRM_FILE, confirm, confirm_block, plan_confirm, run_plan, search_then_confirm
 from composer.confirm.table import format_confirm, format_plan, format_results
+from composer.search.space_confirm import ConfirmConfig, parse_confirm
 
-__all__ = ["CONFIRM_FILE", "ConfirmConfig", "ConfirmPlan", "confirm", "format_confirm", "format_plan",
-           "format_results", "parse_confirm", "plan_confirm", "run_plan"]
+__all__ = ["CONFIRM_FILE", "ConfirmConfig", "ConfirmPlan", "confirm", "confirm_block", "format_confirm", "format_plan",
+           "format_results", "parse_confirm", "plan_confirm", "run_plan", "search_then_confirm"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from composer.confirm.candidates import TRANSFORMER, Candidate, proxy_loss
 from composer.confirm.plan import ConfirmPlan
-from composer.report.units import human
+from composer.units import human
 from scaling.stats import mean_interval, paired_difference, rank_agreement_interval, seed_noise_floor
 
 METRIC = "val_loss"

@@ -23,9 +23,9 @@ from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
 from composer.runs import RunDir
 from composer.search.aggregate import select_top
-from composer.search.incremental import final_rows
 from composer.search.space import SearchSpace
 from composer.search.space_parse import load_space
+from composer.search.strategies import final_rows
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten
 from composer.spec_parse import load_spec
 from primitives.base import get_primitive

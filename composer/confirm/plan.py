@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from composer.confirm.candidates import Candidate, SearchRun, adapt_to_task, read_search, select_candidates
-from composer.confirm.config import ConfirmConfig, size_multiple
 from composer.confirm.sizing import Sized, fit_hardware
 from composer.errors import UserError
 from composer.reader import Reader
 from composer.runs import RunDir
+from composer.search.space_confirm import ConfirmConfig, size_multiple
 from composer.search.space_layers import Dist
 from composer.tasks import TaskRef
-from composer.training.config import parse_settings
+from composer.training.config import TrainConfig, parse_settings
 from scaling.ladder import Ladder, Trial
 from scaling.ladder_parse import parse_count
 from scaling.rules import param_count
@@ -65,7 +65,8 @@ class ConfirmPlan:
                   else {"tokens_per_param": self.config.tokens_per_param})
         return Ladder(name=LADDER_NAME, task=self.task, architectures={c.name: c.spec for c in self.candidates},
                       sizes=list(self.sizes), count=self.config.count, method=self.config.method,
-                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds, train=dict(self.train),
+                      tolerance=self.config.tolerance, budget=budget, seeds=self.seeds,
+                      train=TrainConfig().with_values(self.train),
                       bootstrap=min(self.config.bootstrap, 500))
 
     def describe(self) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
         for label, target in sizes:
             plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
                                                        tolerance=config.tolerance, what=f"{c.name} at size {label}")
-    batch = train.get("batch_size", 32) * seq_len
+    batch = TrainConfig().with_values(train).runtime.batch_size * seq_len
     for label, target in sizes:
         if plan.tokens(target) < batch:
             raise UserError(f"size {label}: {plan.tokens(target):,} training tokens are fewer than one batch "

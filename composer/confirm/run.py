@@ -15,11 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_json
 from composer.confirm.analysis import analyse
-from composer.confirm.config import ConfirmConfig
 from composer.confirm.plan import ConfirmPlan, build_plan
+from composer.confirm.table import format_results
 from composer.errors import UserError
-from composer.runs import write_json
+from composer.search.space_confirm import ConfirmConfig, parse_confirm
+from composer.training.config import TrainConfig
 from scaling.ladder import LocalRunner, TrialRunner, run_ladder
 
 CONFIRM_FILE = "confirm.json"
@@ -41,6 +43,40 @@ def confirm(run_dir: str | Path, config: ConfirmConfig | None = None, *, runner:
     """
     return run_plan(build_plan(run_dir, config or ConfirmConfig()), runner=runner, workers=workers, threads=threads,
                     address=address, log=log)
+
+
+def confirm_block(run_dir: str | Path, *, address: str | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The `confirm:` block of the search in `run_dir` (its space.yaml), run once that search has finished and
+    released its folder; None when the space has no block. `search_then_confirm` (`composer search`) runs it
+    after the search; its trials use the search's CPUs per trial."""
+    from composer.runs import RunDir
+    from composer.search.space_parse import load_space
+
+    run = RunDir(run_dir)
+    space = load_space(str(run.path("space.yaml")))
+    if "confirm" not in space.data:
+        return None
+    threads = max(1, int(float(space.resources["cpus_per_trial"])))
+    try:
+        result = confirm(run.root, parse_confirm(space.data["confirm"]), address=address, threads=threads, log=log)
+    except UserError as e:
+        raise UserError(f"the search finished (results in {run.root}); its confirmation did not start: {e}") from None
+    if log is not None:
+        log(format_results(result))
+    return result
+
+
+def search_then_confirm(space: Any, **options: Any) -> Any:
+    """What `composer search` runs: `composer.search.search(space, **options)`, then the space's `confirm:` block
+    (`confirm_block`), whose result is the SearchResult's `confirm`. An interrupted search raises
+    SearchInterrupted before any confirmation."""
+    from composer.search import search
+
+    result = search(space, **options)
+    result.confirm = confirm_block(result.run_dir, address=options.get("address"),
+                                   log=print if options.get("progress") is None else None)
+    return result
 
 
 def run_plan(plan: ConfirmPlan, *, runner: str | TrialRunner = "ray", workers: int | None = None,
@@ -76,6 +112,15 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value, default=float))
 
 
+def _trained_with(train: dict[str, Any]) -> Any:
+    """A ladder file's `train` settings as the ones changed from the defaults (files written before the ladder
+    held a TrainConfig list the settings given, defaults included); unreadable ones as they are."""
+    try:
+        return TrainConfig.from_dict(train).changed()
+    except UserError:
+        return train
+
+
 def check_resume(plan: ConfirmPlan) -> None:
     """Refuse to mix finished trials trained differently from this plan (see the module docstring)."""
     path = plan.out_dir / "ladder.json"
@@ -88,8 +133,9 @@ def check_resume(plan: ConfirmPlan) -> None:
         raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start afresh") from None
     start_over = (f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these settings, "
                   "or rerun with the earlier ones")
-    for key, now in (("task", plan.task.flat()), ("train", plan.train)):
-        if key in before and _normal(before[key]) != _normal(now):
+    for key, now in (("task", plan.task.flat()), ("train", plan.ladder().train.changed())):
+        then = _trained_with(before[key]) if key == "train" and isinstance(before.get(key), dict) else before.get(key)
+        if key in before and _normal(then) != _normal(now):
             raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")
     planned = {t.key: t for t in plan.trials}
     for row in data.get("trials", []):

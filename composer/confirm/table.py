@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from composer.report.units import human
+from composer.units import human
 
 
 def _task_words(task: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ from composer.errors import UserError
 SAMPLE = Path(__file__).resolve().parent / "sample.txt"
 BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".json": "json", ".jsonl": "json",
             ".parquet": "parquet"}
-TEXT_BUILDERS = ("text", "json")        # formats whose files must be UTF-8 text
 BATCH_ROWS = 1000
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from composer.atomic import write_atomic
 from composer.data.hub import offline_reason
 from composer.data.text_source import HUB_NAME, one_line
 from composer.errors import UserError
-from composer.runs import write_atomic
 
 BYTE_VOCAB = 256
 

@@ -89,7 +89,7 @@ class ComposerLM(TemplateLM):
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start:start + self.batch_size]
                     batch = torch.tensor([inputs[i][0] for i in chunk], device=self._device)
-                    logprobs = torch.log_softmax(self.model(batch).float(), dim=-1)
+                    logprobs = torch.log_softmax(self.model(batch).logits.float(), dim=-1)
                     for row, i in enumerate(chunk):
                         target = inputs[i][1]
                         scores = logprobs[row, -len(target):]
@@ -135,7 +135,7 @@ class ComposerLM(TemplateLM):
         generated: list[int] = []
         with torch.inference_mode():
             state = self.model.init_state(1, self._device)
-            logits, state = self.model(torch.tensor([context], device=self._device), state)
+            logits, state, _ = self.model(torch.tensor([context], device=self._device), state)
             for _ in range(max_new):
                 token = int(logits[0, -1].argmax())
                 if self._has_eos and token == self.eot_token_id:
@@ -144,7 +144,7 @@ class ComposerLM(TemplateLM):
                 text = self.tok_decode(generated)
                 if any(stop in text for stop in until):
                     break
-                logits, state = self.model(torch.tensor([[token]], device=self._device), state)
+                logits, state, _ = self.model(torch.tensor([[token]], device=self._device), state)
         text = self.tok_decode(generated)
         cut = min((text.index(stop) for stop in until if stop and stop in text), default=len(text))
         return text[:cut]

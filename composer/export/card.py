@@ -154,7 +154,7 @@ def _usage(has_weights: bool) -> list[str]:
         "## Use", "", "Standalone (only PyTorch needed):", "", "```python",
         "from modeling import load_model, build_model", "import torch",
         "model = load_model('.')" if has_weights else "model = build_model()  # no weights in this bundle",
-        "tokens = torch.tensor([[1, 2, 3]])", "logits = model(tokens)",
+        "tokens = torch.tensor([[1, 2, 3]])", "logits = model(tokens).logits",
         "print(model.generate(tokens, 10, temperature=0))", "```", "",
         "With Composer: `composer.export.load(DIR)`; `composer eval DIR --tasks ...` runs lm-evaluation-harness "
         "tasks. With Hugging Face transformers:", "", "```python",

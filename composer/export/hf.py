@@ -100,7 +100,6 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
         for name, child in core.named_children():
             if name != "spec":
                 self.add_module(name, child)
-        self.meta_tokens = core.meta_tokens  # a parameter of HybridLM itself (or None), not a child module
         self.spec = core.spec
         self._tied_weights_keys = {"head.weight": "embed.weight"} if core.spec.tie_embeddings else {}
         self.post_init()
@@ -155,11 +154,11 @@ class ComposerForCausalLM(PreTrainedModel, GenerationMixin):
         state = cache if cache is not None else past_key_values
         use_cache = getattr(self.config, "use_cache", True) if use_cache is None else use_cache
         if not isinstance(state, ComposerState) and (not use_cache or labels is not None or self.training):
-            logits, new_state = HybridLM.forward(self, input_ids), None
+            logits, new_state = HybridLM.forward(self, input_ids).logits, None
         else:
             if not isinstance(state, ComposerState):
                 state = ComposerState(HybridLM.init_state(self, input_ids.shape[0]), 0)
-            logits, blocks = HybridLM.forward(self, input_ids, state.blocks)
+            logits, blocks, _ = HybridLM.forward(self, input_ids, state.blocks)
             new_state = ComposerState(blocks, state.seen + input_ids.shape[1])
         loss = None
         if labels is not None:

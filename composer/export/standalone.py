@@ -214,8 +214,6 @@ class Inliner:
                 _rename_globals(module, old, new, edits)
             relative = module.name.replace(".", "/") + ".py"
             sections.append(f"# {'-' * 90}\n# Inlined from {relative}\n\n{edits.apply().strip(chr(10))}\n")
-            if name == "primitives.base":
-                sections.append("_builtins_loaded = True  # every primitive this file needs is defined in it\n")
         return hoisted, sections
 
     def _inherit_renames(self, node: ast.stmt, renames: dict[str, str]) -> None:
@@ -370,7 +368,7 @@ HEADER = '''"""A language model exported by Composer: standalone PyTorch source 
 
     from modeling import load_model
     model = load_model()                    # reads model.safetensors next to this file
-    logits = model(tokens)                  # tokens: LongTensor [batch, time] -> [batch, time, vocab]
+    logits = model(tokens).logits           # tokens: LongTensor [batch, time] -> [batch, time, vocab]
     out = model.generate(prompt, 20, temperature=0)
 
 or from a shell: `python modeling.py --tokens 1 2 3 --new 20` (greedy).

@@ -10,8 +10,22 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from composer.model import HybridLM
+
+
+class Logits(nn.Module):
+    """The model's logits alone, under the model's own parameter names: what model.pt2 computes (a program
+    returning the model's `LMOutput` NamedTuple could only be saved through torch's private API)."""
+
+    def __init__(self, model: HybridLM):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return HybridLM.forward(self, tokens).logits
 
 
 def export_program(model: HybridLM, seq_len: int, path: Path, batch_size: int = 1) -> str:
@@ -27,8 +41,8 @@ def export_program(model: HybridLM, seq_len: int, path: Path, batch_size: int = 
     torch_logger.setLevel(logging.CRITICAL)  # a failed trace logs pages of graph; the reason is returned
     try:
         with torch.no_grad():
-            expected = model(tokens)  # first: a layer caching tensors must not cache traced ones
-            program = torch.export.export(model, (tokens,), strict=False)
+            expected = model(tokens).logits  # first: a layer caching tensors must not cache traced ones
+            program = torch.export.export(Logits(model), (tokens,), strict=False)
             got = program.module()(tokens)
         if not torch.allclose(expected, got, atol=1e-5, rtol=1e-5):
             return "failed: the exported program's logits differ from the model's"

@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from composer.report.units import human  # noqa: E402
+from composer.units import human  # noqa: E402
 
 CONFIRM_FILE = "confirm.json"
 

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from composer.report.run_data import COST_KEYS, RunData, Trial  # noqa: E402
-from composer.report.units import human  # noqa: E402
 from composer.spec import iter_layers  # noqa: E402
+from composer.units import human  # noqa: E402
 from primitives import get_primitive  # noqa: E402
 
 PALETTE = plt.get_cmap("tab20").colors

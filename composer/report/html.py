@@ -20,8 +20,8 @@ import composer.report.figures as figures
 from composer.canonical_form import arch_id, stripe
 from composer.report.confirmation import confirmation_section
 from composer.report.run_data import RunData, Trial, read_run
-from composer.report.units import duration, human, metric
 from composer.spec import ArchSpec, iter_layers
+from composer.units import duration, human, metric
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}.lede{color:#555;margin-top:0}code,.arch{font-family:ui-monospace,monospace}

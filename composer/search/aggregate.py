@@ -226,3 +226,8 @@ def most_common(values: list[Any]) -> Any:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def searched(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search's own trials (not the consensus trained at the end)."""
+    return [r for r in rows if not r.get("consensus")]

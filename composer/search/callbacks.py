@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
-from composer.runs import LEADERBOARD_COLUMNS, RunDir, write_atomic
-from composer.search.incremental import searched
+from composer.atomic import write_atomic
+from composer.runs import LEADERBOARD_COLUMNS, RunDir
+from composer.search.aggregate import searched
 from composer.search.optuna_search import trial_status
 
 ROW_KEYS = tuple(k for k in LEADERBOARD_COLUMNS if k not in ("trial", "params_json"))
@@ -155,30 +156,13 @@ def format_progress(state: dict[str, Any]) -> str:
 
 
 def tune_loggers(names: list[str] | None, run_root: Path, project: str) -> list[Any]:
-    """Ray Tune's own logger callbacks for a space's `logging:` (each trial's progress.csv and result.json are
-    always written; without `logging:`, TensorBoard events too when tensorboardX is installed). W&B runs offline
-    unless WANDB_MODE says otherwise; MLflow writes `<run>/mlruns` unless MLFLOW_TRACKING_URI says otherwise."""
-    import importlib.util
-    import os
+    """Ray Tune's own logger callbacks for a space's `logging:`: each backend's `ray_callback` (composer/tracking).
+    Each trial's result.json is always written; without `logging:`, the backends a search logs by default
+    (csv, and TensorBoard when tensorboardX is installed)."""
+    from ray.tune.logger import JsonLoggerCallback
 
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from composer.tracking import backends, search_defaults
 
-    if names is None:
-        names = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboardX") is not None else [])
-    loggers: list[Any] = [JsonLoggerCallback()]
-    for name in names:
-        if name == "csv":
-            loggers.append(CSVLoggerCallback())
-        elif name == "tensorboard":
-            loggers.append(TBXLoggerCallback())
-        elif name == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
-
-            loggers.append(WandbLoggerCallback(project=project, mode=os.environ.get("WANDB_MODE", "offline"),
-                                               dir=str(run_root)))
-        elif name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(run_root) / "mlruns").resolve().as_uri()
-            loggers.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=project))
-    return loggers
+    table = backends()
+    return [JsonLoggerCallback(), *(table[name].ray_callback(run_root, project)
+                                    for name in (search_defaults() if names is None else names))]

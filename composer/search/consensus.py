@@ -21,9 +21,9 @@ import optuna
 from composer.runs import RunDir
 from composer.search.aggregate import Aggregation
 from composer.search.equal_size import MatchError
-from composer.search.incremental import final_rows
 from composer.search.space import SearchSpace
 from composer.search.space_layers import Dist
+from composer.search.strategies import final_rows
 from composer.spec import ArchSpec
 
 

@@ -16,7 +16,7 @@ and stripe. (Tune's own OptunaSearch tells a trial COMPLETE whenever its last re
 that ASHA stopped early would enter the sampler as a finished full-budget trial.)
 
 The study is the searcher's whole state: `save` writes no Tune searcher checkpoint, and a killed search
-resumes from the study (see runner.prepare_resume).
+resumes from the study (composer/search/resume.py: `prepare_resume`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from composer.errors import UserError
 from composer.runs import RunDir, space_fingerprint
 from composer.search.space import SearchSpace
+from composer.search.strategies import strategy_of
 from composer.yaml_source import read_source
 
 
@@ -95,7 +96,7 @@ def verify_resume(run: RunDir, space: SearchSpace) -> None:
                 now = f"gives {_describe(expected[name])}" if name in expected else "no longer has it"
                 raise UserError(f"{db} trial {trial.number} drew {name!r} from {_describe(dist)} but "
                                 f"{space_file} {now}")
-    if space.strategy["name"] != "incremental":         # its stages fix slots: their params are partial
+    if strategy_of(space).stages is None:       # a staged search's stages fix slots: their params are partial
         for row in rows:          # (the consensus trial carries its spec, not parameters)
             if row.get("arch_id") and row.get("params_json") and not row.get("consensus"):
                 if _arch_now(space, trials[int(row["trial"])].params) != row["arch_id"]:

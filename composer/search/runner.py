@@ -11,8 +11,8 @@ Resuming (`resume=True`, or `composer search --resume runs/<name>`) checks the f
 interruption cut short are asked again with the same parameters, and the remaining trials are run.
 
 Before anything is written, the whole search is checked (composer/search/setup.py) and the cluster started or
-reached (composer/search/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
-Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/search/interrupt.py).
+reached (composer/ray_cluster.py); one driver at a time works in a run folder (composer.runs.RunLock);
+Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/interrupt.py, SearchInterrupted).
 """
 
 from __future__ import annotations
@@ -28,20 +28,20 @@ from typing import Any
 import optuna
 import yaml
 
+from composer.atomic import write_atomic, write_json
 from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
+from composer.interrupt import Interruption, signal_name
 from composer.provenance import provenance
-from composer.runs import RunDir, contained, safe_name, write_atomic, write_json
+from composer.ray_cluster import check_trial_resources, start_ray
+from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
-from composer.search.incremental import final_rows, run_incremental, searched
-from composer.search.interrupt import Interruption, SearchInterrupted, tune_stopper
-from composer.search.ray_cluster import check_trial_resources, start_ray
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
 from composer.search.space_parse import load_space
-from composer.search.strategies import make_sampler
+from composer.search.strategies import final_rows, make_sampler, strategy_of
 from composer.search.trial import cache_key, run_trial
 from composer.spec_parse import load_spec
 
@@ -55,7 +55,36 @@ class SearchResult:
     consensus: Any = None             # ArchSpec
     pareto: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    confirm: dict[str, Any] | None = None     # the confirmation (confirm.json), for a space with `confirm:`
+    confirm: dict[str, Any] | None = None     # the `confirm:` block's result (composer.confirm.search_then_confirm)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by a signal; `result` holds what finished (its summary says `interrupted`)."""
+
+    def __init__(self, result: Any, signum: int):
+        super().__init__(f"search interrupted by {signal_name(signum)}")
+        self.result = result
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def tune_stopper(interruption: Interruption) -> Any:
+    """A Tune `Stopper` that ends the whole run once `interruption` has caught a signal: Tune stops the running
+    trials without telling the study anything about them (they stay RUNNING, so a resume asks them again with
+    the same parameters) and returns."""
+    from ray.tune.stopper import Stopper
+
+    class StopOnSignal(Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return interruption.signum is not None
+
+    return StopOnSignal()
 
 
 class DefineByRun:
@@ -104,14 +133,14 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
 
     Everything is checked before the run folder is written; one driver at a time works in a folder (RunLock);
     a resume is checked against the study first (composer/search/resume.py). SIGINT / SIGTERM stop the trials,
-    write what finished marked partial and raise SearchInterrupted (composer/search/interrupt.py)."""
+    write what finished marked partial and raise SearchInterrupted (composer/interrupt.py)."""
     started = time.time()
     run, space = resolve_run(space, name, runs_dir, run_dir, resume)
     space = space.with_overrides(trials=trials)
     if max_concurrent:
         space = space.with_overrides(resources={**space.resources, "max_concurrent": max_concurrent})
     check_search(space, address)
-    interruption = Interruption()
+    interruption = Interruption("stopping the running trials and writing what finished")
     with run.lock() as lock:
         if lock.stale:
             warn_stale(run, lock.stale)
@@ -128,7 +157,6 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
             run.create(yaml.safe_dump(data, sort_keys=False), provenance())
         study = open_study(run, space)
         rows = prepare_resume(run, study) if resume else []
-        remaining = space.trials - len(searched(rows))
         from composer.search.callbacks import Recorder
 
         recorder = Recorder(run, space, rows, progress=progress, show=progress is None)
@@ -137,11 +165,8 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
             _run_tune(trial_space, run, recorder, n, interruption, verbose)
 
         with interruption.catch():
-            if space.strategy["name"] == "incremental":
-                run_incremental(space, run.root, lambda: recorder.rows, run_trials, log=None if progress else print,
-                                stopped=lambda: interruption.signum is not None)
-            elif remaining > 0:
-                run_trials(space, remaining)
+            strategy_of(space).drive(space, run.root, lambda: recorder.rows, run_trials,
+                                     stopped=lambda: interruption.signum is not None, log=None if progress else print)
             if interruption.signum is None:
                 train_consensus(run, space, recorder.rows, lambda r: _spec_of(run, r), run_trials)
         if interruption.signum is not None:
@@ -152,23 +177,6 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
         result = finish(run, space, recorder.rows, study, time.time() - started, interruption.name)
     if interruption.signum is not None:
         raise SearchInterrupted(result, interruption.signum)
-    if "confirm" in space.data:
-        result.confirm = confirm_after(run, space, address, print if progress is None else None)
-    return result
-
-
-def confirm_after(run: RunDir, space: SearchSpace, address: str | None,
-                  log: Callable[[str], None] | None) -> dict[str, Any]:
-    """The space's `confirm:` block, run once the search has finished (and released its folder)."""
-    from composer.confirm import confirm, format_results, parse_confirm
-
-    threads = max(1, int(float(space.resources["cpus_per_trial"])))
-    try:
-        result = confirm(run.root, parse_confirm(space.data["confirm"]), address=address, threads=threads, log=log)
-    except UserError as e:
-        raise UserError(f"the search finished (results in {run.root}); its confirmation did not start: {e}") from None
-    if log is not None:
-        log(format_results(result))
     return result
 
 

@@ -12,8 +12,7 @@ from typing import Any
 from composer.errors import UserError
 from composer.names import close_matches, suggestion
 from composer.search.space import SearchSpace
-from composer.search.space_layers import SlotLayers
-from composer.search.strategies import make_sampler
+from composer.search.strategies import make_sampler, strategy_of
 
 # the costs every trial reports (DefineByRun), and what every evaluation of a single task adds to the task's
 # own metrics (composer/training/evaluate.py; tests/test_search_guard.py holds the two equal)
@@ -24,22 +23,23 @@ RUN_METRICS = ("non_embedding_params", "train_flops_per_token", "train_loss", "t
 
 def evaluations_per_trial(space: SearchSpace) -> int | None:
     """How many evaluations a full-budget trial reports (ASHA's max_t), when the budget says."""
-    from composer.tasks import get_task
+    from composer.tasks import TaskSuite, get_task
+    from composer.training.config import TrainConfig, eval_interval
 
     train = space.train
     if any(not isinstance(train.get(k), (int, float, type(None))) for k in ("steps", "tokens", "eval_every",
                                                                             "batch_size")):
         return None
     task = get_task(space.task)
-    seq_len = getattr(task, "seq_len", None) or space.task_seq_len()
+    seq_len = space.task_seq_len() if isinstance(task, TaskSuite) else task.seq_len
     limits = [train["steps"]] if train.get("steps") else []
     if train.get("tokens"):
-        limits.append(math.ceil(train["tokens"] / (train.get("batch_size", 32) * seq_len)))
+        batch_size = train.get("batch_size", TrainConfig().runtime.batch_size)
+        limits.append(math.ceil(train["tokens"] / (batch_size * seq_len)))
     if not limits or train.get("seconds"):
         return None
     steps = min(limits)
-    every = train.get("eval_every") or max(1, steps // 10)
-    return math.ceil(steps / every)
+    return math.ceil(steps / eval_interval(train.get("eval_every"), steps))
 
 
 def make_scheduler(space: SearchSpace) -> Any:
@@ -69,11 +69,11 @@ def make_scheduler(space: SearchSpace) -> Any:
 def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
     """Every metric a trial of `space` reports: the task's own (its `loss` named `val_loss`), the costs, and
     for a single task the run's progress and speed (a suite reports its accuracies only)."""
-    from composer.tasks import get_task
+    from composer.tasks import TaskSuite, get_task
 
     task = get_task(space.task)
     own = tuple("val_loss" if m == "loss" else m for m in task.metrics)
-    if hasattr(task, "members"):
+    if isinstance(task, TaskSuite):
         return own + COST_METRICS
     return own + COST_METRICS + RUN_METRICS
 
@@ -90,13 +90,12 @@ def check_objectives(space: SearchSpace) -> None:
 def check_search(space: SearchSpace, address: str | None = None) -> None:
     """Everything that can be checked before a run folder is written (and before Ray starts); a UserError
     naming the field."""
-    from composer.search.ray_cluster import check_local_resources, embedded, probe_address
+    from composer.ray_cluster import check_local_resources, embedded, probe_address
 
     make_sampler(space.strategy, space, space.seed)
+    strategy_of(space).validate(space)
     make_scheduler(space)
     check_objectives(space)
-    if space.strategy["name"] == "incremental" and not isinstance(space.layers, SlotLayers):
-        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
     if not embedded(address):
         probe_address(address or os.environ["RAY_ADDRESS"])
     else:

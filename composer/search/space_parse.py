@@ -108,11 +108,12 @@ class _Parser(Reader):
         given["aggregate"] = how_searched.aggregate(self, data.get("aggregate"), given.get("strategy", {}))
         given["match"] = None           # read once the space exists: its target is measured on the space
         space = self.read(SearchSpace, data, skip=DERIVED, **given)
+        from composer.tasks import TaskSuite
+
         built = space.task.built(self, "task")
-        first = built.members[0][1] if hasattr(built, "members") else built
+        first = built.first if isinstance(built, TaskSuite) else built
         space = dataclasses.replace(space, vocab_size=first.vocab_size, seq_len=first.seq_len, data=data)
-        how_searched.layerwise(self, space)
-        how_searched.check_grid(self, space)
+        how_searched.check_strategy(self, space)
         self.check_sample(space)
         if data.get("match") is not None:
             space = how_searched.match(self, data["match"], space)

@@ -1,13 +1,13 @@
-"""Reading how a space is searched: the strategy and scheduler (their options finite numbers), a layer-wise
-strategy's options, `aggregate:`, `match:`, `resources:`, the `confirm:` block and `logging:`. Functions
-`(reader, value, path)` that composer/search/space_parse.py calls for those fields of a space, with the reader of
-its document, so every error names its YAML path and line."""
+"""Reading how a space is searched: the strategy and scheduler (their options finite numbers; what a strategy needs
+of its options and of the space is its own check, composer/search/strategies), `aggregate:`, `match:`,
+`resources:`, the `confirm:` block and `logging:`. Functions `(reader, value, path)` that
+composer/search/space_parse.py calls for those fields of a space, with the reader of its document, so every error
+names its YAML path and line."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from typing import Any
 
 from composer.errors import UserError
@@ -16,13 +16,8 @@ from composer.reader import Reader, join, keys_of
 from composer.search.aggregate import Aggregation
 from composer.search.equal_size import QUANTITIES, Match
 from composer.search.space import Resources, SearchSpace
-from composer.search.space_layers import SlotLayers
-from composer.search.strategies import STRATEGIES
+from composer.search.strategies import find_strategy
 from primitives.base import config_fields, registered
-
-LAYERWISE_OPTIONS = {"one_shot": ("sampler", "sampler_options", "top_k", "threshold"),
-                     "incremental": ("sampler", "sampler_options", "top_k", "threshold", "step", "variant")}
-Variant = typing.Literal["end", "middle"]
 
 
 def named(reader: Reader, value: Any, path: str, default: str) -> dict[str, Any]:
@@ -87,45 +82,12 @@ def aggregate(reader: Reader, value: Any, strategy: dict[str, Any]) -> Aggregati
     return found
 
 
-def layerwise(reader: Reader, space: SearchSpace) -> None:
-    """The options of `one_shot` and `incremental`, and what incremental needs of the layers."""
-    name = space.strategy["name"]
-    if name not in LAYERWISE_OPTIONS:
-        return
-    options = reader.mapping(space.strategy.get("options") or {}, "strategy.options", LAYERWISE_OPTIONS[name])
-    if not isinstance(options.get("sampler", "random"), str):
-        raise reader.fail("expected a strategy name (random, tpe, gp, ...)", "strategy.options.sampler")
-    if options.get("sampler") in LAYERWISE_OPTIONS:
-        raise reader.fail("the sampler of a layer-wise search is a plain strategy (random, tpe, gp, ...)",
-                          "strategy.options.sampler")
-    plain = [s for s in STRATEGIES if s not in LAYERWISE_OPTIONS]
-    if options.get("sampler", "random") not in plain:
-        raise reader.fail(unknown_name_message("sampler", options["sampler"], plain), "strategy.options.sampler")
-    if options.get("sampler_options") is not None:
-        reader.mapping(options["sampler_options"], "strategy.options.sampler_options")
-    if name != "incremental":
-        return
-    reader.integer(options.get("step", 2), "strategy.options.step", ge=1)
-    reader.value(options.get("variant", "end"), Variant, "strategy.options.variant")
-    if not isinstance(space.layers, SlotLayers):
-        raise reader.fail("the incremental strategy needs a `slots` layer space", "strategy.name")
-    if not isinstance(space.layers.n_layers, int):
-        raise reader.fail("the incremental strategy grows the stack slot by slot to every slot; give "
-                          "`n_layers` as a number", "layers.n_layers")
-
-
-def check_grid(reader: Reader, space: SearchSpace) -> None:
-    """The grid strategy enumerates every combination: hold their number to MAX_GRID_POINTS."""
-    from composer.limits import MAX_GRID_POINTS
-
-    if space.strategy.get("name") != "grid":
-        return
-    total = 1.0
-    for dist in space.distributions().values():
-        total *= dist.points()
-    if math.isfinite(total) and total > MAX_GRID_POINTS:        # a continuous range: the strategy says so
-        raise reader.fail(f"the grid has {total:,.0f} points, more than {MAX_GRID_POINTS:,} (limit "
-                          "MAX_GRID_POINTS)", "strategy.name")
+def check_strategy(reader: Reader, space: SearchSpace) -> None:
+    """The strategy's options, read against its declaration of them, and its own checks of them and of the space
+    (`Strategy.validate`). An unknown name is left to check_search, whose sampler says which are known."""
+    strategy = find_strategy(space.strategy["name"])
+    if strategy is not None:
+        strategy.validate(space, reader)
 
 
 def match(reader: Reader, value: Any, space: SearchSpace) -> SearchSpace:
@@ -165,9 +127,9 @@ def match(reader: Reader, value: Any, space: SearchSpace) -> SearchSpace:
 
 
 def confirm(reader: Reader, value: Any, path: str) -> dict[str, Any] | None:
-    """A `confirm:` block (composer/confirm/config.py), run after the search: its fields are checked now, the
-    block kept as written."""
-    from composer.confirm.config import parse_confirm
+    """A `confirm:` block (space_confirm.py), run after the search: its fields are checked now, the block kept as
+    written."""
+    from composer.search.space_confirm import parse_confirm
 
     parse_confirm(value, path, reader)
     return value

@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from composer.atomic import write_json
 from composer.provenance import provenance
-from composer.runs import write_json
 
 WORST = 1e30
 

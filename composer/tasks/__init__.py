@@ -8,59 +8,30 @@ A document names its task (`task:` of a search space, a confirmation, a ladder) 
     task: {name: mqar, seq_len: 64}                     # or beside `name` (not both)
 
 `TaskRef.parse` is how the reader (composer/reader.py) reads a field of that type, so every document reads a
-task the same way; `get_task(ref)` (or `ref.build()`) makes the task."""
+task the same way; `get_task(ref)` (or `ref.build()`) makes the task.
+
+Every module of this package registers its tasks when it is imported (composer/tasks/registry.py), and all are
+imported here, so a new task is one new file."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
 
 from composer.errors import UserError
 from composer.reader import Reader, join
 from composer.tasks.base import IGNORE, DataRepeatWarning, SyntheticTask, Task, stable_seed
-from composer.tasks.mad import TASKS as MAD_TASKS
-from composer.tasks.mad import MADTask, canonical_task, task_settings
+from composer.tasks.mad import MADTask, mad_suite
 from composer.tasks.mqar import MQAR
+from composer.tasks.registry import REGISTRY, build_task, names, register_family, register_task, task_factory
+from composer.tasks.suite import TaskSuite
 from composer.tasks.text import TextLM
 
-REGISTRY: dict[str, Callable[..., Any]] = {
-    "mqar": MQAR,
-    "text": TextLM,
-}
-
-
-@dataclass
-class TaskSuite:
-    """Several tasks scored together: one model is trained per member and the suite reports each member's
-    accuracy and their mean (MAD: a task's score is the mean over its settings)."""
-
-    name: str
-    members: list[tuple[str, Task]] = field(default_factory=list)   # (label, task)
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """The keys the suite reports: the mean accuracy and each task's."""
-        return ("accuracy", *(f"accuracy/{name.split(':')[-1]}" for name in self.groups()))
-
-    def groups(self) -> dict[str, list[str]]:
-        """Member labels per task name (`mad:in_context_recall` -> its setting labels)."""
-        out: dict[str, list[str]] = {}
-        for label, task in self.members:
-            out.setdefault(task.name, []).append(label)
-        return out
-
-
-def mad_suite(variants: bool = False, tasks: list[str] | tuple[str, ...] | None = None, seed: int = 0,
-              **overrides: Any) -> TaskSuite:
-    """The MAD suite: each task at its baseline (and, with `variants`, each difficulty variant). `overrides`
-    (e.g. `num_train_examples=1280`) apply to every member, for cheaper runs than the published protocol."""
-    names = [canonical_task(t) for t in (tasks or MAD_TASKS)]
-    members = []
-    for name in names:
-        for label, settings in task_settings(name, variants):
-            members.append((f"{name}/{label}", MADTask(name, seed=seed, **{**settings, **overrides})))
-    return TaskSuite("mad", members)
+for _module in pkgutil.iter_modules(__path__):       # every other task module (a new task is one file)
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_task(name: str | TaskRef, **params: Any) -> Task | TaskSuite:
@@ -68,16 +39,7 @@ def get_task(name: str | TaskRef, **params: Any) -> Task | TaskSuite:
     UserErrors."""
     if isinstance(name, TaskRef):
         name, params = name.name, {**name.params, **params}
-    if name == "mad":
-        return mad_suite(**params)
-    if name.startswith("mad:"):
-        return MADTask(name.split(":", 1)[1], **params)
-    if name not in REGISTRY:
-        raise UserError(f"unknown task {name!r}; expected one of {', '.join(names())}", path="task")
-    try:
-        return REGISTRY[name](**params)
-    except TypeError as e:
-        raise UserError(f"bad parameters for task {name!r}: {e}", path="task") from e
+    return build_task(name, **params)
 
 
 @dataclass(frozen=True)
@@ -127,14 +89,6 @@ class TaskRef:
         return {"name": self.name, **self.params}
 
 
-def names() -> list[str]:
-    return [*REGISTRY, "mad", *(f"mad:{t}" for t in MAD_TASKS)]
-
-
-def register_task(name: str, factory: Callable[..., Task]) -> None:
-    """Add a task under `name` (e.g. from a plugin)."""
-    REGISTRY[name] = factory
-
-
-__all__ = ["IGNORE", "DataRepeatWarning", "MADTask", "MQAR", "SyntheticTask", "Task", "TaskRef", "TaskSuite",
-           "TextLM", "get_task", "mad_suite", "names", "register_task", "stable_seed"]
+__all__ = ["IGNORE", "REGISTRY", "DataRepeatWarning", "MADTask", "MQAR", "SyntheticTask", "Task", "TaskRef",
+           "TaskSuite", "TextLM", "get_task", "mad_suite", "names", "register_family", "register_task", "stable_seed",
+           "task_factory"]

@@ -118,7 +118,7 @@ def evaluate_labelled(model: torch.nn.Module, inputs: torch.Tensor, targets: tor
             y = targets[start:start + batch_size].to(device)
             mask = y != IGNORE
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
+                logits = model(x).logits
             picked = logits[mask].float()
             labels = y[mask]
             loss_sum += F.cross_entropy(picked, labels, reduction="sum").item()

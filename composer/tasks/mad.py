@@ -33,6 +33,8 @@ from typing import Any
 import torch
 
 from composer.tasks.base import IGNORE, SyntheticTask, generator, gumbel, positive_int, require
+from composer.tasks.registry import register_family, register_task
+from composer.tasks.suite import TaskSuite
 
 TASKS = ("in_context_recall", "fuzzy_in_context_recall", "noisy_in_context_recall", "selective_copying",
          "compression", "memorization")
@@ -271,3 +273,19 @@ def memorization(n: int, gen: torch.Generator, vocab: int, seq_len: int,
     targets = torch.full_like(inputs, IGNORE)
     targets[:, 1::2] = table[keys]
     return inputs, targets
+
+
+def mad_suite(variants: bool = False, tasks: list[str] | tuple[str, ...] | None = None, seed: int = 0,
+              **overrides: Any) -> TaskSuite:
+    """The MAD suite: each task at its baseline (and, with `variants`, each difficulty variant). `overrides`
+    (e.g. `num_train_examples=1280`) apply to every member, for cheaper runs than the published protocol."""
+    names = [canonical_task(t) for t in (tasks or TASKS)]
+    members = []
+    for name in names:
+        for label, settings in task_settings(name, variants):
+            members.append((f"{name}/{label}", MADTask(name, seed=seed, **{**settings, **overrides})))
+    return TaskSuite("mad", members)
+
+
+register_task("mad", mad_suite)
+register_family("mad", MADTask, TASKS)

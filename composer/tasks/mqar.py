@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from composer.tasks.base import IGNORE, SyntheticTask, gumbel, positive_int, require, sample_without_replacement
+from composer.tasks.registry import register_task
 
 
 class MQAR(SyntheticTask):
@@ -62,3 +63,6 @@ class MQAR(SyntheticTask):
             noise = torch.randint(V, inputs.shape, generator=gen)
             inputs = torch.where(inputs == 0, noise, inputs)
         return inputs, targets
+
+
+register_task("mqar", MQAR)

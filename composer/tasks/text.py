@@ -25,6 +25,7 @@ from composer.data.text_source import SAMPLE, load_text
 from composer.data.tokenizer import ByteTokenizer, HFTokenizer, cache_dir, make_tokenizer
 from composer.errors import UserError
 from composer.tasks.base import Task, evaluate_labelled, generator, positive_int, require
+from composer.tasks.registry import register_task
 
 __all__ = ["SAMPLE", "ByteTokenizer", "HFTokenizer", "TextLM", "cache_dir", "load_text", "split_text"]
 
@@ -121,3 +122,6 @@ class TextLM(Task):
         counts = torch.bincount(self.train_tokens, minlength=self.vocab_size).double()
         p = counts[counts > 0] / counts.sum()
         return float(-(p * p.log()).sum())
+
+
+register_task("text", TextLM)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from composer.atomic import write_atomic
 from composer.errors import UserError
-from composer.runs import write_atomic
 
 CHECKPOINT = "checkpoint"
 

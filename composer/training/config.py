@@ -126,6 +126,11 @@ class TrainConfig:
         """Every setting by its flat key."""
         return {key: getattr(getattr(self, s.section), key) for key, s in SETTINGS.items()}
 
+    def changed(self) -> dict[str, Any]:
+        """The flat settings that differ from the defaults (`TrainConfig().with_values(c.changed()) == c`)."""
+        default = TrainConfig().flat()
+        return {key: value for key, value in self.flat().items() if value != default[key]}
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The nested form as plain data, ready for YAML (`from_dict(c.to_dict()) == c`)."""
         out: dict[str, dict[str, Any]] = {}
@@ -158,3 +163,9 @@ def train_config(config: TrainConfig | dict[str, Any] | None = None, budget: Bud
     if budget is not None:
         config = dataclasses.replace(config, budget=Budget.of(budget))
     return config
+
+
+def eval_interval(eval_every: int | None, total_steps: int | None) -> int:
+    """Steps between evaluations (the rule `eval_every`'s help states): `eval_every` when given, else a tenth of
+    a known step budget, else 200."""
+    return eval_every or (max(1, total_steps // 10) if total_steps else 200)

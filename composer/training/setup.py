@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from composer.atomic import write_atomic
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.model import build_model
-from composer.runs import write_atomic
+from composer.model import LMOutput, build_model
 from composer.spec import ArchSpec
 from composer.spec_parse import dump_spec, load_spec
 from composer.tasks import Task
@@ -37,7 +37,7 @@ class TrainState:
     """One run's objects and its progress (what a checkpoint saves besides the weights and optimizer)."""
 
     model: torch.nn.Module
-    forward: Callable[[torch.Tensor], torch.Tensor]     # the model, or its torch.compile'd form
+    forward: Callable[[torch.Tensor], LMOutput]          # the model, or its torch.compile'd form
     optimizer: torch.optim.Optimizer
     task: Task
     device: torch.device

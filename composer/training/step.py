@@ -18,7 +18,7 @@ def train_step(state: TrainState, lr: float, batch_size: int, grad_clip: float) 
     inputs, targets = state.task.train_batch(state.step, batch_size)
     inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=state.device.type == "cuda"):
-        logits, aux_losses = state.forward(inputs, return_aux=True)
+        logits, _, aux_losses = state.forward(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-100)
         loss = loss + sum(aux_losses.values())
     state.optimizer.zero_grad(set_to_none=True)

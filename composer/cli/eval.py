@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from composer.atomic import write_atomic
     from composer.eval import evaluate_bundle, require_lm_eval
     from composer.provenance import provenance
-    from composer.runs import write_atomic
 
     require_lm_eval()
     bundle = Path(args.bundle)

@@ -3,7 +3,7 @@
 Ray ties its GCS server and raylet to the driver (the kernel kills them when the driver dies), but the raylet's
 children (dashboard and runtime-env agents, idle workers) notice only after tens of seconds, and the session
 folder (`/tmp/ray/session_*`: logs, sockets) stays forever. This watchdog is a small separate process that the
-driver starts once, before its first embedded cluster (composer/search/ray_cluster.py), with the read end of a
+driver starts once, before its first embedded cluster (composer/ray_cluster.py), with the read end of a
 pipe on its stdin; the driver holds the only write end, so the pipe ends exactly when the driver does, however
 it dies. While the driver lives, the watchdog keeps a record of the driver's Ray processes (children of the
 driver whose command line is in Ray's package, and everything below them) with their start times, and of their

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from composer.canonical_form import arch_id, stripe
-from composer.cli_primitives import stripe_legend, stripe_symbols
+from composer.canonical_form import arch_id, stripe, stripe_legend, stripe_symbols
+from composer.cli.common import check_context, print_json
 from composer.costs import ModelCost, model_cost
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER
 from composer.spec_parse import load_spec
+from composer.units import human
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,13 +34,6 @@ def run_validate(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.spec))
     print(f"ok: {args.spec} is valid (arch_id {arch_id(spec)}): {stripe(spec)}")
     return 0
-
-
-def human(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def show_facts(spec, cost: ModelCost) -> dict:
@@ -86,10 +79,7 @@ def format_table(spec, cost: ModelCost) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
-
-    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
-        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    check_context(args.context)
     if not 1 <= args.dtype_bytes <= 8:
         raise UserError(f"expected 1 to 8 bytes per value, got {args.dtype_bytes}", path="--dtype-bytes")
     spec = load_spec(Path(args.spec))

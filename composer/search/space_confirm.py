@@ -1,4 +1,6 @@
-"""`ConfirmConfig`: what a confirmation trains, and how; read from a space's `confirm:` block or the CLI flags.
+"""The `confirm:` block of a space: `ConfirmConfig`, what a confirmation (composer/confirm/) trains, and how;
+read from the block or from `composer confirm`'s flags. Here, with the space's other blocks, so the search checks
+the block when it reads the space without importing the confirmation.
 
     confirm:
       sizes: [1M, 4M]            # parameter targets (counted by `count`), or multiples of the best trial: 10x

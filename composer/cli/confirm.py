@@ -7,13 +7,14 @@ import argparse
 import typing
 from typing import Any
 
+from composer.cli.common import add_setting_flags, print_json
 from composer.errors import UserError
+from composer.yaml_source import parse_yaml
 
 BUDGET_FLAGS = ("steps", "seconds")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from composer.cli_train import add_setting_flags
     from scaling.rules import Count, Method
 
     p = sub.add_parser(
@@ -114,7 +115,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str, Any] | None:
     """The task from --task / --data / --set over the block's (or the search's) task; None when not given."""
-    from composer.cli_train import parse_task_settings
     from composer.tasks import TaskRef
 
     if args.task is None and args.data is None and not args.task_settings:
@@ -137,8 +137,21 @@ def _task(args: argparse.Namespace, block: dict[str, Any], run: Any) -> dict[str
     return {"name": name, "params": params}
 
 
+def parse_task_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items -> task parameters (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"expected KEY=VALUE, got {item!r}", path="--set")
+        try:
+            out[key.strip()] = parse_yaml(value).data
+        except UserError as e:
+            raise UserError(e.message, path=f"--set {key.strip()}") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
     from composer.confirm import format_plan, format_results, plan_confirm, run_plan
 
     if args.workers is not None and args.workers < 1:

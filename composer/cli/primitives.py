@@ -16,10 +16,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from composer.cli.common import print_json
 from composer.errors import UserError
 from composer.fields import help_of, type_text
 from composer.names import suggestion
-from composer.spec import ArchSpec, iter_layers
 
 
 @dataclass
@@ -54,8 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
-
     if args.name is None:
         infos = all_primitives()
         if args.json:
@@ -93,19 +91,6 @@ def primitive_symbol(name: str) -> str:
     return _primitive_class(name).symbol
 
 
-def stripe_symbols(spec: ArchSpec) -> dict[str, str]:
-    """Each symbol of the spec's stripe and its primitive, in order of first appearance: {"A": "attention"}."""
-    return {primitive_symbol(layer.op): layer.op for layer in iter_layers(spec.layers)}
-
-
-def stripe_legend(spec: ArchSpec) -> str:
-    """The key to a spec's stripe: `A=attention M=mlp S2=mamba2` (and `*=shared weights` when one is starred)."""
-    pairs = [f"{symbol}={op}" for symbol, op in stripe_symbols(spec).items()]
-    if any(layer.share for layer in iter_layers(spec.layers)):
-        pairs.append("*=shared weights")
-    return " ".join(pairs)
-
-
 def full_doc(name: str) -> str:
     """The class docstring, then the family module's docstring (formulas, parameter counts)."""
     cls = _primitive_class(name)
@@ -140,12 +125,8 @@ def format_list(infos: list[PrimitiveInfo]) -> str:
 
 
 def format_detail(info: PrimitiveInfo, doc: str) -> str:
-    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", ""]
-    if info.params:
-        lines.append("parameters (type, default, meaning):")
-        lines.extend(_param_lines(info.params, indent="  "))
-    else:
-        lines.append("no parameters")
+    lines = [f"{info.name}: {info.summary}", f"  symbol {info.symbol}, {info.kind}", "",
+             "parameters (type, default, meaning):", *_param_lines(info.params, indent="  ")]
     example = next((p for p in info.params if p.default not in ("null", "(required)")), None)
     use = f"{{op: {info.name}, {example.name}: {example.default}}}" if example else info.name
     if doc.startswith(info.summary):        # the summary is the title already

@@ -3,7 +3,8 @@
 The text is procedural prose from a small phrase grammar over a few hundred words, interleaved with a few
 handwritten paragraphs, so it has real structure to learn at every level a small model can reach: spelling,
 common words, agreement of articles and nouns, punctuation, sentence and paragraph shape. Deterministic:
-`python -m composer.data.generate_sample` rewrites the same file.
+`python tests/data/generate_sample.py` rewrites the same file (composer/data/sample.txt), and
+tests/test_text_task.py holds the two equal.
 """
 
 from __future__ import annotations
@@ -148,6 +149,6 @@ def make_sample(seed: int = 0, target_bytes: int = TARGET_BYTES) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(__file__).with_name("sample.txt")
+    path = Path(__file__).resolve().parents[2] / "composer" / "data" / "sample.txt"
     path.write_text(make_sample())
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")

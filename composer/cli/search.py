@@ -73,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
         check_search(space, args.address)
         print(dry_run(space, args.samples))
         return 0
-    from composer.search import search
-    from composer.search.interrupt import SearchInterrupted
+    from composer.confirm import search_then_confirm
+    from composer.search.runner import SearchInterrupted
 
     try:
-        result = search(space_arg, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,
-                        resume=bool(args.resume), trials=args.trials, max_concurrent=args.max_concurrent,
-                        address=args.address, verbose=args.verbose)
+        result = search_then_confirm(space_arg, name=args.name, runs_dir=args.runs_dir, run_dir=args.resume,
+                                     resume=bool(args.resume), trials=args.trials, max_concurrent=args.max_concurrent,
+                                     address=args.address, verbose=args.verbose)
     except SearchInterrupted as stop:
         print(summary_text(stop.result))
         print(f"search interrupted by {stop.result.summary['signal']}: {stop.result.summary['partial']}; "
@@ -128,7 +128,7 @@ def summary_text(result: Any) -> str:
     """What a search did: its own trials counted (the consensus, trained after them, has its own line)."""
     from collections import Counter
 
-    from composer.search.incremental import searched
+    from composer.search.aggregate import searched
 
     own = searched(result.rows)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(r["status"] for r in own).items()))

@@ -1,19 +1,8 @@
-"""Search strategies as Optuna samplers, so every strategy's trials live in the same study.
-
-random, grid, tpe, gp, nsga2 are Optuna's samplers. `evolution` is regularized (aging) evolution written as
-an Optuna `BaseSampler`: the parent is the best of a random tournament among the most recent completed
-trials, and the child is the parent with one structural mutation (change one slot's primitive or one
-parameter, move a width to its neighbouring value, insert or delete a layer, swap two neighbouring layers).
-`one_shot` and `incremental` are Composer's layer-wise searches: they sample with `options.sampler`
-(`sampler_options` go to it) and end with the space's aggregation, whose consensus is trained
-as one more trial (composer/search/aggregate.py, consensus.py). `one_shot` searches the whole stack at once;
-`incremental` grows it a few slots at a time (`step`, `variant: end | middle`; composer/search/incremental.py).
-Which strategy finds the best fastest is measured in benchmarks/bench_strategies.py, and the defaults follow
-it: TPE reached the table's top 5% in a median of 8 trials where random needed 19 and GP (Optuna's 10 random
-start-up trials) 13, so TPE is the default strategy and one_shot's default sampler, and GP and TPE both start
-model-based after 5 random trials (GP: 13 -> 11). The incremental search keeps sampling at random by default:
-there the benchmark could not rank the samplers (its outcome turned on a near-tie between two first-stage
-prefixes, see the README).
+"""`evolution`: regularized (aging) evolution written as an Optuna `BaseSampler`, so its trials live in the
+study like every strategy's. The parent is the best of a random tournament among the most recent completed
+trials, and the child is the parent with one structural mutation (change one slot's primitive or one parameter,
+move a width to its neighbouring value, insert or delete a layer, swap two neighbouring layers). Options:
+`population_size` (16), `tournament_size` (4).
 """
 
 from __future__ import annotations
@@ -29,9 +18,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from composer.errors import UserError
+from composer.search.strategies.base import Strategy, register_strategy, sampler_options
 
-STRATEGIES = ("random", "grid", "tpe", "gp", "nsga2", "evolution", "one_shot", "incremental")
-LAYERWISE_SAMPLER = {"one_shot": "tpe", "incremental": "random"}      # their default samplers: see above
 SLOT_NAME = re.compile(r"^layer(\d+)\.(.+)$")
 
 
@@ -189,40 +177,9 @@ def _neighbour(value: Any, dist: BaseDistribution, rng: random.Random) -> Any:
     return scaled
 
 
-def make_sampler(strategy: dict[str, Any], space: Any, seed: int) -> BaseSampler:
-    """The Optuna sampler for `strategy` ({name, options}); options go to the sampler's constructor."""
-    name = strategy["name"]
-    options = dict(strategy.get("options") or {})
-    if name not in STRATEGIES:
-        from composer.names import unknown_name_message
-
-        raise UserError(unknown_name_message("strategy", name, list(STRATEGIES)), path="strategy.name")
-    if name in ("one_shot", "incremental"):
-        inner = options.get("sampler", LAYERWISE_SAMPLER[name])
-        return make_sampler({"name": inner, "options": options.get("sampler_options")}, space, seed)
-    try:
-        if name == "random":
-            return RandomSampler(seed=seed, **options)
-        if name == "grid":
-            grid = {}
-            for key, dist in space.distributions().items():
-                values = dist.grid()
-                if values is None:
-                    raise UserError(f"grid search needs discrete values; {key!r} is a continuous range "
-                                    "(give it a `step` or a `choice`)", path="strategy.name")
-                grid[key] = values
-            return optuna.samplers.GridSampler(grid, seed=seed, **options)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **{"n_startup_trials": 5, **options})
-        if name == "gp":
-            try:
-                import scipy  # noqa: F401  (GPSampler optimizes its acquisition with scipy)
-            except ImportError:
-                raise UserError("strategy gp needs scipy, which is not installed (pip install scipy); "
-                                "tpe is a good alternative", path="strategy.name") from None
-            return optuna.samplers.GPSampler(seed=seed, **{"n_startup_trials": 5, **options})
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, **options)
+def evolution_sampler(options: dict[str, Any], space: Any, seed: int) -> BaseSampler:
+    with sampler_options("evolution"):
         return RegularizedEvolutionSampler(seed=seed, **options)
-    except TypeError as e:
-        raise UserError(f"bad options for strategy {name!r}: {e}", path="strategy.options") from None
+
+
+register_strategy(Strategy("evolution", evolution_sampler))

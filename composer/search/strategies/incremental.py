@@ -1,4 +1,7 @@
-"""Composer's incremental layer-wise search: grow the model a few slots at a time, freezing what was found.
+"""`incremental`: Composer's layer-wise search that grows the model a few slots at a time, freezing what was found
+(a strategy with a stage driver: composer/search/strategies/base.py). Its options: those of every layer-wise
+search (composer/search/strategies/layerwise.py; its sampler: random by default), `step` (slots per stage,
+default 2) and `variant` (`end`, default, or `middle`); it needs a `slots` layer space of a fixed `n_layers`.
 
 Each stage searches `step` new slots inside a model made of the slots found so far, frozen to the vote of the
 previous stages' top candidates (the space's `aggregate:` selection and vote, over the slots' sampled values):
@@ -24,11 +27,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from composer.runs import write_json
-from composer.search.aggregate import vote_keys
+from composer.atomic import write_json
+from composer.errors import UserError
+from composer.fields import option
+from composer.search.aggregate import searched, vote_keys
 from composer.search.space import SearchSpace
+from composer.search.space_layers import SlotLayers
+from composer.search.strategies.base import StageDriver, Strategy, register_strategy
+from composer.search.strategies.layerwise import LayerwiseOptions, layerwise_sampler
 
 STATE_FILE = "incremental.json"
 
@@ -119,11 +127,6 @@ def vote_slots(space: SearchSpace, rows: list[dict[str, Any]], stage: Stage) -> 
     return {p: json.loads(key) for p, key in zip(stage.positions, voted) if p in stage.new}
 
 
-def searched(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The search's own trials (not the consensus trained at the end)."""
-    return [r for r in rows if not r.get("consensus")]
-
-
 def read_state(run_dir: Path | None) -> list[dict[str, Any]]:
     path = None if run_dir is None else Path(run_dir) / STATE_FILE
     return json.loads(path.read_text())["stages"] if path is not None and path.is_file() else []
@@ -165,11 +168,9 @@ def run_incremental(space: SearchSpace, run_dir: Path | None, rows: Callable[[],
 
 
 def final_rows(space: SearchSpace, run_dir: Path | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The candidates a search's best and consensus come from: for an incremental search, its last stage's
-    (full depth) trials; otherwise every searched trial."""
+    """The candidates an incremental search's best and consensus come from: its last stage's (full depth)
+    trials."""
     rows = searched(rows)
-    if space.strategy["name"] != "incremental":
-        return rows
     done = read_state(run_dir)
     last = len(plan(space)) - 1
     if len(done) > last:
@@ -177,3 +178,23 @@ def final_rows(space: SearchSpace, run_dir: Path | None, rows: list[dict[str, An
         return [r for r in rows if int(r["trial"]) in members]
     earlier = {t for stage in done for t in stage["trials"]}
     return [r for r in rows if int(r["trial"]) not in earlier] if len(done) == last else []
+
+
+@dataclass(frozen=True)
+class IncrementalOptions(LayerwiseOptions):
+    step: int = option(2, "slots each stage searches", ge=1)
+    variant: Literal["end", "middle"] = option("end", "where each stage's new slots go: at the end, or the "
+                                                      "outermost first")
+
+
+def needs_slots(options: dict[str, Any], space: SearchSpace) -> None:
+    """The stages grow a `slots` layer space slot by slot, to a fixed depth."""
+    if not isinstance(space.layers, SlotLayers):
+        raise UserError("the incremental strategy needs a `slots` layer space", path="strategy.name")
+    if not isinstance(space.layers.n_layers, int):
+        raise UserError("the incremental strategy grows the stack slot by slot to every slot; give `n_layers` as "
+                        "a number", path="layers.n_layers")
+
+
+register_strategy(Strategy("incremental", layerwise_sampler("random"), options=IncrementalOptions, check=needs_slots,
+                           stages=StageDriver(run_incremental, final_rows), plain=False))

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from composer.cli.common import add_setting_flags, flag, print_json
 from composer.errors import UserError
-from composer.yaml_source import parse_yaml
 
 if TYPE_CHECKING:
     from composer.training.config import TrainConfig
@@ -47,66 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig setting, grouped by section; the budget flags exclude each other."""
-    from composer.training.config import SETTINGS
-
-    groups: dict[str, Any] = {}
-    for key, s in SETTINGS.items():
-        if s.section not in groups:
-            group = parser.add_argument_group(f"{s.section.replace('_', ' ')} settings")
-            groups[s.section] = group.add_mutually_exclusive_group() if s.section == "budget" else group
-        options: dict[str, Any] = {"default": None, "help": s.help + ("" if s.default is None else
-                                                                       f" (default {_default(s.default)})")}
-        # argparse neither rejects a value nor checks a choice: TrainConfig's own check does, so that a bad value
-        # is one `error:` line naming the flag (argparse would print its usage too)
-        if s.kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif s.kind is tuple:
-            options.update(type=lenient(float), nargs=s.length or "+", metavar="X")
-        elif s.kind is str:
-            options.update(metavar="{" + ",".join(s.choices) + "}" if s.choices else "NAME")
-        else:
-            options.update(type=lenient(s.kind), metavar="N" if s.kind is int else "X")
-        groups[s.section].add_argument(flag(key), dest=key, **options)
-
-
-def lenient(kind: type) -> Callable[[str], Any]:
-    """An argparse type: the flag's value as a number of `kind` (1e3 is the integer 1000), or as given when it
-    is not one, for the setting's check to reject by name."""
-    def convert(text: str) -> Any:
-        try:
-            number = float(text)
-        except ValueError:
-            return text
-        return int(number) if kind is int and number.is_integer() else number
-
-    return convert
-
-
-def _default(value: Any) -> str:
-    return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(
-        value, float) else str(value)
-
-
-def parse_task_settings(items: list[str]) -> dict[str, Any]:
-    """`--set KEY=VALUE` items -> task parameters (values read as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"expected KEY=VALUE, got {item!r}", path="--set")
-        try:
-            out[key.strip()] = parse_yaml(value).data
-        except UserError as e:
-            raise UserError(e.message, path=f"--set {key.strip()}") from None
-    return out
-
-
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of a command line: the --config file, then the flags given."""
     from composer.overrides import train_overrides
@@ -123,13 +63,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from composer.cli import print_json
+    from composer.interrupt import interrupt_signal, signal_name, stop_on_signals
     from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
     from composer.trainer import train
     from composer.training.checkpoint import CHECKPOINT
-    from composer.training.interrupt import interrupt_signal, signal_name, stop_on_signals
 
     config = train_config_from_args(args)
     spec = load_spec(Path(args.spec))
@@ -167,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def open_tracking(args: argparse.Namespace, spec: Any, config: TrainConfig, params: dict[str, Any]) -> Any:
-    """The `--log` trackers (composer/tracking.py), writing in --out, with the run's settings logged."""
+    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged."""
     if not args.log:
         return None
     from composer.tracking import check_backends, open_trackers

@@ -6,14 +6,17 @@ import argparse
 import typing
 from pathlib import Path
 
+from composer.atomic import write_atomic
 from composer.canonical_form import stripe
+from composer.cli.common import check_context
 from composer.costs import model_cost
 from composer.errors import UserError
-from composer.limits import MAX_INTEGER, MAX_LAYERS
+from composer.limits import MAX_LAYERS
 from composer.reader import Reader
-from composer.runs import check_not_run_file, write_atomic
+from composer.runs import check_not_run_file
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
+from composer.units import human
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +99,6 @@ def scale_spec(spec: ArchSpec, args: argparse.Namespace) -> ArchSpec:
 
 
 def facts(spec: ArchSpec, context: int | None) -> dict[str, str]:
-    from composer.cli_spec import human
     from scaling.rules import units
 
     cost = model_cost(spec, seq_len=context)
@@ -127,8 +129,7 @@ def run_scale(args: argparse.Namespace) -> int:
     if not Path(args.out).parent.is_dir():
         raise UserError(f"directory does not exist: {Path(args.out).parent}", path="--out")
     check_not_run_file(args.out, "--out")
-    if args.context is not None and not 1 <= args.context <= MAX_INTEGER:
-        raise UserError(f"expected a context length in [1, {MAX_INTEGER:,}], got {args.context}", path="--context")
+    check_context(args.context)
     spec = load_spec(Path(args.spec))
     scaled = scale_spec(spec, args)
     write_atomic(args.out, dump_spec(scaled))

@@ -1,4 +1,5 @@
-"""The `composer` command. Each subcommand lives in its own module with `register(subparsers)`.
+"""The `composer` command. Each subcommand lives in its own module of this package with `register(subparsers)`;
+what they share is in common.py (they never import one another).
 
 Every way a command can fail because of its input ends in one line `error: ...` on stderr and exit code 2:
 a UserError, a command-line usage error, and an OSError from the file system (a path that is a file, no
@@ -9,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import NoReturn
 
 from composer.errors import UserError
 
-SUBCOMMAND_MODULES = ("composer.cli_spec", "composer.cli_train", "composer.cli_search", "composer.cli_scale",
-                      "composer.cli_export", "composer.cli_report", "composer.cli_primitives",
-                      "composer.cli_eval", "composer.cli_confirm")
+SUBCOMMAND_MODULES = tuple(f"composer.cli.{name}" for name in (
+    "spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm"))
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -84,7 +83,3 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # stdout is not a file descriptor (captured in a test)
         pass
-
-
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
