@@ -68,13 +68,15 @@ class HybridLM(nn.Module):
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.head.weight, std=d ** -0.5)
-        self.meta = MetaTokens(spec.meta_tokens, d)  # created last: the other weights' init is as without it
+        # Created last, so the other weights' init is as without it. Not named `meta`: torch.export's GraphModule
+        # has a `meta` attribute of its own, which would hide the child.
+        self.meta_tokens = MetaTokens(spec.meta_tokens, d)
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: list[Any] | None = None) -> LMOutput:
         x = self.drop(self.embed(tokens))
-        meta = self.meta.count if state is None else 0  # a state from init_state already holds the meta tokens
-        x = self.meta.prepend(x) if meta else x
+        meta = self.meta_tokens.count if state is None else 0  # a state from init_state already holds them
+        x = self.meta_tokens.prepend(x) if meta else x
         new_state = [] if state is not None else None
         losses: Losses = {}
         for i, block in enumerate(self.blocks):
@@ -92,8 +94,8 @@ class HybridLM(nn.Module):
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
         states = [block.init_state(batch_size, device, dtype) for block in self.blocks]
-        if self.meta.count:
-            x = self.meta.weight.to(device, dtype).expand(batch_size, -1, -1)
+        if self.meta_tokens.count:
+            x = self.meta_tokens.weight.to(device, dtype).expand(batch_size, -1, -1)
             for i, block in enumerate(self.blocks):
                 x, states[i], _ = block(x, states[i])
         return states

@@ -23,10 +23,10 @@ def test_meta_tokens_are_a_learned_prefix_whose_logits_are_dropped():
     torch.manual_seed(0)
     with_meta = build_model(spec_of(3)).eval()
     plain = build_model(spec_of(0)).eval()
-    plain.load_state_dict({k: v for k, v in with_meta.state_dict().items() if k != "meta.weight"})
+    plain.load_state_dict({k: v for k, v in with_meta.state_dict().items() if k != "meta_tokens.weight"})
     prefix, tokens = torch.tensor([[7, 1, 30]]), torch.randint(0, 50, (1, 12))
     with torch.no_grad():
-        with_meta.meta.weight.copy_(with_meta.embed(prefix)[0])
+        with_meta.meta_tokens.weight.copy_(with_meta.embed(prefix)[0])
     logits = with_meta(tokens).logits
     assert logits.shape == (1, 12, 50)
     torch.testing.assert_close(logits, plain(torch.cat([prefix, tokens], 1)).logits[:, 3:], atol=1e-5, rtol=1e-5)
@@ -36,10 +36,10 @@ def test_meta_tokens_are_trained_and_change_the_output():
     model = build_model(spec_of(3))
     tokens = torch.randint(0, 50, (2, 9))
     model(tokens).logits.logsumexp(-1).sum().backward()
-    assert model.meta.weight.grad is not None and model.meta.weight.grad.abs().sum() > 0
+    assert model.meta_tokens.weight.grad is not None and model.meta_tokens.weight.grad.abs().sum() > 0
     before = model(tokens).logits
     with torch.no_grad():
-        model.meta.weight.add_(1.0)
+        model.meta_tokens.weight.add_(1.0)
     assert not torch.allclose(model(tokens).logits, before)
 
 
