@@ -12,8 +12,9 @@ params and FLOPs/token, and the load average before and after (a shared machine'
 A row name is a primitive at its defaults, or one of VARIANTS (a primitive with settings, e.g. LFM2's gated
 short convolution). Attention is always measured (the ratios' base); `--name` names the result file.
 
-Before/after: run once with another checkout's primitives first on the path (`PYTHONPATH=/path/to/before`,
-`--name layers_before`), then here with `--before layers_before`: each row gains its speed against the earlier
+Before/after: run once with another checkout's primitives and composer (`python -S` skips the editable
+install's finder, so PYTHONPATH=BEFORE_TREE:VENV_SITE_PACKAGES decides what is imported; `--name layers_before`),
+then as usual with `--before layers_before`: each row gains its speed against the earlier
 run, both sides normalised by the attention timed beside them (attention's code is the same in both), so the
 two processes need not see the same machine load.
 """
