@@ -164,7 +164,8 @@ def layout(tree: Path, model: str, steps: int) -> dict[str, Any]:
     out["one_trial_two_threads"] = {"tokens_per_wall_s_total": round(one["tokens"] / one["wall_s"])}
     out["load_1min_after"] = load()
     print(f"layout {model}: 2 x 1 thread {out['two_trials_one_thread']['tokens_per_wall_s_total']:,} tok/s, "
-          f"1 x 2 threads {out['one_trial_two_threads']['tokens_per_wall_s_total']:,} tok/s (load {load()})", flush=True)
+          f"1 x 2 threads {out['one_trial_two_threads']['tokens_per_wall_s_total']:,} tok/s (load {load()})",
+          flush=True)
     return out
 
 
