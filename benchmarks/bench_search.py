@@ -130,7 +130,8 @@ def text_overhead(trials: int, steps: int) -> dict:
             "train_s_per_trial": round(train_s / len(trained), 2), "overhead_per_trial_s": round(per_trial, 3),
             "overhead_per_trial_with_ray_start_s": round(with_ray, 3),
             "overhead_pct_at_30s_trial": round(100 * with_ray / 30.0, 2),
-            "driver_cpu_s": round(driver_cpu, 2), "driver_cpu_pct_of_search_wall": round(100 * driver_cpu / searched, 1),
+            "driver_cpu_s": round(driver_cpu, 2),
+            "driver_cpu_pct_of_search_wall": round(100 * driver_cpu / searched, 1),
             "load_1min_start_end": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
