@@ -226,9 +226,12 @@ def main() -> None:
                               "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     result["fp32_peak_gflops_per_core"] = round(fp32_peak(), 1)
     print(f"fp32 matmul peak, one thread: {result['fp32_peak_gflops_per_core']} GFLOP/s (load {load()})", flush=True)
-    result["models"] = measure(trees, args.models, args.steps, args.rounds, result["fp32_peak_gflops_per_core"])
+    if args.models:
+        result["models"] = measure(trees, args.models, args.steps, args.rounds, result["fp32_peak_gflops_per_core"])
+        write_result(args.out, result)       # each part is kept as soon as it is measured
     if args.layout:
         result["layout"] = [layout(current, model, args.steps) for model in ("mixed", "mixed@10x")]
+        write_result(args.out, result)
     if args.batch_sweep:
         result["batch_sweep"] = batch_sweep(["transformer", "winner"], [16, 32, 64], args.sweep_seeds, 512_000)
     result["load_1min_end"] = load()
