@@ -10,7 +10,9 @@ this process's CPU time over the steps only (steadier than wall time on a shared
 `--base DIR` also runs every model on another checkout (e.g. `git archive <commit> | tar -x -C DIR`), in
 alternating rounds with this one (separate processes, paired by round): the before/after of a change. `--layout`
 adds the aggregate wall-clock tokens/s of two one-thread trainings at once against one two-thread training
-(what cpus_per_trial 1 vs 2 gives a search on two cores). `--batch-sweep` trains the proxies to the end of their
+(what cpus_per_trial 1 vs 2 gives a search on two cores). `--step-ab N` times the trainer's step with its fused
+AdamW and multi-tensor clipping against torch's per-tensor forms, step by step in one process (the steadiest
+before/after on a loaded machine). `--batch-sweep` trains the proxies to the end of their
 token budget at several batch sizes and seeds: quality per token against tokens/s.
 
     .venv/bin/python benchmarks/bench_small.py [--steps 60 --rounds 3 --base /tmp/base --layout --batch-sweep]
@@ -169,6 +171,46 @@ def layout(tree: Path, model: str, steps: int) -> dict[str, Any]:
     return out
 
 
+def step_ab(model: str, steps: int) -> dict[str, Any]:
+    """The trainer's step before and after its fused AdamW and multi-tensor clipping, alternating step by step in
+    one process on two copies of one model (the same batches): CPU ms per step, median over the steps."""
+    import torch
+    import torch.nn.functional as F
+
+    from composer import build_model
+    from composer.training.setup import make_optimizer
+    from composer.training.step import clip_grad_norm
+
+    torch.set_num_threads(1)
+    task = text_task()
+    torch.manual_seed(0)
+    models = {"before": build_model(model_spec(model)), "after": build_model(model_spec(model))}
+    models["before"].load_state_dict(models["after"].state_dict())
+    optimizers = {"after": make_optimizer(models["after"], 3e-3, 0.1)}
+    groups = [{"params": list(g["params"]), "weight_decay": g["weight_decay"]}
+              for g in make_optimizer(models["before"], 3e-3, 0.1).param_groups]
+    optimizers["before"] = torch.optim.AdamW(groups, lr=3e-3, betas=(0.9, 0.95), fused=False)
+    clips = {"before": torch.nn.utils.clip_grad_norm_, "after": clip_grad_norm}
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for i in range(steps + 4):
+        x, y = task.train_batch(i, BATCH)
+        for name in ("before", "after") if i % 2 else ("after", "before"):
+            start = time.process_time()
+            loss = F.cross_entropy(models[name](x).logits.flatten(0, 1), y.reshape(-1))
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            clips[name](models[name].parameters(), 1.0)
+            loss.item()
+            optimizers[name].step()
+            if i >= 4:
+                times[name].append(time.process_time() - start)
+    before, after = (statistics.median(times[n]) * 1e3 for n in ("before", "after"))
+    out = {"model": model, "before_ms": round(before, 2), "after_ms": round(after, 2),
+           "speedup": round(before / after, 3), "load_1min": load()}
+    print(f"step a/b {model}: {before:.2f} -> {after:.2f} ms/step ({before / after:.3f}x, load {load()})", flush=True)
+    return out
+
+
 def sweep_worker(filling: str, batch_size: int, seed: int, tokens: int) -> dict[str, Any]:
     import torch
 
@@ -204,6 +246,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", nargs="*", default=[f"{f}{s}" for s in ("", "@10x") for f in FILLINGS])
     parser.add_argument("--base", type=Path, help="another checkout, run in alternating rounds (before/after)")
+    parser.add_argument("--step-ab", type=int, default=0, metavar="STEPS",
+                        help="also the trainer step before/after in one process, alternating step by step")
     parser.add_argument("--layout", action="store_true", help="2 trials x 1 thread vs 1 trial x 2 threads")
     parser.add_argument("--batch-sweep", action="store_true", help="quality per token at batch 16, 32, 64")
     parser.add_argument("--sweep-seeds", type=int, default=2)
@@ -226,9 +270,12 @@ def main() -> None:
                               "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     result["fp32_peak_gflops_per_core"] = round(fp32_peak(), 1)
     print(f"fp32 matmul peak, one thread: {result['fp32_peak_gflops_per_core']} GFLOP/s (load {load()})", flush=True)
-    if args.models:
+    if args.rounds:
         result["models"] = measure(trees, args.models, args.steps, args.rounds, result["fp32_peak_gflops_per_core"])
         write_result(args.out, result)       # each part is kept as soon as it is measured
+    if args.step_ab:
+        result["step_ab"] = [step_ab(model, args.step_ab) for model in args.models]
+        write_result(args.out, result)
     if args.layout:
         result["layout"] = [layout(current, model, args.steps) for model in ("mixed", "mixed@10x")]
         write_result(args.out, result)
