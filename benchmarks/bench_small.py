@@ -12,7 +12,8 @@ alternating rounds with this one (separate processes, paired by round): the befo
 adds the aggregate wall-clock tokens/s of two one-thread trainings at once against one two-thread training
 (what cpus_per_trial 1 vs 2 gives a search on two cores). `--step-ab N` times the trainer's step with its fused
 AdamW and multi-tensor clipping against torch's per-tensor forms, step by step in one process (the steadiest
-before/after on a loaded machine). `--batch-sweep` trains the proxies to the end of their
+before/after on a loaded machine). `--compile [MODEL ...]` measures torch.compile: its first step (the compile)
+and its steps against eager. `--batch-sweep` trains the proxies to the end of their
 token budget at several batch sizes and seeds: quality per token against tokens/s.
 
     .venv/bin/python benchmarks/bench_small.py [--steps 60 --rounds 3 --base /tmp/base --layout --batch-sweep]
@@ -84,8 +85,12 @@ def fp32_peak(seconds: float = 3.0) -> float:
     return best
 
 
-def worker(model: str, steps: int, batch_size: int, threads: int) -> dict[str, Any]:
-    """Train `model` `steps` steps (after 5 untimed ones) with the checkout on sys.path; CPU and wall seconds."""
+def worker(model: str, steps: int, batch_size: int, threads: int, compile: bool = False) -> dict[str, Any]:
+    """Train `model` `steps` steps (after 5 untimed ones) with the checkout on sys.path; CPU and wall seconds.
+    With `compile`, the model is torch.compile'd and the first step's wall and CPU seconds (with the compiler's
+    worker processes) are reported apart."""
+    import resource
+
     import torch
 
     from composer.costs import model_cost
@@ -97,23 +102,49 @@ def worker(model: str, steps: int, batch_size: int, threads: int) -> dict[str, A
     torch.set_num_threads(threads)
     spec = model_spec(model)
     task = text_task()
-    config = TrainConfig.from_dict({"steps": steps + 5, "batch_size": batch_size, "lr": 3e-3, "threads": threads})
+    config = TrainConfig.from_dict({"steps": steps + 5, "batch_size": batch_size, "lr": 3e-3, "threads": threads,
+                                     "compile": compile})
     state = set_up(spec, task, config, None)
-    for _ in range(5):
+    first = {}
+    for i in range(5):
+        wall, cpu = time.perf_counter(), time.process_time()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         train_step(state, 3e-3, batch_size, 1.0)
+        if i == 0 and compile:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            first = {"first_step_wall_s": time.perf_counter() - wall, "first_step_cpu_s": time.process_time() - cpu
+                     + (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)}
     cpu, wall = time.process_time(), time.perf_counter()
     losses = [train_step(state, 3e-3, batch_size, 1.0) for _ in range(steps)]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     costs = model_cost(load_spec(spec), seq_len=SEQ)
     return {"cpu_s": cpu, "wall_s": wall, "tokens": steps * batch_size * SEQ, "last_loss": losses[-1],
             "d_model": spec["d_model"], "non_embedding_params": costs.non_embedding_params,
-            "train_flops_per_token": costs.train_flops_per_token}
+            "train_flops_per_token": costs.train_flops_per_token, **first}
 
 
-def run_worker(tree: Path, model: str, steps: int, batch_size: int = BATCH, threads: int = 1) -> dict[str, Any]:
+def compile_check(model: str, steps: int) -> dict[str, Any]:
+    """torch.compile (inductor's CPU backend) against eager on one model: the compile's cost and the step's gain."""
+    eager = run_worker(HERE.parent, model, steps)
+    compiled = run_worker(HERE.parent, model, steps, compile=True)
+    out = {"model": model, "eager_ms_per_step": 1e3 * eager["cpu_s"] / steps,
+           "compiled_ms_per_step": 1e3 * compiled["cpu_s"] / steps,
+           "first_step_wall_s": compiled["first_step_wall_s"], "first_step_cpu_s": compiled["first_step_cpu_s"],
+           "load_1min": load()}
+    out["speedup"] = out["eager_ms_per_step"] / out["compiled_ms_per_step"]
+    gain = 1e-3 * (out["eager_ms_per_step"] - out["compiled_ms_per_step"])
+    out["steps_to_repay_compile"] = round(out["first_step_cpu_s"] / gain) if gain > 0 else None
+    print(f"compile {model}: {out['eager_ms_per_step']:.1f} -> {out['compiled_ms_per_step']:.1f} ms/step, first step "
+          f"{out['first_step_wall_s']:.0f} s wall (load {load()})", flush=True)
+    return out
+
+
+def run_worker(tree: Path, model: str, steps: int, batch_size: int = BATCH, threads: int = 1,
+               compile: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", model, "--steps", str(steps),
-                          "--batch-size", str(batch_size), "--threads", str(threads)],
+                          "--batch-size", str(batch_size), "--threads", str(threads),
+                          *(["--compile"] if compile else [])],
                          env=env, cwd=str(tree), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -248,6 +279,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="another checkout, run in alternating rounds (before/after)")
     parser.add_argument("--step-ab", type=int, default=0, metavar="STEPS",
                         help="also the trainer step before/after in one process, alternating step by step")
+    parser.add_argument("--compile", nargs="*", metavar="MODEL",
+                        help="torch.compile vs eager on these models (default mixed): compile time and step gain")
     parser.add_argument("--layout", action="store_true", help="2 trials x 1 thread vs 1 trial x 2 threads")
     parser.add_argument("--batch-sweep", action="store_true", help="quality per token at batch 16, 32, 64")
     parser.add_argument("--sweep-seeds", type=int, default=2)
@@ -257,7 +290,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.batch_size, args.threads)))
+        compiled = args.compile is not None
+        print(json.dumps(worker(args.worker, args.steps, args.batch_size, args.threads, compiled)))
         return
     sys.path.insert(0, str(HERE))
     from common import write_result
@@ -275,6 +309,9 @@ def main() -> None:
         write_result(args.out, result)       # each part is kept as soon as it is measured
     if args.step_ab:
         result["step_ab"] = [step_ab(model, args.step_ab) for model in args.models]
+        write_result(args.out, result)
+    if args.compile is not None:
+        result["compile"] = [compile_check(model, args.steps) for model in args.compile or ["mixed"]]
         write_result(args.out, result)
     if args.layout:
         result["layout"] = [layout(current, model, args.steps) for model in ("mixed", "mixed@10x")]
