@@ -12,9 +12,11 @@ alternating rounds with this one (separate processes, paired by round): the befo
 adds the aggregate wall-clock tokens/s of two one-thread trainings at once against one two-thread training
 (what cpus_per_trial 1 vs 2 gives a search on two cores). `--step-ab N` times the trainer's step with its fused
 AdamW and multi-tensor clipping against torch's per-tensor forms, step by step in one process (the steadiest
-before/after on a loaded machine). `--compile [MODEL ...]` measures torch.compile: its first step (the compile)
-and its steps against eager. `--batch-sweep` trains the proxies to the end of their
-token budget at several batch sizes and seeds: quality per token against tokens/s.
+before/after on a loaded machine). `--breakdown` splits the step into batch, forward, backward, clipping and
+optimizer for one model per mixer (six slots of that mixer + MLP, and MLP alone) at the proxy width, the models
+alternating step by step in one process: where a proxy trial's time goes. `--compile [MODEL ...]` measures
+torch.compile: its first step (the compile) and its steps against eager. `--batch-sweep` trains the proxies to the
+end of their token budget at several batch sizes and seeds: quality per token against tokens/s.
 
     .venv/bin/python benchmarks/bench_small.py [--steps 60 --rounds 3 --base /tmp/base --layout --batch-sweep]
 """
@@ -242,6 +244,57 @@ def step_ab(model: str, steps: int) -> dict[str, Any]:
     return out
 
 
+BREAKDOWN_OPS = ("attention", "mamba2", "gated_deltanet", "gla", "short_conv", None)   # None: the MLPs alone
+STEP_PARTS = ("batch", "forward", "backward", "clip", "optimizer")
+
+
+def breakdown(steps: int) -> list[dict[str, Any]]:
+    """CPU ms of each part of the trainer's step (median over `steps`) for six slots of one mixer + MLP at the
+    proxy width, all models alternating step by step in one process (so a loaded machine slows them alike)."""
+    import torch
+    import torch.nn.functional as F
+
+    from composer import build_model
+    from composer.training.setup import make_optimizer
+    from composer.training.step import clip_grad_norm
+
+    torch.set_num_threads(1)
+    task = text_task()
+    names = [op or "mlp_only" for op in BREAKDOWN_OPS]
+    models = {}
+    for op, name in zip(BREAKDOWN_OPS, names):
+        layers = [item for _ in range(6) for item in ((op, "mlp") if op else ("mlp",))]
+        models[name] = build_model({"d_model": PROXY_D, "vocab_size": 256, "max_seq_len": SEQ, "layers": layers})
+    optimizers = {name: make_optimizer(model, 3e-3, 0.1) for name, model in models.items()}
+    times: dict[str, dict[str, list[float]]] = {name: {part: [] for part in STEP_PARTS} for name in names}
+    for i in range(steps + 3):
+        for name in names if i % 2 else names[::-1]:
+            model, optimizer = models[name], optimizers[name]
+            marks = [time.process_time()]
+            x, y = task.train_batch(i, BATCH)
+            marks.append(time.process_time())
+            loss = F.cross_entropy(model(x).logits.flatten(0, 1), y.reshape(-1))
+            marks.append(time.process_time())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            marks.append(time.process_time())
+            clip_grad_norm(model.parameters(), 1.0)
+            loss.item()
+            marks.append(time.process_time())
+            optimizer.step()
+            marks.append(time.process_time())
+            if i >= 3:
+                for part, start, end in zip(STEP_PARTS, marks, marks[1:]):
+                    times[name][part].append(end - start)
+    rows = []
+    for name in names:
+        parts = {part: round(statistics.median(values) * 1e3, 3) for part, values in times[name].items()}
+        rows.append({"model": name, "ms_per_step": round(sum(parts.values()), 2), "ms": parts, "load_1min": load()})
+        print(f"breakdown {name:15s} {rows[-1]['ms_per_step']:6.2f} ms/step: "
+              + ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items()), flush=True)
+    return rows
+
+
 def sweep_worker(filling: str, batch_size: int, seed: int, tokens: int) -> dict[str, Any]:
     import torch
 
@@ -279,6 +332,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="another checkout, run in alternating rounds (before/after)")
     parser.add_argument("--step-ab", type=int, default=0, metavar="STEPS",
                         help="also the trainer step before/after in one process, alternating step by step")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="STEPS",
+                        help="the step's parts (batch, forward, backward, clip, optimizer) per mixer, proxy width")
     parser.add_argument("--compile", nargs="*", metavar="MODEL",
                         help="torch.compile vs eager on these models (default mixed): compile time and step gain")
     parser.add_argument("--layout", action="store_true", help="2 trials x 1 thread vs 1 trial x 2 threads")
@@ -309,6 +364,9 @@ def main() -> None:
         write_result(args.out, result)       # each part is kept as soon as it is measured
     if args.step_ab:
         result["step_ab"] = [step_ab(model, args.step_ab) for model in args.models]
+        write_result(args.out, result)
+    if args.breakdown:
+        result["breakdown"] = breakdown(args.breakdown)
         write_result(args.out, result)
     if args.compile is not None:
         result["compile"] = [compile_check(model, args.steps) for model in args.compile or ["mixed"]]
