@@ -193,16 +193,16 @@ def train_trial(trial: Trial, task_config: TaskRef, config: TrainConfig,
     task = task_config.build()
     tracker, callback = None, None
     if tracking is not None:
-        from composer.tracking import open_trackers
+        from composer.tracking import evaluation_metrics, open_trackers
 
         backends, folder = tracking
         params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config.flat(),
                   "train": config.changed(), "spec": trial.spec.to_dict()}
-        tracker = open_trackers(backends, folder, params, name=Path(folder).name)
+        tracker = open_trackers(backends, folder, params, name=Path(folder).name, path="logging")
 
         def callback(m: dict[str, Any]) -> None:
             if isinstance(m.get("step"), int):
-                tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+                tracker.log_metrics(evaluation_metrics(m), m["step"])
     try:
         result = train(trial.spec, task, {"tokens": trial.tokens}, config, seed=trial.seed, callback=callback)
     finally:

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or sections); flags override it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--log", nargs="+", default=[], metavar="LOGGER", help="with --out: also log to tensorboard "
-                   "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlruns)")
+                   "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlflow.db, or "
+                   "MLFLOW_TRACKING_URI)")
     add_setting_flags(p)
     p.set_defaults(func=run)
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         params["data"] = args.data
     task = get_task(args.task, **params)
     show = not args.json
-    tracker = open_tracking(args, spec, config, params)
+    tracker = open_tracking(args, spec, task, config, params)
     on_step, on_eval = tracked(tracker, progress_line if show else None, eval_line if show else None)
     try:
         with stop_on_signals():
@@ -105,21 +106,31 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.status != "diverged" else 1
 
 
-def open_tracking(args: argparse.Namespace, spec: Any, config: TrainConfig, params: dict[str, Any]) -> Any:
-    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged."""
+def open_tracking(args: argparse.Namespace, spec: Any, task: Any, config: TrainConfig,
+                  params: dict[str, Any]) -> Any:
+    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged once as
+    parameters: the task, the training settings, the spec and the costs of the model the task trains."""
     if not args.log:
         return None
+    from composer.costs import model_cost
+    from composer.tasks import TaskSuite
     from composer.tracking import check_backends, open_trackers
+    from composer.trainer import fit_spec
 
     check_backends(args.log)
     if not args.out:
         raise UserError("--log writes into the run folder: give --out DIR", path="--log")
-    return open_trackers(args.log, args.out, {"task": {"name": args.task, **params}, **config.to_dict(),
-                                              "spec": spec.to_dict()}, name=Path(args.out).name)
+    settings: dict[str, Any] = {"task": {"name": args.task, **params}, **config.to_dict(), "spec": spec.to_dict()}
+    if not isinstance(task, TaskSuite):
+        settings["costs"] = model_cost(fit_spec(spec, task), seq_len=task.seq_len).as_dict()
+    return open_trackers(args.log, args.out, settings, name=Path(args.out).name)
 
 
 def tracked(tracker: Any, on_step: Callable | None, on_eval: Callable | None) -> tuple[Callable | None, Callable]:
-    """The trainer's `on_step` and evaluation `callback`, also logging to `tracker` when there is one."""
+    """The trainer's `on_step` and evaluation `callback`, also logging to `tracker` when there is one: `train/loss`,
+    `train/lr`, `train/tokens_per_s` at logged steps, `eval/<metric>` at evaluations (without the run's
+    settings and costs, which are its parameters)."""
+    from composer.tracking import evaluation_metrics
     def step(p: dict[str, Any]) -> None:
         if tracker is not None:
             tracker.log_metrics({f"train/{k}": v for k, v in p.items() if k in ("loss", "lr", "tokens_per_s")},
@@ -129,7 +140,7 @@ def tracked(tracker: Any, on_step: Callable | None, on_eval: Callable | None) ->
 
     def evaluation(m: dict[str, Any]) -> None:
         if tracker is not None and isinstance(m.get("step"), int):
-            tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+            tracker.log_metrics(evaluation_metrics(m), m["step"])
         if on_eval is not None:
             on_eval(m)
 
