@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
     from composer.tasks import get_task
-    from composer.trainer import train
+    from composer.trainer import completed_run, saved_loop, train
     from composer.training.checkpoint import CHECKPOINT
 
     config = train_config_from_args(args)
@@ -81,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
         params["data"] = args.data
     task = get_task(args.task, **params)
     show = not args.json
+    finished = completed_run(spec, task, config, args.out)
+    if finished is not None:
+        print(f"{args.out}: this run is complete (step {finished.step}; budget {budget_text(config)}); nothing was "
+              "changed: give a larger budget to continue it, or --no-resume to start it over", file=sys.stderr)
+        print(summary(finished)) if show else print_json(finished.to_dict())
+        return 0
+    saved = saved_loop(spec, task, config, args.out)
+    if saved is not None:
+        print(f"resuming {args.out} from its checkpoint at step {saved['step']} (budget {budget_text(config)})",
+              file=sys.stderr)
     tracker = open_tracking(args, spec, task, config, params)
     on_step, on_eval = tracked(tracker, progress_line if show else None, eval_line if show else None)
     try:
@@ -104,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted by {signal_name(signum)} after step {result.step}: {where}", file=sys.stderr)
         return 128 + signum
     return 0 if result.status != "diverged" else 1
+
+
+def budget_text(config: TrainConfig) -> str:
+    """`steps=300`, `seconds=120`: the budget a command line gave."""
+    return ", ".join(f"{k}={v:g}" for k, v in config.budget.as_dict().items())
 
 
 def open_tracking(args: argparse.Namespace, spec: Any, task: Any, config: TrainConfig,

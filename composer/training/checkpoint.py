@@ -93,6 +93,19 @@ def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module,
     return loop
 
 
+def read_loop_state(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The loop state (step, train_time, history) saved with the checkpoint in `out_dir`, without loading the
+    weights into a model; a damaged checkpoint is a UserError."""
+    path = Path(out_dir) / CHECKPOINT / "trainer.pt"
+    try:
+        loop = torch.load(path, weights_only=True, map_location="cpu")["loop"]
+        return {"step": int(loop["step"]), "train_time": float(loop["train_time"]), "history": list(loop["history"])}
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        message = " ".join(str(e).split())[:300]
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {message}); use another output folder, or "
+                        "--no-resume to start over in this one", path="out") from None
+
+
 METRICS_FILE = "metrics.jsonl"
 
 
