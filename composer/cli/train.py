@@ -4,7 +4,10 @@ The training flags are generated from TrainConfig (composer/training/config.py):
 its flat key (`warmup_steps` -> `--warmup-steps`), with its type, choices, help text and default.
 
 With `--out DIR`, Ctrl-C or SIGTERM ends the run after its current step with a checkpoint in DIR, and the command
-exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it.
+exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it (a finished run says
+it is complete and changes nothing; a larger budget continues it). Each run that trains writes `DIR/result.json`:
+its outcome and the provenance block a search, a confirmation and a bundle record (versions, git commit,
+device, host).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "setting has a flag (composer/training/config.py).")
     p.add_argument("spec", help="architecture YAML file")
     p.add_argument("--task", default="mqar", help="task name (default mqar): mqar, text, mad, mad:<task>")
-    p.add_argument("--out", default=None, metavar="DIR", help="write spec.yaml, metrics.jsonl and checkpoints here "
+    p.add_argument("--out", default=None, metavar="DIR", help="write spec.yaml, metrics.jsonl, result.json (with "
+                   "versions, git commit, device and host) and checkpoints here "
                    "(every --checkpoint-every steps and --checkpoint-seconds, on Ctrl-C or SIGTERM, and at the end); "
                    "the same command run again resumes from the checkpoint")
     p.add_argument("--data", default=None, metavar="PATH", help="text task: a file, directory, glob or hub name")
@@ -102,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if tracker is not None:
             tracker.close()
+    if args.out:
+        write_result(Path(args.out), result, config)
     if show:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -114,6 +120,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted by {signal_name(signum)} after step {result.step}: {where}", file=sys.stderr)
         return 128 + signum
     return 0 if result.status != "diverged" else 1
+
+
+RESULT_FILE = "result.json"
+
+
+def write_result(out: Path, result: Any, config: TrainConfig) -> None:
+    """`DIR/result.json`: the run's outcome (status, step, final metrics, sweep rows, suite members) and where it
+    came from (composer/provenance.py: versions, git commit, device, host), as a search trial's result.json."""
+    from composer.atomic import write_json
+    from composer.provenance import provenance
+
+    record = {k: v for k, v in result.to_dict().items() if k != "history"}
+    write_json(out / RESULT_FILE, {**record, "budget": config.budget.as_dict(),
+                                   "provenance": provenance(config.runtime.device)})
 
 
 def budget_text(config: TrainConfig) -> str:
