@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from composer.atomic import write_atomic
+from composer.atomic import file_mode, write_atomic
 from composer.errors import UserError
 
 CHECKPOINT = "checkpoint"
@@ -34,6 +34,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, optimize
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
+    (tmp / "model.safetensors").chmod(file_mode())        # safetensors writes 0600; the run's files are 0644
     if fingerprint is not None:
         (tmp / FINGERPRINT).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     state = {"optimizer": optimizer.state_dict(), "loop": loop_state, "cpu_rng": torch.get_rng_state()}
