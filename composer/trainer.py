@@ -42,6 +42,7 @@ from typing import Any
 from composer.errors import UserError
 from composer.interrupt import interrupt_signal
 from composer.spec import ArchSpec
+from composer.spec_parse import load_spec
 from composer.tasks import Task, TaskSuite, get_task
 from composer.training.checkpoint import has_checkpoint, read_fingerprint, read_loop_state
 from composer.training.config import TrainConfig, eval_interval, train_config
@@ -261,7 +262,9 @@ def _score(task: Task, result: TrainResult) -> float:
 def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | int | dict | None = None,
                 config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
                 out_dir: PathLike | None = None, on_step: Callable | None = None, **settings: Any) -> TrainResult:
-    """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean.
+    """One model per suite member, each at the member's own vocabulary (MAD's protocol: the tasks' vocabularies
+    differ, so a suite is the one place a spec's vocab_size does not apply); metrics hold each member's and each
+    task's accuracy and the overall mean.
 
     `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
     members done so far, `member`, `member_accuracy`, `members_done` and `members_total`. Members are
@@ -273,13 +276,15 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
         config = config.with_settings(eval_every=1 << 62)
     members: dict[str, dict[str, Any]] = {}
     statuses = []
+    spec = load_spec(spec)
     with torch_threads(config.runtime.threads):
         for label, task in suite.members:
             run_dir = None if out_dir is None else Path(out_dir) / label.replace("/", "__")
+            member_spec = spec.replace(vocab_size=task.vocab_size)    # each member's own vocabulary (MAD's protocol)
             if config.optimizer.lrs or config.optimizer.weight_decays:
-                result = train_sweep(spec, task, config=config, out_dir=run_dir, on_step=on_step)
+                result = train_sweep(member_spec, task, config=config, out_dir=run_dir, on_step=on_step)
             else:
-                result = _train_one(spec, task, config, None, run_dir, on_step)
+                result = _train_one(member_spec, task, config, None, run_dir, on_step)
             statuses.append(result.status)
             if result.status == "interrupted":     # the member's own step and folder: where its checkpoint is
                 return TrainResult("interrupted", {**_suite_metrics(suite, members), "status": "interrupted"}, [],

@@ -149,7 +149,8 @@ def test_train_cli_log_needs_out(capsys, tmp_path):
 
     spec = tmp_path / "s.yaml"
     spec.write_text("d_model: 16\nvocab_size: 32\nlayers: [mlp]\n")
-    assert main(["train", str(spec), "--steps", "1", "--log", "csv"]) == 2
+    assert main(["train", str(spec), "--steps", "1", "--log", "csv", "--set", "vocab_size=32", "seq_len=16",
+                 "kv_pairs=2"]) == 2
     assert "--log" in capsys.readouterr().err
 
 

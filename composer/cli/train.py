@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from composer.interrupt import interrupt_signal, signal_name, stop_on_signals
     from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
-    from composer.tasks import get_task
-    from composer.trainer import completed_run, saved_loop, train
+    from composer.tasks import TaskSuite, get_task
+    from composer.trainer import completed_run, fit_spec, saved_loop, train
     from composer.training.checkpoint import CHECKPOINT
 
     config = train_config_from_args(args)
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--data applies to the text task only", path="--data")
         params["data"] = args.data
     task = get_task(args.task, **params)
+    if not isinstance(task, TaskSuite):     # the task's vocabulary when the file states none; a mismatch is refused
+        spec = fit_spec(Path(args.spec), task)
     show = not args.json
     finished = completed_run(spec, task, config, args.out)
     if finished is not None:
