@@ -37,3 +37,16 @@ def test_a_search_speaks_before_ray_starts(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "start_ray", start_ray)
     with pytest.raises(RayStarts):
         runner.search(str(ROOT / "search_spaces" / "quickstart.yaml"), runs_dir=tmp_path)
+
+
+def test_a_space_whose_base_states_another_vocabulary_is_refused_when_read():
+    from composer.errors import UserError
+    from composer.search.space_parse import load_space
+
+    text = (ROOT / "search_spaces" / "quickstart.yaml").read_text().replace("  d_model: 64\n",
+                                                                            "  d_model: 64\n  vocab_size: 128\n")
+    with pytest.raises(UserError, match="the spec's vocab_size is 128 but the mqar task's vocabulary is 256") as e:
+        load_space(text)
+    assert e.value.path == "base.vocab_size"
+    ok = text.replace("vocab_size: 128", "vocab_size: 256")
+    assert load_space(ok).vocab_size == 256
