@@ -32,5 +32,12 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def folder_mode() -> int:
+    """The mode `mkdir()` would give a new folder: 0777 less the process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -13,9 +13,11 @@ prunes this way). NaN/inf losses or gradients end the run with status "diverged"
 `out_dir`, every evaluation appends to `metrics.jsonl`, the fitted spec is written to `spec.yaml`, and checkpoints
 are written every `checkpoint_every` steps, every `checkpoint_seconds` and at the end; a later call with the same
 `out_dir` resumes from the checkpoint (after checking it belongs to the same run: training/fingerprint.py) and
-reaches the same weights and metrics.jsonl as an uninterrupted run. Inside `stop_on_signals()` (the CLI), SIGINT
-or SIGTERM ends the run after its current step with a checkpoint and status "interrupted". A run whose estimated
-memory exceeds the device's available memory is refused before anything is built (training/memory.py).
+reaches the same weights and metrics.jsonl as an uninterrupted run; when that run already reached the budget, the
+call returns it and writes nothing (`completed_run`), and a larger budget continues it. Inside `stop_on_signals()`
+(the CLI), SIGINT or SIGTERM ends the run after its current step with a checkpoint and status "interrupted". A run
+whose estimated memory exceeds the device's available memory is refused before anything is built
+(training/memory.py).
 
 `lrs=[...]` sweeps learning rates (and `weight_decays=[...]` weight decays: one run per pair) and keeps the best
 run; a `TaskSuite` (the `mad` suite) trains one model per member and reports each accuracy and the mean.
@@ -40,16 +42,19 @@ from typing import Any
 from composer.errors import UserError
 from composer.interrupt import interrupt_signal
 from composer.spec import ArchSpec
+from composer.spec_parse import load_spec
 from composer.tasks import Task, TaskSuite, get_task
+from composer.training.checkpoint import has_checkpoint, read_fingerprint, read_loop_state
 from composer.training.config import TrainConfig, eval_interval, train_config
 from composer.training.evaluate import evaluate
+from composer.training.fingerprint import run_fingerprint
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
 from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
 from composer.training.step import train_step
 
-__all__ = ["Budget", "StopTraining", "TrainConfig", "TrainResult", "fit_spec", "make_optimizer", "train",
-           "train_suite", "train_sweep"]
+__all__ = ["Budget", "StopTraining", "TrainConfig", "TrainResult", "completed_run", "fit_spec", "make_optimizer",
+           "saved_loop", "train", "train_suite", "train_sweep"]
 
 Callback = Callable[[dict[str, Any]], Any]
 PathLike = str | os.PathLike
@@ -127,8 +132,40 @@ def train_sweep(spec: ArchSpec | dict | str, task: Task, budget: Budget | int | 
     return best
 
 
+def completed_run(spec: ArchSpec | dict | str, task: Task | TaskSuite, config: TrainConfig,
+                  out_dir: PathLike | None) -> TrainResult | None:
+    """The run in `out_dir` when it already reached this call's budget; None when there is nothing complete to
+    return (see `saved_loop`, or budget left). Reads the folder, writes nothing: a finished run run again with
+    the same settings changes nothing."""
+    loop = saved_loop(spec, task, config, out_dir)
+    if loop is None or not loop["history"]:
+        return None
+    tokens_per_step = config.runtime.batch_size * task.seq_len
+    if config.budget.progress(loop["step"], loop["train_time"], tokens_per_step) < 1.0:
+        return None
+    metrics = {**loop["history"][-1], "status": "completed"}
+    return TrainResult("completed", metrics, loop["history"], loop["step"], None, str(out_dir))
+
+
+def saved_loop(spec: ArchSpec | dict | str, task: Task | TaskSuite, config: TrainConfig,
+               out_dir: PathLike | None) -> dict[str, Any] | None:
+    """The loop state (step, train_time, history) of the checkpoint in `out_dir` that this call would resume
+    from; None without one: no folder or checkpoint, `resume` off, a sweep or suite (their runs are in
+    sub-folders), or another run's checkpoint (training/fingerprint.py; `train` then says what differs)."""
+    if out_dir is None or not config.checkpoint.resume or isinstance(task, TaskSuite) or not has_checkpoint(out_dir):
+        return None
+    if config.optimizer.lrs or config.optimizer.weight_decays:
+        return None
+    if read_fingerprint(out_dir) != run_fingerprint(fit_spec(spec, task), task, config):
+        return None
+    return read_loop_state(out_dir)
+
+
 def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, callback: Callback | None,
                out_dir: PathLike | None, on_step: Callable | None) -> TrainResult:
+    finished = completed_run(spec, task, config, out_dir)
+    if finished is not None:
+        return finished
     state = set_up(spec, task, config, out_dir)
     opt, schedule = config.optimizer, config.lr_schedule
     total_steps = state.budget.total_steps(state.tokens_per_step)
@@ -140,7 +177,7 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
 
     status, diverged_step, train_loss = "completed", None, float("nan")
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
-    done = total_steps is not None and state.step >= total_steps
+    done = state.progress() >= 1.0
     while not done:
         start = time.perf_counter()
         lr = opt.lr * lr_factor(state.step, state.progress(), warmup, schedule.schedule, schedule.min_lr_ratio,
@@ -225,7 +262,9 @@ def _score(task: Task, result: TrainResult) -> float:
 def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | int | dict | None = None,
                 config: TrainConfig | dict[str, Any] | None = None, *, callback: Callback | None = None,
                 out_dir: PathLike | None = None, on_step: Callable | None = None, **settings: Any) -> TrainResult:
-    """One model per suite member; metrics hold each member's and each task's accuracy and the overall mean.
+    """One model per suite member, each at the member's own vocabulary (MAD's protocol: the tasks' vocabularies
+    differ, so a suite is the one place a spec's vocab_size does not apply); metrics hold each member's and each
+    task's accuracy and the overall mean.
 
     `callback` gets the suite's progress after each member: the running per-task and mean accuracy over the
     members done so far, `member`, `member_accuracy`, `members_done` and `members_total`. Members are
@@ -237,13 +276,15 @@ def train_suite(spec: ArchSpec | dict | str, suite: TaskSuite, budget: Budget | 
         config = config.with_settings(eval_every=1 << 62)
     members: dict[str, dict[str, Any]] = {}
     statuses = []
+    spec = load_spec(spec)
     with torch_threads(config.runtime.threads):
         for label, task in suite.members:
             run_dir = None if out_dir is None else Path(out_dir) / label.replace("/", "__")
+            member_spec = spec.replace(vocab_size=task.vocab_size)    # each member's own vocabulary (MAD's protocol)
             if config.optimizer.lrs or config.optimizer.weight_decays:
-                result = train_sweep(spec, task, config=config, out_dir=run_dir, on_step=on_step)
+                result = train_sweep(member_spec, task, config=config, out_dir=run_dir, on_step=on_step)
             else:
-                result = _train_one(spec, task, config, None, run_dir, on_step)
+                result = _train_one(member_spec, task, config, None, run_dir, on_step)
             statuses.append(result.status)
             if result.status == "interrupted":     # the member's own step and folder: where its checkpoint is
                 return TrainResult("interrupted", {**_suite_metrics(suite, members), "status": "interrupted"}, [],

@@ -70,18 +70,22 @@ class Ladder:
     bootstrap: int = 500
     logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking/)
     run_dir: str | None = None                              # set by run_ladder: the folder its trials log under
+    task_vocabulary: tuple[str, ...] = ()   # set by the parser: architectures that state no vocab_size (the task's)
 
 
 # ------------------------------------------------------------------------------------------------
 # Planning
 
 
-def plan(ladder: Ladder, seq_len: int | None = None) -> list[Trial]:
-    """Every trial: each architecture fitted to each size, with its token budget(s) and seeds."""
+def plan(ladder: Ladder, seq_len: int | None = None, vocab_size: int | None = None) -> list[Trial]:
+    """Every trial: each architecture fitted to each size, with its token budget(s) and seeds. `vocab_size`: the
+    task's, given to the architectures that state none (a spec that states another is refused when it trains)."""
     from composer.costs import model_cost
 
     trials = []
     for arch, spec in ladder.architectures.items():
+        if vocab_size is not None and arch in ladder.task_vocabulary:
+            spec = spec.replace(vocab_size=vocab_size)
         method = choose_method(spec, ladder.method)   # one method for all sizes of an architecture
         for label, target in ladder.sizes:
             try:
@@ -193,16 +197,16 @@ def train_trial(trial: Trial, task_config: TaskRef, config: TrainConfig,
     task = task_config.build()
     tracker, callback = None, None
     if tracking is not None:
-        from composer.tracking import open_trackers
+        from composer.tracking import evaluation_metrics, open_trackers
 
         backends, folder = tracking
         params = {"trial": {k: v for k, v in asdict(trial).items() if k != "spec"}, "task": task_config.flat(),
                   "train": config.changed(), "spec": trial.spec.to_dict()}
-        tracker = open_trackers(backends, folder, params, name=Path(folder).name)
+        tracker = open_trackers(backends, folder, params, name=Path(folder).name, path="logging")
 
         def callback(m: dict[str, Any]) -> None:
             if isinstance(m.get("step"), int):
-                tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+                tracker.log_metrics(evaluation_metrics(m), m["step"])
     try:
         result = train(trial.spec, task, {"tokens": trial.tokens}, config, seed=trial.seed, callback=callback)
     finally:
@@ -236,8 +240,8 @@ def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: 
             raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); move it away to start the ladder "
                             "afresh") from None
     task = ladder.task.build()
-    seq_len = None if isinstance(task, TaskSuite) else task.seq_len
-    trials = plan(ladder, seq_len=seq_len) if trials is None else trials
+    seq_len, vocab_size = (None, None) if isinstance(task, TaskSuite) else (task.seq_len, task.vocab_size)
+    trials = plan(ladder, seq_len=seq_len, vocab_size=vocab_size) if trials is None else trials
     todo = [t for t in trials if t.key not in done]
     log(f"ladder {ladder.name}: {len(trials)} trials, {len(trials) - len(todo)} already done")
     rows = dict(done)

@@ -30,6 +30,7 @@ functions in `FIELDS` below.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -46,7 +47,7 @@ from composer.training.config import TrainConfig
 from composer.yaml_source import read_source
 from scaling.ladder import Ladder
 
-LADDER_KEYS = keys_of(Ladder, skip=("run_dir",))   # the keys of a ladder file: Ladder's fields
+LADDER_KEYS = keys_of(Ladder, skip=("run_dir", "task_vocabulary"))   # the keys of a ladder file: Ladder's fields
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
                      "seed": "the ladder sets each trial's seed: use `seeds`"}
@@ -79,7 +80,9 @@ def load_ladder(obj: Any) -> Ladder:
     data = reader.mapping(source.data, "", LADDER_KEYS)
     base = Path(source.filename).parent if source.filename else Path(".")
     given = {key: read(reader, data[key], key, base) for key, read in FIELDS.items() if key in data}
-    ladder = reader.read(Ladder, data, skip=("run_dir",), **given)
+    ladder = reader.read(Ladder, data, skip=("run_dir", "task_vocabulary"), **given)
+    if isinstance(data.get("architectures"), dict):
+        ladder = dataclasses.replace(ladder, task_vocabulary=_unstated_vocabulary(data["architectures"], base))
     trials = (len(ladder.architectures) * len(ladder.sizes) * len(ladder.seeds)
               * len(ladder.budget.get("flops", [None])))
     if trials > MAX_LADDER_TRIALS:
@@ -178,6 +181,18 @@ def _architectures(reader: Reader, value: Any, path: str, base: Path) -> dict[st
                 raise reader.relay(e, where) from None
             raise
     return out
+
+
+def _unstated_vocabulary(architectures: dict[str, Any], base: Path) -> tuple[str, ...]:
+    """The architectures whose spec (a file or a mapping) states no vocab_size: they train at the task's."""
+    from composer.training.setup import states_vocab_size
+
+    out = []
+    for name, spec in architectures.items():
+        source = (Path(spec) if Path(spec).is_absolute() else base / spec) if isinstance(spec, str) else spec
+        if not states_vocab_size(source):
+            out.append(str(name))
+    return tuple(out)
 
 
 def _sizes(reader: Reader, value: Any, path: str, base: Path) -> list[tuple[str, int]]:

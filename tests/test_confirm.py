@@ -440,3 +440,30 @@ def test_a_search_with_a_confirm_block_confirms_when_it_ends(tmp_path):
     saved = json.loads((tmp_path / "with_confirm" / "confirm.json").read_text())
     assert result.confirm == saved and saved["missing"] == [] and saved["config"]["seeds"] == 2
     assert saved["candidates"][0]["name"] == f"trial_{result.best_row['trial']}"
+
+
+def test_verdicts_render_code_not_backticks():
+    from composer.report.confirmation import interval_words, words
+
+    line = "3 candidates are too few (`--spread N` / `confirm.spread` adds trials) <b>"
+    assert words(line) == ("3 candidates are too few (<code>--spread N</code> / <code>confirm.spread</code> adds "
+                           "trials) &lt;b&gt;")
+    assert interval_words(2) == "95% t-interval over 2 seeds (t with 1 d.f.)"
+
+
+def test_error_bars_say_t_interval_and_stop_at_zero(tmp_path, monkeypatch):
+    """Two seeds: a t-interval 12.7 standard errors wide reaches below a loss of 0; the bar stops at 0 and the
+    axis says what the bars are."""
+    import matplotlib.axes
+
+    from composer.report.confirmation import proxy_target_figure
+
+    bars, labels = [], []
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, x, y, yerr=None, **k: bars.append((y, yerr)))
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda self, text, **k: labels.append(text))
+    confirm = {"sizes": [{"label": "1M"}], "objective": {"metric": "val_loss", "mode": "min"}, "config": {"seeds": 2},
+               "candidates": [{"name": "a", "proxy": 1.0}, {"name": "b", "proxy": 2.0}], "transfer": {},
+               "results": {"1M": {"a": {"mean": 0.5, "ci": [-3.0, 4.0]}, "b": {"mean": 1.0, "ci": [0.5, 1.5]}}}}
+    assert proxy_target_figure(confirm) is not None
+    assert bars[0] == ([0.5], [[0.5], [3.5]]) and bars[1] == ([1.0], [[0.5], [0.5]])
+    assert labels == ["target val_loss (mean, 95% t-interval over 2 seeds (t with 1 d.f.)); clipped at 0"]

@@ -69,14 +69,15 @@ def test_rolling_loglikelihood_covers_every_token_once(bundle):
     short, long = "short text", "a document longer than one window of the model's context: " * 2
     scores = lm.loglikelihood_rolling([request("loglikelihood_rolling", short),
                                        request("loglikelihood_rolling", long)])
-    newline, L = 10, SPEC["max_seq_len"]
+    end_of_text, L = 0, SPEC["max_seq_len"]      # the byte tokenizer's <|endoftext|> (the NUL byte's id)
+    assert lm.prefix_token_id == end_of_text
     tokens = list(short.encode())
-    lp = logprobs_of(model, [newline] + tokens[:-1])
+    lp = logprobs_of(model, [end_of_text] + tokens[:-1])
     assert scores[0] == pytest.approx(float(lp.gather(1, torch.tensor(tokens)[:, None]).sum()), abs=1e-4)
     tokens, total, done = list(long.encode()), 0.0, 0
     while done < len(tokens):   # windows of L predictions, each read with the L tokens before its last one
         end = min(done + L, len(tokens))
-        inputs = ([newline] + tokens)[max(0, end - L):end]
+        inputs = ([end_of_text] + tokens)[max(0, end - L):end]
         lp = logprobs_of(model, inputs)[-(end - done):]
         total += float(lp.gather(1, torch.tensor(tokens[done:end])[:, None]).sum())
         done = end
@@ -146,3 +147,27 @@ def test_user_errors(bundle, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: composer eval needs lm-evaluation-harness: pip install 'hybrid-composer[eval]' "
                    "(in a checkout: pip install -e '.[eval]')"]
+
+
+@pytest.mark.slow  # lm-eval's own Hugging Face model loads the bundle's remote code: ~20 s
+def test_lm_evals_own_hf_model_reads_a_bundle_offline(bundle, monkeypatch):
+    """`lm_eval --model hf --model_args pretrained=BUNDLE,trust_remote_code=True`, in process and offline: it needs
+    the tokenizer's end-of-text token (the first token of a document, the stop of a generation), and gives the
+    numbers `composer eval` gives."""
+    pytest.importorskip("accelerate", reason="lm-eval's hf model needs accelerate (pip install -e '.[eval]')")
+    import lm_eval
+
+    from composer.eval.harness import evaluate_bundle, task_manager
+
+    folder, _ = bundle
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(REPO)                       # the task files name their data relative to the repository
+    settings = dict(tasks=["composer_tiny"], bootstrap_iters=0, log_samples=False, random_seed=0,
+                    numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    native = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(folder), "trust_remote_code": True},
+                                     device="cpu", batch_size=1, task_manager=task_manager(["composer_tiny"], [TASKS]),
+                                     **settings)["results"]
+    ours = evaluate_bundle(folder, ["composer_tiny"], include=[TASKS], batch_size=1, bootstrap_iters=0)["results"]
+    for task, metric in (("composer_tiny_choice", "acc,none"), ("composer_tiny_ppl", "bits_per_byte,none"),
+                         ("composer_tiny_ppl", "word_perplexity,none"), ("composer_tiny_gen", "exact_match,none")):
+        assert native[task][metric] == pytest.approx(ours[task][metric], rel=1e-4), (task, metric)

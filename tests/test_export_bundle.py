@@ -170,3 +170,24 @@ def test_trainer_layout_and_tied_weights_stored_under_the_head_name(tmp_path):
     from composer.export.weights import load_weights
     load_weights(loaded, read_safetensors(str(tmp_path / "sm.safetensors"))[0])
     assert torch.equal(loaded.head.weight, model.head.weight)
+
+
+def test_bundle_and_checkpoint_files_are_readable_by_others(tmp_path, tiny_task):
+    """Under umask 022 every bundle file is 0644 and its folder 0755 (safetensors writes 0600, mkdtemp makes
+    0700); a training checkpoint's weights too."""
+    import os
+    import stat
+
+    from composer.trainer import train
+
+    previous = os.umask(0o022)
+    try:
+        export(HybridLM(load_spec(SPEC)), tmp_path / "b", **QUIET)
+        train({**SPEC, "vocab_size": 64}, tiny_task(), 1, out_dir=tmp_path / "run", batch_size=2, threads=1)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "b").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o644}
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o755
+    checkpoint = tmp_path / "run" / "checkpoint"
+    assert {stat.S_IMODE(p.stat().st_mode) for p in checkpoint.iterdir()} == {0o644}

@@ -1,4 +1,5 @@
-"""provenance(): versions, git commit, device and host, recorded in every bundle's config.json."""
+"""provenance(): versions, git commit, device and host, recorded in every bundle's config.json and in the
+result.json of every `composer train --out` run."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def test_bundle_config_records_provenance(tmp_path):
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["provenance"] == provenance()
     assert f"Composer {config['provenance']['composer']}" in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_train_out_records_provenance(tmp_path, capsys):
+    from composer.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("d_model: 16\nvocab_size: 32\nlayers: [mlp]\n")
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--steps", "2", "--batch-size", "2", "--threads", "1", "--set", "seq_len=16",
+                 "kv_pairs=2", "vocab_size=32", "num_train=64", "num_test=8", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["provenance"] == provenance()
+    assert result["status"] == "completed" and result["step"] == 2 and result["budget"] == {"steps": 2}
+    assert result["metrics"]["val_loss"] > 0 and "history" not in result

@@ -42,11 +42,15 @@ def test_byte_level_tokenizer_is_the_text_tasks_bytes():
     task_tokenizer = byte_task_tokenizer()
     tok = byte_level()
     assert set(byte_to_char().values()) == set(pre_tokenizers.ByteLevel.alphabet())
-    assert tok.get_vocab_size() == 256 and [tok.id_to_token(i) for i in range(256)] == list(byte_to_char().values())
+    alphabet = list(byte_to_char().values())
+    assert tok.get_vocab_size(with_added_tokens=True) == 256
+    assert [tok.id_to_token(i) for i in range(256)] == ["<|endoftext|>", *alphabet[1:]]   # NUL: end of text
     for text in texts():
         ids = tok.encode(text).ids
         assert ids == task_tokenizer.encode(text).tolist() == list(text.encode("utf-8"))
-        assert tok.decode(ids) == text
+        assert tok.decode(ids, skip_special_tokens=False) == text.replace("\x00", "<|endoftext|>")
+        assert tok.decode(ids) == text.replace("\x00", "")
+    assert tok.encode("a<|endoftext|>b").ids == [97, 0, 98]
     broken = [0xFF, 0x41, 0xE2, 0x98, 0xC3, 0xA9]   # invalid UTF-8 decodes as the task decodes it
     assert tok.decode(broken) == task_tokenizer.decode(broken)
 
@@ -55,6 +59,44 @@ def test_id_tokenizer_writes_ids_as_numbers():
     tok = id_tokenizer(40)
     assert tok.encode("3 17  5\n39").ids == [3, 17, 5, 39]
     assert tok.decode([3, 17, 5]) == "3 17 5"
+    assert tok.get_vocab_size(with_added_tokens=True) == 40 and tok.encode("10 0 30 0").ids == [10, 0, 30, 0]
+    assert tok.decode([10, 0, 30], skip_special_tokens=False) == "10 0 30"     # 0: the end-of-text token
+
+
+def test_every_bundle_tokenizer_composer_builds_has_an_end_of_text_token(tmp_path):
+    """lm-eval's --model hf and generate need one; the vocabulary has no spare id, so one the data never holds
+    doubles as it; generation_config.json names it."""
+    for name, spec, eos, eos_id in (("byte", BYTE_SPEC, "<|endoftext|>", 0), ("ids", SPEC, "0", 0)):
+        result = export(HybridLM(load_spec(spec)), tmp_path / name, tokenizer=name, **QUIET)
+        assert result.tokenizer == name
+        assert json.loads((tmp_path / name / "tokenizer_config.json").read_text())["eos_token"] == eos
+        assert json.loads((tmp_path / name / "special_tokens_map.json").read_text()) == {"eos_token": eos}
+        assert json.loads((tmp_path / name / "generation_config.json").read_text()) == {"eos_token_id": eos_id,
+                                                                                        "pad_token_id": eos_id}
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert (config["eos_token_id"], config["pad_token_id"], config["bos_token_id"]) == (eos_id, eos_id, None)
+    bare = tmp_path / "bare.json"       # a tokenizer of the user's without one: written as it is, with a note
+    bare.write_text(json.dumps({**json.loads(id_tokenizer(40).to_str()), "added_tokens": []}))
+    notes = []
+    export(HybridLM(load_spec(SPEC)), tmp_path / "foreign", tokenizer=str(bare), progress=notes.append)
+    assert any("the tokenizer has no end-of-text token" in n for n in notes)
+    assert json.loads((tmp_path / "foreign" / "generation_config.json").read_text()) == {}
+
+
+def test_a_byte_level_bpe_gets_its_nul_byte_as_end_of_text(tmp_path, monkeypatch):
+    from tokenizers import Tokenizer
+
+    from composer.tasks import get_task
+
+    monkeypatch.setenv("COMPOSER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "corpus.txt").write_text(" ".join(f"word{i % 97} token{i % 31}" for i in range(6000)))
+    task = get_task("text", data=str(tmp_path / "corpus.txt"), seq_len=16, tokenizer="bpe", bpe_vocab_size=300)
+    export(HybridLM(load_spec({**BYTE_SPEC, "vocab_size": 300})), tmp_path / "b", tokenizer=task.tokenizer, **QUIET)
+    saved = Tokenizer.from_file(str(tmp_path / "b" / "tokenizer.json"))
+    nul = task.tokenizer.encode("\x00").tolist()
+    assert saved.token_to_id("<|endoftext|>") == nul[0] and saved.get_vocab_size(with_added_tokens=True) == 300
+    sample = "word3 token7 word96\x00word1"
+    assert saved.encode(sample).ids == task.tokenizer.encode(sample).tolist()
 
 
 def files(folder):
@@ -145,7 +187,9 @@ def test_auto_tokenizer_and_pipeline(tmp_path):
         tok = transformers.AutoTokenizer.from_pretrained(bundle, **kwargs)
         for text in SAMPLES:
             ids = tok(text)["input_ids"]
-            assert ids == task_tokenizer.encode(text).tolist() and tok.decode(ids) == text
+            assert ids == task_tokenizer.encode(text).tolist()
+            assert tok.decode(ids) == text.replace("\x00", "<|endoftext|>")     # NUL is the end-of-text token
+        assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 0 and tok.bos_token is None
     generate = transformers.pipeline("text-generation", model=bundle, trust_remote_code=True)
     prompt = "To be, or not to be"
     out = generate(prompt, max_new_tokens=12, do_sample=False)[0]["generated_text"]
@@ -162,7 +206,7 @@ def test_special_tokens_are_written_for_transformers(tmp_path):
     export(HybridLM(spec), tmp_path / "b", tokenizer=tok, **QUIET)
     config = json.loads((tmp_path / "b" / "tokenizer_config.json").read_text())
     special = json.loads((tmp_path / "b" / "special_tokens_map.json").read_text())
-    assert special == {"eos_token": "<|endoftext|>", "additional_special_tokens": ["<pad>"]}
+    assert special == {"eos_token": "<|endoftext|>", "additional_special_tokens": ["0", "<pad>"]}
     assert config["eos_token"] == "<|endoftext|>" and config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert config["model_max_length"] == spec.max_seq_len
 

@@ -1,13 +1,11 @@
 """Ladder tracking: `logging:` in the ladder file and `composer ladder --log` write per-trial trackers."""
 
-import csv
-import json
-
 import pytest
 import yaml
 
 from composer import UserError
 from composer.cli import main
+from composer.tracking.csv_files import read_metrics, read_params
 from scaling.ladder import LocalRunner, run_ladder
 from scaling.ladder_parse import load_ladder
 
@@ -28,10 +26,11 @@ def test_ladder_logging_writes_csv_and_tensorboard_per_trial(tmp_path):
     dirs = trial_dirs(tmp_path)
     assert [d.name for d in dirs] == ["attn-20K-tokens-s0", "attn-40K-tokens-s0"]
     for folder, row in zip(dirs, sorted(result["trials"], key=lambda r: r["target"])):
-        params = json.loads((folder / "params.json").read_text())
+        [params] = read_params(folder)
         assert params["trial"]["size"] == row["size"] and params["trial"]["tokens"] == 256
-        rows = list(csv.DictReader((folder / "metrics.csv").open()))
-        assert rows and float(rows[-1]["eval/val_loss"]) == pytest.approx(row["metrics"]["val_loss"])
+        metrics = read_metrics(folder)
+        assert metrics["eval/val_loss"][-1][1] == pytest.approx(row["metrics"]["val_loss"])
+        assert not {"eval/lr", "eval/seed", "eval/batch_size", "eval/params"} & set(metrics)   # parameters
         assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
 
 

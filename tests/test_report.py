@@ -276,3 +276,43 @@ def test_a_damaged_run_file_is_one_error_naming_it(tmp_path, capsys, name, conte
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "r").exists()
+
+
+def test_importances_are_the_evaluator_the_page_names(tmp_path):
+    """Optuna's default evaluator changed (fANOVA to PED-ANOVA in 5.0): the report passes one explicitly and the
+    page and figure name that one."""
+    import optuna
+
+    from composer.report.run_data import IMPORTANCE_EVALUATOR
+
+    run = fake_run(tmp_path / "run", study_trials=24)
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{run / 'study.db'}")
+    expected = optuna.importance.get_param_importances(study,
+                                                       evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    assert IMPORTANCE_EVALUATOR == "PED-ANOVA" and read_run(run, progress=lambda m: None).importances == expected
+    text = build_report(run, **QUIET).read_text()
+    assert "Parameter importances (Optuna, PED-ANOVA)" in text and "fANOVA" not in text
+
+
+def test_point_labels_never_overlap():
+    """25 trials on almost the same spot: the labels drawn do not overlap; those with no free place are left
+    out, the front's first."""
+    import matplotlib.pyplot as plt
+
+    from composer.report.figures import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(1.0 + i * 1e-3, 2.0 + (i % 3) * 1e-3) for i in range(25)]
+    ax.scatter(*zip(*points))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)                  # on this scale the 25 points are one spot
+    fig.canvas.draw()
+    drawn = place_labels(ax, [(x, y, f"trial_{i}", "r") for i, (x, y) in enumerate(points)])
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in drawn]
+    assert 1 < len(drawn) < 25 and drawn[0].get_text() == "trial_0"
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert len(ax.texts) == len(drawn)                      # the ones left out are removed, not hidden under
+    spread = place_labels(ax, [(5.0 + i, 5.0 + i, str(i), "r") for i in range(3)])
+    assert len(spread) == 3
+    plt.close(fig)

@@ -94,7 +94,12 @@ def test_spec_vocab_must_match_the_tokenizer(tmp_path):
     with pytest.raises(UserError, match="vocab_size is 256 but .* has 300 tokens; set vocab_size: 300") as e:
         task.model_vocab_size(256)
     assert e.value.path == "vocab_size"
-    assert get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4).model_vocab_size(256) == 64   # task sets it
+    assert task.model_vocab_size(256, stated=False) == 300                   # a spec that states none takes it
+    mqar = get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4)          # one rule for every task
+    with pytest.raises(UserError, match="vocab_size is 256 but the mqar task's vocabulary is 64 tokens; set "
+                                        r"vocab_size: 64 in the spec, or give the task the spec's \(--set vocab_size=256"):
+        mqar.model_vocab_size(256)
+    assert mqar.model_vocab_size(256, stated=False) == 64
 
 
 def test_tokenizer_errors(tmp_path):
@@ -322,18 +327,25 @@ def test_cli_bad_data_file_is_one_error_line(tmp_path, capsys):
 
 # -- the trainer's use of both ------------------------------------------------------------------------------
 def test_trainer_checks_the_vocabulary_and_warns_on_repeats(tmp_path):
+    from composer.spec_parse import load_spec
     from composer.trainer import fit_spec, train
 
     task = get_task("text", data=text_file(tmp_path), seq_len=16, tokenizer="bpe", bpe_vocab_size=300)
     spec = {"d_model": 16, "layers": ["mlp"]}
     with pytest.raises(UserError, match="the spec's vocab_size is 256 but the text task's tokenizer 'bpe' has 300"):
-        fit_spec(spec, task)
+        fit_spec({**spec, "vocab_size": 256}, task)
     assert fit_spec({**spec, "vocab_size": 300}, task).vocab_size == 300
+    assert fit_spec(spec, task).vocab_size == 300                    # a spec that states none takes the task's
     passes = 40 * 32 * 16 / len(task.train_tokens)
     with pytest.warns(DataRepeatWarning, match=f"makes {passes:.1f} passes"):
         result = train({**spec, "vocab_size": 300}, task, 40, batch_size=32, threads=1, eval_every=40)
     assert result.status == "completed"
-    assert fit_spec(spec, get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4)).vocab_size == 64
+    mqar = get_task("mqar", vocab_size=64, seq_len=32, kv_pairs=4)
+    assert fit_spec(spec, mqar).vocab_size == 64 == fit_spec("d_model: 16\nlayers: [mlp]\n", mqar).vocab_size
+    with pytest.raises(UserError, match="the spec's vocab_size is 256 but the mqar task's vocabulary is 64"):
+        fit_spec({**spec, "vocab_size": 256}, mqar)                  # MQAR once replaced it without a word
+    with pytest.raises(UserError, match="vocab_size is 256 but the mqar"):
+        fit_spec(load_spec({**spec, "vocab_size": 256}), mqar)       # an ArchSpec states its vocabulary
 
 
 def test_recorded_params_rebuild_the_task():

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from composer.errors import UserError
@@ -29,17 +30,45 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+PROGRAMS = ("composer", "hybrid-composer")   # the command's two names (pyproject.toml [project.scripts])
+
+
+class VersionAction(argparse.Action):
+    """`--version`: `composer 0.1.0`, and on a line of its own (never wrapped) the warning when another
+    distribution provides Composer's import names."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> NoReturn:
+        warning = conflict_warning()
+        print(f"{parser.prog} {version()}" + (f"\n{warning}" if warning else ""))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="composer",
+        prog=program_name(),
         description="Design hybrid sequence-model architectures by search.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def program_name() -> str:
+    """`hybrid-composer` when the command was run by that name, else `composer`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name in PROGRAMS else "composer"
+
+
+def conflict_warning() -> str | None:
+    """The one-line warning when another installed distribution provides `composer`, `primitives` or `scaling`
+    (composer/version.py)."""
+    from composer.version import conflict_warning as warning
+
+    return warning()
 
 
 def version() -> str:
@@ -51,6 +80,10 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    warning = conflict_warning()
+    if warning and "--version" not in words:        # --version prints it with the version
+        print(warning, file=sys.stderr)
     try:
         args = parser.parse_args(argv)
         result = args.func(args)

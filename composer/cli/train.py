@@ -4,7 +4,10 @@ The training flags are generated from TrainConfig (composer/training/config.py):
 its flat key (`warmup_steps` -> `--warmup-steps`), with its type, choices, help text and default.
 
 With `--out DIR`, Ctrl-C or SIGTERM ends the run after its current step with a checkpoint in DIR, and the command
-exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it.
+exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it (a finished run says
+it is complete and changes nothing; a larger budget continues it). Each run that trains writes `DIR/result.json`:
+its outcome and the provenance block a search, a confirmation and a bundle record (versions, git commit,
+device, host).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "setting has a flag (composer/training/config.py).")
     p.add_argument("spec", help="architecture YAML file")
     p.add_argument("--task", default="mqar", help="task name (default mqar): mqar, text, mad, mad:<task>")
-    p.add_argument("--out", default=None, metavar="DIR", help="write spec.yaml, metrics.jsonl and checkpoints here "
+    p.add_argument("--out", default=None, metavar="DIR", help="write spec.yaml, metrics.jsonl, result.json (with "
+                   "versions, git commit, device and host) and checkpoints here "
                    "(every --checkpoint-every steps and --checkpoint-seconds, on Ctrl-C or SIGTERM, and at the end); "
                    "the same command run again resumes from the checkpoint")
     p.add_argument("--data", default=None, metavar="PATH", help="text task: a file, directory, glob or hub name")
@@ -42,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or sections); flags override it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--log", nargs="+", default=[], metavar="LOGGER", help="with --out: also log to tensorboard "
-                   "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlruns)")
+                   "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlflow.db, or "
+                   "MLFLOW_TRACKING_URI)")
     add_setting_flags(p)
     p.set_defaults(func=run)
 
@@ -66,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from composer.interrupt import interrupt_signal, signal_name, stop_on_signals
     from composer.overrides import check_train_command, task_overrides
     from composer.spec_parse import load_spec
-    from composer.tasks import get_task
-    from composer.trainer import train
+    from composer.tasks import TaskSuite, get_task
+    from composer.trainer import completed_run, fit_spec, saved_loop, train
     from composer.training.checkpoint import CHECKPOINT
 
     config = train_config_from_args(args)
@@ -79,8 +84,20 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--data applies to the text task only", path="--data")
         params["data"] = args.data
     task = get_task(args.task, **params)
+    if not isinstance(task, TaskSuite):     # the task's vocabulary when the file states none; a mismatch is refused
+        spec = fit_spec(Path(args.spec), task)
     show = not args.json
-    tracker = open_tracking(args, spec, config, params)
+    finished = completed_run(spec, task, config, args.out)
+    if finished is not None:
+        print(f"{args.out}: this run is complete (step {finished.step}; budget {budget_text(config)}); nothing was "
+              "changed: give a larger budget to continue it, or --no-resume to start it over", file=sys.stderr)
+        print(summary(finished)) if show else print_json(finished.to_dict())
+        return 0
+    saved = saved_loop(spec, task, config, args.out)
+    if saved is not None:
+        print(f"resuming {args.out} from its checkpoint at step {saved['step']} (budget {budget_text(config)})",
+              file=sys.stderr)
+    tracker = open_tracking(args, spec, task, config, params)
     on_step, on_eval = tracked(tracker, progress_line if show else None, eval_line if show else None)
     try:
         with stop_on_signals():
@@ -91,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if tracker is not None:
             tracker.close()
+    if args.out:
+        write_result(Path(args.out), result, config)
     if show:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -105,21 +124,50 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.status != "diverged" else 1
 
 
-def open_tracking(args: argparse.Namespace, spec: Any, config: TrainConfig, params: dict[str, Any]) -> Any:
-    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged."""
+RESULT_FILE = "result.json"
+
+
+def write_result(out: Path, result: Any, config: TrainConfig) -> None:
+    """`DIR/result.json`: the run's outcome (status, step, final metrics, sweep rows, suite members) and where it
+    came from (composer/provenance.py: versions, git commit, device, host), as a search trial's result.json."""
+    from composer.atomic import write_json
+    from composer.provenance import provenance
+
+    record = {k: v for k, v in result.to_dict().items() if k != "history"}
+    write_json(out / RESULT_FILE, {**record, "budget": config.budget.as_dict(),
+                                   "provenance": provenance(config.runtime.device)})
+
+
+def budget_text(config: TrainConfig) -> str:
+    """`steps=300`, `seconds=120`: the budget a command line gave."""
+    return ", ".join(f"{k}={v:g}" for k, v in config.budget.as_dict().items())
+
+
+def open_tracking(args: argparse.Namespace, spec: Any, task: Any, config: TrainConfig,
+                  params: dict[str, Any]) -> Any:
+    """The `--log` trackers (composer/tracking/), writing in --out, with the run's settings logged once as
+    parameters: the task, the training settings, the spec and the costs of the model the task trains."""
     if not args.log:
         return None
+    from composer.costs import model_cost
+    from composer.tasks import TaskSuite
     from composer.tracking import check_backends, open_trackers
+    from composer.trainer import fit_spec
 
     check_backends(args.log)
     if not args.out:
         raise UserError("--log writes into the run folder: give --out DIR", path="--log")
-    return open_trackers(args.log, args.out, {"task": {"name": args.task, **params}, **config.to_dict(),
-                                              "spec": spec.to_dict()}, name=Path(args.out).name)
+    settings: dict[str, Any] = {"task": {"name": args.task, **params}, **config.to_dict(), "spec": spec.to_dict()}
+    if not isinstance(task, TaskSuite):
+        settings["costs"] = model_cost(fit_spec(spec, task), seq_len=task.seq_len).as_dict()
+    return open_trackers(args.log, args.out, settings, name=Path(args.out).name)
 
 
 def tracked(tracker: Any, on_step: Callable | None, on_eval: Callable | None) -> tuple[Callable | None, Callable]:
-    """The trainer's `on_step` and evaluation `callback`, also logging to `tracker` when there is one."""
+    """The trainer's `on_step` and evaluation `callback`, also logging to `tracker` when there is one: `train/loss`,
+    `train/lr`, `train/tokens_per_s` at logged steps, `eval/<metric>` at evaluations (without the run's
+    settings and costs, which are its parameters)."""
+    from composer.tracking import evaluation_metrics
     def step(p: dict[str, Any]) -> None:
         if tracker is not None:
             tracker.log_metrics({f"train/{k}": v for k, v in p.items() if k in ("loss", "lr", "tokens_per_s")},
@@ -129,7 +177,7 @@ def tracked(tracker: Any, on_step: Callable | None, on_eval: Callable | None) ->
 
     def evaluation(m: dict[str, Any]) -> None:
         if tracker is not None and isinstance(m.get("step"), int):
-            tracker.log_metrics({f"eval/{k}": v for k, v in m.items() if k != "step"}, m["step"])
+            tracker.log_metrics(evaluation_metrics(m), m["step"])
         if on_eval is not None:
             on_eval(m)
 

@@ -6,8 +6,9 @@ with lm-eval's own window helpers) and generates greedily until a stop string (`
 each new token through the model's decoding state (KV cache / recurrent state) rather than the whole sequence.
 
 Inputs are never padded (the model has no padding mask): a batch holds sequences of one length.
-The token that stands before a document (`prefix_token_id`) is the tokenizer's eos token when it has one,
-else the newline (the text task joins documents with newlines), else id 0.
+The token that stands before a document (`prefix_token_id`) is the tokenizer's eos token when it has one (as
+every tokenizer Composer writes into a bundle does, and as lm-eval's own `--model hf` reads it, so both give the
+same numbers), else the newline (the text task joins documents with newlines), else id 0.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
     DIR/config.json               the architecture as JSON, its costs and id, the tokenizer, provenance
                                   (versions, git commit, device, host) and Hugging Face `auto_map`
     DIR/model.safetensors         the weights (when the source has them, or with `init_weights=True`)
-    DIR/tokenizer.json, DIR/tokenizer_config.json (+ special_tokens_map.json)   the tokenizer (tokenizer.py)
+    DIR/tokenizer.json, DIR/tokenizer_config.json (+ special_tokens_map.json)   the tokenizer (tokenizer.py), with
+                                  an end-of-text token
+    DIR/generation_config.json    what `generate` (and lm-eval's `--model hf`) stop and pad with: the eos id
     DIR/modeling.py               standalone PyTorch source (torch + stdlib only): `load_model(DIR)`
     DIR/configuration_composer.py, DIR/modeling_composer.py   the Hugging Face wrapper (trust_remote_code)
     DIR/README.md                 the model card (card.py): Hugging Face metadata, stripe, costs, the measured
@@ -15,9 +17,11 @@ A spec with no weights exports without `model.safetensors` unless `init_weights=
 initialised ones (seeded): a bundle never pretends untrained weights are trained ones.
 
 Where it is written: the bundle is built in a temporary folder next to DIR and renamed into place, so a
-failure leaves nothing half-written. An existing, non-empty DIR is replaced only with `overwrite` (--force)
-and only when it is itself a bundle: never the working directory or a folder above it, a search run, or
-the source being exported. The old bundle is renamed aside before the new one is renamed in, and restored
+failure leaves nothing half-written. Its files get the modes `open()` gives under the umask (0644 and a 0755
+folder under the usual 022), `model.safetensors` (which the safetensors library writes 0600) and the folder
+(made 0700 by mkdtemp) included: a bundle is for others to read. An existing, non-empty DIR is replaced only with
+`overwrite` (--force) and only when it is itself a bundle: never the working directory or a folder above it, a
+search run, or the source being exported. The old bundle is renamed aside before the new one is renamed in, and restored
 if that fails.
 """
 
@@ -33,6 +37,7 @@ from typing import Any
 
 import torch
 
+from composer.atomic import file_mode, folder_mode
 from composer.canonical_form import arch_id, stripe
 from composer.costs import model_cost
 from composer.errors import UserError
@@ -97,6 +102,9 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
             save_weights(staging / "model.safetensors", model, {"format": "pt", "arch_id": arch_id(spec)})
         progress(f"tokenizer: {chosen.kind} ({chosen.vocab_size} tokens)" + (f"; note: {note}" if note else ""))
         tokenizers.write(chosen, staging, spec.max_seq_len)
+        special_ids = {"bos_token_id": None, "eos_token_id": chosen.eos_id, "pad_token_id": chosen.eos_id}
+        (staging / GENERATION_CONFIG).write_text(json.dumps(generation_config(special_ids), indent=2) + "\n",
+                                                 encoding="utf-8")
         progress("writing modeling.py (standalone source)")
         (staging / "modeling.py").write_text(generate_modeling_source(spec), encoding="utf-8")
         for name, text in hf.hf_files().items():
@@ -107,14 +115,15 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
             status = export_program(model or HybridLM(spec), export_seq_len, staging / "model.pt2")
             progress(f"torch.export: {status}")
         made_by = provenance()
-        config = config_json(spec, resolved.metrics, tokenizer=chosen.describe(), task=resolved.task,
-                             made_by=made_by)
+        config = {**config_json(spec, resolved.metrics, tokenizer=chosen.describe(), task=resolved.task,
+                                made_by=made_by), **special_ids}
         if measurements:
             config["measured"] = measurements
         (staging / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
         card = CardInputs(spec, resolved.origin, resolved.metrics, resolved.task, has_weights, chosen, note, status,
                           made_by, measurements)
         (staging / "README.md").write_text(model_card(card), encoding="utf-8")
+        readable(staging)
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -122,6 +131,22 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
     files = sorted(p.name for p in out.iterdir())
     progress(f"wrote {out}: {', '.join(files)}")
     return ExportResult(out, files, has_weights, status, chosen.kind)
+
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+def generation_config(special_ids: dict[str, int | None]) -> dict[str, Any]:
+    """generation_config.json: the special token ids `generate` uses (greedy by default, as transformers)."""
+    return {key: value for key, value in special_ids.items() if value is not None}
+
+
+def readable(folder: Path) -> None:
+    """Give `folder` and the files in it the modes a new folder and file get under the umask."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(file_mode())
+    folder.chmod(folder_mode())
 
 
 def run_measurements(resolved: Resolved) -> list[dict[str, Any]]:

@@ -13,10 +13,20 @@ Which tokenizer a bundle gets (the first that applies):
 
 The kinds Composer builds itself:
 
-* `byte`: byte i <-> id i, exactly as the text task's `ByteTokenizer` (UTF-8; decoding replaces invalid
+* `byte`: byte i <-> id i, exactly as the text task's `ByteTokenizer` encodes (UTF-8; decoding replaces invalid
   sequences). It is a BPE without merges over the ByteLevel alphabet: the pre-tokenizer turns each byte into
   one character of that alphabet, and the vocabulary gives that character the byte's value as its id.
 * `ids`: the synthetic tasks' tokens (MQAR, MAD) are symbols, not text: the text "3 17 5" <-> [3, 17, 5].
+
+Every bundle tokenizer Composer builds has an end-of-text token, which Hugging Face tools need (lm-eval's
+`--model hf` starts each document with it and stops generating at it; `generate` stops at the
+`generation_config.json`'s eos). The vocabulary is the model's and has no spare id, so an id the data never holds
+doubles as it: in a byte-level tokenizer (`byte`, and a byte-level BPE such as the text task's `bpe`) the NUL
+byte's id, written `<|endoftext|>` (text holds no NUL: the byte still encodes to it, a normalizer turning it into
+the token, and it decodes as `<|endoftext|>`, or to nothing when special tokens are skipped); in `ids`, id 0
+(the word `0`, special). None of Composer's models is trained with a beginning-of-text token (documents are
+joined with newlines), so none is declared. A tokenizer given or saved without an end-of-text token is written
+as it is, with a note.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 BYTE_VOCAB = 256
 # Spellings of an end-of-text token, for tokenizers that carry special tokens without naming their roles.
 EOS_SPELLINGS = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>", "[EOS]")
+END_OF_TEXT = "<|endoftext|>"     # the end-of-text token of Composer's byte-level tokenizers (the NUL byte's id)
+ID_END_OF_TEXT = "0"              # and of its `ids` tokenizer
 SYNTHETIC_TASKS = ("mqar", "mad")
 
 
@@ -46,6 +58,14 @@ class BundleTokenizer:
     origin: str             # where it came from, for the model card
     tokenizer: Any = None   # tokenizers.Tokenizer
     hf: Any = None          # a transformers tokenizer (has save_pretrained)
+    eos: str | None = None  # the end-of-text token (`with_end_of_text`)
+
+    @property
+    def eos_id(self) -> int | None:
+        """The end-of-text token's id, None without one."""
+        if self.hf is not None:
+            return self.hf.eos_token_id
+        return None if self.eos is None else self.tokenizer.token_to_id(self.eos)
 
     @property
     def vocab_size(self) -> int:
@@ -69,22 +89,70 @@ def byte_to_char() -> dict[int, str]:
 
 
 def byte_level() -> Any:
-    """The byte tokenizer as a `tokenizers.Tokenizer`: id i is byte i."""
+    """The byte tokenizer as a `tokenizers.Tokenizer`: id i is byte i, the NUL byte's id 0 written
+    `<|endoftext|>` (see the module docstring)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     tok = Tokenizer(models.BPE(vocab={char: byte for byte, char in byte_to_char().items()}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    return tok
+    return nul_as_end_of_text(tok)
 
 
 def id_tokenizer(vocab_size: int) -> Any:
-    """Token ids written as decimal numbers separated by spaces."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """Token ids written as decimal numbers separated by spaces; `0` is the end-of-text token (a whole word)."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
     tok = Tokenizer(models.WordLevel(vocab={str(i): i for i in range(vocab_size)}, unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([AddedToken(ID_END_OF_TEXT, special=True, single_word=True, normalized=False)])
     return tok
+
+
+def nul_as_end_of_text(tok: Any) -> Any | None:
+    """A byte-level BPE with its NUL byte's token renamed `<|endoftext|>` and made special (a normalizer turns a
+    NUL in the input into it, so the ids do not change); None when `tok` is not a byte-level BPE, or a merge uses
+    the NUL byte (then it is text to this tokenizer)."""
+    from tokenizers import AddedToken, Tokenizer, normalizers
+
+    data = json.loads(tok.to_str())
+    model, nul = data.get("model") or {}, byte_to_char()[0]
+    vocab = model.get("vocab")
+    if model.get("type") != "BPE" or not isinstance(vocab, dict) or nul not in vocab or END_OF_TEXT in vocab:
+        return None
+    if '"ByteLevel"' not in json.dumps(data.get("pre_tokenizer")) or data.get("normalizer") is not None:
+        return None
+    if any(nul in (merge if isinstance(merge, str) else "".join(merge)) for merge in model.get("merges") or []):
+        return None
+    vocab[END_OF_TEXT] = vocab.pop(nul)
+    out = Tokenizer.from_str(json.dumps(data))
+    out.normalizer = normalizers.Replace("\x00", END_OF_TEXT)
+    out.add_special_tokens([AddedToken(END_OF_TEXT, special=True, normalized=True)])
+    return out
+
+
+def with_end_of_text(chosen: BundleTokenizer) -> tuple[BundleTokenizer, str | None]:
+    """`chosen` with its end-of-text token named (`eos`), given one when it is a kind Composer builds (see the
+    module docstring); the note to show when it has none."""
+    if chosen.hf is not None:
+        return chosen, None if chosen.hf.eos_token_id is not None else (
+            "the tokenizer has no end-of-text token: lm-eval's --model hf and generate's stopping need one")
+    tok = chosen.tokenizer
+    eos = special_tokens(tok).get("eos_token")
+    if eos is None and chosen.kind == "ids" and _is_special(tok, ID_END_OF_TEXT):
+        eos = ID_END_OF_TEXT
+    if eos is None and chosen.kind in ("byte", "bpe"):
+        aliased = nul_as_end_of_text(tok)
+        if aliased is not None:
+            tok, eos = aliased, END_OF_TEXT
+    chosen = BundleTokenizer(chosen.kind, chosen.origin, tok, eos=eos)
+    note = None if eos is not None else ("the tokenizer has no end-of-text token: lm-eval's --model hf and "
+                                         "generate's stopping need one")
+    return chosen, note
+
+
+def _is_special(tok: Any, content: str) -> bool:
+    return any(t.content == content and t.special for t in tok.get_added_tokens_decoder().values())
 
 
 def from_object(obj: Any, origin: str) -> BundleTokenizer:
@@ -196,7 +264,9 @@ def choose(given: Any, found: BundleTokenizer | None, vocab_size: int) -> tuple[
     if chosen.vocab_size > vocab_size:
         raise UserError(f"the tokenizer has {chosen.vocab_size} tokens, more than the model's vocabulary of "
                         f"{vocab_size}", path="tokenizer")
-    return chosen, note
+    chosen, missing = with_end_of_text(chosen)
+    notes = [n for n in (note, missing) if n]
+    return chosen, "; ".join(notes) if notes else None
 
 
 def write(bundle_tokenizer: BundleTokenizer, folder: Path, model_max_length: int) -> None:
@@ -206,7 +276,7 @@ def write(bundle_tokenizer: BundleTokenizer, folder: Path, model_max_length: int
         return
     tok = bundle_tokenizer.tokenizer
     (folder / TOKENIZER_FILE).write_text(tok.to_str(pretty=True), encoding="utf-8")
-    special = special_tokens(tok)
+    special = special_tokens(tok, bundle_tokenizer.eos)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
               "clean_up_tokenization_spaces": False, "composer_tokenizer": bundle_tokenizer.kind, **special}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -214,12 +284,13 @@ def write(bundle_tokenizer: BundleTokenizer, folder: Path, model_max_length: int
         (folder / SPECIAL_TOKENS_FILE).write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
 
-def special_tokens(tok: Any) -> dict[str, Any]:
-    """The special tokens of a `tokenizers.Tokenizer` as transformers names them (an end-of-text spelling is
-    the eos token; the others are additional special tokens)."""
+def special_tokens(tok: Any, eos: str | None = None) -> dict[str, Any]:
+    """The special tokens of a `tokenizers.Tokenizer` as transformers names them (`eos`, else an end-of-text
+    spelling, is the eos token; the others are additional special tokens). transformers takes each token's
+    matching rules (a whole word only, ...) from tokenizer.json."""
     names = [t.content for _, t in sorted(tok.get_added_tokens_decoder().items()) if t.special]
     out: dict[str, Any] = {}
-    eos = next((n for n in names if n in EOS_SPELLINGS), None)
+    eos = eos if eos in names else next((n for n in names if n in EOS_SPELLINGS), None)
     if eos is not None:
         out["eos_token"] = eos
     others = [n for n in names if n != eos]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,23 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def interval_words(seeds: int) -> str:
+    """What the error bars are: Student-t intervals of a mean over few seeds (n - 1 degrees of freedom: with 2
+    seeds the half-width is 12.7 standard errors, so wide bars are the statistics, not a bug)."""
+    return f"95% t-interval over {seeds} seeds (t with {max(seeds - 1, 1)} d.f.)"
+
+
 def display_name(confirm: dict[str, Any], name: str) -> str:
     """A candidate's name with the baseline it also is: `transformer (trial_1)`."""
     c = next((c for c in confirm["candidates"] if c["name"] == name), {})
     baseline = next((a for a in c.get("aliases", []) if a != "consensus"), None) if "baseline" in c.get(
         "roles", []) else None
     return f"{baseline} ({name})" if baseline else name
+
+
+def words(text: str) -> str:
+    """A verdict as HTML: escaped, its `code` spans (option names, commands) as <code>, never literal backticks."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _labels(confirm: dict[str, Any]) -> list[str]:
@@ -65,11 +77,15 @@ def proxy_target_figure(confirm: dict[str, Any]) -> bytes | None:
         return None
     objective = confirm["objective"]
     fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False)
+    seeds = confirm["config"]["seeds"]
+    clipped = False
     for ax, label in zip(axes[0], labels):
         results = confirm["results"][label]
         for i, name in enumerate(n for n in proxies if n in results):
             r = results[name]
             lo, hi = r["ci"]
+            clipped = clipped or lo < 0
+            lo = max(lo, 0.0)               # a loss is never below 0; a t-interval of 2 seeds can reach there
             yerr = [[r["mean"] - lo], [hi - r["mean"]]] if lo == lo and hi == hi else None
             ax.errorbar([proxies[name]], [r["mean"]], yerr=yerr, fmt="o", capsize=3, color=f"C{i % 10}")
             ax.annotate(name, (proxies[name], r["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -78,7 +94,7 @@ def proxy_target_figure(confirm: dict[str, Any]) -> bytes | None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"proxy: {objective['metric']} in the search "
                       f"({'lower' if objective['mode'] == 'min' else 'higher'} is better)")
-        ax.set_ylabel("target val_loss (mean, 95% interval over seeds)")
+        ax.set_ylabel(f"target val_loss (mean, {interval_words(seeds)})" + ("; clipped at 0" if clipped else ""))
         ax.margins(0.15)
     fig.tight_layout()
     return _png(fig)
@@ -118,7 +134,8 @@ def baseline_figure(confirm: dict[str, Any]) -> bytes | None:
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("size")
     ax.set_ylabel(f"{shown} loss - candidate loss (nats)")
-    ax.set_title(f"margin over {shown} (above 0: better; 95% interval paired by seed)", fontsize=10)
+    ax.set_title(f"margin over {shown} (above 0: better;\n{interval_words(confirm['config']['seeds'])}, "
+                 "paired by seed)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
@@ -191,8 +208,8 @@ def confirmation_section(run_path: Path, out: Path, progress: Callable[[str], No
              f'on {e(confirm["task"]["name"])} ({e(task)}), {config["seeds"]} seeds each, {e(budget)}; the proxy is '
              f'the search\'s {e(confirm["objective"]["metric"])}.</p>']
     if confirm.get("verdict"):
-        parts.append(f'<p id="confirm-verdict"><b>{e(confirm["verdict"])}</b></p>')
-    parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in confirm.get("verdicts", [])) + "</ul>")
+        parts.append(f'<p id="confirm-verdict"><b>{words(confirm["verdict"])}</b></p>')
+    parts.append("<ul>" + "".join(f"<li>{words(v)}</li>" for v in confirm.get("verdicts", [])) + "</ul>")
     if confirm.get("missing"):
         parts.append(f"<p>{len(confirm['missing'])} planned trials have no result yet (rerun "
                      "<code>composer confirm</code> to finish them).</p>")

@@ -15,13 +15,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from composer.report.run_data import COST_KEYS, RunData, Trial, measured_columns  # noqa: E402
+from composer.report.run_data import COST_KEYS, IMPORTANCE_EVALUATOR, RunData, Trial, measured_columns  # noqa: E402
 from composer.spec import iter_layers  # noqa: E402
 from composer.units import human  # noqa: E402
 from primitives import get_primitive  # noqa: E402
 
 PALETTE = plt.get_cmap("tab20").colors
-# Below this many finished trials, fANOVA importances are mostly noise: the figure says so.
+# Below this many finished trials, parameter importances are mostly noise: the figure says so.
 MIN_IMPORTANCE_TRIALS = 20
 MAX_LABELS = 25     # up to this many points per panel, each carries its trial number; above it, the front only
 
@@ -101,11 +101,6 @@ def pareto_figure(run: RunData, include_pruned: bool = False) -> bytes | None:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, alpha=0.7, label="full budget")
             front = pareto_front([(c, q) for c, q, _ in pts], run.lower_is_better)
             ax.plot(*zip(*front), "r.-", label="Pareto front")
-            on_front = set(front)
-            labelled = pts if len(pts) <= MAX_LABELS else [p for p in pts if (p[0], p[1]) in on_front]
-            for c, q, trial_id in labelled:
-                ax.annotate(trial_id, (c, q), textcoords="offset points", xytext=(4, 4), fontsize=8,
-                            color="r" if (c, q) in on_front else "0.3")
         ax.margins(0.12)
         cost_axis(ax, [p[0] for p in pts + others])
         ax.set_xlabel(label)
@@ -113,7 +108,37 @@ def pareto_figure(run: RunData, include_pruned: bool = False) -> bytes | None:
         ax.legend(fontsize=7)
     fig.suptitle("quality against cost (labels: trial numbers, red: on the Pareto front)")
     fig.tight_layout()
+    fig.canvas.draw()               # the final layout, so labels are placed where they will be drawn
+    for ax, (_, pts, _) in zip(axes.flat, axes_data):
+        if pts:
+            on_front = set(pareto_front([(c, q) for c, q, _ in pts], run.lower_is_better))
+            labelled = pts if len(pts) <= MAX_LABELS else [p for p in pts if (p[0], p[1]) in on_front]
+            labelled = sorted(labelled, key=lambda p: (p[0], p[1]) not in on_front)   # the front's first
+            place_labels(ax, [(c, q, trial_id, "r" if (c, q) in on_front else "0.3") for c, q, trial_id in labelled])
     return _png(fig)
+
+
+# Where a point's label may go, in points from the point, tried in order (right above first).
+LABEL_OFFSETS = ((4, 4), (4, -12), (-4, 4), (-4, -12), (4, 14), (4, -22), (-4, 14), (-4, -22))
+
+
+def place_labels(ax, labels: list[tuple[float, float, str, str]]) -> list:
+    """Annotate points (x, y, text, colour) so no two labels overlap: each tries LABEL_OFFSETS around its point
+    in order, the first free place wins; a label with no free place is left out (its point stays drawn).
+    Earlier labels have priority. Returns the labels drawn."""
+    renderer = ax.figure.canvas.get_renderer()
+    drawn, boxes = [], []
+    for x, y, text, colour in labels:
+        for dx, dy in LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                                color=colour, ha="left" if dx >= 0 else "right")
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in boxes):
+                drawn.append(label)
+                boxes.append(box)
+                break
+            label.remove()
+    return drawn
 
 
 def pareto_panels(run: RunData, include_pruned: bool = False) -> list[tuple[str, list, list]]:
@@ -241,13 +266,14 @@ def stripes_figure(run: RunData, top: int = 12) -> bytes | None:
 
 
 def importances_figure(importances: dict[str, float] | None, n_trials: int = 0) -> bytes | None:
-    """fANOVA importances; below MIN_IMPORTANCE_TRIALS finished trials the title carries the caveat."""
+    """The importances (run_data.IMPORTANCE_EVALUATOR); below MIN_IMPORTANCE_TRIALS finished trials the title
+    carries the caveat."""
     if not importances:
         return None
     names = list(importances)[:20][::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.4))
     ax.barh(names, [importances[n] for n in names])
-    ax.set_xlabel("importance (fANOVA)")
+    ax.set_xlabel(f"importance ({IMPORTANCE_EVALUATOR}, Optuna)")
     title = "which search choices mattered"
     if n_trials < MIN_IMPORTANCE_TRIALS:
         title += f"\n(only {n_trials} finished trials: a rough indication, not a finding)"

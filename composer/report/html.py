@@ -19,7 +19,7 @@ from typing import Any
 import composer.report.figures as figures
 from composer.canonical_form import arch_id, stripe
 from composer.report.confirmation import confirmation_section
-from composer.report.run_data import RunData, Trial, read_run
+from composer.report.run_data import IMPORTANCE_EVALUATOR, RunData, Trial, read_run
 from composer.spec import ArchSpec, iter_layers
 from composer.units import duration, human, metric
 
@@ -83,7 +83,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, progress=pr
         ("best_so_far", "Best so far against trial number", lambda: figures.best_so_far_figure(run)),
         ("learning_curves", "Learning curves of the top trials", lambda: figures.learning_curves_figure(run)),
         ("architectures", "Architectures of the top trials", lambda: figures.stripes_figure(run)),
-        ("importances", "Parameter importances (Optuna, fANOVA)"
+        ("importances", f"Parameter importances (Optuna, {IMPORTANCE_EVALUATOR})"
          + (f": from only {run.importance_trials} finished trials, a rough indication (trust them from about "
             f"{figures.MIN_IMPORTANCE_TRIALS})" if few else ""),
          lambda: figures.importances_figure(run.importances, run.importance_trials)),

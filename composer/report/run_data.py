@@ -183,6 +183,11 @@ def _fold_duplicates(trials: list[Trial]) -> None:
             original.reused_by.append(t.trial_id)
 
 
+# The evaluator of the importances, passed explicitly (Optuna 5's default; Optuna 3-4 defaulted to fANOVA), so the
+# figure names the method that computed it whatever Optuna's default becomes.
+IMPORTANCE_EVALUATOR = "PED-ANOVA"
+
+
 def _importances(path: Path, progress) -> tuple[dict[str, float] | None, int]:
     """Parameter importances of the run's Optuna study and the number of finished trials they rest on."""
     db = path / "study.db"
@@ -199,9 +204,9 @@ def _importances(path: Path, progress) -> tuple[dict[str, float] | None, int]:
         study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
         finished = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                        if not t.user_attrs.get("consensus"))       # the consensus samples no parameters
-        if len(study.directions) > 1:
-            return optuna.importance.get_param_importances(study, target=lambda t: t.values[0]), finished
-        return optuna.importance.get_param_importances(study), finished
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()     # IMPORTANCE_EVALUATOR, named explicitly
+        target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+        return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target), finished
     except Exception as e:  # noqa: BLE001  (too few trials, a single parameter value, ...: skip the figure)
         progress(f"note: no parameter importances ({type(e).__name__}: {e})")
         return None, 0

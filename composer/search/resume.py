@@ -17,6 +17,7 @@ Then `prepare_resume` keeps the finished rows and asks again the trials the inte
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import optuna
@@ -30,13 +31,18 @@ from composer.yaml_source import read_source
 
 
 def open_study(run: RunDir, space: SearchSpace) -> optuna.Study:
-    """The run's study (created when new); a damaged study.db is a UserError naming it."""
+    """The run's study (created when new), its objectives named as the space names them (`val_loss`, not
+    `Objective 0`); a damaged study.db is a UserError naming it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["minimize" if m == "min" else "maximize" for m in space.modes()]
     try:
         storage = optuna.storages.RDBStorage(run.study_url)
-        return optuna.create_study(storage=storage, study_name=space.name, directions=directions,
-                                   load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=space.name, directions=directions,
+                                    load_if_exists=True)
+        with warnings.catch_warnings():         # experimental since Optuna 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(space.objective_names())     # the dashboard and plots name the objectives
+        return study
     except Exception as e:        # sqlalchemy's DatabaseError for a file that is not SQLite, Optuna's own ...
         raise UserError(f"{run.path('study.db')} is not a readable Optuna study ({_first_line(e)})") from None
 

@@ -116,6 +116,11 @@ class _Parser(Reader):
 
         built = space.task.built(self, "task")
         first = built.first if isinstance(built, TaskSuite) else built
+        if not isinstance(built, TaskSuite) and isinstance(space.base.get("vocab_size"), int):
+            try:                # one rule for every task (Task.model_vocab_size): a stated mismatch is refused now
+                built.model_vocab_size(space.base["vocab_size"])
+            except UserError as e:
+                raise self.fail(e.message, "base.vocab_size") from None
         space = dataclasses.replace(space, vocab_size=first.vocab_size, seq_len=first.seq_len, data=data)
         how_searched.check_strategy(self, space)
         self.check_measured(space)

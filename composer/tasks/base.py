@@ -67,11 +67,23 @@ class Task:
         """The task's settings (recorded with every run)."""
         return {}
 
-    def model_vocab_size(self, spec_vocab_size: int) -> int:
-        """The vocabulary the model trains with, given the spec's. Here the task's: a synthetic task's
-        vocabulary is one of its settings, so it sets the model's (one spec trains on every MAD task). A task
-        whose vocabulary is a tokenizer's (text) raises a UserError when the spec says another size."""
+    def model_vocab_size(self, spec_vocab_size: int, stated: bool = True) -> int:
+        """The vocabulary the model trains with: the task's, one rule for every task. A spec that states
+        (`stated`) another size is a UserError naming both, never silently replaced (the embedding and head
+        would change size behind the user's back); a spec that states none takes the task's."""
+        if stated and spec_vocab_size != self.vocab_size:
+            raise UserError(f"the spec's vocab_size is {spec_vocab_size} but {self.vocabulary()}; "
+                            f"{self.vocabulary_fix(spec_vocab_size)}", path="vocab_size")
         return self.vocab_size
+
+    def vocabulary(self) -> str:
+        """The task's vocabulary in words, for the message of a mismatch."""
+        return f"the {self.name} task's vocabulary is {self.vocab_size} tokens"
+
+    def vocabulary_fix(self, spec_vocab_size: int) -> str:
+        """How to make the spec and the task agree."""
+        return (f"set vocab_size: {self.vocab_size} in the spec, or give the task the spec's (--set "
+                f"vocab_size={spec_vocab_size}; task.params.vocab_size in a search space)")
 
     def tokens_per_pass(self) -> int | None:
         """Tokens in one pass over the training data, where seeing them again is repetition (text); None for

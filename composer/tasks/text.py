@@ -8,8 +8,9 @@ trains). The tokenizer (composer/data/tokenizer.py) is `byte` (vocab 256), `bpe`
 split, exactly `bpe_vocab_size` tokens) or a pretrained one (a tokenizer.json, a folder, or a hub name such
 as `gpt2`).
 
-The tokenizer's vocabulary is the model's: a spec trained on this task must say the same `vocab_size`
-(`model_vocab_size`), so the model's size never changes behind the user's back. Training batches are random
+The tokenizer's vocabulary is the model's: a spec trained on this task that states a `vocab_size` must state
+the same (`Task.model_vocab_size`, the rule of every task), so the model's size never changes behind the user's
+back. Training batches are random
 windows of the packed token stream; validation is consecutive windows.
 """
 
@@ -23,7 +24,6 @@ import torch
 
 from composer.data.text_source import SAMPLE, load_text
 from composer.data.tokenizer import ByteTokenizer, HFTokenizer, cache_dir, make_tokenizer
-from composer.errors import UserError
 from composer.tasks.base import Task, evaluate_labelled, generator, positive_int, require
 from composer.tasks.registry import register_task
 
@@ -83,13 +83,11 @@ class TextLM(Task):
                         max_chars=self.max_chars)
         return {**out, **{k: v for k, v in optional.items() if v is not None}}
 
-    def model_vocab_size(self, spec_vocab_size: int) -> int:
-        """The tokenizer's vocabulary, which the spec must state: a different size is an error naming both."""
-        if spec_vocab_size != self.vocab_size:
-            raise UserError(f"the spec's vocab_size is {spec_vocab_size} but the text task's tokenizer "
-                            f"{self.tokenizer_name!r} has {self.vocab_size} tokens; set vocab_size: "
-                            f"{self.vocab_size} in the spec", path="vocab_size")
-        return self.vocab_size
+    def vocabulary(self) -> str:
+        return f"the text task's tokenizer {self.tokenizer_name!r} has {self.vocab_size} tokens"
+
+    def vocabulary_fix(self, spec_vocab_size: int) -> str:
+        return f"set vocab_size: {self.vocab_size} in the spec (or leave it out), or use another tokenizer"
 
     def tokens_per_pass(self) -> int:
         return len(self.train_tokens)

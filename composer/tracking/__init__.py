@@ -9,7 +9,11 @@ package except `base` is imported here, so a new backend is one new file.
 
 TensorBoard is torch.utils.tensorboard's SummaryWriter (the `tensorboard` package); wandb and mlflow are
 optional extras (`pip install -e .[wandb]`, `.[mlflow]`), used offline: wandb in `offline` mode unless
-WANDB_MODE says otherwise, mlflow with a local `mlruns/` file store unless MLFLOW_TRACKING_URI says otherwise.
+WANDB_MODE says otherwise, mlflow with a SQLite database in the run folder unless MLFLOW_TRACKING_URI says
+otherwise. Every backend sees the same metric names (`train/loss`, `eval/val_loss`) and the run's settings once,
+as parameters; a backend that cannot start is one UserError naming it, after the ones already started are
+closed, before anything trains. Each start of a run adds to what is there (a new event file, run or rows), never
+rewriting what an earlier start logged.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ import pkgutil
 from pathlib import Path
 from typing import Any
 
-from composer.errors import UserError
-from composer.tracking.base import Backend, Tracker, Trackers, backends, flat_params, numbers, register_backend
+from composer.errors import UserError, one_line
+from composer.tracking.base import (
+    RUN_CONSTANTS,
+    Backend,
+    Tracker,
+    Trackers,
+    backends,
+    evaluation_metrics,
+    flat_params,
+    numbers,
+    register_backend,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base" and not _module.name.startswith("_"):
@@ -47,15 +61,33 @@ def check_backends(names: Any, path: str = "--log", search: bool = False) -> lis
 
 
 def open_trackers(names: list[str], folder: str | os.PathLike, params: dict[str, Any] | None = None,
-                  name: str | None = None) -> Trackers:
-    """The trackers `names` writing under `folder` (created), with `params` logged."""
+                  name: str | None = None, path: str = "--log") -> Trackers:
+    """The trackers `names` writing under `folder` (created), with `params` logged. A backend that fails to
+    start (or to log `params`) is a UserError at `path` naming it, raised after closing the ones started."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = backends()
-    tracker = Trackers([table[n].tracker(folder, name) for n in check_backends(names)])
-    if params:
-        tracker.log_params(params)
-    return tracker
+    started: list[Tracker] = []
+    for backend in check_backends(names, path):
+        try:
+            member = table[backend].tracker(folder, name)
+            started.append(member)
+            if params:
+                member.log_params(params)
+        except Exception as e:  # noqa: BLE001  (each library raises its own errors; all end this run the same way)
+            close_quietly(started)
+            raise UserError(f"{backend} could not start logging in {folder}: {type(e).__name__}: {one_line(e, 400)}",
+                            path=path) from None
+    return Trackers(started)
+
+
+def close_quietly(trackers: list[Tracker]) -> None:
+    """Close each of `trackers`, whatever closing one of them raises."""
+    for tracker in trackers:
+        try:
+            tracker.close()
+        except Exception:  # noqa: BLE001  (the error being reported is the one that matters)
+            pass
 
 
 def search_defaults() -> list[str]:
@@ -63,5 +95,5 @@ def search_defaults() -> list[str]:
     return [b.name for b in backends().values() if b.search_default and b.missing(search=True) is None]
 
 
-__all__ = ["Backend", "Tracker", "Trackers", "backends", "check_backends", "flat_params", "numbers",
-           "open_trackers", "register_backend", "search_defaults"]
+__all__ = ["RUN_CONSTANTS", "Backend", "Tracker", "Trackers", "backends", "check_backends", "evaluation_metrics",
+           "flat_params", "numbers", "open_trackers", "register_backend", "search_defaults"]

@@ -44,8 +44,15 @@ class Trackers(Tracker):
             m.log_metrics(metrics, step)
 
     def close(self) -> None:
+        """Close every member, even when closing one fails (its error is raised after the others closed)."""
+        error = None
         for m in self.members:
-            m.close()
+            try:
+                m.close()
+            except Exception as e:  # noqa: BLE001
+                error = error or e
+        if error is not None:
+            raise error
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,17 @@ def register_backend(backend: Backend) -> Backend:
 def backends() -> dict[str, Backend]:
     """The table: name -> Backend, in registration order."""
     return dict(_BACKENDS)
+
+
+# What every evaluation of a run repeats (trainer set-up: its settings and the model's costs): parameters of the
+# run, logged once with its settings, never as metrics.
+RUN_CONSTANTS = ("lr", "seed", "batch_size", "seq_len", "task", "params", "non_embedding_params", "active_params",
+                 "flops_per_token", "train_flops_per_token", "state_bytes")
+
+
+def evaluation_metrics(metrics: dict[str, Any], prefix: str = "eval/") -> dict[str, Any]:
+    """An evaluation's measurements under `prefix`: without its step and the run's constants (RUN_CONSTANTS)."""
+    return {f"{prefix}{k}": v for k, v in metrics.items() if k != "step" and k not in RUN_CONSTANTS}
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, float]:

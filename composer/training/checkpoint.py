@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from composer.atomic import write_atomic
+from composer.atomic import file_mode, write_atomic
 from composer.errors import UserError
 
 CHECKPOINT = "checkpoint"
@@ -34,6 +34,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, optimize
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
+    (tmp / "model.safetensors").chmod(file_mode())        # safetensors writes 0600; the run's files are 0644
     if fingerprint is not None:
         (tmp / FINGERPRINT).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     state = {"optimizer": optimizer.state_dict(), "loop": loop_state, "cpu_rng": torch.get_rng_state()}
@@ -91,6 +92,19 @@ def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module,
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return loop
+
+
+def read_loop_state(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The loop state (step, train_time, history) saved with the checkpoint in `out_dir`, without loading the
+    weights into a model; a damaged checkpoint is a UserError."""
+    path = Path(out_dir) / CHECKPOINT / "trainer.pt"
+    try:
+        loop = torch.load(path, weights_only=True, map_location="cpu")["loop"]
+        return {"step": int(loop["step"]), "train_time": float(loop["train_time"]), "history": list(loop["history"])}
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        message = " ".join(str(e).split())[:300]
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {message}); use another output folder, or "
+                        "--no-resume to start over in this one", path="out") from None
 
 
 METRICS_FILE = "metrics.jsonl"

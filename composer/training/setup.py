@@ -28,6 +28,7 @@ from composer.training.fingerprint import check_resumable, run_fingerprint
 from composer.training.memory import check_memory
 from composer.training.runtime import resolve_device
 from composer.training.schedule import Budget
+from composer.yaml_source import read_source
 
 SPEC_FILE = "spec.yaml"
 
@@ -64,12 +65,23 @@ class TrainState:
         self.step, self.train_time, self.history = loop["step"], loop["train_time"], loop["history"]
 
 
-def fit_spec(spec: ArchSpec | dict | str, task: Task) -> ArchSpec:
-    """The spec with the task's vocabulary (`Task.model_vocab_size`: a tokenizer's must match the spec's) and a
-    context long enough for it."""
+def fit_spec(spec: ArchSpec | dict | str | os.PathLike, task: Task) -> ArchSpec:
+    """The spec with the task's vocabulary and a context long enough for it. The vocabularies must agree
+    (`Task.model_vocab_size`, one rule for every task): a spec that states another vocab_size is a UserError
+    naming both; one that states none (a mapping, YAML text or file without the key) takes the task's."""
+    stated = states_vocab_size(spec)
     spec = load_spec(spec)
-    vocab_size = task.model_vocab_size(spec.vocab_size)
+    vocab_size = task.model_vocab_size(spec.vocab_size, stated)
     return dataclasses.replace(spec, vocab_size=vocab_size, max_seq_len=max(spec.max_seq_len, task.seq_len))
+
+
+def states_vocab_size(source: ArchSpec | dict | str | os.PathLike) -> bool:
+    """Whether a spec source states its vocab_size: an ArchSpec always does (it holds a number); a mapping,
+    YAML text or file when it has the key."""
+    if isinstance(source, ArchSpec):
+        return True
+    data = read_source(source).data
+    return not isinstance(data, dict) or "vocab_size" in data
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
