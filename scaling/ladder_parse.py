@@ -49,7 +49,8 @@ from scaling.ladder import Ladder
 LADDER_KEYS = keys_of(Ladder, skip=("run_dir",))   # the keys of a ladder file: Ladder's fields
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
-                     "seed": "the ladder sets each trial's seed: use `seeds`"}
+                     "seed": "the ladder sets each trial's seed: use `seeds`",
+                     "workers": "the ladder sets each trial's data-parallel workers: use `workers_per_trial`"}
 
 
 def parse_count(value: Any, maximum: float | None = None) -> int:

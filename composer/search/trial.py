@@ -87,6 +87,15 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     report(result, max(1, len(history)), True)
 
 
+def data_parallel(context: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a trial trained by `resources.workers_per_trial` workers (Ray Train), each on its share of
+    the trial's CPUs (`threads`) and GPUs."""
+    workers = context.get("workers", 1)
+    if workers == 1:
+        return {}
+    return {"workers": workers, "device": "cuda" if context.get("gpus_per_worker") else "cpu"}
+
+
 def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Path,
                     report: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train every repeat (seed); the first reports each evaluation, the result averages the repeats. A
@@ -115,7 +124,8 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
     runs = []
     for r in range(context["repeats"]):
         out_dir = trial_dir if r == 0 else trial_dir / f"seed{r}"
-        run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False)
+        run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False,
+                                          **data_parallel(context))
         runs.append(train(meta["spec"], task["name"], config=run_config,
                           callback=callback if r == 0 and not sweep else None, out_dir=out_dir,
                           task_params=task.get("params")))

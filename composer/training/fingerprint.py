@@ -4,7 +4,9 @@ trajectory. A resume into a folder whose checkpoint has another fingerprint is a
 differs, never a size-mismatch traceback or a silent mix of two runs.
 
 Settings left out (they change neither the weights' shapes nor the trajectory): how often the run evaluates,
-logs and checkpoints, whether it resumes, threads, compilation, the device and the memory check.
+logs and checkpoints, whether it resumes, threads, compilation, the device, the memory check and how many
+data-parallel workers share it (their losses equal one process's to float rounding: a run may resume with
+another number of workers).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from composer.training.checkpoint import read_fingerprint
 from composer.training.config import TrainConfig
 
 NOT_IDENTIFYING = ("lrs", "weight_decays", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds",
-                   "resume", "threads", "compile", "device", "log_every", "memory_check")
+                   "resume", "threads", "compile", "device", "log_every", "memory_check", "workers", "fsdp",
+                   "worker_restarts", "storage")
 
 
 def run_fingerprint(spec: ArchSpec, task: Task, config: TrainConfig) -> dict[str, Any]:
