@@ -81,6 +81,13 @@ def load_ladder(obj: Any) -> Ladder:
     base = Path(source.filename).parent if source.filename else Path(".")
     given = {key: read(reader, data[key], key, base) for key, read in FIELDS.items() if key in data}
     ladder = reader.read(Ladder, data, skip=("run_dir",), **given)
+    if ladder.workers_per_trial > 1:
+        from composer.training.ray_train import check_settings
+
+        try:
+            check_settings(ladder.train.with_settings(workers=ladder.workers_per_trial))
+        except UserError as e:
+            raise reader.fail(e.message, "workers_per_trial" if e.path == "workers" else f"train.{e.path}") from None
     trials = (len(ladder.architectures) * len(ladder.sizes) * len(ladder.seeds)
               * len(ladder.budget.get("flops", [None])))
     if trials > MAX_LADDER_TRIALS:

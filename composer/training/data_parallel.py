@@ -242,6 +242,18 @@ class StopPoll:
         return self.reason is not None
 
 
+def prepare(run: dict[str, Any], rank: int, world: int, device: torch.device) -> TrainState:
+    """Worker `rank`'s run, set up as one process's and wrapped (the process group already joined)."""
+    config: TrainConfig = run["config"]
+    torch.set_num_threads(run["threads"])
+    local = config.with_settings(device=str(device), compile=False, memory_check=False)
+    state = set_up(run["spec"], run["task"], local, None)
+    state.shard = Shard(rank, world)
+    state.static["workers"] = world
+    wrap(state, config)
+    return state
+
+
 def worker_loop(run: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`: set up, restore, train like composer.trainer's loop, report."""
     import ray
@@ -249,22 +261,19 @@ def worker_loop(run: dict[str, Any]) -> None:
     import ray.train.torch
 
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     config: TrainConfig = run["config"]
     spec: ArchSpec = run["spec"]
-    torch.set_num_threads(run["threads"])
-    local = config.with_settings(device=str(ray.train.torch.get_device()), compile=False, memory_check=False)
-    state = set_up(spec, run["task"], local, None)
-    state.shard = Shard(rank, world)
-    state.static["workers"] = world
-    wrap(state, config)
+    state = prepare(run, context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
+    nodes: list[Any] = [None] * state.shard.world
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    state.static["worker_nodes"] = len(set(nodes))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             restore(state, directory, spec, config)
     elif run["start"] is not None:
         restore(state, run["start"], spec, config)
-    link, lead = run["link"], rank == 0
+    link, lead = run["link"], state.shard.rank == 0
     if lead:
         ray.get(link.send.remote("started", {"step": state.step, "history": state.history}))
     outcome = train_worker(state, config, spec, link)
