@@ -204,15 +204,20 @@ def restore(state: TrainState, directory: str, spec: ArchSpec, config: TrainConf
     state.step, state.train_time, state.history = loop["step"], loop["train_time"], loop["history"]
 
 
-def report_checkpoint(state: TrainState, spec: ArchSpec, config: TrainConfig) -> None:
-    """Save the checkpoint and hand it to Ray Train (every worker calls this at the same step)."""
+def report_checkpoint(state: TrainState, spec: ArchSpec, config: TrainConfig, durable: bool = True) -> None:
+    """Save the checkpoint and hand it to Ray Train (every worker calls this at the same step); `durable`: return
+    once Ray Train has recorded it, so a worker that dies later restarts from it (the last one needs no wait:
+    the run's end records it)."""
     import ray.train
 
+    lead = state.shard.rank == 0
     with tempfile.TemporaryDirectory(prefix="composer-checkpoint-") as directory:
         save(state, directory, spec, config)
-        checkpoint = ray.train.Checkpoint.from_directory(directory) if state.shard.rank == 0 else None
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if lead else None
         ray.train.report({"step": state.step}, checkpoint=checkpoint,
                          checkpoint_dir_name=f"step_{state.step:09d}_{secrets.token_hex(3)}")
+    if lead and durable:     # wait until Ray Train has it on record (it polls the workers every ~2 s)
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +342,6 @@ def train_worker(state: TrainState, config: TrainConfig, spec: ArchSpec, link: A
     elif not metrics and (lead or fsdp):
         metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, None)
     if status != "diverged":
-        report_checkpoint(state, spec, config)
+        report_checkpoint(state, spec, config, durable=False)
     return {"status": status, "metrics": metrics, "history": state.history, "step": state.step,
             "diverged_step": diverged_step}
