@@ -227,9 +227,10 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
     context = {"run_dir": str(run.root), "task": space.task_data(), "objectives": space.objective_names(),
                "modes": space.modes(), "repeats": space.repeats, "seed": space.seed, "threads": threads,
                "workers": workers, "gpus_per_worker": gpus_each}
-    # a data-parallel trial holds nothing itself: it is the driver of a Ray Train run whose workers reserve the
-    # trial's CPUs and GPUs (Ray Train V2), so the concurrency alone keeps the trials within the cluster
-    held = {"cpu": cpus, "gpu": gpus} if workers == 1 else {"cpu": 0, "gpu": 0}
+    # a data-parallel trial is the driver of a Ray Train run whose workers reserve the trial's CPUs and GPUs (Ray
+    # Train V2), so it holds next to nothing itself (Tune needs something: a byte of memory) and the concurrency
+    # alone keeps the trials within the cluster
+    held = {"cpu": cpus, "gpu": gpus} if workers == 1 else {"cpu": 0, "gpu": 0, "memory": 1}
     if workers > 1 and gpus:
         concurrent = min(concurrent, max(1, int(cluster.get("GPU", 0) // gpus)))
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), held)
