@@ -22,8 +22,8 @@ Conventions, the same on both sides unless said:
   such a per-token g (not as fla's `g_gamma`), hgrn2's forget gate as gla's g with k = 1 - f computed by the layer,
   and Mamba-2's dt A as simple_gla's g with k = B, v = dt x, q = C (the SSD duality, primitives/ssm.py).
 - delta rules: k is L2-normalised and beta squashed by the layer (fla's `use_qk_l2norm_in_kernel=False`,
-  `use_beta_sigmoid_in_kernel=False`; g is already in log space, fla's default without `use_gate_in_kernel`); fla's argument order
-  is (g, beta), Composer's too.
+  `use_beta_sigmoid_in_kernel=False`); g is already in log space (fla's default, without `use_gate_in_kernel`);
+  fla's argument order is (g, beta), Composer's too.
 - chunk size: fla picks its own (64, Composer's CHUNK_SIZE); the result does not depend on it but for rounding.
 - dtype: fla returns the output in q's dtype, Composer in v's: the output is cast to v's dtype.
 
