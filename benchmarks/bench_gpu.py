@@ -74,7 +74,7 @@ GPU_PLAN = Plan("cuda", dispatch.CHUNK_SIZE, 2, 4, (1, 100, 1000, 3001), (64, 64
 # the training run: ~50M parameters (embedding included), T 1024, 16 sequences a step
 TRAIN_SPEC = {"d_model": 768, "layers": [{"op": "attention", "n_heads": 12}, "mlp", "gla", "mlp", "mamba2", "mlp",
                                          {"op": "attention", "n_heads": 12}, "mlp", "gated_deltanet", "mlp",
-                                         "mamba2", "mlp"]}
+                                         "mamba2", "mlp", {"op": "attention", "n_heads": 12}, "mlp"]}
 TRAIN = {"seq_len": 1024, "batch_size": 16, "steps": 200, "ddp_steps": 20}
 # dense bf16 peak FLOP/s by GPU name (MFU's denominator)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
