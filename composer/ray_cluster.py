@@ -28,6 +28,7 @@ QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW
              # trials run in the driver's folder, so relative paths in a space (`data:`, `tokenizer:`) mean
              # what they mean where `composer search` was started (Tune would move each into its trial folder)
              "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+CLUSTER_ENV = ("RAY_TRAIN_V2_ENABLED", "RAY_CHDIR_TO_TRIAL_DIR", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
 PROBE_TIMEOUT_S = 5.0
 WATCHDOG = Path(__file__).with_name("ray_watchdog.py")
 
@@ -75,6 +76,9 @@ def start_ray(address: str | None, verbose: bool) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
                               "logging_level": logging.INFO if verbose else logging.ERROR}
     if address is not None:
+        # the nodes of a cluster started with `ray start` have their own environment: the trials and workers this
+        # driver starts there get these settings with the job (Ray Train V2, trials in the driver's folder)
+        kwargs["runtime_env"] = {"env_vars": {key: os.environ[key] for key in CLUSTER_ENV if key in os.environ}}
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as e:
