@@ -1,8 +1,9 @@
 """Data-parallel training on Ray Train (TorchTrainer, gloo on CPU), all in one embedded Ray session: two workers
 with global batch B train like one process with batch B (losses to 1e-5 over 20 steps, DDP and FSDP2); a run
 stopped and resumed ends with an uninterrupted run's weights and metrics; a worker killed mid-run makes Ray Train
-restart the workers from the last checkpoint, nothing lost (and with no restarts left, one clear error); a search
-trial, a ladder and a confirmation train on `workers_per_trial` workers. All slow: each run starts a Ray Train
+restart the workers from the last checkpoint, nothing lost (and with no restarts left, one clear error); a ladder
+trial on `workers_per_trial` workers trains like one process (a search trial spanning two nodes:
+tests/test_data_parallel_cluster.py). All slow: each run starts a Ray Train
 worker group (~10 s here)."""
 
 import json
@@ -168,3 +169,21 @@ def test_a_killed_worker_with_no_restarts_left_is_one_clear_error(tmp_path):
     assert e.value.path == "workers"
     resumed, losses = run(tmp_path, workers=2)           # and it does
     assert resumed.status == "completed" and len(losses) == 10
+
+
+def test_a_ladder_trial_on_two_workers_trains_like_one_process():
+    from scaling.ladder import LocalRunner, plan
+    from scaling.ladder_parse import load_ladder
+    from scaling.ray_runner import RayRunner
+    from tests.test_scaling_ladder import ARCHS, config
+
+    settings = {"batch_size": 4, "lr": 1e-3, "warmup_steps": 1}
+    one = load_ladder(config(architectures={"attn": ARCHS["attn"]}, sizes=["20K", "40K"], budget={"tokens": 256},
+                             seeds=[0], train=settings))
+    two = load_ladder(config(architectures={"attn": ARCHS["attn"]}, sizes=["20K", "40K"], budget={"tokens": 256},
+                             seeds=[0], train=settings, workers_per_trial=2))
+    trials = plan(one)[:1]
+    (_, local), = LocalRunner(threads=1).run(trials, one)
+    (_, parallel), = RayRunner(threads=2).run(trials, two)      # the trial's 2 CPUs, one per worker
+    assert parallel["status"] == "completed" and parallel["workers"] == 2 and parallel["tokens"] == 256
+    assert parallel["val_loss"] == pytest.approx(local["val_loss"], abs=1e-5)
