@@ -158,6 +158,24 @@ def test_more_workers_than_cpus_is_refused_before_ray_starts(monkeypatch):
     assert not ray.is_initialized()
 
 
+def test_gpu_workers_without_cuda_or_without_enough_gpus_are_refused_before_ray_starts(monkeypatch):
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("Ray already runs in this process")
+    small = {"steps": 2, "batch_size": 6, "task_params": {"num_train": 10, "num_test": 4}}
+    if not torch.cuda.is_available():
+        for fsdp in (False, True):
+            with pytest.raises(UserError, match="'cuda': CUDA is not available on this machine") as e:
+                train(SPEC, "mqar", workers=2, device="cuda", fsdp=fsdp, **small)
+            assert e.value.path == "device"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=re.escape("3 workers need 3 GPUs (1 each) but this machine has 2")) as e:
+        train(SPEC, "mqar", workers=3, device="cuda", **small)
+    assert e.value.path == "workers" and not ray.is_initialized()
+
+
 def test_how_many_workers_train_a_run_is_not_part_of_its_identity():
     task = get_task("mqar", num_train=10, num_test=4)
     spec = fit_spec(SPEC, task)
