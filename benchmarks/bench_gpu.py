@@ -105,6 +105,10 @@ def check_row(plan: Plan, operator: str, dtype_name: str, T: int, head_dims: tup
     n_inputs = len(verify.OPERATOR_INPUTS[operator])
     tensors, state = verify.sample_inputs(operator, plan.check_batch, T, plan.check_heads, head_dims,
                                           [dtype] * n_inputs, plan.device, dtype if with_state else None, seed=T)
+    reason = dispatch.kernel_unsupported(operator, tuple(tensors))
+    if reason is not None:                  # no fla kernel for it: the PyTorch form serves such calls
+        row.update(ok=True, unsupported=reason)
+        return row
     start = time.perf_counter()
     try:
         errors = verify.kernel_errors(operator, kernel(operator), dispatch.TORCH_FORMS[operator], tensors, state,
@@ -129,9 +133,9 @@ def run_checks(plan: Plan, budget: Budget) -> list[dict]:
         row = check_row(plan, *args)
         rows.append(row)
         status = "ok " if row["ok"] else "FAIL"
-        detail = row.get("error") or f"max rel err {row['max_rel_err']:.2e} ({row['worst']})"
+        detail = row.get("unsupported") or row.get("error") or f"max rel err {row['max_rel_err']:.2e} ({row['worst']})"
         print(f"check {status} {row['operator']:<24} {row['dtype']} T={row['T']:<5} K={row['K']} V={row['V']} "
-              f"state={row['initial_state']!s:<5} {detail} [{row['seconds']:.1f}s]", flush=True)
+              f"state={row['initial_state']!s:<5} {detail} [{row.get('seconds', 0):.1f}s]", flush=True)
     return rows
 
 
@@ -160,7 +164,7 @@ def run_auto_path(plan: Plan, budget: Budget) -> list[dict]:
             new = [verify.VERDICTS[c] for c in set(verify.VERDICTS) - before]
             fallbacks = [str(w.message) for w in caught if issubclass(w.category, verify.KernelFallbackWarning)]
             row.update(kernel_used=bool(new) and all(v.ok for v in new), verdicts=[v.reason for v in new],
-                       warnings=fallbacks)
+                       warnings=fallbacks, unsupported=dispatch.kernel_unsupported(operator, tuple(tensors)))
             rows.append(row)
             print(f"auto {operator:<24} {dtype_name} kernel used: {row['kernel_used']} {row['verdicts']}", flush=True)
     return rows
@@ -349,7 +353,8 @@ def main() -> int:
         save("checks")
         os.environ[dispatch.KERNELS_ENV] = "check"
         result["auto_path"] = run_auto_path(plan, share(0.4))
-        result["summary"]["auto_path_fallbacks"] = sum(not row["kernel_used"] for row in result["auto_path"])
+        result["summary"]["auto_path_fallbacks"] = sum(not row["kernel_used"] and not row["unsupported"]
+                                                       for row in result["auto_path"])
         save("auto path")
     else:
         result["checks"] = "skipped: fla is not installed (pip install -e .[cuda])"

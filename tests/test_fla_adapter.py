@@ -103,9 +103,11 @@ def test_the_adapter_on_flas_references_equals_the_pytorch_form(operator, scale)
 @pytest.mark.parametrize("operator", OPERATORS)
 def test_the_adapter_keeps_composers_dtypes_and_asks_no_state_unless_told(operator):
     tensors, _ = inputs(operator, T=5)
-    half = [t.detach().to(torch.bfloat16) if i < 3 else t.detach() for i, t in enumerate(tensors)]
+    half = [t.detach().to(torch.bfloat16) if i < 2 else t.detach() for i, t in enumerate(tensors)]   # v in fp32
+    kwargs = fla_adapter.fla_arguments(operator, tuple(half), None, None, False)
+    assert kwargs["q"].dtype == kwargs["k"].dtype == kwargs["v"].dtype == torch.bfloat16     # one dtype for fla
     o, final = fla_adapter.call(operator, FLA_REFERENCES[operator], *half, initial_state=None)
-    assert o.dtype == torch.bfloat16 and o.shape == half[2].shape and final is None
+    assert o.dtype == torch.float32 and o.shape == half[2].shape and final is None         # v's dtype
     _, final = fla_adapter.call(operator, FLA_REFERENCES[operator], *half, output_final_state=True)
     assert final.dtype == torch.float32 and final.shape == (2, 3, 8, 12)
 
@@ -147,6 +149,7 @@ def test_every_layer_of_the_family_routes_through_the_adapter_and_trains_like_py
 
     monkeypatch.setenv("COMPOSER_KERNELS", "trust")
     monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    monkeypatch.setattr(dispatch, "kernel_unsupported", lambda operator, tensors: None)   # fp32 references here
     monkeypatch.setattr(dispatch, "kernel_form", form)
     logits, grads = run()
     assert set(used) == set(OPERATORS)

@@ -82,6 +82,7 @@ def kernels(monkeypatch):
     """Install fake kernels (a factory per test) with the CPU as a kernel device and fresh verdicts."""
     monkeypatch.delenv("COMPOSER_KERNELS", raising=False)
     monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    monkeypatch.setattr(dispatch, "kernel_unsupported", lambda operator, tensors: None)
     monkeypatch.setattr(verify, "VERDICTS", {})
 
     def install(make_kernel):
@@ -262,3 +263,20 @@ def test_gpu_benchmark_without_cuda_says_so_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no CUDA device" in result.stdout
     assert not out.exists()
+
+
+def test_a_call_the_kernel_does_not_serve_takes_the_pytorch_path_without_a_warning(monkeypatch):
+    """fla's delta rule has no float32 kernel: the auto path runs PyTorch, never fetching or checking a kernel."""
+    from primitives.ops.kernels.fla_adapter import unsupported
+
+    monkeypatch.setattr(verify, "VERDICTS", {})
+    monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    fake = FakeKernels(raising)
+    monkeypatch.setattr(dispatch, "kernel_form", fake)
+    tensors, state = inputs("chunk_delta_rule")
+    assert "no float32 kernel" in unsupported("chunk_delta_rule", tuple(tensors))
+    assert unsupported("chunk_delta_rule", tuple(t.bfloat16() for t in tensors)) is None
+    assert unsupported("chunk_gated_delta_rule", tuple(inputs("chunk_gated_delta_rule")[0])) is None
+    o, _, warned = call("chunk_delta_rule", tensors, state)
+    assert warned == [] and fake.fetched == 0 and verify.VERDICTS == {}
+    torch.testing.assert_close(o, call("chunk_delta_rule", tensors, state, backend="torch")[0])

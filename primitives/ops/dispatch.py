@@ -4,15 +4,17 @@
   - "torch": the chunked PyTorch form (the reference, and the CPU path).
   - "fla": flash-linear-attention's Triton kernel through `primitives/ops/kernels/fla_adapter.py`, strictly (an
     error or a bad shape raises); CUDA only.
-  - "auto" (default): the fla kernel for CUDA tensors when fla is installed (`pip install -e .[cuda]`), else
-    PyTorch. How far the auto path trusts a kernel is set by the environment variable COMPOSER_KERNELS:
+  - "auto" (default): the fla kernel for CUDA tensors when fla is installed (`pip install -e .[cuda]`) and has
+    a kernel for the call (`fla_adapter.unsupported`: not fp32 delta rule), else PyTorch. How far the auto
+    path trusts a kernel is set by the environment variable COMPOSER_KERNELS:
     `check` (default): before a kernel first serves a call class (operator, device, dtypes, head dims,
     chunk size and chunk-count class, initial/final state, grad), it runs once on a small input against the
     PyTorch path (forward, and backward when the call needs grad); on an error or a mismatch beyond the
     dtype's tolerance that class uses PyTorch for the rest of the process, with one `KernelFallbackWarning`
     naming the operator and the reason (`primitives/ops/kernels/verify.py`). `trust`: the kernel without
-    the check. `off`: never a kernel. `kernel_device` and `kernel_form` are the two seams the CPU tests
-    patch (tests/test_kernel_fallback.py); `benchmarks/bench_gpu.py` checks and times every kernel on a GPU.
+    the check. `off`: never a kernel. `kernel_device`, `kernel_unsupported` and `kernel_form` are the seams
+    the CPU tests patch (tests/test_kernel_fallback.py); `benchmarks/bench_gpu.py` checks and times every
+    kernel on a GPU.
 * The length-dispatched operators the layers call (`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule`):
   the step form for pieces of at most `DECODE_MAX` tokens (decoding), else the chunked form in chunks of
   `CHUNK_SIZE`, the chunk length the layers' FLOP formulas count.
@@ -64,6 +66,13 @@ def kernel_device(x: Tensor) -> bool:
     return FLA_AVAILABLE
 
 
+def kernel_unsupported(operator: str, tensors: tuple[Tensor, ...]) -> str | None:
+    """Why the kernel does not serve this call (None: it does): the adapter's `unsupported`."""
+    from primitives.ops.kernels.fla_adapter import unsupported
+
+    return unsupported(operator, tensors)
+
+
 def kernel_form(operator: str) -> Callable:
     """fla's kernel of `operator`, through the adapter (imports fla)."""
     from primitives.ops.kernels import kernel
@@ -94,6 +103,8 @@ def auto_uses_kernel(operator: str, args: tuple) -> bool:
     for a call class whose first-use check passed."""
     mode = kernel_mode()
     if mode == "off" or not kernel_device(args[0]):
+        return False
+    if kernel_unsupported(operator, args[:-4]) is not None:
         return False
     if mode == "trust":
         return True

@@ -25,7 +25,10 @@ Conventions, the same on both sides unless said:
   `use_beta_sigmoid_in_kernel=False`); g is already in log space (fla's default, without `use_gate_in_kernel`);
   fla's argument order is (g, beta), Composer's too.
 - chunk size: fla picks its own (64, Composer's CHUNK_SIZE); the result does not depend on it but for rounding.
-- dtype: fla returns the output in q's dtype, Composer in v's: the output is cast to v's dtype.
+- dtype: fla's kernels take q, k, v in one dtype (Mamba-2's v = dt x may be float32 beside bfloat16 q, k): k and v
+  are cast to q's; fla returns the output in q's dtype, Composer in v's: the output is cast to v's dtype. fla's
+  delta rule has no float32 kernel: such calls are `unsupported` and run the PyTorch form (the auto path, without a
+  warning; backend="fla" raises).
 
 mlstm has no fla kernel (fla-core 0.6): it keeps its PyTorch chunked form on every device, as do kda, rwkv7,
 hyena and slstm, whose fla counterparts use other conventions and are not mapped here yet.
@@ -52,6 +55,7 @@ FLA_FUNCTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "chunk_delta_rule": ("fla.ops.delta_rule", "chunk_delta_rule", ("q", "k", "v", "beta")),
     "chunk_gated_delta_rule": ("fla.ops.gated_delta_rule", "chunk_gated_delta_rule", ("q", "k", "v", "g", "beta")),
 }
+OPERATOR_TENSORS = {operator: len(names) for operator, (_, _, names) in FLA_FUNCTIONS.items()}
 # the options of fla's functions that must stay off: Composer's layers do these steps themselves
 FLA_FIXED_OPTIONS: dict[str, dict[str, bool]] = {
     "chunk_simple_gla": {"state_v_first": False},
@@ -62,6 +66,13 @@ FLA_FIXED_OPTIONS: dict[str, dict[str, bool]] = {
 }
 
 
+def unsupported(operator: str, tensors: tuple[Tensor, ...]) -> str | None:
+    """Why fla has no kernel for this call (None: it has one)."""
+    if operator == "chunk_delta_rule" and tensors[0].dtype == torch.float32:
+        return "fla's chunk_delta_rule has no float32 kernel (bfloat16 or float16 only)"
+    return None
+
+
 def fla_arguments(operator: str, tensors: tuple[Tensor, ...], scale: float | None,
                   initial_state: Tensor | None, output_final_state: bool) -> dict[str, object]:
     """The keyword arguments of fla's function for one call of Composer's `operator`."""
@@ -70,6 +81,8 @@ def fla_arguments(operator: str, tensors: tuple[Tensor, ...], scale: float | Non
         raise ValueError(f"{operator} takes {len(names)} tensors ({', '.join(names)}), got {len(tensors)}")
     q = tensors[0]
     kwargs: dict[str, object] = {name: t.contiguous() for name, t in zip(names, tensors, strict=True)}
+    for name in ("k", "v"):
+        kwargs[name] = kwargs[name].to(q.dtype)
     kwargs["scale"] = float(q.shape[-1] ** -0.5 if scale is None else scale)
     kwargs["initial_state"] = None if initial_state is None else initial_state.float().contiguous()
     kwargs["output_final_state"] = output_final_state
@@ -103,10 +116,13 @@ def fla_form(operator: str) -> Callable:
     """`operator` on fla's kernel, with the signature of its PyTorch form (positional tensors, then scale,
     initial_state, output_final_state, chunk_size)."""
     function = fla_function(operator)
-    count = len(FLA_FUNCTIONS[operator][2])
+    count = OPERATOR_TENSORS[operator]
 
     def form(*args: object) -> tuple[Tensor, Tensor | None]:
         tensors, (scale, initial_state, output_final_state, chunk_size) = args[:count], args[count:]
+        reason = unsupported(operator, tensors)
+        if reason is not None:
+            raise ValueError(reason)
         return call(operator, function, *tensors, scale=scale, initial_state=initial_state,
                     output_final_state=output_final_state, chunk_size=chunk_size)
 
