@@ -1,24 +1,20 @@
-"""The parts of the GPU path that a CPU can hold: fused AdamW is chosen for CUDA parameters only, a search trial
+"""The parts of the GPU path that a CPU can hold: fused AdamW over fp32 master weights, a search trial
 trains on the device its resources give it, and `compile` trains like eager (slow: inductor compiles on CPU).
 bf16 autocast (training/step.py) and fla's kernels run only on CUDA: benchmarks/bench_gpu.py checks them there."""
-
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from composer.search.trial import placement
 from composer.trainer import train
-from composer.training.setup import fused_adamw, make_optimizer
+from composer.training.setup import FUSED_ADAMW_DEVICES, make_optimizer
 
 
-def test_adamw_is_fused_exactly_when_every_parameter_is_on_cuda():
-    on = SimpleNamespace(is_cuda=True)
-    off = SimpleNamespace(is_cuda=False)
-    assert fused_adamw([on, on]) and not fused_adamw([on, off]) and not fused_adamw([])
+def test_adamw_is_fused_on_cuda_and_cpu_over_fp32_master_weights():
+    assert "cuda" in FUSED_ADAMW_DEVICES
     optimizer = make_optimizer(torch.nn.Linear(4, 4), 1e-3, 0.1)
-    assert optimizer.defaults["fused"] is False
-    assert all(p.dtype == torch.float32 for g in optimizer.param_groups for p in g["params"])   # fp32 master weights
+    assert optimizer.defaults["fused"] is True
+    assert all(p.dtype == torch.float32 for g in optimizer.param_groups for p in g["params"])   # bf16 only in autocast
 
 
 @pytest.mark.parametrize("context, device, expected", [
