@@ -23,11 +23,12 @@ from typing import Any
 from composer.errors import UserError
 
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0",
-             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_TRAIN_V2_ENABLED": "0",
+             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_TRAIN_V2_ENABLED": "1",
              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60",
              # trials run in the driver's folder, so relative paths in a space (`data:`, `tokenizer:`) mean
              # what they mean where `composer search` was started (Tune would move each into its trial folder)
              "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+CLUSTER_ENV = ("RAY_TRAIN_V2_ENABLED", "RAY_CHDIR_TO_TRIAL_DIR", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
 PROBE_TIMEOUT_S = 5.0
 WATCHDOG = Path(__file__).with_name("ray_watchdog.py")
 
@@ -75,6 +76,9 @@ def start_ray(address: str | None, verbose: bool) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
                               "logging_level": logging.INFO if verbose else logging.ERROR}
     if address is not None:
+        # the nodes of a cluster started with `ray start` have their own environment: the trials and workers this
+        # driver starts there get these settings with the job (Ray Train V2, trials in the driver's folder)
+        kwargs["runtime_env"] = {"env_vars": {key: os.environ[key] for key in CLUSTER_ENV if key in os.environ}}
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as e:
@@ -131,3 +135,55 @@ def check_local_resources(cpus: float, gpus: float, cpus_field: str = "resources
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus > count:
             raise UserError(f"a trial asks for {gpus:g} GPUs but this machine has {count}", path=gpus_field)
+
+
+def check_workers(workers: int, cpus: float, gpus: float, field: str = "workers") -> None:
+    """Data-parallel workers, each holding `cpus` CPUs and `gpus` GPUs, spread over the nodes of the running
+    cluster: each must fit on a node and all of them in the cluster, else Ray Train would wait for them without
+    end. A UserError naming `field` otherwise."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    _check_workers(workers, cpus, gpus, [(n.get("CPU", 0), n.get("GPU", 0)) for n in nodes], "the cluster", field)
+
+
+def check_local_workers(workers: int, cpus: float, gpus: float, field: str = "workers") -> None:
+    """The same check for the embedded cluster, before it starts: it gets this machine's CPUs and GPUs."""
+    count = 0
+    if gpus:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    _check_workers(workers, cpus, gpus, [(os.cpu_count() or 1, count)], "this machine", field)
+
+
+def _check_workers(workers: int, cpus: float, gpus: float, nodes: list[tuple[float, float]], where: str,
+                   field: str) -> None:
+    if gpus:
+        total = sum(int(g // gpus) for _, g in nodes)
+        if workers > total:
+            have = sum(g for _, g in nodes)
+            raise UserError(f"{workers} workers need {workers * gpus:g} GPUs ({gpus:g} each) but {where} has "
+                            f"{have:g}", path=field)
+    if cpus > max((c for c, _ in nodes), default=0):
+        raise UserError(f"a worker asks for {cpus:g} CPUs but the largest node of {where} has "
+                        f"{max((c for c, _ in nodes), default=0):g}", path=field)
+    total = sum(int(c // cpus) for c, _ in nodes)
+    if workers > total:
+        raise UserError(f"{workers} workers need {workers * cpus:g} CPUs ({cpus:g} each) but {where} has "
+                        f"{sum(c for c, _ in nodes):g}", path=field)
+
+
+def split_trial(cpus: float, gpus: float, workers: int, cpus_field: str = "resources.cpus_per_trial",
+                gpus_field: str = "resources.gpus_per_trial") -> tuple[int, int]:
+    """(CPUs, GPUs) of each data-parallel worker of a trial: the trial's own split evenly over its `workers`, in
+    whole CPUs (at least one) and whole GPUs (a GPU serves one worker); a UserError naming the field otherwise."""
+    if workers == 1:
+        return max(1, int(cpus)), int(gpus)
+    if cpus < workers or cpus % workers:
+        raise UserError(f"{cpus:g} CPUs per trial do not split into whole CPUs over {workers} workers per trial: "
+                        f"give a multiple of {workers}", path=cpus_field)
+    if gpus % workers:
+        raise UserError(f"{gpus:g} GPUs per trial do not split into whole GPUs over {workers} workers per trial (each "
+                        f"worker takes its own): give 0 or a multiple of {workers}", path=gpus_field)
+    return int(cpus // workers), int(gpus // workers)

@@ -21,7 +21,9 @@ whose estimated memory exceeds the device's available memory is refused before a
 
 `lrs=[...]` sweeps learning rates (and `weight_decays=[...]` weight decays: one run per pair) and keeps the best
 run; a `TaskSuite` (the `mad` suite) trains one model per member and reports each accuracy and the mean.
-`threads` applies to the call only: every entry point restores torch's thread count.
+`threads` applies to the call only: every entry point restores torch's thread count. With `workers` > 1 one model
+trains on that many data-parallel processes on Ray Train (composer/training/ray_train.py), with the same results,
+outputs and resume as here.
 
 The run's pieces live in composer/training/: set-up (setup.py), one step (step.py), evaluation (evaluate.py),
 checkpoints (checkpoint.py, fingerprint.py), the memory estimate (memory.py), the learning-rate schedule and
@@ -44,13 +46,13 @@ from composer.interrupt import interrupt_signal
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 from composer.tasks import Task, TaskSuite, get_task
-from composer.training.checkpoint import has_checkpoint, read_fingerprint, read_loop_state
+from composer.training.checkpoint import PeriodicCheckpoints, has_checkpoint, read_fingerprint, read_loop_state
 from composer.training.config import TrainConfig, eval_interval, train_config
-from composer.training.evaluate import evaluate
+from composer.training.evaluate import evaluate, progress
 from composer.training.fingerprint import run_fingerprint
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
-from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
+from composer.training.setup import fit_spec, make_optimizer, set_up
 from composer.training.step import train_step
 
 __all__ = ["Budget", "StopTraining", "TrainConfig", "TrainResult", "completed_run", "fit_spec", "make_optimizer",
@@ -166,6 +168,13 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
     finished = completed_run(spec, task, config, out_dir)
     if finished is not None:
         return finished
+    if config.parallel.workers > 1 or config.parallel.fsdp:     # on Ray Train: composer/training/ray_train.py
+        from composer.training.ray_train import train_data_parallel
+
+        outcome = train_data_parallel(spec, task, config, lambda m: _should_stop(callback, m), out_dir, on_step)
+        return TrainResult(outcome["status"], {**outcome["metrics"], "status": outcome["status"]},
+                           outcome["history"], outcome["step"], outcome["diverged_step"],
+                           None if out_dir is None else str(out_dir))
     state = set_up(spec, task, config, out_dir)
     opt, schedule = config.optimizer, config.lr_schedule
     total_steps = state.budget.total_steps(state.tokens_per_step)
@@ -189,7 +198,7 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
         train_loss = loss
         state.train_time += time.perf_counter() - start
         if on_step is not None and (state.step % config.runtime.log_every == 0 or state.step == 1):
-            on_step(_progress(state, train_loss, lr))
+            on_step(progress(state, train_loss, lr))
         done = state.progress() >= 1.0
         if state.step % eval_every == 0 or done:
             metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
@@ -217,22 +226,6 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
                        None if out_dir is None else str(out_dir))
 
 
-class PeriodicCheckpoints:
-    """When a run with an output folder checkpoints between its start and end: every `every` steps, and once
-    `seconds` have passed since the last checkpoint (or the start); 0 turns either off."""
-
-    def __init__(self, every: int, seconds: float):
-        self.every, self.seconds = every, seconds
-        self.last = time.monotonic()
-
-    def due(self, step: int) -> bool:
-        by_steps = self.every > 0 and step % self.every == 0
-        return by_steps or (self.seconds > 0 and time.monotonic() - self.last >= self.seconds)
-
-    def saved(self) -> None:
-        self.last = time.monotonic()
-
-
 def _should_stop(callback: Callback | None, metrics: dict[str, Any]) -> bool:
     if callback is None:
         return False
@@ -240,14 +233,6 @@ def _should_stop(callback: Callback | None, metrics: dict[str, Any]) -> bool:
         return callback(dict(metrics)) is False
     except StopTraining:
         return True
-
-
-def _progress(state: TrainState, loss: float, lr: float) -> dict[str, Any]:
-    fraction, elapsed, tokens = state.progress(), state.train_time, state.step * state.tokens_per_step
-    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
-    return {"step": state.step, "loss": loss, "lr": lr, "tokens": tokens,
-            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "elapsed_s": elapsed, "eta_s": eta,
-            "fraction": fraction}
 
 
 def _score(task: Task, result: TrainResult) -> float:

@@ -24,7 +24,7 @@ A primitive class declares
 
 A family module imports only the standard library, torch, Composer's ground floor (`composer.fields` for the
 field declarations; see its docstring), this module, `primitives.common` (the layers families share) and
-`primitives.ops` (never `primitives.ops.triton`, nor another family), so that export can inline exactly the
+`primitives.ops` (never `primitives.ops.kernels`, nor another family), so that export can inline exactly the
 families a model uses (`composer.export.standalone.import_rule_violations`).
 """
 

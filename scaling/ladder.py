@@ -69,6 +69,8 @@ class Ladder:
     loss_metric: str = "val_loss"
     bootstrap: int = 500
     logging: list[str] = field(default_factory=list)       # tracker backends (composer/tracking/)
+    workers_per_trial: int = option(1, "data-parallel workers each trial trains on (Ray Train); the trial's CPUs "
+                                    "(the runner's threads) are split evenly over them", ge=1, le=4096)
     run_dir: str | None = None                              # set by run_ladder: the folder its trials log under
     task_vocabulary: tuple[str, ...] = ()   # set by the parser: architectures that state no vocab_size (the task's)
 
@@ -120,6 +122,18 @@ class TrialRunner(Protocol):
         """Train the trials (in any order) and yield each with its final metrics as it finishes."""
 
 
+def trial_config(ladder: Ladder, threads: int | None, field: str = "--threads") -> TrainConfig:
+    """The settings every trial of `ladder` trains with on a runner giving each trial `threads` CPUs: with
+    `workers_per_trial`, split evenly over the workers (default one each)."""
+    from composer.ray_cluster import split_trial
+
+    workers = ladder.workers_per_trial
+    if workers == 1:
+        return ladder.train.with_settings(threads=threads) if threads else ladder.train
+    each, _ = split_trial(threads or workers, 0, workers, cpus_field=field)
+    return ladder.train.with_settings(threads=each, workers=workers)
+
+
 class LocalRunner:
     """Trials on this machine through `composer.trainer.train`: in this process, or in `workers` processes
     (each trains with `threads` torch threads; results arrive as trials finish)."""
@@ -131,7 +145,11 @@ class LocalRunner:
         self.log = log or (lambda message: None)
 
     def run(self, trials: list[Trial], ladder: Ladder) -> Iterator[tuple[Trial, dict[str, Any]]]:
-        config = ladder.train.with_settings(threads=self.threads) if self.threads else ladder.train
+        if self.workers > 1 and ladder.workers_per_trial > 1:
+            raise UserError(f"data-parallel trials (workers_per_trial {ladder.workers_per_trial}) train one at a "
+                            "time here, each on its own workers: leave out --workers, or use the Ray runner",
+                            path="--workers")
+        config = trial_config(ladder, self.threads)
         jobs = [(trial, ladder.task, config, trial_tracking(ladder, trial)) for trial in trials]
         if self.workers <= 1:
             for i, job in enumerate(jobs):

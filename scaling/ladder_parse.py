@@ -50,7 +50,8 @@ from scaling.ladder import Ladder
 LADDER_KEYS = keys_of(Ladder, skip=("run_dir", "task_vocabulary"))   # the keys of a ladder file: Ladder's fields
 SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 SET_BY_THE_LADDER = {**{k: "the ladder sets each trial's tokens: use `budget`" for k in ("steps", "tokens", "seconds")},
-                     "seed": "the ladder sets each trial's seed: use `seeds`"}
+                     "seed": "the ladder sets each trial's seed: use `seeds`",
+                     "workers": "the ladder sets each trial's data-parallel workers: use `workers_per_trial`"}
 
 
 def parse_count(value: Any, maximum: float | None = None) -> int:
@@ -83,6 +84,13 @@ def load_ladder(obj: Any) -> Ladder:
     ladder = reader.read(Ladder, data, skip=("run_dir", "task_vocabulary"), **given)
     if isinstance(data.get("architectures"), dict):
         ladder = dataclasses.replace(ladder, task_vocabulary=_unstated_vocabulary(data["architectures"], base))
+    if ladder.workers_per_trial > 1:
+        from composer.training.ray_train import check_settings
+
+        try:
+            check_settings(ladder.train.with_settings(workers=ladder.workers_per_trial))
+        except UserError as e:
+            raise reader.fail(e.message, "workers_per_trial" if e.path == "workers" else f"train.{e.path}") from None
     trials = (len(ladder.architectures) * len(ladder.sizes) * len(ladder.seeds)
               * len(ladder.budget.get("flops", [None])))
     if trials > MAX_LADDER_TRIALS:

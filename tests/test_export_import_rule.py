@@ -25,7 +25,7 @@ def test_module_follows_the_import_rule(module):
     assert import_rule_violations(source) == []
 
 
-def test_the_rule_flags_other_families_triton_third_party_and_relative_imports():
+def test_the_rule_flags_other_families_kernels_third_party_and_relative_imports():
     source = '''
 from __future__ import annotations
 import math
@@ -37,7 +37,7 @@ from primitives.ops import CHUNK_SIZE
 from primitives.ops.scan_diagonal import scan_diagonal
 from primitives.linear_attention import HeadMixer
 import primitives.conv
-from primitives.ops.triton import TRITON_AVAILABLE
+from primitives.ops.kernels import FLA_AVAILABLE
 import numpy
 from .base import Cost
 
@@ -48,7 +48,7 @@ def f():
     assert import_rule_violations(source) == [
         "line 10: imports primitives.linear_attention",
         "line 11: imports primitives.conv",
-        "line 12: imports primitives.ops.triton",
+        "line 12: imports primitives.ops.kernels",
         "line 13: imports numpy",
         "line 14: imports .base",
         "line 18: imports composer.spec",

@@ -1,12 +1,11 @@
-"""The auto path's first-use check of the Triton kernels (primitives/ops/triton/verify.py), on CPU.
+"""The auto path's first-use check of the fla kernels (primitives/ops/kernels/verify.py), on CPU.
 
-CPU tensors never take the auto Triton path, so these tests declare the CPU a kernel device
-(`dispatch.kernel_device`) and stand in for the kernels through `dispatch.triton_form`: a kernel with wrong
-values, one that raises, one wrong only in its backward, and a correct one. The real kernels pass the same
-check under the Triton interpreter in tests/test_ops_triton.py. Nothing here imports triton.
+CPU tensors never take the auto kernel path, so these tests declare the CPU a kernel device
+(`dispatch.kernel_device`) and stand in for the kernels through `dispatch.kernel_form`: a kernel with wrong
+values, one that raises, one wrong only in its backward, and a correct one. The adapter's mapping onto fla is
+held equal to the PyTorch forms in tests/test_fla_adapter.py. Nothing here imports fla or triton.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -20,15 +19,15 @@ import torch.nn.functional as F
 from composer import build_model, load_spec
 from primitives import ops
 from primitives.ops import dispatch
-from primitives.ops.triton import verify
-from primitives.ops.triton.verify import KernelFallbackWarning
+from primitives.ops.kernels import verify
+from primitives.ops.kernels.verify import KernelFallbackWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATORS = ["chunk_simple_gla", "chunk_gla", "chunk_delta_rule", "chunk_gated_delta_rule"]
 
 
 class FakeKernels:
-    """Stands in for `dispatch.triton_form`: counts how often a kernel is fetched and called."""
+    """Stands in for `dispatch.kernel_form`: counts how often a kernel is fetched and called."""
 
     def __init__(self, make_kernel):
         self.make_kernel = make_kernel
@@ -81,13 +80,14 @@ def wrong_backward(operator):
 @pytest.fixture
 def kernels(monkeypatch):
     """Install fake kernels (a factory per test) with the CPU as a kernel device and fresh verdicts."""
-    monkeypatch.delenv("COMPOSER_TRITON", raising=False)
+    monkeypatch.delenv("COMPOSER_KERNELS", raising=False)
     monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    monkeypatch.setattr(dispatch, "kernel_unsupported", lambda operator, tensors: None)
     monkeypatch.setattr(verify, "VERDICTS", {})
 
     def install(make_kernel):
         fake = FakeKernels(make_kernel)
-        monkeypatch.setattr(dispatch, "triton_form", fake)
+        monkeypatch.setattr(dispatch, "kernel_form", fake)
         return fake
     return install
 
@@ -122,7 +122,7 @@ def test_wrong_kernel_falls_back_to_torch_with_one_warning(kernels, operator):
     assert torch.equal(o, o_ref) and torch.equal(final, final_ref)
     assert len(warned) == 1
     message = str(warned[0].message)
-    assert f"Triton kernel {operator} failed" in message and "mismatch: relative error above 0.001 in output " in message
+    assert f"fla kernel {operator} failed" in message and "mismatch: relative error above 0.001 in output " in message
     assert fake.fetched == 1 and fake.calls == 1  # the check ran it once; the call itself did not
     o_again, _, warned_again = call(operator, tensors, state)
     assert torch.equal(o_again, o_ref)
@@ -201,30 +201,30 @@ def test_env_off_never_uses_a_kernel_and_trust_skips_the_check(kernels, monkeypa
     fake = kernels(wrong_values)
     tensors, state = inputs("chunk_gla")
     o_ref = call("chunk_gla", tensors, state, backend="torch")[0]
-    monkeypatch.setenv("COMPOSER_TRITON", "off")
+    monkeypatch.setenv("COMPOSER_KERNELS", "off")
     o, _, warned = call("chunk_gla", tensors, state)
     assert torch.equal(o, o_ref) and warned == [] and fake.fetched == 0
-    monkeypatch.setenv("COMPOSER_TRITON", "trust")
+    monkeypatch.setenv("COMPOSER_KERNELS", "trust")
     o, _, warned = call("chunk_gla", tensors, state)
     assert fake.calls == 1 and warned == [] and verify.VERDICTS == {}
     assert not torch.allclose(o, o_ref)  # trusted: the (wrong) kernel ran unchecked
-    monkeypatch.setenv("COMPOSER_TRITON", "Check")
+    monkeypatch.setenv("COMPOSER_KERNELS", "Check")
     o, _, warned = call("chunk_gla", tensors, state)
     assert torch.equal(o, o_ref) and len(warned) == 1
-    monkeypatch.setenv("COMPOSER_TRITON", "sometimes")  # a typo warns and means "check"
-    with pytest.warns(UserWarning, match="COMPOSER_TRITON='sometimes' is not one of off, check, trust"):
+    monkeypatch.setenv("COMPOSER_KERNELS", "sometimes")  # a typo warns and means "check"
+    with pytest.warns(UserWarning, match="COMPOSER_KERNELS='sometimes' is not one of off, check, trust"):
         o, _ = ops.chunk_gla(*tensors, initial_state=state, output_final_state=True, chunk_size=16)
     assert torch.equal(o, o_ref) and len(verify.VERDICTS) == 1  # the verdict from "check" above holds
 
 
-def test_explicit_triton_backend_stays_strict(kernels):
-    """backend="triton" is how the kernel tests test the kernel: no check, no fallback."""
+def test_explicit_fla_backend_stays_strict(kernels):
+    """backend="fla" is how the kernel tests test the kernel: no check, no fallback."""
     kernels(raising)
     tensors, state = inputs("chunk_delta_rule")
     with pytest.raises(RuntimeError, match="CompilationError"):
-        call("chunk_delta_rule", tensors, state, backend="triton")
+        call("chunk_delta_rule", tensors, state, backend="fla")
     kernels(wrong_values)
-    o, _, warned = call("chunk_delta_rule", tensors, state, backend="triton")
+    o, _, warned = call("chunk_delta_rule", tensors, state, backend="fla")
     assert warned == [] and verify.VERDICTS == {}
     assert not torch.allclose(o, call("chunk_delta_rule", tensors, state, backend="torch")[0])
 
@@ -232,7 +232,7 @@ def test_explicit_triton_backend_stays_strict(kernels):
 def test_cpu_tensors_never_reach_the_check(monkeypatch):
     monkeypatch.setattr(verify, "VERDICTS", {})
     fake = FakeKernels(raising)
-    monkeypatch.setattr(dispatch, "triton_form", fake)
+    monkeypatch.setattr(dispatch, "kernel_form", fake)
     o, _, warned = call("chunk_gla", *inputs("chunk_gla"))
     assert warned == [] and fake.fetched == 0 and verify.VERDICTS == {}
     assert not dispatch.kernel_device(torch.zeros(1))
@@ -256,8 +256,8 @@ def test_a_model_trains_through_a_broken_kernel(kernels):
 
 
 def test_gpu_benchmark_without_cuda_says_so_and_writes_nothing(tmp_path):
-    out = tmp_path / "gpu_kernels.json"
-    result = subprocess.run([sys.executable, "benchmarks/bench_gpu_kernels.py", "--out", str(out)], cwd=ROOT,
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--out", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -265,20 +265,18 @@ def test_gpu_benchmark_without_cuda_says_so_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_gpu_benchmark_runs_whole_under_the_interpreter(tmp_path):
-    """The script's own logic end to end (checks, auto path, timing, JSON), tiny, on CPU (~25 s)."""
-    out = tmp_path / "gpu_kernels.json"
-    result = subprocess.run([sys.executable, "benchmarks/bench_gpu_kernels.py", "--cpu-interpret", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert data["summary"] == {"checks": 36, "failed": 0, "auto_path_fallbacks": 0}
-    assert {row["operator"] for row in data["checks"]} == set(OPERATORS)
-    assert {(row["T"], row["initial_state"], row["dtype"]) for row in data["checks"]} >= {
-        (1, False, "fp32"), (37, True, "bf16")}
-    assert all(row["kernel_used"] and not row["warnings"] for row in data["auto_path"])
-    for dtype in ("fp32", "bf16"):
-        row = data["timing_ms"][dtype]["64"]
-        assert row["sdpa"]["ms"] > 0
-        assert all(row[op]["triton"]["ms"] > 0 and row[op]["torch"]["ms"] > 0 for op in OPERATORS)
+def test_a_call_the_kernel_does_not_serve_takes_the_pytorch_path_without_a_warning(monkeypatch):
+    """fla's delta rule has no float32 kernel: the auto path runs PyTorch, never fetching or checking a kernel."""
+    from primitives.ops.kernels.fla_adapter import unsupported
+
+    monkeypatch.setattr(verify, "VERDICTS", {})
+    monkeypatch.setattr(dispatch, "kernel_device", lambda x: True)
+    fake = FakeKernels(raising)
+    monkeypatch.setattr(dispatch, "kernel_form", fake)
+    tensors, state = inputs("chunk_delta_rule")
+    assert "no float32 kernel" in unsupported("chunk_delta_rule", tuple(tensors))
+    assert unsupported("chunk_delta_rule", tuple(t.bfloat16() for t in tensors)) is None
+    assert unsupported("chunk_gated_delta_rule", tuple(inputs("chunk_gated_delta_rule")[0])) is None
+    o, _, warned = call("chunk_delta_rule", tensors, state)
+    assert warned == [] and fake.fetched == 0 and verify.VERDICTS == {}
+    torch.testing.assert_close(o, call("chunk_delta_rule", tensors, state, backend="torch")[0])

@@ -55,7 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true", help="print the candidates, how each is sized and the trials; "
                    "train nothing, write nothing")
     p.add_argument("--json", action="store_true", help="print the result (or with --plan, the plan) as JSON")
-    add_setting_flags(p)
+    p.add_argument("--workers-per-trial", type=int, metavar="N", help="data-parallel workers each trial trains on "
+                   "(Ray Train), the trial's --threads split evenly over them (default: the search's "
+                   "resources.workers_per_trial)")
+    add_setting_flags(p, skip=("workers",))
     p.set_defaults(func=run)
 
 
@@ -88,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         block = dict(data.get("confirm") or {}) if isinstance(data, dict) else {}
     flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "spread": args.spread,
              "baseline": args.baseline, "tokens_per_param": args.tokens_per_param, "count": args.count,
-             "method": args.method, "tolerance": args.tolerance}
+             "method": args.method, "tolerance": args.tolerance, "workers_per_trial": args.workers_per_trial}
     given = {k: v for k, v in flags.items() if v is not None}
     if args.no_consensus:
         given["consensus"] = False

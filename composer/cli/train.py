@@ -7,13 +7,15 @@ With `--out DIR`, Ctrl-C or SIGTERM ends the run after its current step with a c
 exits 130 (SIGINT) or 143 (SIGTERM) naming it; the same command run again resumes from it (a finished run says
 it is complete and changes nothing; a larger budget continues it). Each run that trains writes `DIR/result.json`:
 its outcome and the provenance block a search, a confirmation and a bundle record (versions, git commit,
-device, host).
+device, host). `--workers N` trains the one model on N data-parallel workers on Ray Train (here, or on the
+cluster at `--address`), with the same output.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="training settings from a YAML file (flat keys "
                    "or sections); flags override it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--address", default=None, metavar="HOST:PORT", help="with --workers N: the Ray cluster the "
+                   "workers run on ('auto' or host:port; default RAY_ADDRESS, else a cluster started here)")
     p.add_argument("--log", nargs="+", default=[], metavar="LOGGER", help="with --out: also log to tensorboard "
                    "(DIR/tensorboard), csv (DIR/metrics.csv), wandb (offline) and/or mlflow (DIR/mlflow.db, or "
                    "MLFLOW_TRACKING_URI)")
@@ -76,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
     from composer.training.checkpoint import CHECKPOINT
 
     config = train_config_from_args(args)
+    if args.address is not None:
+        if config.parallel.workers == 1:
+            raise UserError("--address names the Ray cluster of data-parallel workers: give --workers N too",
+                            path="--address")
+        os.environ["RAY_ADDRESS"] = args.address       # where composer/training/ray_train.py starts the workers
     spec = load_spec(Path(args.spec))
     check_train_command(args.task_settings, args.task)
     params = task_overrides(args.task, args.task_settings)

@@ -50,6 +50,7 @@ class ConfirmPlan:
     sized: dict[tuple[str, str], Sized]       # (candidate, size label) -> fitted spec and how
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)
+    workers_per_trial: int = 1                # data-parallel workers of each trial (Ray Train)
 
     @property
     def seeds(self) -> list[int]:
@@ -67,7 +68,7 @@ class ConfirmPlan:
                       sizes=list(self.sizes), count=self.config.count, method=self.config.method,
                       tolerance=self.config.tolerance, budget=budget, seeds=self.seeds,
                       train=TrainConfig().with_values(self.train),
-                      bootstrap=min(self.config.bootstrap, 500))
+                      bootstrap=min(self.config.bootstrap, 500), workers_per_trial=self.workers_per_trial)
 
     def describe(self) -> dict[str, Any]:
         return {"run": str(self.run.root), "objective": {"metric": self.metric, "mode": self.mode},
@@ -96,8 +97,10 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
         c.spec = adapt_to_task(c.spec, vocab_size, seq_len)
     best = candidates[0]
     sizes = resolve_sizes(config.sizes, param_count(best.spec, config.count), best.name)
+    workers = config.workers_per_trial or int(search.space.resources.get("workers_per_trial") or 1)
+    check_workers_per_trial(train, workers)
     plan = ConfirmPlan(search.run, config, search.metric, search.mode, task, train, candidates, sizes, {}, [],
-                       notes)
+                       notes, workers)
     for c in candidates:
         for label, target in sizes:
             plan.sized[(c.name, label)] = fit_hardware(c.spec, target, method=config.method, count=config.count,
@@ -114,6 +117,18 @@ def build_plan(run_dir: str | Path, config: ConfirmConfig) -> ConfirmPlan:
                 plan.trials.append(Trial(c.name, label, target, seed, plan.tokens(target), budget,
                                          plan.sized[(c.name, label)].spec))
     return plan
+
+
+def check_workers_per_trial(train: dict[str, Any], workers: int) -> None:
+    """The recipe's settings must suit `workers` data-parallel workers (the batch splits over them)."""
+    if workers == 1:
+        return
+    from composer.training.ray_train import check_settings
+
+    try:
+        check_settings(TrainConfig().with_values(train).with_settings(workers=workers))
+    except UserError as e:
+        raise UserError(e.message, path="workers_per_trial" if e.path == "workers" else f"train.{e.path}") from None
 
 
 def resolve_sizes(given: tuple[str, ...], best_params: int, best_name: str) -> list[tuple[str, int]]:

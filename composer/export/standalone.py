@@ -9,13 +9,13 @@ spec uses and the shared modules they import (`primitives.common`, `primitives.o
 
 Inlining rests on the import rule every family module (`primitives/<family>.py`) and `primitives.common`
 follow: they import only the standard library, torch, the ground floor, `primitives.base`, `primitives.common`
-and `primitives.ops` (never `primitives.ops.triton`, nor another family), so the file holds exactly the
+and `primitives.ops` (never `primitives.ops.kernels`, nor another family), so the file holds exactly the
 families a model uses and needs nothing but torch. `import_rule_violations` checks a module's source
 against it (tests/test_export_import_rule.py runs it over every registered primitive's module).
 
 How a module is inlined: its docstring and `from __future__` line are dropped, its stdlib/torch imports
 are hoisted (deduplicated) to the top of the file, imports of other inlined modules are removed (their
-names now live in the same namespace), and imports inside functions become `pass`. The Triton package is
+names now live in the same namespace), and imports inside functions become `pass`. The kernels package is
 never inlined: the standalone file always runs the chunked PyTorch forms. Two inlined modules binding the
 same top-level name differently would silently shadow each other, so that is an error here.
 
@@ -38,10 +38,10 @@ from composer.spec import ArchSpec, iter_layers
 from primitives.base import get_primitive
 
 INTERNAL_PACKAGES = ("primitives", "composer")
-# Never inlined: the Triton kernels (CUDA only) and the YAML spec parser (needed only by `build_model`).
-SKIPPED_PACKAGES = ("primitives.ops.triton", "composer.spec_parse")
+# Never inlined: the fla kernels (CUDA only) and the YAML spec parser (needed only by `build_model`).
+SKIPPED_PACKAGES = ("primitives.ops.kernels", "composer.spec_parse")
 # Values for names a skipped package would have provided to an import inside a function.
-SKIPPED_NAME_VALUES = {"TRITON_AVAILABLE": "False"}
+SKIPPED_NAME_VALUES = {"FLA_AVAILABLE": "False"}
 # Top-level definitions left out of the standalone file (they need the YAML parser).
 DROPPED_DEFINITIONS = {"composer.model": {"build_model"}}
 HEAD_MODULES = ("primitives.base",)
@@ -49,7 +49,7 @@ HEAD_MODULES = ("primitives.base",)
 GROUND_MODULES = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
 # What a family module may import besides the standard library and torch (and what it may not).
 FAMILY_IMPORTS = (*GROUND_MODULES, "primitives.base", "primitives.common", "primitives.ops")
-FAMILY_IMPORTS_EXCLUDED = ("primitives.ops.triton",)
+FAMILY_IMPORTS_EXCLUDED = ("primitives.ops.kernels",)
 TAIL_MODULES = ("composer.spec", "composer.blocks", "composer.model", "composer.export.spec_data",
                 "composer.export.weights")
 
@@ -301,7 +301,7 @@ def _rename_globals(module: _Module, old: str, new: str, edits: _Edits) -> None:
 
 def _nested_import_replacement(node: ast.stmt) -> str:
     """What an import inside a function becomes: `pass` (the names are global now), or for the skipped
-    Triton package a known value or an ImportError."""
+    kernels package a known value or an ImportError."""
     indent = " " * node.col_offset
     if isinstance(node, ast.ImportFrom) and is_skipped(node.module):
         names = [a.asname or a.name for a in node.names]

@@ -34,7 +34,7 @@ from composer.canonical_form import arch_id, stripe
 from composer.errors import UserError
 from composer.interrupt import Interruption, signal_name
 from composer.provenance import provenance
-from composer.ray_cluster import check_trial_resources, start_ray
+from composer.ray_cluster import check_trial_resources, split_trial, start_ray
 from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
@@ -164,8 +164,7 @@ def search(space: Any, *, name: str | None = None, runs_dir: str | os.PathLike =
             print(f"search {space.name}: {space.trials} trials into {run.root}; starting Ray ...", file=sys.stderr,
                   flush=True)
         start_ray(address, verbose)
-        check_trial_resources(float(space.resources["cpus_per_trial"]),
-                              float(space.resources.get("gpus_per_trial") or 0))
+        check_trial_fits(space)
         if not resume:
             data = {**space.data, "trials": space.trials, "resources": {
                 **space.data.get("resources", {}), **{k: v for k, v in space.resources.items() if v}}}
@@ -236,12 +235,20 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
 
     cpus = float(space.resources["cpus_per_trial"])
     gpus = float(space.resources.get("gpus_per_trial") or 0)
-    available = ray.cluster_resources().get("CPU", 1)
-    concurrent = space.resources.get("max_concurrent") or max(1, int(available // cpus))
+    workers = int(space.resources.get("workers_per_trial") or 1)
+    cluster = ray.cluster_resources()
+    concurrent = space.resources.get("max_concurrent") or max(1, int(cluster.get("CPU", 1) // cpus))
+    threads, gpus_each = split_trial(cpus, gpus, workers)
     context = {"run_dir": str(run.root), "task": space.task_data(), "objectives": space.objective_names(),
-               "modes": space.modes(), "repeats": space.repeats, "seed": space.seed,
-               "threads": max(1, int(cpus))}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"cpu": cpus, "gpu": gpus})
+               "modes": space.modes(), "repeats": space.repeats, "seed": space.seed, "threads": threads,
+               "workers": workers, "gpus_per_worker": gpus_each}
+    # a data-parallel trial is the driver of a Ray Train run whose workers reserve the trial's CPUs and GPUs (Ray
+    # Train V2), so it holds next to nothing itself (Tune needs something: a byte of memory) and the concurrency
+    # alone keeps the trials within the cluster
+    held = {"cpu": cpus, "gpu": gpus} if workers == 1 else {"cpu": 0, "gpu": 0, "memory": 1}
+    if workers > 1 and gpus:
+        concurrent = min(concurrent, max(1, int(cluster.get("GPU", 0) // gpus)))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), held)
     sampler = make_sampler(space.strategy, space, space.seed + len(recorder.rows))
     sessions = sorted(p.name for p in run.path("tune").glob("session*")) if run.path("tune").is_dir() else []
     storage = optuna.storages.RDBStorage(run.study_url)
@@ -260,6 +267,20 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     tuner.fit()
+
+
+def check_trial_fits(space: SearchSpace) -> None:
+    """A trial (each of its data-parallel workers) must fit the running cluster, else it would wait without end."""
+    from composer.ray_cluster import check_workers
+
+    cpus = float(space.resources["cpus_per_trial"])
+    gpus = float(space.resources.get("gpus_per_trial") or 0)
+    workers = int(space.resources.get("workers_per_trial") or 1)
+    if workers == 1:
+        check_trial_resources(cpus, gpus)
+        return
+    threads, gpus_each = split_trial(cpus, gpus, workers)
+    check_workers(workers, threads, gpus_each, field="resources.workers_per_trial")
 
 
 def trial_dirname(trial: Any) -> str:

@@ -92,7 +92,7 @@ def check_objectives(space: SearchSpace) -> None:
 def check_search(space: SearchSpace, address: str | None = None) -> None:
     """Everything that can be checked before a run folder is written (and before Ray starts); a UserError
     naming the field."""
-    from composer.ray_cluster import check_local_resources, embedded, probe_address
+    from composer.ray_cluster import check_local_resources, check_local_workers, embedded, probe_address, split_trial
 
     if space.measured_needs():
         from composer.measure import check_device
@@ -102,8 +102,34 @@ def check_search(space: SearchSpace, address: str | None = None) -> None:
     strategy_of(space).validate(space)
     make_scheduler(space)
     check_objectives(space)
+    check_trial_workers(space)
     if not embedded(address):
         probe_address(address or os.environ["RAY_ADDRESS"])
+    elif int(space.resources.get("workers_per_trial") or 1) > 1:
+        threads, gpus = split_trial(float(space.resources["cpus_per_trial"]),
+                                    float(space.resources.get("gpus_per_trial") or 0),
+                                    int(space.resources["workers_per_trial"]))
+        check_local_workers(int(space.resources["workers_per_trial"]), threads, gpus,
+                            field="resources.workers_per_trial")
     else:
         check_local_resources(float(space.resources["cpus_per_trial"]),
                               float(space.resources.get("gpus_per_trial") or 0))
+
+
+def check_trial_workers(space: SearchSpace) -> None:
+    """With `workers_per_trial`, the training settings must suit data-parallel workers (composer/training/
+    ray_train.py: the batch splits over them, fsdp needs two); a settings value the search samples is checked
+    when the trial starts."""
+    from composer.search.space_layers import Dist
+    from composer.training.config import TrainConfig
+    from composer.training.ray_train import check_settings
+
+    workers = int(space.resources.get("workers_per_trial") or 1)
+    config = TrainConfig().with_values({k: v for k, v in space.train.items() if not isinstance(v, Dist)})
+    if workers == 1 and not config.parallel.fsdp:
+        return
+    try:
+        check_settings(config.with_settings(workers=workers))
+    except UserError as e:
+        where = "resources.workers_per_trial" if e.path == "workers" else f"train.{e.path}"
+        raise UserError(e.message, path=where) from None

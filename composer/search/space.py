@@ -136,6 +136,8 @@ class Resources:
     cpus_per_trial: float = option(1, "CPUs each trial holds", gt=0)
     gpus_per_trial: float = option(0, "GPUs each trial holds (a fraction shares one)", ge=0)
     max_concurrent: int | None = option(None, "trials at once (default: as many as the CPUs allow)", ge=1)
+    workers_per_trial: int = option(1, "data-parallel workers each trial trains on (Ray Train); the trial's CPUs "
+                                    "and GPUs are split evenly over them", ge=1, le=4096)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class SearchSpace:
                                       factory=lambda: {"name": "tpe"})
     scheduler: dict[str, Any] = option(help="the trial scheduler, by name, with its options",
                                        factory=lambda: {"name": "asha"})
-    resources: dict[str, Any] = option(help="cpus_per_trial, gpus_per_trial, max_concurrent",
+    resources: dict[str, Any] = option(help="cpus_per_trial, gpus_per_trial, max_concurrent, workers_per_trial",
                                        factory=lambda: dataclasses.asdict(Resources()))
     seed: int = option(0, "the search's seed (each trial's seed derives from it)", ge=0, le=MAX_SEED)
     repeats: int = option(1, "seeds each candidate trains with", ge=1)

@@ -17,6 +17,7 @@ the block when it reads the space without importing the confirmation.
       tolerance: 0.1             # how far (relative) a fitted size may land from its target
       bootstrap: 2000            # resamples for the bootstrap intervals
       level: 0.95                # interval level
+      workers_per_trial: 2       # data-parallel workers per trial (default: the search's resources.workers_per_trial)
 
 Baseline paths are read relative to the working directory, like the command line's. Every field is declared once,
 on `ConfirmConfig` (composer.fields.option), and read by the one reader (composer/reader.py).
@@ -39,7 +40,8 @@ from scaling.rules import Count, Method
 SET_BY_CONFIRM = {**{k: "confirm trains every candidate on equal tokens: use `tokens` or `tokens_per_param`"
                      for k in ("steps", "tokens", "seconds")},
                   "seed": "confirm sets each trial's seed: use `seeds`",
-                  "lrs": "confirm trains every candidate with one learning rate: use `lr`"}
+                  "lrs": "confirm trains every candidate with one learning rate: use `lr`",
+                  "workers": "confirm sets each trial's data-parallel workers: use `workers_per_trial`"}
 RELATIVE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*[xX]\s*")
 
 
@@ -112,6 +114,9 @@ class ConfirmConfig:
     tolerance: float = option(0.1, "how far (relative) a fitted size may land from its target", gt=0, lt=1)
     bootstrap: int = option(2000, "resamples for the bootstrap intervals", ge=100)
     level: float = option(0.95, "interval level", gt=0, lt=1)
+    workers_per_trial: int | None = option(None, "data-parallel workers each trial trains on (Ray Train), the "
+                                           "trial's CPUs split evenly over them (default: the search's)", ge=1,
+                                           le=4096)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sizes": list(self.sizes), "baselines": list(self.baselines)}

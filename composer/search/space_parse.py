@@ -41,7 +41,8 @@ from primitives.base import config_fields, registered
 DERIVED = ("vocab_size", "seq_len", "data")          # SearchSpace fields the parser sets, not the document
 TOP_KEYS = keys_of(SearchSpace, skip=DERIVED)
 SET_BY_THE_SEARCH = {"seed": "the search sets each trial's seed: use the top-level `seed`",
-                     "resume": "trials always start fresh (a search resumes from its study instead)"}
+                     "resume": "trials always start fresh (a search resumes from its study instead)",
+                     "workers": "the search sets each trial's data-parallel workers: use resources.workers_per_trial"}
 DEFAULT_STEPS = 200
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 SEARCHED_KEYS = ("choice", "int", "float")

@@ -53,7 +53,16 @@ def finite(reader: Reader, value: Any, path: str) -> None:
 
 
 def resources(reader: Reader, value: Any, path: str) -> dict[str, Any]:
-    return dataclasses.asdict(reader.read(Resources, value, path))
+    """`resources:`; with `workers_per_trial`, the trial's CPUs and GPUs must split evenly over its workers."""
+    from composer.ray_cluster import split_trial
+
+    found = reader.read(Resources, value, path)
+    try:
+        split_trial(found.cpus_per_trial, found.gpus_per_trial, found.workers_per_trial,
+                    join(path, "cpus_per_trial"), join(path, "gpus_per_trial"))
+    except UserError as e:
+        raise reader.fail(e.message, e.path) from None
+    return dataclasses.asdict(found)
 
 
 def aggregate(reader: Reader, value: Any, strategy: dict[str, Any]) -> Aggregation:

@@ -87,6 +87,18 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     report(result, max(1, len(history)), True)
 
 
+def placement(context: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """Where a trial trains: on the GPUs `resources.gpus_per_trial` gives it (Tune makes them its visible CUDA
+    devices), else on the CPU, even on a machine with GPUs (a trial never takes one it was not given); the
+    trial's own `train.device` when it runs in one process. With `resources.workers_per_trial`, on that many
+    Ray Train workers, each on its share of the trial's CPUs (`threads`) and GPUs."""
+    workers = context.get("workers", 1)
+    gpu = "cuda" if context.get("gpus_per_worker") else "cpu"
+    if workers == 1:
+        return {"device": device or gpu}
+    return {"workers": workers, "device": gpu}
+
+
 def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Path,
                     report: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train every repeat (seed); the first reports each evaluation, the result averages the repeats. A
@@ -115,7 +127,8 @@ def train_candidate(meta: dict[str, Any], context: dict[str, Any], trial_dir: Pa
     runs = []
     for r in range(context["repeats"]):
         out_dir = trial_dir if r == 0 else trial_dir / f"seed{r}"
-        run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False)
+        run_config = config.with_settings(seed=context["seed"] + r, threads=threads, resume=False,
+                                          **placement(context, config.runtime.device))
         runs.append(train(meta["spec"], task["name"], config=run_config,
                           callback=callback if r == 0 and not sweep else None, out_dir=out_dir,
                           task_params=task.get("params")))

@@ -107,6 +107,12 @@ class Task:
     def train_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def train_rows(self, step: int, batch_size: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows `start:stop` of `train_batch(step, batch_size)`: one data-parallel worker's part of the batch.
+        Here by slicing the whole batch; the tasks of this package make only the rows asked for."""
+        inputs, targets = self.train_batch(step, batch_size)
+        return inputs[start:stop], targets[start:stop]
+
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -203,7 +209,10 @@ class SyntheticTask(Task):
         return inputs, targets
 
     def train_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+        return self.train_rows(step, batch_size, 0, batch_size)
+
+    def train_rows(self, step: int, batch_size: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(step * batch_size + start, step * batch_size + stop)
         epochs, offsets = positions // self.num_train, positions % self.num_train
         indices = torch.empty_like(positions)
         for e in epochs.unique().tolist():

@@ -93,8 +93,11 @@ class TextLM(Task):
         return len(self.train_tokens)
 
     def train_batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.train_rows(step, batch_size, 0, batch_size)
+
+    def train_rows(self, step: int, batch_size: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = generator(self.seed, "text", step)
-        starts = torch.randint(len(self.train_tokens) - self.seq_len - 1, (batch_size, 1), generator=gen)
+        starts = torch.randint(len(self.train_tokens) - self.seq_len - 1, (batch_size, 1), generator=gen)[start:stop]
         index = starts + torch.arange(self.seq_len + 1)
         window = self.train_tokens[index]
         return window[:, :-1].contiguous(), window[:, 1:].contiguous()

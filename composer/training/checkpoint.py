@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,19 @@ def append_metrics(out_dir: str | os.PathLike, metrics: dict[str, Any]) -> None:
 def write_metrics(out_dir: str | os.PathLike, history: list[dict[str, Any]]) -> None:
     """metrics.jsonl holds exactly `history`: the evaluations up to the checkpoint a run continues from."""
     write_atomic(Path(out_dir) / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in history))
+
+
+class PeriodicCheckpoints:
+    """When a run with an output folder checkpoints between its start and end: every `every` steps, and once
+    `seconds` have passed since the last checkpoint (or the start); 0 turns either off."""
+
+    def __init__(self, every: int, seconds: float):
+        self.every, self.seconds = every, seconds
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        by_steps = self.every > 0 and step % self.every == 0
+        return by_steps or (self.seconds > 0 and time.monotonic() - self.last >= self.seconds)
+
+    def saved(self) -> None:
+        self.last = time.monotonic()

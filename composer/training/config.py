@@ -1,5 +1,5 @@
 """Every training setting, once: `TrainConfig`, in sections (optimizer, lr_schedule, budget, evaluation,
-checkpoint, runtime) whose fields carry their help text.
+checkpoint, runtime, parallel) whose fields carry their help text.
 
     config = TrainConfig.from_dict({"lr": 3e-3, "warmup_steps": 20, "steps": 500})           # flat keys
     config = TrainConfig.from_dict({"optimizer": {"lr": 3e-3}, "budget": {"steps": 500}})    # or sections
@@ -84,6 +84,21 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """Data-parallel training of one model on Ray Train (composer/training/data_parallel.py): `workers` processes,
+    each holding `threads` CPUs (or one GPU on CUDA) and taking `batch_size / workers` sequences of every batch."""
+
+    workers: int = option(1, "data-parallel workers training this one model on Ray Train (1: this process); each "
+                          "takes batch_size / workers sequences of every batch", ge=1, le=4096)
+    fsdp: bool = option(False, "with workers > 1: shard parameters, gradients and optimizer state over the workers "
+                        "(FSDP2) instead of keeping a copy in each (DDP)")
+    worker_restarts: int = option(2, "with workers > 1: restart the workers from the last checkpoint this many times "
+                                  "after one of them dies, then fail with its error", ge=0, le=1000)
+    storage: str | None = option(None, "with workers > 1: where Ray Train keeps the run's checkpoints, a folder every "
+                                 "node reaches or a URI such as s3://bucket/path (default: OUT/ray_train)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How one candidate trains. The budget defaults to 1000 steps; a budget given replaces it whole."""
 
@@ -93,6 +108,7 @@ class TrainConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str = "train",

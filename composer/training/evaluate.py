@@ -24,3 +24,12 @@ def evaluate(state: TrainState, train_loss: float, eval_batch_size: int,
     if out_dir is not None:
         append_metrics(out_dir, metrics)
     return metrics
+
+
+def progress(state: TrainState, loss: float, lr: float) -> dict[str, Any]:
+    """The progress line's numbers after a step (what `train(on_step=...)` receives)."""
+    fraction, elapsed, tokens = state.progress(), state.train_time, state.step * state.tokens_per_step
+    eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+    return {"step": state.step, "loss": loss, "lr": lr, "tokens": tokens,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "elapsed_s": elapsed, "eta_s": eta,
+            "fraction": fraction}

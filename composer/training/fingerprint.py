@@ -4,9 +4,11 @@ trajectory. A resume into a folder whose checkpoint has another fingerprint is a
 differs, never a size-mismatch traceback or a silent mix of two runs.
 
 Settings left out (they change neither the weights' shapes nor the trajectory): how often the run evaluates,
-logs and checkpoints, whether it resumes, threads, compilation, the device and the memory check; and the budget
-(steps, tokens, seconds): a run given a larger budget continues from its checkpoint (its learning-rate schedule
-then spans the new budget), one given the same or a smaller budget is complete (composer/trainer.py).
+logs and checkpoints, whether it resumes, threads, compilation, the device, the memory check and how many
+data-parallel workers share it (their losses equal one process's to float rounding: a run may resume with
+another number of workers); and the budget (steps, tokens, seconds): a run given a larger budget continues from
+its checkpoint (its learning-rate schedule then spans the new budget), one given the same or a smaller budget is
+complete (composer/trainer.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from composer.training.checkpoint import read_fingerprint
 from composer.training.config import TrainConfig
 
 NOT_IDENTIFYING = ("lrs", "weight_decays", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds",
-                   "resume", "threads", "compile", "device", "log_every", "memory_check", "steps", "tokens", "seconds")
+                   "resume", "threads", "compile", "device", "log_every", "memory_check", "steps", "tokens", "seconds",
+                   "workers", "fsdp", "worker_restarts", "storage")
 
 
 def run_fingerprint(spec: ArchSpec, task: Task, config: TrainConfig) -> dict[str, Any]:

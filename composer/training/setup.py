@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from composer.training.memory import check_memory
 from composer.training.runtime import resolve_device
 from composer.training.schedule import Budget
 from composer.yaml_source import read_source
+
+if TYPE_CHECKING:
+    from composer.training.data_parallel import Shard
 
 SPEC_FILE = "spec.yaml"
 
@@ -49,6 +52,7 @@ class TrainState:
     train_time: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = None            # saved with every checkpoint (see fingerprint.py)
+    shard: Shard | None = None                           # a data-parallel worker's rows (data_parallel.py)
 
     def progress(self) -> float:
         """Fraction of the budget used, in [0, 1]."""

@@ -1,4 +1,6 @@
-"""One optimizer step: learning rate, batch, forward with the auxiliary losses, backward, clip, update."""
+"""One optimizer step: learning rate, batch, forward with the auxiliary losses, backward, clip, update. A
+data-parallel worker (composer/training/data_parallel.py) runs the same step on its rows of the batch, with the
+model wrapped (DDP or FSDP2: the gradients it clips are the whole batch's)."""
 
 from __future__ import annotations
 
@@ -15,16 +17,25 @@ def train_step(state: TrainState, lr: float, batch_size: int, grad_clip: float) 
     not finite (then nothing is updated and the step does not count)."""
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    inputs, targets = state.task.train_batch(state.step, batch_size)
+    if state.shard is None:
+        inputs, targets = state.task.train_batch(state.step, batch_size)
+    else:                                   # a data-parallel worker: its rows of the batch
+        inputs, targets = state.shard.batch(state.task, state.step, batch_size)
     inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=state.device.type == "cuda"):
         logits, _, aux_losses = state.forward(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-100)
+        if state.shard is None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-100)
+        else:                               # its share of the whole batch's mean, which DDP's average completes
+            loss = state.shard.token_loss(logits, targets)
         if aux_losses:
             loss = loss + sum(aux_losses.values())
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = clip_grad_norm(state.model.parameters(), grad_clip)
+    if state.shard is None:
+        grad_norm = clip_grad_norm(state.model.parameters(), grad_clip)
+    else:                                   # DDP's or FSDP2's (DTensor) gradients: torch's own clipping
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
     train_loss = loss.item()
     if not (math.isfinite(train_loss) and math.isfinite(grad_norm.item())):
         return None

@@ -1,8 +1,8 @@
 """Functional sequence operators (flash-linear-attention layout: [B, T, H, D], log-space gates).
 
 Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_torch` (chunked PyTorch,
-one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
-dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
+one file per operator) and, for CUDA, fla's kernels through `primitives.ops.kernels`. The `chunk_*` names
+dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_KERNELS), and
 `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
 `dispatch.py`, which also holds the chunk lengths `CHUNK_SIZE`, `DELTA_RULE_CHUNK_SIZE` and `DECODE_MAX`).
 `chunk_mlstm` has only its PyTorch form. Two operators outside that scheme, each with its reference in

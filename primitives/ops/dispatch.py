@@ -1,19 +1,20 @@
 """Which form of an operator runs, and the constants every layer shares for that choice.
 
 * The public `chunk_*` operators pick a form per call with `backend`:
-  - "torch": the chunked PyTorch form.
-  - "triton": the Triton kernel, strictly (a compile error or a bad shape raises). It also runs on CPU
-    tensors under TRITON_INTERPRET=1, which is how the kernels are tested without a GPU.
-  - "auto" (default): the Triton kernel for CUDA tensors when triton is installed, else PyTorch. How far
-    the auto path trusts a kernel is set by the environment variable COMPOSER_TRITON:
+  - "torch": the chunked PyTorch form (the reference, and the CPU path).
+  - "fla": flash-linear-attention's Triton kernel through `primitives/ops/kernels/fla_adapter.py`, strictly (an
+    error or a bad shape raises); CUDA only.
+  - "auto" (default): the fla kernel for CUDA tensors when fla is installed (`pip install -e .[cuda]`) and has
+    a kernel for the call (`fla_adapter.unsupported`: not fp32 delta rule), else PyTorch. How far the auto
+    path trusts a kernel is set by the environment variable COMPOSER_KERNELS:
     `check` (default): before a kernel first serves a call class (operator, device, dtypes, head dims,
     chunk size and chunk-count class, initial/final state, grad), it runs once on a small input against the
     PyTorch path (forward, and backward when the call needs grad); on an error or a mismatch beyond the
     dtype's tolerance that class uses PyTorch for the rest of the process, with one `KernelFallbackWarning`
-    naming the operator and the reason (`primitives/ops/triton/verify.py`). `trust`: the kernel without
-    the check. `off`: never a kernel. `kernel_device` and `triton_form` are the two seams the CPU tests
-    patch (tests/test_kernel_fallback.py); `benchmarks/bench_gpu_kernels.py` checks and times every kernel
-    on a GPU.
+    naming the operator and the reason (`primitives/ops/kernels/verify.py`). `trust`: the kernel without
+    the check. `off`: never a kernel. `kernel_device`, `kernel_unsupported` and `kernel_form` are the seams
+    the CPU tests patch (tests/test_kernel_fallback.py); `benchmarks/bench_gpu.py` checks and times every
+    kernel on a GPU.
 * The length-dispatched operators the layers call (`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule`):
   the step form for pieces of at most `DECODE_MAX` tokens (decoding), else the chunked form in chunks of
   `CHUNK_SIZE`, or `DELTA_RULE_CHUNK_SIZE` for the delta rules (their intra-chunk work, the UT transform
@@ -37,41 +38,48 @@ from primitives.ops.chunking import expand_groups
 from primitives.ops.naive import naive_delta_rule, naive_gated_delta_rule, naive_gla, naive_simple_gla
 
 Tensor = torch.Tensor
-Backend = Literal["auto", "torch", "triton"]
+Backend = Literal["auto", "torch", "fla"]
 
 CHUNK_SIZE = 64
 DELTA_RULE_CHUNK_SIZE = 32
 DECODE_MAX = 4  # pieces up to this length (decoding) run the step form: the chunked one pads a whole chunk
 
-TRITON_ENV = "COMPOSER_TRITON"
-TRITON_MODES = ("off", "check", "trust")
+KERNELS_ENV = "COMPOSER_KERNELS"
+KERNEL_MODES = ("off", "check", "trust")
 TORCH_FORMS: dict[str, Callable] = {"chunk_simple_gla": chunk_simple_gla_torch, "chunk_gla": chunk_gla_torch,
                                     "chunk_delta_rule": chunk_delta_rule_torch,
                                     "chunk_gated_delta_rule": chunk_gated_delta_rule_torch}
 
 
-def triton_mode() -> str:
-    """COMPOSER_TRITON: "check" (default), "trust" or "off". Another value warns and means "check": a typo in
+def kernel_mode() -> str:
+    """COMPOSER_KERNELS: "check" (default), "trust" or "off". Another value warns and means "check": a typo in
     the environment must not stop a run."""
-    mode = os.environ.get(TRITON_ENV, "").strip().lower() or "check"
-    if mode not in TRITON_MODES:
-        warnings.warn(f"{TRITON_ENV}={mode!r} is not one of {', '.join(TRITON_MODES)}; using 'check'", stacklevel=2)
+    mode = os.environ.get(KERNELS_ENV, "").strip().lower() or "check"
+    if mode not in KERNEL_MODES:
+        warnings.warn(f"{KERNELS_ENV}={mode!r} is not one of {', '.join(KERNEL_MODES)}; using 'check'", stacklevel=2)
         return "check"
     return mode
 
 
 def kernel_device(x: Tensor) -> bool:
-    """Whether the auto path may run a Triton kernel on `x`'s device: CUDA, with triton installed."""
+    """Whether the auto path may run a kernel on `x`'s device: CUDA, with fla installed."""
     if not x.is_cuda:
         return False
-    from primitives.ops.triton import TRITON_AVAILABLE
+    from primitives.ops.kernels import FLA_AVAILABLE
 
-    return TRITON_AVAILABLE
+    return FLA_AVAILABLE
 
 
-def triton_form(operator: str) -> Callable:
-    """The Triton kernel of `operator` (imports triton)."""
-    from primitives.ops.triton import kernel
+def kernel_unsupported(operator: str, tensors: tuple[Tensor, ...]) -> str | None:
+    """Why the kernel does not serve this call (None: it does): the adapter's `unsupported`."""
+    from primitives.ops.kernels.fla_adapter import unsupported
+
+    return unsupported(operator, tensors)
+
+
+def kernel_form(operator: str) -> Callable:
+    """fla's kernel of `operator`, through the adapter (imports fla)."""
+    from primitives.ops.kernels import kernel
 
     return kernel(operator)
 
@@ -81,30 +89,32 @@ def run_operator(operator: str, tensors: tuple[Tensor, ...], scale: float | None
     """Run `operator` on (*tensors, scale, initial_state, output_final_state, chunk_size) in the form
     `backend` picks (see the module docstring)."""
     args = (*tensors, scale, initial_state, output_final_state, chunk_size)
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    if backend == "triton":
-        from primitives.ops.triton import TRITON_AVAILABLE
+    if backend not in ("auto", "torch", "fla"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fla', got {backend!r}")
+    if backend == "fla":
+        from primitives.ops.kernels import FLA_AVAILABLE
 
-        if not TRITON_AVAILABLE:
-            raise ValueError("backend='triton' needs the triton package, which is not installed here")
-        return triton_form(operator)(*args)
+        if not FLA_AVAILABLE:
+            raise ValueError("backend='fla' needs flash-linear-attention (pip install -e .[cuda]), not installed here")
+        return kernel_form(operator)(*args)
     if backend == "auto" and auto_uses_kernel(operator, args):
-        return triton_form(operator)(*args)
+        return kernel_form(operator)(*args)
     return TORCH_FORMS[operator](*args)
 
 
 def auto_uses_kernel(operator: str, args: tuple) -> bool:
     """The auto path's choice for one call: a kernel only on a kernel device, and (in "check" mode) only
     for a call class whose first-use check passed."""
-    mode = triton_mode()
+    mode = kernel_mode()
     if mode == "off" or not kernel_device(args[0]):
+        return False
+    if kernel_unsupported(operator, args[:-4]) is not None:
         return False
     if mode == "trust":
         return True
-    from primitives.ops.triton.verify import kernel_passes
+    from primitives.ops.kernels.verify import kernel_passes
 
-    return kernel_passes(operator, args, lambda: triton_form(operator), TORCH_FORMS[operator])
+    return kernel_passes(operator, args, lambda: kernel_form(operator), TORCH_FORMS[operator])
 
 
 def chunk_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,

@@ -1,6 +1,6 @@
-"""The auto path's first-use check of a Triton kernel (COMPOSER_TRITON=check, the default; see dispatch.py).
+"""The auto path's first-use check of a kernel (COMPOSER_KERNELS=check, the default; see dispatch.py).
 
-The kernels are tested under the Triton interpreter, not on every GPU and compiler version. So before a kernel
+fla's kernels are not tested here on every GPU and compiler version. So before a kernel
 first serves a *call class* on the auto path, it runs once on a small input of that class and is compared with
 the PyTorch path run in float64 on the same input: the output, the final state when asked, and, when the call
 needs grad, the gradient of every input. A compile error, a runtime error, or a relative error (max |kernel -
@@ -43,7 +43,7 @@ CHECK_CHUNKS = {"1": 1, "16n": 16, "other": 3}  # chunk count of the check's inp
 
 
 class KernelFallbackWarning(RuntimeWarning):
-    """A Triton kernel failed its first-use check; the auto path runs PyTorch for that call class."""
+    """A kernel failed its first-use check; the auto path runs PyTorch for that call class."""
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,8 @@ def kernel_passes(operator: str, args: tuple, kernel_factory: Callable[[], Calla
                 verdict = check(call, kernel_factory, reference, scale)
                 VERDICTS[call] = verdict
                 if not verdict.ok:
-                    warnings.warn(f"Triton kernel {operator} failed its first-use check ({call.describe()}): "
+                    warnings.warn(f"fla kernel {operator} failed its first-use check ({call.describe()}): "
                                   f"{verdict.reason}. Using the PyTorch path for such calls in this process "
-                                  "(COMPOSER_TRITON=trust skips the check, COMPOSER_TRITON=off never uses "
+                                  "(COMPOSER_KERNELS=trust skips the check, COMPOSER_KERNELS=off never uses "
                                   "the kernels).", KernelFallbackWarning, stacklevel=2)
     return verdict.ok
