@@ -17,6 +17,9 @@ reaches the same weights and metrics.jsonl as an uninterrupted run. Inside `stop
 or SIGTERM ends the run after its current step with a checkpoint and status "interrupted". A run whose estimated
 memory exceeds the device's available memory is refused before anything is built (training/memory.py).
 
+With `final_splits` (e.g. `("test",)`) the final model is also scored on those
+held-out splits of the task (`test_loss`, ...): the splits that judge what validation chose.
+
 `lrs=[...]` sweeps learning rates (and `weight_decays=[...]` weight decays: one run per pair) and keeps the best
 run; a `TaskSuite` (the `mad` suite) trains one model per member and reports each accuracy and the mean.
 `threads` applies to the call only: every entry point restores torch's thread count.
@@ -42,7 +45,7 @@ from composer.interrupt import interrupt_signal
 from composer.spec import ArchSpec
 from composer.tasks import Task, TaskSuite, get_task
 from composer.training.config import TrainConfig, eval_interval, train_config
-from composer.training.evaluate import evaluate
+from composer.training.evaluate import evaluate, evaluate_splits
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
 from composer.training.setup import TrainState, fit_spec, make_optimizer, set_up
@@ -129,6 +132,8 @@ def train_sweep(spec: ArchSpec | dict | str, task: Task, budget: Budget | int | 
 
 def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, callback: Callback | None,
                out_dir: PathLike | None, on_step: Callable | None) -> TrainResult:
+    for split in config.evaluation.final_splits or ():
+        task.check_split(split)
     state = set_up(spec, task, config, out_dir)
     opt, schedule = config.optimizer, config.lr_schedule
     total_steps = state.budget.total_steps(state.tokens_per_step)
@@ -174,6 +179,9 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
         metrics = {**(state.history[-1] if state.history else state.static), "interrupted_step": state.step}
     elif not metrics:
         metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
+    if status in ("completed", "stopped") and config.evaluation.final_splits:
+        metrics = {**metrics, **evaluate_splits(state, config.evaluation.final_splits,
+                                                config.evaluation.eval_batch_size)}
     if status != "diverged":
         state.save(out_dir)
     return TrainResult(status, {**metrics, "status": status}, state.history, state.step, diverged_step,

@@ -24,3 +24,9 @@ def evaluate(state: TrainState, train_loss: float, eval_batch_size: int,
     if out_dir is not None:
         append_metrics(out_dir, metrics)
     return metrics
+
+
+def evaluate_splits(state: TrainState, splits: tuple[str, ...], eval_batch_size: int) -> dict[str, Any]:
+    """The final model's metrics on other held-out splits of the task, each prefixed: `test_loss`, ..."""
+    return {f"{split}_{key}": value for split in splits
+            for key, value in state.task.evaluate_split(state.model, split, eval_batch_size).items()}

@@ -21,7 +21,7 @@ from composer.training.checkpoint import read_fingerprint
 from composer.training.config import TrainConfig
 
 NOT_IDENTIFYING = ("lrs", "weight_decays", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds",
-                   "resume", "threads", "compile", "device", "log_every", "memory_check")
+                   "resume", "threads", "compile", "device", "log_every", "memory_check", "final_splits")
 
 
 def run_fingerprint(spec: ArchSpec, task: Task, config: TrainConfig) -> dict[str, Any]:
