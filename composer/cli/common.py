@@ -26,12 +26,15 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig setting, grouped by section; the budget flags exclude each other."""
+def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig setting (but `skip`: settings a command sets itself), grouped by section; the budget
+    flags exclude each other."""
     from composer.training.config import SETTINGS
 
     groups: dict[str, Any] = {}
     for key, s in SETTINGS.items():
+        if key in skip:
+            continue
         if s.section not in groups:
             group = parser.add_argument_group(f"{s.section.replace('_', ' ')} settings")
             groups[s.section] = group.add_mutually_exclusive_group() if s.section == "budget" else group
