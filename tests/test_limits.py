@@ -275,3 +275,19 @@ def test_ladder_budgets_are_bounded(budget, path, message):
     with pytest.raises(UserError) as info:
         load_ladder(ladder)
     assert info.value.path == path and message in info.value.message
+
+
+def test_default_heads_is_the_largest_valid_count_and_bounded_work():
+    from primitives.common import default_heads
+
+    def counting_down(width, head_dim, divides_also):
+        heads = max(1, width // head_dim)
+        while width % heads or divides_also % heads:
+            heads -= 1
+        return heads
+
+    for width in range(1, 400):
+        for head_dim, divides_also in ((64, 0), (16, 0), (8, 96), (1, 0), (32, 7)):
+            assert default_heads(width, head_dim, divides_also) == counting_down(width, head_dim, divides_also)
+    # a width with few divisors: counting down from 794,902 took ~800K steps per call; the divisor pairs ~7K
+    assert default_heads(50_873_777) == counting_down(50_873_777, 64, 0)

@@ -8,7 +8,7 @@ import torch
 from primitives.base import ConfigError, get_primitive, make_config
 
 LAYERS = ["mamba", "mamba2", "linear_attention", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet",
-          "mlstm", "mingru", "rglru", "short_conv"]
+          "mlstm", "mingru", "rglru", "short_conv", "kda", "lightning_attention", "rwkv7", "slstm"]
 
 # Non-default settings per layer, to check the parameter formula beyond the defaults.
 VARIANTS = {
@@ -23,7 +23,12 @@ VARIANTS = {
     "mlstm": [{"n_heads": 4, "expand_k": 1.0, "chunk_size": 5}],
     "mingru": [{"expand": 2.0, "output_gate": False}],
     "rglru": [{"expand": 2.0, "n_heads": 4, "kernel_size": 2}],
-    "short_conv": [{"expand": 2.0, "kernel_size": 3, "conv_bias": True}],
+    "short_conv": [{"expand": 2.0, "kernel_size": 3, "conv_bias": True},
+                   {"gating": "bcx", "expand": 1.0, "kernel_size": 3, "conv_bias": True, "proj_bias": True}],
+    "kda": [{"n_heads": 2, "head_dim": 16, "expand_v": 1.5, "gate_rank": 7, "gate_bias": True, "kernel_size": 3}],
+    "lightning_attention": [{"n_heads": 4, "expand_k": 0.5, "expand_v": 0.5, "decay_scale": 0.25}],
+    "rwkv7": [{"n_heads": 4, "decay_rank": 8, "a_rank": 4, "gate_rank": 16}],
+    "slstm": [{"n_heads": 2, "kernel_size": 0}],
 }
 
 # A setting `check` must reject at d_model = 64, and the field it must name.
@@ -40,6 +45,10 @@ INVALID = {
     "mingru": ({"expand": 0.0}, "expand"),
     "rglru": ({"n_heads": 5}, "n_heads"),
     "short_conv": ({"kernel_size": 0}, "kernel_size"),
+    "kda": ({"n_heads": 3}, "n_heads"),
+    "lightning_attention": ({"n_heads": 3}, "n_heads"),
+    "rwkv7": ({"n_heads": 3}, "n_heads"),
+    "slstm": ({"n_heads": 3}, "n_heads"),
 }
 
 

@@ -5,7 +5,9 @@ one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`.
 dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
 `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
 `dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
-`chunk_mlstm` has only its PyTorch form.
+`chunk_mlstm` has only its PyTorch form. KDA (`kda.py`) and RWKV-7 (`rwkv7.py`) keep their step reference,
+chunked form and length dispatch in one file each; Hyena's long convolution (`long_conv.py`) its direct and FFT
+forms; sLSTM (`slstm.py`), whose recurrence has no parallel form, its step reference and training loop.
 """
 
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
@@ -24,6 +26,8 @@ from primitives.ops.dispatch import (
     gla,
     simple_gla,
 )
+from primitives.ops.kda import chunk_kda_torch, kda, naive_kda
+from primitives.ops.long_conv import direct_causal_conv, fft_causal_conv, long_conv
 from primitives.ops.naive import (
     naive_delta_rule,
     naive_gated_delta_rule,
@@ -32,7 +36,9 @@ from primitives.ops.naive import (
     naive_scan_diagonal,
     naive_simple_gla,
 )
+from primitives.ops.rwkv7 import chunk_rwkv7_torch, naive_rwkv7, rwkv7
 from primitives.ops.scan_diagonal import scan_diagonal
+from primitives.ops.slstm import naive_slstm, slstm_scan
 
 __all__ = [
     "CHUNK_SIZE",
@@ -43,18 +49,29 @@ __all__ = [
     "chunk_gated_delta_rule_torch",
     "chunk_gla",
     "chunk_gla_torch",
+    "chunk_kda_torch",
     "chunk_mlstm",
+    "chunk_rwkv7_torch",
     "chunk_simple_gla",
     "chunk_simple_gla_torch",
     "delta_rule",
+    "direct_causal_conv",
+    "fft_causal_conv",
     "gated_delta_rule",
     "gla",
+    "kda",
+    "long_conv",
     "naive_delta_rule",
     "naive_gated_delta_rule",
     "naive_gla",
+    "naive_kda",
     "naive_mlstm",
+    "naive_rwkv7",
     "naive_scan_diagonal",
     "naive_simple_gla",
+    "naive_slstm",
+    "rwkv7",
     "scan_diagonal",
     "simple_gla",
+    "slstm_scan",
 ]

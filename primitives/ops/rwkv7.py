@@ -1,0 +1,103 @@
+"""RWKV-7's operator: the generalised delta rule, a diagonal-plus-rank-one state transition (Peng et al. 2025).
+
+    S_t = diag(exp(w_t)) S_{t-1} + b_t^T (a_t S_{t-1}) + k_t^T v_t ;   o_t = scale r_t S_t
+
+r, w, k, a, b `[B, T, H, K]` (w the log decay, <= 0), v `[B, T, H, V]`; state `[B, H, K, V]` (the transpose of
+RWKV's [V, K] layout). The RWKV-7 layer calls it with a = -kappa^ and b = kappa^ * alpha (kappa^ the L2-normalised
+removal key, alpha the in-context learning rate), so that the transition is diag(w_t) - kappa^T (alpha kappa):
+the delta rule with a vector decay and a vector learning rate. The recurrence is flash-linear-attention's
+`naive_recurrent_rwkv7` (`fla/ops/rwkv7/recurrent_naive.py`). Three forms: `naive_rwkv7` (step reference),
+`chunk_rwkv7_torch` (chunked) and `rwkv7`, which runs the first on pieces of at most DECODE_MAX tokens.
+
+Chunked form. Within a chunk starting from S_0, with G the chunk-local cumsum of w ([C, K]), G' = G - w (the
+cumsum before each step) and the per-channel scores
+
+    A^xy_ij = sum_c x_ic y_jc exp(G_ic - G_jc)  (j <= i),   A'^xy_ij = sum_c x_ic y_jc exp(G'_ic - G_jc)  (j < i),
+
+the state is S_t = diag(exp(G_t)) S_0 + sum_{j <= t} diag(exp(G_t - G_j)) (b_j^T u_j + k_j^T v_j) with
+u_t = a_t S_{t-1}, which solve the unit-lower-triangular system
+
+    (I - A'^ab) U = (a exp(G')) S_0 + A'^ak V,     so U = W S_0 + U_0 (one triangular solve per chunk), and
+
+    O = scale [ (r exp(G) + A^rb W) S_0 + A^rb U_0 + A^rk V ]
+    S_C = (diag(exp(G_C)) + Bd^T W) S_0 + Bd^T U_0 + Kd^T V,     Bd, Kd = b, k times exp(G_C - G).
+
+A'^xy is the inclusive score of the queries moved one step earlier (row t - 1 scores x_t against y_j with
+G_{t-1} = G'_t), so all four score matrices come from one call of `chunked_gla.intra_chunk_scores`, which stays
+exact for any decay strength.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from primitives.ops.chunked_gla import intra_chunk_scores
+from primitives.ops.chunking import compute_dtype, from_chunks, initial_state_or_zeros, to_chunks
+from primitives.ops.dispatch import CHUNK_SIZE, DECODE_MAX
+
+Tensor = torch.Tensor
+
+
+def naive_rwkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float = 1.0,
+                initial_state: Tensor | None = None, output_final_state: bool = False,
+                chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """The recurrence one step at a time (fp32; fp64 stays fp64). `chunk_size` is unused (same signature)."""
+    B, T, H, K = r.shape
+    out_dtype, dtype = v.dtype, compute_dtype(v)
+    r, w, k, v, a, b = (x.to(dtype) for x in (r, w, k, v, a, b))
+    state = initial_state_or_zeros(initial_state, B, H, K, v.shape[-1], r)
+    outputs = []
+    for t in range(T):
+        removed = torch.einsum("bhk,bhkv->bhv", a[:, t], state)
+        state = (w[:, t].exp().unsqueeze(-1) * state + b[:, t].unsqueeze(-1) * removed.unsqueeze(-2)
+                 + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(-2))
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", r[:, t], state))
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(v.shape)
+    return o.to(out_dtype), (state if output_final_state else None)
+
+
+def chunk_rwkv7_torch(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float = 1.0,
+                      initial_state: Tensor | None = None, output_final_state: bool = False,
+                      chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
+    """The chunked form (module docstring): outputs `[B, T, H, V]` and, if asked, the final state."""
+    B, T, H, K = r.shape
+    V = v.shape[-1]
+    out_dtype, dtype = v.dtype, compute_dtype(v)
+    r, k, v, a, b = (to_chunks(x, chunk_size, dtype) for x in (r, k, v, a, b))   # [B, H, N, C, D]
+    w = to_chunks(w, chunk_size, dtype)
+    G = w.cumsum(-2)
+    C = r.shape[-2]
+
+    a_next = F.pad(a[..., 1:, :], [0, 0, 0, 1])                  # row s holds a_{s+1}
+    scores = intra_chunk_scores(torch.stack([a_next, a_next, r, r]), torch.stack([b, k, b, k]),
+                                G.expand(4, *G.shape))
+    a_ab, a_ak = (F.pad(s[..., :-1, :], [0, 0, 1, 0]) for s in scores[:2])   # A'_tj = row t - 1
+    a_rb, a_rk = scores[2], scores[3]
+    system = torch.eye(C, dtype=dtype, device=r.device) - a_ab
+    rhs = torch.cat([a * (G - w).exp(), a_ak @ v], dim=-1)
+    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+    W, U0 = solved[..., :K], solved[..., K:]
+
+    r_eff = r * G.exp() + a_rb @ W
+    o = a_rb @ U0 + a_rk @ v
+    to_end = (G[..., -1:, :] - G).exp()
+    b_end_t, k_end_t = (b * to_end).transpose(-1, -2), (k * to_end).transpose(-1, -2)   # [B, H, N, K, C]
+    transitions = torch.diag_embed(G[..., -1, :].exp()) + b_end_t @ W                     # [B, H, N, K, K]
+    chunk_updates = b_end_t @ U0 + k_end_t @ v                                            # [B, H, N, K, V]
+
+    state = initial_state_or_zeros(initial_state, B, H, K, V, r)
+    starts = []
+    for transition, update in zip(transitions.unbind(2), chunk_updates.unbind(2)):
+        starts.append(state)
+        state = transition @ state + update
+    o = o + r_eff @ torch.stack(starts, dim=2)
+    return from_chunks(o * scale, T).to(out_dtype), (state if output_final_state else None)
+
+
+def rwkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float = 1.0,
+          initial_state: Tensor | None = None, output_final_state: bool = False) -> tuple[Tensor, Tensor | None]:
+    """The step form for pieces of at most DECODE_MAX tokens (decoding), else the chunked form in chunks of
+    CHUNK_SIZE (as `dispatch.by_length`)."""
+    form = naive_rwkv7 if r.shape[1] <= DECODE_MAX else chunk_rwkv7_torch
+    return form(r, w, k, v, a, b, scale, initial_state, output_final_state, chunk_size=CHUNK_SIZE)
