@@ -604,3 +604,15 @@ def test_a_search_with_a_confirm_block_confirms_when_it_ends(tmp_path):
     saved = json.loads((tmp_path / "with_confirm" / "confirm.json").read_text())
     assert result.confirm == saved and saved["missing"] == [] and saved["config"]["seeds"] == 2
     assert saved["candidates"][0]["name"] == f"trial_{result.best_row['trial']}"
+
+
+def test_every_shipped_confirm_block_trains_at_least_10_tokens_per_parameter():
+    blocks = {}
+    for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and data.get("confirm") is not None:
+            blocks[path.name] = parse_confirm(data["confirm"])
+    assert "discovery.yaml" in blocks
+    for name, config in blocks.items():
+        assert config.tokens is None and config.tokens_per_param >= 10, name
+        assert config.tolerance <= 0.02 and len(config.lrs) >= 3, name
