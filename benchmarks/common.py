@@ -90,7 +90,8 @@ class Job:
 
 
 _TASKS: dict[str, Any] = {}
-KEEP = ("val_loss", "accuracy", "params", "non_embedding_params", "tokens", "step", "tokens_per_s")
+KEEP = ("val_loss", "test_loss", "holdout_loss", "accuracy", "params", "non_embedding_params", "tokens", "step",
+        "tokens_per_s")
 
 
 def run_job(job: Job) -> dict[str, Any]:
