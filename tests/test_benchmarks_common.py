@@ -54,6 +54,7 @@ def test_the_discovery_space_parses_with_its_confirm_block():
     space = load_space(str(ROOT / "search_spaces" / "discovery.yaml"))
     assert space.trials >= 32 and space.objectives[0]["metric"] == "val_loss"
     config = parse_confirm(space.data["confirm"])
-    assert config.seeds == 3 and config.baselines == ("transformer",) and len(config.sizes) == 2
+    assert config.seeds == "auto" and config.baselines == ("transformer",) and config.sizes == ("10x",)
+    assert config.tokens is None and config.tokens_per_param >= 10 and config.tolerance == 0.02
     ops = set(space.data["layers"]["slot"]["op"]["choice"])
     assert ops == {"attention", "mamba2", "gated_deltanet", "gla", "short_conv"} and space.data["layers"]["n_layers"] >= 6
