@@ -11,7 +11,8 @@
   V = round(expand_v d) (dv = V / H); a state S [B, H, dk, dv] per sequence. n_heads defaults to V // 64
   (at least 1, lowered until it divides K and V). Its cost formula counts the projections and the chunked
   recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv) for the intra-chunk part
-  (c = CHUNK_SIZE) and, for the delta rules, 2 dk dv for the k S product of the error term.
+  (c = the chunk its operator runs, `operator_chunk_size`: CHUNK_SIZE, DELTA_RULE_CHUNK_SIZE for the delta
+  rules) and, for the delta rules, 2 dk dv for the k S product of the error term.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides
-from primitives.ops import CHUNK_SIZE
+from primitives.ops import CHUNK_SIZE, causal_conv1d
 
 
 def default_heads(width: int, head_dim: int = 64, divides_also: int = 0) -> int:
@@ -82,16 +83,8 @@ class ShortConv(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x.transpose(1, 2)
-        if cache is None:
-            padded = F.pad(x, (self.kernel_size - 1, 0))
-        else:
-            padded = torch.cat([cache.to(x.dtype), x], dim=-1)
-        y = self.conv(padded).transpose(1, 2)
-        if self.activation:
-            y = F.silu(y)
-        new_cache = None if cache is None else padded[..., padded.shape[-1] - (self.kernel_size - 1):]
-        return y, new_cache
+        y, new_cache = causal_conv1d(x, self.conv.weight[:, 0], self.conv.bias, cache)
+        return (F.silu(y) if self.activation else y), new_cache
 
 
 @dataclass
@@ -125,6 +118,7 @@ class HeadMixer(Primitive):
     kind = "token_mixer"
     width_scaled = ("n_heads",)  # expansions kept (and GLA's gate_rank, a fixed low rank)
     uses_delta_rule = False
+    operator_chunk_size = CHUNK_SIZE  # the chunk the layer's operator runs, which the cost formula counts
 
     @classmethod
     def features(cls, cfg: HeadsConfig) -> HeadFeatures:
@@ -174,7 +168,8 @@ class HeadMixer(Primitive):
         conv = ShortConv.param_count(2 * K + V, k) if k else 0
         extra = cls.extra_params(cfg, d_model)
         params = matmul + conv + extra + (V if features.norm else 0)
-        recurrence = H * (4 * dk * dv + 2 * CHUNK_SIZE * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
+        c = cls.operator_chunk_size
+        recurrence = H * (4 * dk * dv + 2 * c * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
         flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
         state = (H * dk * dv + (2 * K + V) * max(k - 1, 0)) * dtype_bytes
         return Cost(params, float(flops), state)
