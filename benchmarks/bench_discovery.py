@@ -1,29 +1,31 @@
-"""The whole loop on CPU: search a hybrid space on a cheap proxy, confirm the winners at two larger sizes on Tiny
-Shakespeare against the transformer, and train the winner at nanoGPT's CPU "baby GPT" budget.
+"""The whole loop on CPU, at the honest confirmation protocol of issue 21: search a hybrid space on a cheap proxy,
+confirm the winners at 10x on Tiny Shakespeare against the transformer, and measure the proxy's seed noise.
 
 1. **Search** `search_spaces/discovery.yaml` (six slots, each attention / Mamba-2 / Gated DeltaNet / GLA / short
-   convolution followed by an MLP; TPE, `trials` trials on the text proxy benchmarks/bench_proxies.py chose).
-2. **Confirm** (the space's `confirm:` block, run by the search as a user's `composer search` runs it): the top
-   trials, `spread` more over the rest of the ranking, the consensus and the transformer fitted to two sizes >= 10x
-   the best trial, 3 seeds each, equal tokens; proxy -> target Spearman / Kendall with bootstrap intervals beside
-   the seed noise floor, and paired differences with 95% intervals (composer/confirm, scaling/stats.py).
-3. **Baby GPT budget**: nanoGPT's CPU recipe on this corpus (4 layers, width 128, context 64, 2000 steps x 12
-   sequences, last 10% validating) reaches validation loss 1.886. The confirmed winner (the searched candidate
-   with the lowest target loss at the largest size), its six slots widened to the widest multiple of 8 within the
-   transformer's 0.82M parameters, and that same-shape transformer are trained by
-   Composer with nanoGPT's optimiser settings (AdamW lr 1e-3, betas 0.9/0.99, weight decay 0.1, 100 warmup steps,
-   cosine to 1e-4), `baby_seeds` seeds each, and evaluated on the whole validation split.
+   convolution followed by an MLP; TPE) for `trials` trials, at `proxy_d_model` (8, for the budget: the space's
+   own is 16) on `proxy_tokens` tokens each.
+2. **Confirm** (the space's `confirm:` block with this benchmark's sizes): the top `top_k` trials, `spread` more over
+   the rest of the ranking, the consensus and the transformer, each fitted to 10x the best trial's counted
+   parameters (within 1%: any two within 2%, refused otherwise), each with its own learning-rate sweep (0.5x 1x 2x,
+   chosen on the validation split), trained on `tokens_per_param` (10) tokens per parameter, `seeds: auto` (2, the
+   best trial and the transformer up to `max_seeds` while their difference is undecided); on the *test* split:
+   the winner - transformer difference with its 95% interval, the proxy -> target Spearman / Kendall with bootstrap
+   intervals beside the seed noise floor (`holdout_loss`, the last tenth as nanoGPT's split, beside).
+3. **Proxy noise**: the top `top_k` trials again at the proxy budget with `proxy_seeds` seeds (seed 0 reproduces
+   the search's value), so the proxy's seed-to-seed spread stands beside the gaps between the candidates it orders.
+4. **Baby GPT budget** (`--baby`, outside the 30-minute budget): nanoGPT's CPU recipe (4 layers, width 128,
+   context 64, 2000 steps x 12 sequences, last 10% validating: 1.886) against the confirmed winner widened to the
+   same parameters and that transformer, trained by Composer with nanoGPT's optimiser settings.
 
-    .venv/bin/python benchmarks/bench_discovery.py [--tiny] [--out runs/bench_discovery] [--data FILE]
-        [--trials N] [--sizes 10x 30x] [--confirm-tokens N] [--top-k K] [--spread N] [--baby-seeds N]
+    .venv/bin/python benchmarks/bench_discovery.py [--smoke] [--out runs/bench_discovery] [--data FILE]
+        [--trials N] [--sizes 10x] [--tokens-per-param R] [--top-k K] [--spread N] [--baby]
 
-4. **Proxy noise**: the search trains each candidate once (seed 0); the top `top_k` trials are trained again at
-   the proxy budget with `proxy_seeds` seeds (seed 0 reproduces the search's value), so the proxy's seed-to-seed
-   spread can be set beside the gaps between the candidates it has to order.
-
-Everything resumes: the search and the confirmation from their run folder (<out>/discovery), the baby-GPT runs
-from <out>/baby.json; stage wall times add up over invocations in <out>/timings.json. `--tiny` checks the
-plumbing with toy budgets (minutes; its result stays in <out>/tiny/). Results: benchmarks/results/discovery.json.
+Sized for about 30 minutes on 2 idle cores (16 proxy trials of 3-10K parameters; about 8 candidates of ~35K
+parameters x 4 trials + the seeds auto adds, 350K tokens each: an estimate from measured throughput, not a
+measurement). Everything resumes: the search and the confirmation from their run folder (<out>/full/discovery),
+the other runs from their JSON files; stage wall times add up over invocations in <out>/full/timings.json; after
+each stage the result so far is written to benchmarks/results/discovery.json (`complete`: false until the end).
+`--smoke` checks the plumbing end to end in about a minute (its result stays in <out>/smoke/).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
+from benchmarks.common import NANOGPT_SPLIT, REPO, Job, Timings, add_data_argument, run_jobs, text_task, write_result  # noqa: E402
 from composer.atomic import write_json  # noqa: E402
 from composer.canonical_form import stripe  # noqa: E402
 from composer.provenance import provenance  # noqa: E402
@@ -59,13 +61,17 @@ NANOGPT_RECIPE = {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1, "warmup
 
 @dataclass(frozen=True)
 class Setting:
-    trials: int = 32
-    sizes: tuple[str, ...] = ("10x", "30x")
-    confirm_seeds: int = 3
-    confirm_tokens: int = 128_000          # as the proxies benchmark's target
-    top_k: int = 3
-    spread: int = 4                        # more trials over the rest of the ranking, for the rank agreement
-    proxy_tokens: int | None = None        # None: the space's own
+    trials: int = 16
+    proxy_d_model: int = 8                 # the search's width (the space's is 16; 8 keeps a 10x target in budget)
+    proxy_tokens: int | None = 100_000     # each search trial (about 20-30 tokens per parameter at width 8)
+    sizes: tuple[str, ...] = ("10x",)
+    confirm_seeds: int | str = "auto"
+    max_seeds: int = 6
+    tokens_per_param: float = 10           # the target: >= 10 (issue 21)
+    lrs: tuple[str, ...] = ("0.5x", "1x", "2x")
+    top_k: int = 2
+    spread: int = 3                        # more trials over the rest of the ranking, for the rank agreement
+    baby: bool = False                     # the baby-GPT stage (nanoGPT's budget): --baby; outside the 30-minute budget
     baby_steps: int = 2000
     baby_seeds: int = 2
     proxy_seeds: int = 3
@@ -73,9 +79,8 @@ class Setting:
 
 
 FULL = Setting()
-TINY = Setting(trials=3, sizes=("3x", "6x"), confirm_seeds=2, confirm_tokens=4096, top_k=2, spread=1, proxy_tokens=2048,
-               baby_steps=5, baby_seeds=2, proxy_seeds=2,
-               max_concurrent=1)
+SMOKE = Setting(trials=2, sizes=("2x",), confirm_seeds="auto", max_seeds=3, tokens_per_param=0.5, top_k=1, spread=0,
+                proxy_tokens=2048, baby_steps=5, baby_seeds=2, proxy_seeds=2, max_concurrent=2)
 
 
 def space_data(s: Setting, data: str | None) -> dict[str, Any]:
@@ -83,11 +88,16 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
     space = yaml.safe_load(SPACE.read_text())
     space["task"] = {"name": "text", "params": {k: v for k, v in text_task(data, seq_len=64).items() if k != "name"}}
     space["trials"] = s.trials
+    space["base"] = {**space["base"], "d_model": s.proxy_d_model}
     space["resources"] = {**space["resources"], "max_concurrent": s.max_concurrent}
     if s.proxy_tokens is not None:
         space["train"] = {**space["train"], "tokens": s.proxy_tokens}
     space["confirm"] = {**space["confirm"], "sizes": list(s.sizes), "seeds": s.confirm_seeds,
-                        "tokens": s.confirm_tokens, "top_k": s.top_k, "spread": s.spread}
+                        "tokens_per_param": s.tokens_per_param, "lrs": list(s.lrs), "top_k": s.top_k,
+                        "spread": s.spread, "tolerance": 0.02}
+    space["confirm"].pop("tokens", None)
+    if s.confirm_seeds == "auto":
+        space["confirm"]["max_seeds"] = s.max_seeds
     return space
 
 
@@ -130,7 +140,7 @@ def baby_jobs(s: Setting, winner_spec: dict[str, Any], data: str | None) -> tupl
     transformer = load_spec(BABY_TRANSFORMER)
     limit = min(param_count(transformer, "total"), BABY_PARAMS_LIMIT)      # never more than the transformer
     winner = widest_within(load_spec({**winner_spec, "max_seq_len": 64}), limit)
-    task = text_task(data, seq_len=64, max_val_windows=100_000)      # the whole validation split
+    task = text_task(data, seq_len=64, max_val_windows=100_000, **NANOGPT_SPLIT)   # nanoGPT's split, all of it
     budget = {"steps": s.baby_steps}
     specs = {"winner": winner, "transformer": transformer}
     jobs = [Job("baby", name, seed, spec.to_dict(), task, budget, NANOGPT_RECIPE)
@@ -194,8 +204,9 @@ def search_summary(result: Any) -> dict[str, Any]:
 
 
 def confirm_summary(confirm: dict[str, Any]) -> dict[str, Any]:
-    keep = ("sizes", "tokens", "candidates", "sizing", "results", "transfer", "comparisons", "verdict", "verdicts",
-            "missing", "notes", "statistics")
+    keep = ("sizes", "tokens", "tokens_per_param", "lr_grid", "splits", "candidates", "sizing", "results", "transfer",
+            "comparisons", "refused", "sweeps", "seeds_auto", "undertrained", "verdict", "verdicts", "missing",
+            "notes", "statistics")
     out = {k: confirm.get(k) for k in keep}
     out["candidates"] = [{k: c[k] for k in ("name", "roles", "aliases", "stripe", "proxy", "trial")}
                          for c in confirm["candidates"]]
@@ -206,60 +217,72 @@ def confirm_summary(confirm: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="toy budgets: a plumbing check of a few minutes")
+    parser.add_argument("--smoke", action="store_true", help="toy budgets: the plumbing end to end in about a minute")
     parser.add_argument("--out", default="runs/bench_discovery", help="folder for the run and per-run results")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--sizes", nargs="+")
-    parser.add_argument("--confirm-tokens", type=int)
+    parser.add_argument("--tokens-per-param", type=float)
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--spread", type=int)
+    parser.add_argument("--baby", action="store_true", help="also the baby-GPT stage (nanoGPT's CPU budget)")
     parser.add_argument("--baby-seeds", type=int)
-    parser.add_argument("--workers", type=int, default=2, help="processes for the baby-GPT runs")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the proxy-noise and baby-GPT runs")
     add_data_argument(parser)
     args = parser.parse_args()
-    s = TINY if args.tiny else FULL
+    s = SMOKE if args.smoke else FULL
     given = {"trials": args.trials, "sizes": tuple(args.sizes) if args.sizes else None,
-             "confirm_tokens": args.confirm_tokens, "top_k": args.top_k, "spread": args.spread,
-             "baby_seeds": args.baby_seeds}
+             "tokens_per_param": args.tokens_per_param, "top_k": args.top_k, "spread": args.spread,
+             "baby_seeds": args.baby_seeds, "baby": args.baby or None}
     s = replace(s, **{k: v for k, v in given.items() if v is not None})
-    out = Path(args.out).resolve() / ("tiny" if args.tiny else "full")
+    out = Path(args.out).resolve() / ("smoke" if args.smoke else "full")
     out.mkdir(parents=True, exist_ok=True)
     timings = Timings(out / "timings.json")
+    data: dict[str, Any] = {"benchmark": "discovery", "protocol": "issue 21: equal sizes (tolerance 0.02), each "
+                            "candidate's and the transformer's lr swept on validation, verdict on the test split, "
+                            f"{s.tokens_per_param:g} tokens/param at the target, seeds auto", "complete": False,
+                            "setting": asdict(s), "data": args.data or "the shipped sample",
+                            "space": space_data(s, args.data), "run_dir": str(out / "discovery"),
+                            "provenance": provenance("cpu")}
+
+    def save() -> Path:
+        data.update(wall_s=timings.data["stages"], wall_s_total=timings.total_s, invocations=timings.data["runs"])
+        if args.smoke:
+            write_json(out / "discovery.json", data)
+            return out / "discovery.json"
+        return write_result("discovery", data)
 
     with timings.stage("search_and_confirm"):
         result, confirm = run_search(space_data(s, args.data), out / "discovery", s.trials)
     winner = winner_of(confirm)
+    data.update(search=search_summary(result), confirm=confirm_summary(confirm),
+                winner={k: winner[k] for k in ("name", "roles", "stripe")})
+    save()
 
     with timings.stage("proxy_noise"):
         noise = proxy_noise_summary(run_jobs(proxy_noise_jobs(s, out / "discovery", result),
                                              out / "proxy_noise.json", args.workers), result)
+    data["proxy_noise"] = noise
+    save()
 
-    jobs, shapes = baby_jobs(s, winner["spec"], args.data)
-    with timings.stage("baby_gpt"):
-        rows = run_jobs(jobs, out / "baby.json", args.workers)
-
-    baby = {"recipe": {**NANOGPT_RECIPE, "steps": s.baby_steps, "seq_len": 64, "seeds": s.baby_seeds},
-            "nanogpt_val_loss": NANOGPT_BABY_LOSS, "models": shapes, **baby_summary(rows)}
-    data = {"benchmark": "discovery", "setting": asdict(s), "data": args.data or "the shipped sample",
-            "space": space_data(s, args.data), "run_dir": str(out / "discovery"),
-            "wall_s": timings.data["stages"], "wall_s_total": timings.total_s,
-            "invocations": timings.data["runs"], "search": search_summary(result),
-            "confirm": confirm_summary(confirm), "proxy_noise": noise,
-            "winner": {k: winner[k] for k in ("name", "roles", "stripe")},
-            "baby_gpt": baby, "provenance": provenance("cpu")}
+    if s.baby:
+        jobs, shapes = baby_jobs(s, winner["spec"], args.data)
+        with timings.stage("baby_gpt"):
+            rows = run_jobs(jobs, out / "baby.json", args.workers)
+        data["baby_gpt"] = {"recipe": {**NANOGPT_RECIPE, "steps": s.baby_steps, "seq_len": 64,
+                                       "seeds": s.baby_seeds},
+                            "nanogpt_val_loss": NANOGPT_BABY_LOSS, "models": shapes, **baby_summary(rows)}
+    data["complete"] = True
+    path = save()
     print(f"\nsearch: best {data['search']['best']}; confirmed winner {winner['name']} ({winner['stripe']})")
     for line in confirm.get("verdicts", []):
         print(f"  {line}")
     print(f"proxy seed-to-seed std {noise['mean_seed_std']:.4f} (top {s.top_k}, {s.proxy_seeds} seeds) vs the span "
           f"of the 5 best proxy scores {noise['top5_span']:.4f} and of the 8 best {noise['top8_span']:.4f}")
-    w, t = baby["winner"], baby["transformer"]
-    print(f"baby GPT budget: winner {w['mean']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}], transformer "
-          f"{t['mean']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], nanoGPT {NANOGPT_BABY_LOSS}")
-    if args.tiny:
-        write_json(out / "discovery.json", data)
-        print(f"-> {out / 'discovery.json'}")
-    else:
-        print(f"-> {write_result('discovery', data)}")
+    if "baby_gpt" in data:
+        w, t = data["baby_gpt"]["winner"], data["baby_gpt"]["transformer"]
+        print(f"baby GPT budget: winner {w['mean']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}], transformer "
+              f"{t['mean']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}], nanoGPT {NANOGPT_BABY_LOSS}")
+    print(f"{timings.total_s:.0f} s wall in all -> {path}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 TINY_SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"   # ../shared/data from the repo root
-VAL_FRACTION = 0.1          # nanoGPT's split: the last tenth of the text validates
+VAL_FRACTION = 0.05         # the text task's splits: the last 5% tests (judges), the 5% before it validates
+TEST_FRACTION = 0.05        # (chooses); together the last tenth: nanoGPT's validation split, the task's `holdout`
+NANOGPT_SPLIT = {"val_fraction": 0.1, "test_fraction": 0}    # nanoGPT's split itself: the last tenth validates
 
 
 def default_data() -> str | None:
@@ -34,8 +36,11 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def text_task(data: str | None, **params: object) -> dict:
-    """The text task's settings as a ladder/space mapping: `data` (None: the shipped sample) with nanoGPT's split."""
-    return {"name": "text", **({} if data is None else {"data": str(data)}), "val_fraction": VAL_FRACTION, **params}
+    """The text task's settings as a ladder/space mapping: `data` (None: the shipped sample) with the three splits
+    (training the first 90%, as nanoGPT's; validation, then test). `params` override them: `**NANOGPT_SPLIT` for a
+    number comparable with nanoGPT's validation loss."""
+    split = {"val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+    return {"name": "text", **({} if data is None else {"data": str(data)}), **split, **params}
 
 
 def machine() -> dict:
@@ -89,7 +94,8 @@ class Job:
 
 
 _TASKS: dict[str, Any] = {}
-KEEP = ("val_loss", "accuracy", "params", "non_embedding_params", "tokens", "step", "tokens_per_s")
+KEEP = ("val_loss", "test_loss", "holdout_loss", "accuracy", "params", "non_embedding_params", "tokens", "step",
+        "tokens_per_s")
 
 
 def run_job(job: Job) -> dict[str, Any]:

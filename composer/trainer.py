@@ -19,6 +19,9 @@ call returns it and writes nothing (`completed_run`), and a larger budget contin
 whose estimated memory exceeds the device's available memory is refused before anything is built
 (training/memory.py).
 
+With `final_splits` (e.g. `("test",)`) the final model is also scored on those
+held-out splits of the task (`test_loss`, ...): the splits that judge what validation chose.
+
 `lrs=[...]` sweeps learning rates (and `weight_decays=[...]` weight decays: one run per pair) and keeps the best
 run; a `TaskSuite` (the `mad` suite) trains one model per member and reports each accuracy and the mean.
 `threads` applies to the call only: every entry point restores torch's thread count. With `workers` > 1 one model
@@ -48,7 +51,7 @@ from composer.spec_parse import load_spec
 from composer.tasks import Task, TaskSuite, get_task
 from composer.training.checkpoint import PeriodicCheckpoints, has_checkpoint, read_fingerprint, read_loop_state
 from composer.training.config import TrainConfig, eval_interval, train_config
-from composer.training.evaluate import evaluate, progress
+from composer.training.evaluate import evaluate, evaluate_splits, progress
 from composer.training.fingerprint import run_fingerprint
 from composer.training.runtime import torch_threads
 from composer.training.schedule import Budget, lr_factor
@@ -165,6 +168,8 @@ def saved_loop(spec: ArchSpec | dict | str, task: Task | TaskSuite, config: Trai
 
 def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, callback: Callback | None,
                out_dir: PathLike | None, on_step: Callable | None) -> TrainResult:
+    for split in config.evaluation.final_splits or ():
+        task.check_split(split)
     finished = completed_run(spec, task, config, out_dir)
     if finished is not None:
         return finished
@@ -220,6 +225,9 @@ def _train_one(spec: ArchSpec | dict | str, task: Task, config: TrainConfig, cal
         metrics = {**(state.history[-1] if state.history else state.static), "interrupted_step": state.step}
     elif not metrics:
         metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, out_dir)
+    if status in ("completed", "stopped") and config.evaluation.final_splits:
+        metrics = {**metrics, **evaluate_splits(state, config.evaluation.final_splits,
+                                                config.evaluation.eval_batch_size)}
     if status != "diverged":
         state.save(out_dir)
     return TrainResult(status, {**metrics, "status": status}, state.history, state.step, diverged_step,

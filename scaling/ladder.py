@@ -47,10 +47,12 @@ class Trial:
     tokens: int
     budget: str                 # "tokens_per_param", "tokens" or the FLOP budget
     spec: ArchSpec = field(compare=False, repr=False)
+    lr: float | None = None     # this trial's learning rate (None: the ladder's `train` setting)
 
     @property
     def key(self) -> str:
-        return f"{self.arch}|{self.size}|{self.budget}|{self.seed}"
+        key = f"{self.arch}|{self.size}|{self.budget}|{self.seed}"
+        return key if self.lr is None else f"{key}|lr={self.lr:.6g}"
 
 
 @dataclass
@@ -190,12 +192,14 @@ def check_trials_fit(trials: list[Trial], ladder: Ladder, task: Any, workers: in
 
 
 def describe_trial(trial: Trial, i: int, n: int) -> str:
-    return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}: {trial.tokens:,} tokens"
+    lr = "" if trial.lr is None else f" lr {trial.lr:.3g}"
+    return f"[{i + 1}/{n}] {trial.arch} size {trial.size} seed {trial.seed}{lr}: {trial.tokens:,} tokens"
 
 
 def trial_folder(trial: Trial) -> str:
-    """The trial's folder name under `<run_dir>/trials/`: arch-size-budget-s<seed>, made safe."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{trial.arch}-{trial.size}-{trial.budget}-s{trial.seed}")
+    """The trial's folder name under `<run_dir>/trials/`: arch-size-budget-s<seed>[-lr<lr>], made safe."""
+    lr = "" if trial.lr is None else f"-lr{trial.lr:.6g}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{trial.arch}-{trial.size}-{trial.budget}-s{trial.seed}{lr}")
     return safe_name(name.strip("._") or "trial", "logging")
 
 
@@ -212,6 +216,8 @@ def train_trial(trial: Trial, task_config: TaskRef, config: TrainConfig,
     `tracking` (backends, folder) the trial's settings and every evaluation go to those trackers."""
     from composer.trainer import train
 
+    if trial.lr is not None:
+        config = config.with_settings(lr=trial.lr)
     task = task_config.build()
     tracker, callback = None, None
     if tracking is not None:
@@ -234,19 +240,21 @@ def train_trial(trial: Trial, task_config: TaskRef, config: TrainConfig,
 
 
 def run_ladder(ladder: Ladder, out_root: str | os.PathLike = "runs", runner: TrialRunner | None = None,
-               log: Callable[[str], None] | None = None, trials: list[Trial] | None = None) -> dict[str, Any]:
+               log: Callable[[str], None] | None = None, trials: list[Trial] | None = None,
+               report: bool = True) -> dict[str, Any]:
     """Run (or resume) a ladder; returns and writes `runs/<name>/ladder.json` with results and fits.
 
-    `trials` replaces the ladder's own plan (a caller that sizes its architectures itself, e.g. confirm). The
-    folder `<out_root>/<name>` is locked while the ladder runs (composer.runs.RunLock)."""
+    `trials` replaces the ladder's own plan (a caller that sizes its architectures itself and analyses the trials
+    itself, e.g. confirm, which also passes `report=False`: no fits, transfer or plot). The folder
+    `<out_root>/<name>` is locked while the ladder runs (composer.runs.RunLock)."""
     log = log or (lambda message: None)
     out_dir = contained(out_root, Path(out_root) / safe_name(ladder.name, "name"), "name")
     with RunLock(out_dir):          # one process at a time works in a ladder's folder
-        return _run_ladder(replace(ladder, run_dir=str(out_dir)), out_dir, runner, log, trials)
+        return _run_ladder(replace(ladder, run_dir=str(out_dir)), out_dir, runner, log, trials, report)
 
 
 def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: Callable[[str], None],
-                trials: list[Trial] | None) -> dict[str, Any]:
+                trials: list[Trial] | None, report: bool = True) -> dict[str, Any]:
     from composer.tasks import TaskSuite
 
     path = out_dir / "ladder.json"
@@ -269,18 +277,26 @@ def _run_ladder(ladder: Ladder, out_dir: Path, runner: TrialRunner | None, log: 
     for trial, metrics in runner.run(todo, ladder):
         rows[trial.key] = trial_row(trial, metrics, ladder)
         _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values())})
-    report = analyse(ladder, list(rows.values()), out_dir)
-    _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **report})
-    return {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **report}
+    if not report:
+        if not todo and not path.is_file():
+            _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values())})
+        return {"ladder": ladder_summary(ladder), "trials": list(rows.values())}
+    analysis = analyse(ladder, list(rows.values()), out_dir)
+    _write_json(path, {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **analysis})
+    return {"ladder": ladder_summary(ladder), "trials": list(rows.values()), **analysis}
 
 
 def trial_row(trial: Trial, metrics: dict[str, Any], ladder: Ladder) -> dict[str, Any]:
+    """A finished trial as ladder.json holds it: the trial, its counted parameters, spec and metrics (those on
+    the ladder's `final_splits` included)."""
     keep = (ladder.loss_metric, "accuracy", "status", "params", "non_embedding_params", "active_params",
             "flops_per_token", "train_flops_per_token", "state_bytes", "tokens", "step", "tokens_per_s",
             "train_time_s")
-    row = {k: v for k, v in asdict(trial).items() if k != "spec"}
+    held = tuple(f"{split}_" for split in ladder.train.evaluation.final_splits or ())
+    row = {k: v for k, v in asdict(trial).items() if k != "spec" and not (k == "lr" and v is None)}
     row.update(key=trial.key, d_model=trial.spec.d_model, n_params=param_count(trial.spec, ladder.count),
-               spec=trial.spec.to_dict(), metrics={k: metrics[k] for k in keep if k in metrics})
+               spec=trial.spec.to_dict(),
+               metrics={k: v for k, v in metrics.items() if k in keep or (held and k.startswith(held))})
     return row
 
 

@@ -1,5 +1,6 @@
-"""The benchmarks' text helpers: Tiny Shakespeare by default (never downloaded), nanoGPT's last-tenth split, and
-the shipped spaces the benchmarks run (discovery.yaml) parse and plan."""
+"""The benchmarks' text helpers: Tiny Shakespeare by default (never downloaded), nanoGPT's training split with the
+last tenth held out (validation, then test; or validation alone, as nanoGPT's), and the shipped spaces the
+benchmarks run (discovery.yaml) parse and plan."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import TINY_SHAKESPEARE, VAL_FRACTION, add_data_argument, default_data, text_task
+from benchmarks.common import NANOGPT_SPLIT, TINY_SHAKESPEARE, add_data_argument, default_data, text_task
 from composer.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,19 +24,27 @@ def test_the_default_corpus_is_tiny_shakespeare_next_to_the_repo():
     assert parser.parse_args(["--data", "corpus.txt"]).data == "corpus.txt"
 
 
-def test_text_task_settings_use_nanogpts_split():
-    assert text_task("a.txt", seq_len=64) == {"name": "text", "data": "a.txt", "val_fraction": 0.1, "seq_len": 64}
-    assert text_task(None, seq_len=64) == {"name": "text", "val_fraction": 0.1, "seq_len": 64}   # shipped sample
+def test_text_task_settings_hold_out_the_last_tenth():
+    split = {"val_fraction": 0.05, "test_fraction": 0.05}
+    assert text_task("a.txt", seq_len=64) == {"name": "text", "data": "a.txt", **split, "seq_len": 64}
+    assert text_task(None, seq_len=64) == {"name": "text", **split, "seq_len": 64}   # shipped sample
+    assert text_task(None, **NANOGPT_SPLIT) == {"name": "text", "val_fraction": 0.1, "test_fraction": 0}
 
 
 @pytest.mark.skipif(not TINY_SHAKESPEARE.is_file(), reason="../shared/data/tinyshakespeare.txt not present")
-def test_the_last_tenth_of_tiny_shakespeare_validates():
+def test_the_last_tenth_of_tiny_shakespeare_is_held_out():
+    text = TINY_SHAKESPEARE.read_text()
+    cut, test_cut = int(len(text) * 0.9), int(len(text) * 0.95)
+    for params in ({}, NANOGPT_SPLIT):
+        config = text_task(default_data(), seq_len=64, **params)
+        task = get_task(config["name"], **{k: v for k, v in config.items() if k != "name"})
+        assert len(task.train_tokens) == len(text[:cut].encode())
+        assert bytes(task.split_tokens["holdout"][:50].tolist()).decode() == text[cut:cut + 50]
+    assert len(task.val_tokens) == len(text[cut:].encode())                 # nanoGPT's: validation alone
     config = text_task(default_data(), seq_len=64)
     task = get_task(config["name"], **{k: v for k, v in config.items() if k != "name"})
-    text = TINY_SHAKESPEARE.read_text()
-    cut = int(len(text) * (1 - VAL_FRACTION))
-    assert len(task.val_tokens) == len(text[cut:].encode()) and len(task.train_tokens) == len(text[:cut].encode())
-    assert bytes(task.val_tokens[:50].tolist()).decode() == text[cut:cut + 50]
+    assert len(task.val_tokens) == len(text[cut:test_cut].encode())
+    assert len(task.split_tokens["test"]) == len(text[test_cut:].encode())
 
 
 def test_the_discovery_space_parses_with_its_confirm_block():
@@ -45,6 +54,7 @@ def test_the_discovery_space_parses_with_its_confirm_block():
     space = load_space(str(ROOT / "search_spaces" / "discovery.yaml"))
     assert space.trials >= 32 and space.objectives[0]["metric"] == "val_loss"
     config = parse_confirm(space.data["confirm"])
-    assert config.seeds == 3 and config.baselines == ("transformer",) and len(config.sizes) == 2
+    assert config.seeds == "auto" and config.baselines == ("transformer",) and config.sizes == ("10x",)
+    assert config.tokens is None and config.tokens_per_param >= 10 and config.tolerance == 0.02
     ops = set(space.data["layers"]["slot"]["op"]["choice"])
     assert ops == {"attention", "mamba2", "gated_deltanet", "gla", "short_conv"} and space.data["layers"]["n_layers"] >= 6

@@ -69,7 +69,7 @@ def test_tokenizer_json_file(tmp_path):
     vocab = small_tokenizer(tmp_path / "tok" / "tokenizer.json")
     task = get_task("text", data=text_file(tmp_path), seq_len=16, tokenizer=str(tmp_path / "tok" / "tokenizer.json"))
     assert task.vocab_size == vocab == 300
-    train_text = LINES[: int(len(LINES) * 0.95)]
+    train_text = LINES[: int(len(LINES) * 0.9)]            # the last 5% validates, the 5% before it tests
     assert task.tokenizer.decode(task.train_tokens) == train_text          # the whole split, not truncated
     assert len(task.train_tokens) < len(train_text.encode()) / 2           # real merges, not bytes
     assert task.params()["tokenizer"] == str(tmp_path / "tok" / "tokenizer.json")
@@ -234,21 +234,54 @@ def test_hub_dataset_is_streamed_from_its_split(tmp_path, monkeypatch):
     assert calls == [("someone/corpus", "small", {"split": "validation", "streaming": True})]
 
 
-# -- the validation split -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("n, cut", [(1000, 900), (1005, 904), (1111, 999)])
-def test_validation_is_the_last_tenth(tmp_path, n, cut):
+# -- the splits: training, validation (chooses), test (judges); holdout = validation + test ---------------------
+@pytest.mark.parametrize("n, cut, test_cut", [(1000, 900, 950), (1005, 904, 954), (1111, 999, 1055)])
+def test_train_validation_and_test_are_disjoint_and_cover_the_text(tmp_path, n, cut, test_cut):
     text = "".join(chr(ord("a") + i % 26) if i % 50 else "\n" for i in range(n))
-    task = get_task("text", data=text_file(tmp_path, text), seq_len=16, val_fraction=0.1)
-    assert cut == int(n * 0.9)                                            # nanoGPT: data[:int(n * 0.9)] trains
-    assert task.tokenizer.decode(task.train_tokens) == text[:cut]
-    assert task.tokenizer.decode(task.val_tokens) == text[cut:]
+    task = get_task("text", data=text_file(tmp_path, text), seq_len=16)         # defaults: 5% validation, 5% test
+    assert (cut, test_cut) == (int(n * 0.9), int(n * 0.95))                  # nanoGPT: data[:int(n * 0.9)] trains
+    decode = task.tokenizer.decode
+    train, val, test = decode(task.train_tokens), decode(task.val_tokens), decode(task.split_tokens["test"])
+    assert (train, val, test) == (text[:cut], text[cut:test_cut], text[test_cut:])
+    assert train + val + test == text                                        # each character in exactly one split
+    assert decode(task.split_tokens["holdout"]) == text[cut:]                # the old split: the last tenth
+    assert task.splits == ("test", "holdout") and task.params()["test_fraction"] == 0.05
+    # the windows each split is scored on come from that split alone
+    inputs, targets = task.test_set()
+    assert decode(torch.cat([inputs[0], targets[0, -1:]])) == val[:17]
+    assert len(task.windows(task.split_tokens["test"])[0]) == (len(test) - 1) // 16
+    alone = get_task("text", data=text_file(tmp_path, text), seq_len=16, val_fraction=0.1, test_fraction=0)
+    assert decode(alone.train_tokens) == text[:cut] and decode(alone.val_tokens) == text[cut:]
+    assert alone.splits == ("holdout",)                                      # no test split; holdout = validation
+
+
+def test_held_out_splits_are_scored_only_when_asked(tmp_path, tiny_spec):
+    from composer.trainer import train
+
+    task = get_task("text", data=text_file(tmp_path), seq_len=16)
+    spec = {**tiny_spec, "vocab_size": 256}
+    result = train(spec, task, {"steps": 3}, batch_size=2)
+    assert not any(k.startswith(("test_", "holdout_")) for k in result.metrics)
+    result = train(spec, task, {"steps": 3}, batch_size=2, final_splits=["test", "holdout"])
+    # the same final model scored on each split: other text, another loss
+    assert {"test_loss", "test_accuracy", "test_bits_per_byte", "holdout_loss"} <= set(result.metrics)
+    assert result.metrics["test_loss"] != result.metrics["val_loss"]
+    with pytest.raises(UserError, match="task 'text' has no held-out split 'tset' \\(it has: test, holdout\\)"):
+        train(spec, task, {"steps": 1}, final_splits=["tset"])
+    for bad, message in [({"test_fraction": 1.0}, "expected 0 <= test_fraction < 1"),
+                         ({"val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction must be below 1")]:
+        with pytest.raises(UserError, match=message):
+            get_task("text", data=text_file(tmp_path), seq_len=16, **bad)
 
 
 @pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="../shared/data/tinyshakespeare.txt not present")
 def test_tiny_shakespeare_split_as_nanogpt():
-    task = get_task("text", data=str(SHAKESPEARE), seq_len=64, val_fraction=0.1)
-    assert (len(task.train_tokens), len(task.val_tokens)) == (1_003_854, 111_540)     # nanoGPT's numbers
+    task = get_task("text", data=str(SHAKESPEARE), seq_len=64)
+    assert len(task.train_tokens) == 1_003_854 and len(task.split_tokens["holdout"]) == 111_540   # nanoGPT's numbers
+    assert len(task.val_tokens) + len(task.split_tokens["test"]) == 111_540
     assert task.tokenizer.decode(task.train_tokens[:14]) == "First Citizen:"
+    alone = get_task("text", data=str(SHAKESPEARE), seq_len=64, val_fraction=0.1, test_fraction=0)
+    assert torch.equal(alone.val_tokens, task.split_tokens["holdout"])
 
 
 # -- repeated data ------------------------------------------------------------------------------------------
@@ -350,6 +383,7 @@ def test_trainer_checks_the_vocabulary_and_warns_on_repeats(tmp_path):
 
 def test_recorded_params_rebuild_the_task():
     task = get_task("text", seq_len=32, val_fraction=0.1, max_chars=50_000)
-    given = {k: v for k, v in task.params().items() if k not in ("vocab_size", "train_tokens", "val_tokens")}
+    given = {k: v for k, v in task.params().items() if k not in ("vocab_size", "train_tokens", "val_tokens",
+                                                                      "test_tokens")}
     assert given["data"] == "sample"
     assert torch.equal(get_task("text", **given).train_tokens, task.train_tokens)

@@ -4,6 +4,7 @@ CLI flags generated from it, the search space's and the ladder's `train:` blocks
 import argparse
 import dataclasses
 import textwrap
+import typing
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import yaml
 import composer.trainer as trainer
 from composer.cli.train import register, train_config_from_args
 from composer.errors import UserError
+from composer.fields import without_none
 from composer.search.space_parse import load_space
 from composer.tasks import mad_suite
 from composer.trainer import Budget, TrainConfig, train, train_suite, train_sweep
@@ -27,7 +29,8 @@ def other_value(key):
     if s.kind is str:
         return next(c for c in s.choices if c != s.default) if s.choices else "cpu"
     if s.kind is tuple:
-        return (0.5, 0.75)[: s.length or 2]
+        item = typing.get_args(without_none(s.type)[0])[0]
+        return ("test", "holdout") if item is str else (0.5, 0.75)[: s.length or 2]
     return 7 if s.kind is int else 0.25
 
 

@@ -12,6 +12,7 @@ from composer.errors import UserError
 from composer.yaml_source import parse_yaml
 
 BUDGET_FLAGS = ("steps", "seconds")
+SET_HERE = ("lrs", "final_splits", "workers")   # settings confirm sets itself: --lrs (its sweep), --workers-per-trial
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +21,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "confirm", help="confirm a search's winners at larger sizes against a baseline, with statistics",
         description="Fit the top-k trials of a search, its consensus and a baseline (default: the transformer of "
-        "the search's base) to each size, train them with equal tokens and several seeds (Ray tasks; a rerun "
-        "resumes), and report per size: the validation loss over seeds with intervals, proxy -> target rank "
-        "agreement beside the seed-to-seed noise floor, and paired differences against the baseline with a "
-        "verdict. Writes RUN/confirm.json and RUN/confirm/ladder.json. Defaults come from the space's "
-        "`confirm:` block, then these flags. Training settings default to the search's (budget aside).")
+        "the search's base) to each size (equal counted parameters, within the tolerance), sweep each one's "
+        "learning rate (chosen on the validation split), train them with equal tokens and several seeds (Ray "
+        "tasks; a rerun resumes), and report per size, on the test split: the loss over seeds with intervals, "
+        "proxy -> target rank agreement beside the seed-to-seed noise floor, and paired differences against the "
+        "baseline with a verdict. Writes RUN/confirm.json and RUN/confirm/ladder.json. Defaults come from the "
+        "space's `confirm:` block, then these flags. Training settings default to the search's (budget aside).")
     p.add_argument("run", help="search run directory (runs/<name>)")
     p.add_argument("--sizes", nargs="+", metavar="N", help="parameter targets (e.g. 1M 4M), or multiples of the best "
                    "trial's size (10x); default 10x")
-    p.add_argument("--seeds", type=int, metavar="N", help="seeds per candidate and size (default 3, at least 2)")
+    p.add_argument("--seeds", metavar="N|auto", help="seeds per candidate and size (at least 2), or auto (default): "
+                   "2, and more for the best trial and the first baseline while their difference is undecided")
+    p.add_argument("--max-seeds", type=int, metavar="N", help="with --seeds auto, add seeds up to N (default 6)")
+    p.add_argument("--resolution", type=float, metavar="NATS", help="with --seeds auto, stop once the interval's "
+                   "half-width is at most this (default 0.01)")
+    p.add_argument("--lrs", nargs="+", metavar="LR", help="each candidate's learning-rate sweep at each size: "
+                   "multiples of the recipe's lr (default 0.5x 1x 2x) or learning rates (1e-3 3e-3); one value: "
+                   "no sweep")
+    p.add_argument("--lr-extend", type=int, metavar="N", help="a best lr at an end of the sweep extends it one step "
+                   "beyond, at most N times (default 2)")
     p.add_argument("--top-k", type=int, metavar="K", help="distinct completed trials to confirm (default 3)")
     p.add_argument("--spread", type=int, metavar="N", help="also N trials spread evenly over the rest of the "
                    "search's ranking, so the proxy -> target rank agreement spans good and bad candidates "
@@ -41,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default non_embedding)")
     p.add_argument("--method", choices=typing.get_args(Method), help="depth rule (default auto: stack a search "
                    "of fewer than 16 layers, stretch a longer one)")
-    p.add_argument("--tolerance", type=float, metavar="F", help="how far a fitted size may land from its target "
-                   "(default 0.1)")
+    p.add_argument("--tolerance", type=float, metavar="F", help="how far apart (relative) two candidates' counted "
+                   "parameters at one size may be; each is fitted to within half of it of the target, and a "
+                   "comparison further apart is refused (default 0.02)")
     p.add_argument("--task", metavar="NAME", help="target task (default: the search's task)")
     p.add_argument("--data", metavar="PATH", help="text task: a file, directory or glob")
     p.add_argument("--set", dest="task_settings", action="append", default=[], metavar="KEY=VALUE",
@@ -58,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers-per-trial", type=int, metavar="N", help="data-parallel workers each trial trains on "
                    "(Ray Train), the trial's --threads split evenly over them (default: the search's "
                    "resources.workers_per_trial)")
-    add_setting_flags(p, skip=("workers",))
+    add_setting_flags(p, skip=SET_HERE)
     p.set_defaults(func=run)
 
 
@@ -66,7 +78,8 @@ def settings_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The training settings given as flags (budget and seed are the confirmation's own)."""
     from composer.training.config import SETTINGS
 
-    given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None}
+    given = {key: getattr(args, key) for key in SETTINGS
+             if key not in SET_HERE and getattr(args, key, None) is not None}
     for key in BUDGET_FLAGS:
         if key in given:
             raise UserError("confirm trains every candidate on equal tokens: use --tokens or --tokens-per-param",
@@ -89,7 +102,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if run.exists():
         data = read_source(run.path("space.yaml")).data or {}
         block = dict(data.get("confirm") or {}) if isinstance(data, dict) else {}
-    flags = {"sizes": args.sizes, "seeds": args.seeds, "top_k": args.top_k, "spread": args.spread,
+    flags = {"sizes": args.sizes, "seeds": args.seeds, "max_seeds": args.max_seeds, "resolution": args.resolution,
+             "lrs": args.lrs, "lr_extend": args.lr_extend, "top_k": args.top_k, "spread": args.spread,
              "baseline": args.baseline, "tokens_per_param": args.tokens_per_param, "count": args.count,
              "method": args.method, "tolerance": args.tolerance, "workers_per_trial": args.workers_per_trial}
     given = {k: v for k, v in flags.items() if v is not None}

@@ -1,11 +1,13 @@
-"""Run a confirmation: plan it, train its trials through the ladder runner, analyse, write `confirm.json`.
+"""Run a confirmation: plan it, train its trials through the ladder runner in rounds, analyse, write `confirm.json`.
 
 The trials go through `scaling.ladder.run_ladder` as a ladder named `confirm` inside the run folder, so they
 run on the same runners (Ray tasks by default, or processes here) and resume the same way: every finished
 trial is written to `runs/<name>/confirm/ladder.json` at once (atomically), and a rerun trains only the
-trials missing there. A rerun with more seeds, sizes or candidates reuses what matches; one whose task,
-training settings, token budgets or fitted specs differ from the finished trials is refused before anything
-is trained, since mixing them would compare unlike runs.
+trials missing there. The trials come in rounds (composer/confirm/schedule.py: the learning-rate sweeps, then
+the seeds at each chosen learning rate, then the seeds `seeds: auto` adds): each round is what the finished
+trials call for, so a killed confirmation loses only the trials in flight. A rerun with more seeds, sizes or
+candidates reuses what matches; one whose task, training settings, token budgets or fitted specs differ from
+the finished trials is refused before anything is trained, since mixing them would compare unlike runs.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import Any
 from composer.atomic import write_json
 from composer.confirm.analysis import analyse
 from composer.confirm.plan import ConfirmPlan, build_plan
+from composer.confirm.schedule import schedule
 from composer.confirm.table import format_results
 from composer.errors import UserError
 from composer.search.space_confirm import ConfirmConfig, parse_confirm
 from composer.training.config import TrainConfig
-from scaling.ladder import LocalRunner, TrialRunner, run_ladder
+from scaling.ladder import LocalRunner, Trial, TrialRunner, run_ladder
+
+MAX_ROUNDS = 64                     # more rounds than sweeps extend and seeds are added: a guard, never reached
 
 CONFIRM_FILE = "confirm.json"
 
@@ -87,11 +92,21 @@ def run_plan(plan: ConfirmPlan, *, runner: str | TrialRunner = "ray", workers: i
     with plan.run.lock():                 # one driver per run folder (a search, or a confirmation of it)
         check_resume(plan)
         trained = make_runner(runner, workers, threads, address, log)
-        run_ladder(plan.ladder(), plan.run.root, trained, log, trials=plan.trials)
-        rows = json.loads((plan.out_dir / "ladder.json").read_text())["trials"]
+        rows = finished_rows(plan)
+        for _ in range(MAX_ROUNDS):
+            needed = schedule(plan, rows).trials
+            check_rows(plan, needed, rows)
+            if all(t.key in {r["key"] for r in rows} for t in needed):
+                break
+            rows = run_ladder(plan.ladder(), plan.run.root, trained, log, trials=needed, report=False)["trials"]
         result = {**plan.describe(), **analyse(plan, rows), "trials_file": str(plan.out_dir / "ladder.json")}
         write_json(plan.run.path(CONFIRM_FILE), result)
     return result
+
+
+def finished_rows(plan: ConfirmPlan) -> list[dict[str, Any]]:
+    path = plan.out_dir / "ladder.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("trials", []) if path.is_file() else []
 
 
 def make_runner(runner: str | TrialRunner, workers: int | None, threads: int | None, address: str | None,
@@ -137,12 +152,18 @@ def check_resume(plan: ConfirmPlan) -> None:
         then = _trained_with(before[key]) if key == "train" and isinstance(before.get(key), dict) else before.get(key)
         if key in before and _normal(then) != _normal(now):
             raise UserError(f"{path} holds trials with another {key} ({json.dumps(before[key])}); {start_over}")
-    planned = {t.key: t for t in plan.trials}
-    for row in data.get("trials", []):
+
+
+def check_rows(plan: ConfirmPlan, trials: list[Trial], rows: list[dict[str, Any]]) -> None:
+    """Refuse finished trials with the key of a planned one that were trained on other tokens or another spec."""
+    planned = {t.key: t for t in trials}
+    for row in rows:
         trial = planned.get(row.get("key"))
         if trial is None:
             continue
         if row.get("tokens") != trial.tokens or _normal(row.get("spec")) != _normal(trial.spec.to_dict()):
-            raise UserError(f"{path}: trial {trial.arch} at {trial.size} seed {trial.seed} was trained "
+            raise UserError(f"{plan.out_dir / 'ladder.json'}: trial {trial.arch} at {trial.size} seed {trial.seed} "
+                            f"lr {trial.lr:g} was trained "
                             f"{'on other tokens' if row.get('tokens') != trial.tokens else 'with another spec'}; "
-                            f"{start_over}")
+                            f"move {plan.out_dir} (and {plan.run.path(CONFIRM_FILE)}) away to confirm with these "
+                            "settings, or rerun with the earlier ones")

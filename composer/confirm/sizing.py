@@ -5,24 +5,29 @@ than 16 units, stretch each run of identical layers otherwise); parameters grow 
 so the rule's depth is the cube root of the growth (stack factor, or unit count). The width is rounded to a
 *hardware-friendly* multiple (matrix tiles and vector widths of CPUs and GPUs): a multiple of 64 from 128 on,
 of 16 below. Such widths are coarse (from 128 to 192 is 2.25x the parameters), so the rule's depth and its
-neighbours (stack factor -1 to +2, or unit count +-3) are all tried: among the (depth, width) pairs within
-half the tolerance of the target the depth closest to the rule's wins; when none is that close, the closest.
-When that pair is further than `tolerance` from the target, finer widths are allowed one tier at a time:
-multiples of 32 from 128 on, then of 16, then of 8 everywhere. Every head dimension (a primitive's `head_dim`,
-else its input width over `n_heads`) must stay a multiple of 8 or one the searched architecture already had;
-head counts follow `scaling.rules.widen` (head dimensions kept). When none of these lands within `tolerance`
-(small models: at width 48 the next multiple of 8 is 36% more parameters), any width is allowed as a last
-resort, and the result says it is not hardware-friendly.
+neighbours (stack factor -1 to +2, or unit count +-3) are all tried, each at the width closest to the target,
+and the fine step is the hidden widths (composer/confirm/hidden_width.py): the MLPs' d_ff, or in a spec without
+MLPs the mixers' expansion, scaled together and rounded to a multiple of 64, 32, 16 or 8 (the coarsest that
+lands). Among the (depth, width, hidden width) choices within `tolerance` of the target the one kept moves the
+hidden widths by at most KNOB_FREE, then has the depth closest to the rule's, then moves the hidden widths least.
+When none lands, finer d_model widths are allowed one tier at a time: multiples of 32 from 128 on, then of 16,
+then of 8 everywhere. Every head dimension (a primitive's `head_dim`, else its input width over `n_heads`) must
+stay a multiple of 8 or one the searched architecture already had; head counts follow `scaling.rules.widen`
+(head dimensions kept). When none of these lands within `tolerance`, any width is allowed as a last resort, and
+the result says it is not hardware-friendly.
 
 `Sized` records the request and the result: parameters requested and got, the depth the rule gave and the
-one used, the width used, its multiple, and the integer width that would have hit the target at that depth.
+one used, the width used, its multiple, the hidden widths before and after, and the integer width that would have
+hit the target at that depth without them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from composer.confirm.hidden_width import Tuned, tune
 from composer.errors import UserError
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten, split_widths
 from primitives.base import ConfigError, get_primitive, make_config
@@ -30,7 +35,7 @@ from scaling.rules import choose_method, deepen, param_count, runs, units, widen
 
 MAX_WIDTH = 1 << 15
 STRETCH_NEIGHBOURS = 3
-CLOSE_ENOUGH = 0.5       # pairs within this fraction of the tolerance count as equal: the rule's depth wins
+KNOB_FREE = 1.25         # hidden widths moved by at most this factor count as unchanged: the rule's depth wins
 # Each tier adds widths to the previous one: 16..112 by 16 and 128 on by 64; then by 32, 16 from 128 on; then by 8;
 # then (the last resort, not hardware-friendly) any width with any valid head count.
 TIERS = ((64, 16), (32, 16), (16, 16), (8, 8), (1, 1))       # (multiple from 128 on, multiple below 128)
@@ -64,6 +69,7 @@ class Sized:
     exact_d_model: int | None        # the integer width closest to the target at this depth (None: none valid)
     head_dims: dict[str, list[int]]  # per primitive with heads: the distinct head dimensions
     hardware: bool = True            # False: no hardware-friendly width landed within tolerance (last resort)
+    hidden: dict[str, Any] | None = None     # the hidden widths moved to land (composer/confirm/hidden_width.py)
 
     @property
     def error(self) -> float:
@@ -78,15 +84,17 @@ class Sized:
             exact += "; not hardware-friendly: no multiple of 8 with head dims a multiple of 8 lands within tolerance"
         heads = ", ".join(f"{op} head dim {'/'.join(map(str, dims))}" for op, dims in self.head_dims.items())
         units = f"{self.units} unit{'s' * (self.units != 1)}"
+        hidden = f"; {self.hidden['description']}" if self.hidden else ""
         return (f"{self.requested:,} -> {self.params:,} ({self.error:+.1%}); {units} ({depth}); "
-                f"d_model {self.d_model} (multiple of {width_multiple(self.d_model)}{exact})"
+                f"d_model {self.d_model} (multiple of {width_multiple(self.d_model)}{exact}){hidden}"
                 + (f"; {heads}" if heads else ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {"requested": self.requested, "params": self.params, "error": self.error, "method": self.method,
                 "rule_depth": self.rule_depth, "depth": self.depth, "units": self.units, "d_model": self.d_model,
                 "multiple": width_multiple(self.d_model), "exact_d_model": self.exact_d_model,
-                "head_dims": self.head_dims, "hardware_friendly": self.hardware, "description": self.describe()}
+                "head_dims": self.head_dims, "hardware_friendly": self.hardware, "hidden": self.hidden,
+                "description": self.describe()}
 
 
 class _Widths:
@@ -144,9 +152,10 @@ def rule_depths(spec: ArchSpec, method: str, target: int, count: str) -> tuple[i
 
 
 def fit_hardware(spec: ArchSpec, target: int, *, method: str = "auto", count: str = "non_embedding",
-                 tolerance: float = 0.1, what: str = "the architecture") -> Sized:
-    """`spec` deepened by the Composer rule and widened to the coarsest tier of hardware-friendly widths that
-    lands within `tolerance` (relative) of `target` parameters; a UserError when no multiple of 8 does."""
+                 tolerance: float = 0.01, what: str = "the architecture") -> Sized:
+    """`spec` deepened by the Composer rule and widened to the coarsest tier of hardware-friendly widths that,
+    with its hidden widths tuned, lands within `tolerance` (relative) of `target` parameters (see the module
+    docstring); a UserError when nothing does."""
     if target <= 0:
         raise UserError(f"the parameter target must be positive, got {target}")
     chosen = choose_method(spec, method)
@@ -160,24 +169,37 @@ def fit_hardware(spec: ArchSpec, target: int, *, method: str = "auto", count: st
             tables[depth] = _Widths(deepen(spec, chosen, depth), count, original_heads)
         except UserError:
             continue
-    closest: tuple[float, int, int, int, ArchSpec] | None = None     # error, rank, depth, params, spec
+    closest: tuple[float, int, ArchSpec] | None = None     # error, params, spec
     for tier in range(len(TIERS)):
         widths = friendly_widths(tier)
-        for table in tables.values():
-            table.strict = tier < len(TIERS) - 1
-        found = [(abs(f[1] - target) / target, rank, depth, f[1], f[2])
-                 for rank, (depth, table) in enumerate(tables.items()) if (f := table.closest(widths, target))]
-        close = [f for f in found if f[0] <= CLOSE_ENOUGH * tolerance]
-        best = min(close, key=lambda f: f[1]) if close else min(found, key=lambda f: f[:2], default=None)
-        if best is not None and (closest is None or best[0] < closest[0]):
-            closest = best
-        if best is not None and best[0] <= tolerance:
-            _, _, depth, params, wide = best
+        last = tier == len(TIERS) - 1
+        options: list[tuple[tuple, int, int, ArchSpec, Tuned | None, int]] = []  # preference, depth, params, spec,
+        #                                                                            tuned, params untuned
+        for rank, (depth, table) in enumerate(tables.items()):
+            table.strict = not last
+            found = table.closest(widths, target)
+            if found is None:
+                continue
+            _, params, wide = found
+            error = abs(params - target) / target
+            if closest is None or error < closest[0]:
+                closest = (error, params, wide)
+            tuned = None if error <= tolerance else tune(wide, target, tolerance, count)
+            if error <= tolerance:
+                options.append(((False, rank, 0.0, error), depth, params, wide, None, params))
+            elif tuned is not None:
+                change = abs(math.log(tuned.factor))
+                options.append(((change > math.log(KNOB_FREE), rank, change, abs(tuned.params - target) / target),
+                                depth, tuned.params, tuned.spec, tuned, params))
+            if options and not min(options, key=lambda o: o[0])[0][0]:
+                break                   # later depths are further from the rule's: none can be preferred
+        if options:
+            _, depth, params, wide, tuned, untuned = min(options, key=lambda o: o[0])
             return Sized(wide, target, params, chosen, base, depth, len(units(wide)), wide.d_model,
-                         exact_width(tables[depth], wide.d_model, params, target), head_dims(wide),
-                         hardware=tier < len(TIERS) - 1)
-    detail = "" if closest is None else (f"; the closest is {closest[3]:,} parameters ({closest[0]:.1%} off) at "
-                                         f"d_model {closest[4].d_model} and {len(units(closest[4]))} layers")
+                         exact_width(tables[depth], wide.d_model, untuned, target),
+                         head_dims(wide), hardware=not last, hidden=None if tuned is None else tuned.as_dict())
+    detail = "" if closest is None else (f"; the closest is {closest[1]:,} parameters ({closest[0]:.1%} off) at "
+                                         f"d_model {closest[2].d_model} and {len(units(closest[2]))} layers")
     raise UserError(f"cannot fit {what} to {target:,} {count.replace('_', '-')} parameters within "
                     f"{tolerance:.0%}{detail}")
 

@@ -4,7 +4,13 @@ the block when it reads the space without importing the confirmation.
 
     confirm:
       sizes: [1M, 4M]            # parameter targets (counted by `count`), or multiples of the best trial: 10x
-      seeds: 3                   # seeds 0 .. N-1 per candidate and size (at least 2: intervals need a spread)
+      seeds: auto                # 2 per candidate and size, and more (up to max_seeds) for the best trial and the
+                                 # first baseline while their difference is undecided; or N: seeds 0 .. N-1 for all
+      max_seeds: 6               # seeds: auto adds seeds up to this many ...
+      resolution: 0.01           # ... while the interval of the difference spans 0 and its half-width is above this
+      lrs: [0.5x, 1x, 2x]        # each candidate's learning-rate sweep at each size (seed 0), chosen on validation:
+                                 # multiples of the recipe's lr, or learning rates (1e-3); a single value: no sweep
+      lr_extend: 2               # a best lr at an end of the grid extends it one step beyond, at most this often
       top_k: 3                   # the top-k distinct completed trials by the search's objective
       spread: 4                  # and 4 more spread evenly over the rest of the ranking (for the rank agreement)
       consensus: true            # also the consensus (consensus.yaml), when the run has one
@@ -14,12 +20,16 @@ the block when it reads the space without importing the confirmation.
       train: {lr: 3.0e-3, batch_size: 16}   # training settings (composer/training/config.py); default: the search's
       count: non_embedding       # scaling.rules.Count: non_embedding | total | active
       method: auto               # scaling.rules.Method: auto | stack | stretch (scaling.rules.choose_method)
-      tolerance: 0.1             # how far (relative) a fitted size may land from its target
+      tolerance: 0.02            # how far apart (relative) two candidates' counts at one size may be: each is fitted
+                                 # to within half of it of the target, and a comparison further apart is refused
       bootstrap: 2000            # resamples for the bootstrap intervals
       level: 0.95                # interval level
       workers_per_trial: 2       # data-parallel workers per trial (default: the search's resources.workers_per_trial)
 
-Baseline paths are read relative to the working directory, like the command line's. Every field is declared once,
+The learning rate each candidate trains with is chosen on the validation split, its verdict read off the test
+split (the text task's `test_fraction`; a task without one is judged on validation, and confirm says so).
+Below UNDERTRAINED tokens per parameter every verdict carries a warning. Baseline paths are read relative to the
+working directory, like the command line's. Every field is declared once,
 on `ConfirmConfig` (composer.fields.option), and read by the one reader (composer/reader.py).
 """
 
@@ -28,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from composer.errors import UserError
 from composer.fields import option
@@ -40,9 +50,14 @@ from scaling.rules import Count, Method
 SET_BY_CONFIRM = {**{k: "confirm trains every candidate on equal tokens: use `tokens` or `tokens_per_param`"
                      for k in ("steps", "tokens", "seconds")},
                   "seed": "confirm sets each trial's seed: use `seeds`",
-                  "lrs": "confirm trains every candidate with one learning rate: use `lr`",
+                  "lrs": "confirm sweeps each candidate's learning rate itself: use confirm's `lrs` (multiples of "
+                         "`lr`, or learning rates)",
+                  "final_splits": "confirm scores every trial on the splits it needs itself",
                   "workers": "confirm sets each trial's data-parallel workers: use `workers_per_trial`"}
-RELATIVE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*[xX]\s*")
+RELATIVE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*[xX]\s*")
+AUTO = "auto"
+AUTO_START = 2          # seeds: auto starts every candidate at this many seeds
+UNDERTRAINED = 5.0      # tokens per parameter below which a verdict warns that it measures early learning speed
 
 
 def size_multiple(text: str) -> float | None:
@@ -66,6 +81,35 @@ def _sizes(reader: Reader, value: Any, path: str) -> tuple[str, ...]:
         elif not size_multiple(size) > 0:
             raise reader.fail(f"expected a positive multiple, got {size!r}", join(path, i))
     return tuple(str(s) for s in sizes)
+
+
+def _lrs(reader: Reader, value: Any, path: str) -> tuple[str, ...]:
+    """Multiples of the recipe's lr (`0.5x`) or learning rates (`1e-3`), not both, each positive, no repeats."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise reader.fail("expected at least one learning rate or multiple (e.g. [0.5x, 1x, 2x])", path)
+    numbers = []
+    for i, item in enumerate(items):
+        multiple = size_multiple(item)
+        number = multiple if multiple is not None else reader.number(item, join(path, i), gt=0, lt=1e30)
+        if not number > 0:
+            raise reader.fail(f"expected a positive multiple, got {item!r}", join(path, i))
+        numbers.append((multiple is not None, number))
+    if len({relative for relative, _ in numbers}) > 1:
+        raise reader.fail("give multiples of lr (0.5x, 1x, 2x) or learning rates (1e-3, 3e-3), not both", path)
+    if len({n for _, n in numbers}) != len(numbers):
+        raise reader.fail(f"a value given twice in {items}", path)
+    return tuple(f"{n:g}x" if relative else f"{n:g}" for relative, n in sorted(numbers, key=lambda x: x[1]))
+
+
+def lr_grid(lrs: tuple[str, ...], lr: float) -> list[float]:
+    """The learning rates of `lrs` (as `_lrs` writes them) around the recipe's `lr`, increasing, rounded to 4
+    significant digits (so trial keys are stable)."""
+    return sorted(round_lr(lr * m if (m := size_multiple(x)) is not None else float(x)) for x in lrs)
+
+
+def round_lr(lr: float) -> float:
+    return float(f"{lr:.4g}")
 
 
 def _baselines(reader: Reader, value: Any, path: str) -> tuple[str, ...]:
@@ -98,7 +142,16 @@ class ConfirmConfig:
 
     sizes: tuple[str, ...] = option(("10x",), "parameter targets (counted by `count`), or multiples of the best "
                                     "trial (10x)", parse=_sizes)
-    seeds: int = option(3, "seeds 0 .. N-1 per candidate and size (intervals need a spread)", ge=2)
+    seeds: int | Literal["auto"] = option(AUTO, "seeds 0 .. N-1 per candidate and size (intervals need a spread); "
+                                          "auto: 2, and more for the best trial and the first baseline while their "
+                                          "difference is undecided", ge=2)
+    max_seeds: int = option(6, "seeds: auto adds seeds up to this many", ge=2, le=64)
+    resolution: float = option(0.01, "seeds: auto stops once the interval's half-width is at most this (nats)", gt=0)
+    lrs: tuple[str, ...] = option(("0.5x", "1x", "2x"), "each candidate's learning-rate sweep at each size, chosen on "
+                                  "validation: multiples of the recipe's lr (0.5x) or learning rates (1e-3)",
+                                  parse=_lrs)
+    lr_extend: int = option(2, "a best lr at an end of the sweep extends it one step beyond, at most this often",
+                            ge=0, le=8)
     top_k: int = option(3, "the top-k distinct completed trials by the search's objective", ge=0)
     spread: int = option(0, "and this many more spread evenly over the rest of the ranking", ge=0)
     consensus: bool = option(True, "also the consensus (consensus.yaml), when the run has one")
@@ -111,7 +164,8 @@ class ConfirmConfig:
                                    factory=dict, parse=_train)
     count: Count = option("non_embedding", "which parameters a size counts")
     method: Method = option("auto", "the depth rule (scaling.rules.choose_method)")
-    tolerance: float = option(0.1, "how far (relative) a fitted size may land from its target", gt=0, lt=1)
+    tolerance: float = option(0.02, "how far apart (relative) two candidates' counts at one size may be (each is "
+                              "fitted to within half of it of the target)", gt=0, lt=1)
     bootstrap: int = option(2000, "resamples for the bootstrap intervals", ge=100)
     level: float = option(0.95, "interval level", gt=0, lt=1)
     workers_per_trial: int | None = option(None, "data-parallel workers each trial trains on (Ray Train), the "
@@ -119,7 +173,16 @@ class ConfirmConfig:
                                            le=4096)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "sizes": list(self.sizes), "baselines": list(self.baselines)}
+        return {**asdict(self), "sizes": list(self.sizes), "baselines": list(self.baselines), "lrs": list(self.lrs)}
+
+    @property
+    def auto_seeds(self) -> bool:
+        return self.seeds == AUTO
+
+    @property
+    def first_seeds(self) -> int:
+        """The seeds every candidate trains with (seeds: auto adds to the winner-vs-baseline pair only)."""
+        return AUTO_START if self.seeds == AUTO else int(self.seeds)
 
 
 def parse_confirm(data: Any, path: str = "confirm", reader: Reader | None = None) -> ConfirmConfig:
@@ -130,4 +193,6 @@ def parse_confirm(data: Any, path: str = "confirm", reader: Reader | None = None
     given = data or {}
     if "tokens_per_param" in given and "tokens" in given:
         raise reader.fail("give tokens_per_param or tokens, not both", join(path, "tokens"))
+    if not config.auto_seeds and "max_seeds" in given:
+        raise reader.fail("max_seeds applies to seeds: auto", join(path, "max_seeds"))
     return dataclasses.replace(config, tokens_per_param=None) if "tokens" in given else config

@@ -62,6 +62,7 @@ class Task:
     seq_len: int
     primary_metric: str = "accuracy"   # what a learning-rate sweep maximises ("loss" is minimised)
     metrics: tuple[str, ...] = ("loss", "accuracy")   # the keys `evaluate` returns
+    splits: tuple[str, ...] = ()       # held-out splits besides validation that `evaluate_split` scores (test, ...)
 
     def params(self) -> dict[str, Any]:
         """The task's settings (recorded with every run)."""
@@ -118,9 +119,24 @@ class Task:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batch_size: int = 128) -> dict[str, float]:
-        """Mean cross-entropy and argmax accuracy over the labelled positions of the test set."""
+        """Mean cross-entropy and argmax accuracy over the labelled positions of the test set (the validation
+        split: what a search and a learning-rate choice read)."""
         inputs, targets = self.test_set()
         return evaluate_labelled(model, inputs, targets, batch_size)
+
+    def check_split(self, split: str) -> None:
+        """A UserError naming `split` unless `evaluate_split` can score it."""
+        if split not in self.splits:
+            held = ", ".join(self.splits) or "none"
+            raise UserError(f"task {self.name!r} has no held-out split {split!r} (it has: {held})",
+                            path="final_splits")
+
+    @torch.no_grad()
+    def evaluate_split(self, model: torch.nn.Module, split: str, batch_size: int = 128) -> dict[str, float]:
+        """The metrics of `evaluate` on another held-out split (one of `splits`): a split that judges what the
+        validation split chose. Here none (a subclass that has splits overrides this)."""
+        self.check_split(split)
+        raise NotImplementedError
 
 
 @torch.no_grad()
@@ -165,6 +181,7 @@ class SyntheticTask(Task):
         self._chunks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._epochs: dict[int, torch.Tensor] = {}
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._judge: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # subclasses -----------------------------------------------------------------------------------
     def generate(self, n: int, gen: torch.Generator, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,10 +237,21 @@ class SyntheticTask(Task):
             indices[where] = self.epoch_order(e)[offsets[where]]
         return self.examples(indices)
 
+    splits = ("test",)
+
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._test is None:
             self._test = self.generate(self.num_test, generator(self.seed, self._stream(), "test"), False)
         return self._test
+
+    @torch.no_grad()
+    def evaluate_split(self, model: torch.nn.Module, split: str, batch_size: int = 128) -> dict[str, float]:
+        """`test`: `num_test` more examples drawn from their own generator, independent of the validation set
+        (`test_set`, which `evaluate` scores) and of the training set."""
+        self.check_split(split)
+        if self._judge is None:
+            self._judge = self.generate(self.num_test, generator(self.seed, self._stream(), "judge"), False)
+        return evaluate_labelled(model, *self._judge, batch_size)
 
 
 def sample_without_replacement(scores: torch.Tensor, k: int) -> torch.Tensor:

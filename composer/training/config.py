@@ -55,6 +55,8 @@ class EvalConfig:
     eval_every: int | None = option(None, "evaluate every N steps (default: a tenth of a known step budget, "
                                     "else 200)", gt=0)
     eval_batch_size: int = option(128, "sequences per evaluation batch", gt=0)
+    final_splits: tuple[str, ...] | None = option(None, "at the end, also score the final model on these held-out "
+                                                  "splits of the task (text: test, holdout), as <split>_loss, ...")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from composer.spec import ArchSpec
 from composer.tasks import IGNORE, Task
 from composer.training.checkpoint import PeriodicCheckpoints, load_checkpoint, save_checkpoint
 from composer.training.config import TrainConfig, eval_interval
-from composer.training.evaluate import evaluate, progress
+from composer.training.evaluate import evaluate, evaluate_splits, progress
 from composer.training.schedule import lr_factor
 from composer.training.setup import TrainState, make_optimizer, set_up
 from composer.training.step import train_step
@@ -341,6 +341,9 @@ def train_worker(state: TrainState, config: TrainConfig, spec: ArchSpec, link: A
         metrics = {**(state.history[-1] if state.history else state.static), "interrupted_step": state.step}
     elif not metrics and (lead or fsdp):
         metrics = evaluate(state, train_loss, config.evaluation.eval_batch_size, None)
+    if status in ("completed", "stopped") and config.evaluation.final_splits and (lead or fsdp):
+        metrics = {**metrics, **evaluate_splits(state, config.evaluation.final_splits,
+                                                config.evaluation.eval_batch_size)}
     if status != "diverged":
         report_checkpoint(state, spec, config, durable=False)
     return {"status": status, "metrics": metrics, "history": state.history, "step": state.step,

@@ -33,3 +33,9 @@ def progress(state: TrainState, loss: float, lr: float) -> dict[str, Any]:
     return {"step": state.step, "loss": loss, "lr": lr, "tokens": tokens,
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "elapsed_s": elapsed, "eta_s": eta,
             "fraction": fraction}
+
+
+def evaluate_splits(state: TrainState, splits: tuple[str, ...], eval_batch_size: int) -> dict[str, Any]:
+    """The final model's metrics on other held-out splits of the task, each prefixed: `test_loss`, ..."""
+    return {f"{split}_{key}": value for split in splits
+            for key, value in state.task.evaluate_split(state.model, split, eval_batch_size).items()}

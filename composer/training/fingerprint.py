@@ -26,7 +26,7 @@ from composer.training.config import TrainConfig
 
 NOT_IDENTIFYING = ("lrs", "weight_decays", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds",
                    "resume", "threads", "compile", "device", "log_every", "memory_check", "steps", "tokens", "seconds",
-                   "workers", "fsdp", "worker_restarts", "storage")
+                   "workers", "fsdp", "worker_restarts", "storage", "final_splits")
 
 
 def run_fingerprint(spec: ArchSpec, task: Task, config: TrainConfig) -> dict[str, Any]:
