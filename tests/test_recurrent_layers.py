@@ -12,8 +12,9 @@ LAYERS = ["mamba", "mamba2", "linear_attention", "retnet", "gla", "hgrn2", "delt
 
 # Non-default settings per layer, to check the parameter formula beyond the defaults.
 VARIANTS = {
-    "mamba": [{"expand": 2.0, "d_state": 8, "dt_rank": 3, "kernel_size": 3}],
-    "mamba2": [{"expand": 2.0, "n_heads": 4, "d_state": 16, "n_groups": 2, "kernel_size": 2}],
+    "mamba": [{"expand": 2.0, "d_state": 8, "dt_rank": 3, "kernel_size": 3}, {"dt_rank": 5, "inner_norms": True}],
+    "mamba2": [{"expand": 2.0, "n_heads": 4, "d_state": 16, "n_groups": 2, "kernel_size": 2},
+               {"expand": 1.5, "n_heads": 3, "d_state": 8, "gated_norm": False}],
     "linear_attention": [{"n_heads": 4, "feature_map": "identity"}, {"n_heads": 2, "expand_k": 0.5}],
     "retnet": [{"n_heads": 4, "expand_k": 1.0, "expand_v": 2.0}],
     "gla": [{"n_heads": 2, "gate_rank": 8, "expand_k": 1.0}],

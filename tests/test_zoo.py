@@ -38,9 +38,9 @@ def test_published_counts_hold(name):
 @pytest.mark.parametrize("name, params, active", [
     ("lfm2_350m", 354_483_968, None),
     ("lfm2_1_2b", 1_170_340_608, None),
-    # the released 51,570,323,328 less the 8,064 weights of Jamba's inner Mamba norms (not expressible, see jamba.yaml)
-    ("jamba", 51_570_315_264, 12_110_303_232),
+    ("jamba", 51_570_323_328, 12_110_311_296),
     ("samba", 1_330_207_488, None),
+    ("falcon_h1_0_5b", 521_411_104, None),
 ])
 def test_exact_counts_summed_from_the_released_shapes(name, params, active):
     """Counts summed by hand from the released configs (each spec file's header shows the sum)."""
@@ -92,19 +92,21 @@ def test_composer_zoo_lists_members_with_counts_and_sources(capsys):
         assert f"zoo:{member.name}" in out and member.entry.title in out and member.entry.source in out
     assert main(["zoo", "--json"]) == 0
     facts = {f["name"]: f for f in json.loads(capsys.readouterr().out)}
-    assert facts["jamba"]["params"]["counted"] == 51_570_315_264 and facts["jamba"]["params"]["published"] == "51.57B"
-    assert facts["jamba"]["active_params"]["counted"] == 12_110_303_232
-    assert facts["jamba"]["missing"] and all(not f["problems"] for f in facts.values())
+    assert facts["jamba"]["params"]["counted"] == 51_570_323_328 and facts["jamba"]["params"]["published"] == "51.57B"
+    assert facts["jamba"]["active_params"]["counted"] == 12_110_311_296
+    assert facts["falcon_h1_0_5b"]["missing"] and all(not f["problems"] for f in facts.values())
 
 
 def test_show_a_zoo_member_and_choose_the_counting(capsys):
     assert main(["show", "zoo:jamba"]) == 0
     out = capsys.readouterr().out
-    assert "params (all)                51,570,315,264  (published: 51.57B, all)" in out
-    assert "not expressible: the RMSNorms on dt, B and C" in out
+    assert "params (all)                51,570,323,328  (published: 51.57B, all)" in out
+    assert "active (all)                12,110,311,296  (published: 12.11B, all)" in out
+    assert main(["show", "zoo:falcon_h1_0_5b"]) == 0
+    assert "not expressible: the muP multipliers" in capsys.readouterr().out
     assert main(["show", "zoo:jamba", "--count", "non_embedding", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert facts["counted"]["params"] == {"counting": "non_embedding", "value": 51_570_315_264 - 2 * 65536 * 4096}
+    assert facts["counted"]["params"] == {"counting": "non_embedding", "value": 51_570_323_328 - 2 * 65536 * 4096}
     assert facts["published"]["params"] == "51.57B"
     assert main(["validate", "zoo:lfm2_350m"]) == 0
     assert "ok: zoo:lfm2_350m is valid" in capsys.readouterr().out
@@ -129,7 +131,7 @@ def test_confirm_fits_zoo_baselines_with_the_candidates_rules(tmp_path, capsys):
         candidate = next(c for c in plan.candidates if c.name == name)
         assert candidate.roles == ["baseline"]
         unit = [n.op for n in flatten(period(zoo_member(name).spec).layers)]
-        for label, target in plan.sizes:
+        for label, _ in plan.sizes:
             sized = plan.sized[(name, label)]
             ops = [n.op for n in flatten(sized.spec.layers)]
             if sized.method == "stack":
