@@ -23,7 +23,7 @@ VARIANTS = {
     "gated_deltanet": [{"n_heads": 2, "expand_k": 1.0, "expand_v": 2.0, "kernel_size": 3}],
     "mlstm": [{"n_heads": 4, "expand_k": 1.0, "chunk_size": 5}],
     "mingru": [{"expand": 2.0, "output_gate": False}],
-    "rglru": [{"expand": 2.0, "n_heads": 4, "kernel_size": 2}],
+    "rglru": [{"expand": 2.0, "n_heads": 4, "kernel_size": 2}, {"n_heads": 2, "bias": True}],
     "short_conv": [{"expand": 2.0, "kernel_size": 3, "conv_bias": True},
                    {"gating": "bcx", "expand": 1.0, "kernel_size": 3, "conv_bias": True, "proj_bias": True}],
     "kda": [{"n_heads": 2, "head_dim": 16, "expand_v": 1.5, "gate_rank": 7, "gate_bias": True, "kernel_size": 3}],
