@@ -7,8 +7,9 @@
 Each member is two things in `search_spaces/zoo/`: a plain spec file `<name>.yaml` (loadable by every command; its
 header comment gives the source and how each number was read from it) and an entry in `published.yaml`: the title,
 the source, the parameter counts as the vendor states them ("51.57B", "~8.10B", "354,483,968"), the counting
-convention each follows, and what Composer cannot express of the model (said, never faked: a count short of those
-parts is reported short).
+convention each follows, the layer composition, and what Composer cannot express of the model (said, never faked: a
+count short of those parts is reported short). A model Composer cannot build at all has an entry
+(`expressible: false`, with what is missing) and no spec file.
 
 Counting conventions (`counted`):
 
@@ -90,6 +91,11 @@ class PublishedEntry:
     active_params: str | None = option(None, "the active parameters per token as stated (MoE; null: not stated)")
     active_counting: Counting = option("all", "what the active count counts")
     missing: tuple[str, ...] = option((), "what Composer cannot express of the model (the count leaves it out)")
+    expressible: bool = option(True, "false: Composer cannot build the model at all (`missing` says why); no spec "
+                               "file is shipped")
+    note: str | None = option(None, "what else a reader of the counts should know (a figure left out, and why)")
+    composition: dict[str, int] = option(help="layers per primitive, as the source states them (checked)",
+                                         factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,9 @@ class ZooMember:
 
     @functools.cached_property
     def spec(self) -> ArchSpec:
+        if not self.entry.expressible:
+            raise UserError(f"zoo:{self.name} ({self.entry.title}) cannot be built in Composer: "
+                            + "; ".join(self.entry.missing))
         return load_spec(str(self.file))
 
     @property
@@ -149,9 +158,10 @@ def _published() -> dict[str, PublishedEntry]:
             for name, entry in data.items()}
 
 
-def zoo_members() -> list[ZooMember]:
-    """Every member, in published.yaml's order."""
-    return [ZooMember(name, entry, ZOO_DIR / f"{name}.yaml") for name, entry in _published().items()]
+def zoo_members(expressible_only: bool = False) -> list[ZooMember]:
+    """Every member, in published.yaml's order (only those Composer can build, when asked)."""
+    return [ZooMember(name, entry, ZOO_DIR / f"{name}.yaml") for name, entry in _published().items()
+            if entry.expressible or not expressible_only]
 
 
 def zoo_member(name: str) -> ZooMember:

@@ -21,10 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def member_facts(member: ZooMember) -> dict:
-    cost = model_cost(member.spec, seq_len=min(member.spec.max_seq_len, 4096))
     facts = {"name": member.name, "ref": f"zoo:{member.name}", "title": member.entry.title,
-             "source": member.entry.source, "file": str(member.file), "missing": list(member.entry.missing),
-             "problems": member.check(cost)}
+             "source": member.entry.source, "expressible": member.entry.expressible,
+             "missing": list(member.entry.missing), "note": member.entry.note}
+    if not member.entry.expressible:
+        return {**facts, "problems": []}
+    cost = model_cost(member.spec, seq_len=min(member.spec.max_seq_len, 4096))
+    facts.update(file=str(member.file), problems=member.check(cost))
     for key, figure, counting, active in (("params", member.params, member.entry.counting, False),
                                           ("active_params", member.active_params, member.entry.active_counting,
                                            True)):
@@ -43,6 +46,9 @@ def run_zoo(args: argparse.Namespace) -> int:
         return 0
     rows = [("member", "model", "params (counted / published)", "active (counted / published)")]
     for f in facts:
+        if not f["expressible"]:
+            rows.append((f["ref"], f["title"], "not expressible", ""))
+            continue
         rows.append((f["ref"], f["title"], _pair(f.get("params")), _pair(f.get("active_params"))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for j, row in enumerate(rows):
@@ -54,6 +60,8 @@ def run_zoo(args: argparse.Namespace) -> int:
         print(f"{f['ref']}: {f['source']}")
         for gap in f["missing"]:
             print(f"    not expressible: {gap}")
+        if f["note"]:
+            print(f"    note: {f['note']}")
         for problem in f["problems"]:
             print(f"    does not hold: {problem}")
     return 0
