@@ -129,6 +129,15 @@ def test_an_unknown_member_is_one_error_line(capsys):
     assert len(err) == 1 and "unknown zoo member 'jamab'; did you mean 'jamba'?" in err[0]
 
 
+def test_a_member_composer_cannot_build_says_what_is_missing(capsys):
+    unbuildable = [m for m in zoo_members() if not m.entry.expressible]
+    assert unbuildable
+    for member in unbuildable:
+        assert main(["show", f"zoo:{member.name}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot be built in Composer: " + member.entry.missing[0] in err[0]
+
+
 def test_confirm_fits_zoo_baselines_with_the_candidates_rules(tmp_path, capsys):
     """`--baseline zoo:samba zoo:jamba`: each member's repeating unit, its pattern kept, fitted to every size."""
     sys.path.insert(0, str(Path(__file__).parent))
