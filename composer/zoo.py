@@ -37,7 +37,7 @@ from composer.errors import UserError
 from composer.fields import option
 from composer.names import unknown_name_message
 from composer.reader import Reader
-from composer.spec import ArchSpec, Repeat
+from composer.spec import ArchSpec, Repeat, flatten
 from composer.spec_parse import load_spec
 from composer.yaml_source import parse_yaml, read_text
 
@@ -96,6 +96,8 @@ class PublishedEntry:
     note: str | None = option(None, "what else a reader of the counts should know (a figure left out, and why)")
     composition: dict[str, int] = option(help="layers per primitive, as the source states them (checked)",
                                          factory=dict)
+    unit: int | None = option(None, "confirm's repeating unit: the first N layers (null: each top-level repeat once, "
+                              "or the whole list without one)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ class ZooMember:
             raise UserError(f"zoo:{self.name} ({self.entry.title}) cannot be built in Composer: "
                             + "; ".join(self.entry.missing))
         return load_spec(str(self.file))
+
+    @property
+    def unit(self) -> ArchSpec:
+        """The repeating unit confirm fits to its sizes (see `period`)."""
+        return period(self.spec, self.entry.unit)
 
     @property
     def params(self) -> Figure | None:
@@ -182,8 +189,12 @@ def resolve_spec(ref: str) -> ArchSpec:
     return zoo_member(ref).spec if is_zoo_ref(ref) else load_spec(Path(ref))
 
 
-def period(spec: ArchSpec) -> ArchSpec:
-    """The repeating unit of a member: every top-level `repeat` once (a spec without one is its own unit)."""
+def period(spec: ArchSpec, unit: int | None = None) -> ArchSpec:
+    """The repeating unit of a member: its first `unit` layers when given (a spec that writes its layers out, as
+    MiniMax-Text-01's per-layer decays need), else every top-level `repeat` once (a spec without one is its own
+    unit)."""
+    if unit is not None:
+        return dataclasses.replace(spec, layers=flatten(spec.layers)[:unit])
     layers = []
     for node in spec.layers:
         layers.extend(node.body if isinstance(node, Repeat) else (node,))

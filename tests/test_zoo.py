@@ -94,6 +94,7 @@ def test_period_is_each_top_level_repeat_once():
     assert len(flatten(unit.layers)) * 4 == len(flatten(jamba.layers))
     lfm2 = zoo_member("lfm2_350m").spec        # no repeat: the whole pattern is the unit
     assert period(lfm2).layers == lfm2.layers
+    assert period(lfm2, unit=6).layers == flatten(lfm2.layers)[:6]   # a unit named in published.yaml
 
 
 def test_composer_zoo_lists_members_with_counts_and_sources(capsys):
@@ -150,7 +151,7 @@ def test_confirm_fits_zoo_baselines_with_the_candidates_rules(tmp_path, capsys):
     for name in ("samba", "jamba"):
         candidate = next(c for c in plan.candidates if c.name == name)
         assert candidate.roles == ["baseline"]
-        unit = [n.op for n in flatten(period(zoo_member(name).spec).layers)]
+        unit = [n.op for n in flatten(zoo_member(name).unit.layers)]
         for label, _ in plan.sizes:
             sized = plan.sized[(name, label)]
             ops = [n.op for n in flatten(sized.spec.layers)]

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from composer import HybridLM
 from composer.export import export
-from composer.zoo import period, zoo_members
+from composer.zoo import zoo_members
 from scaling.rules import widen
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,7 +31,7 @@ REDUCED_WIDTH, VOCAB, CONTEXT, STEPS = 64, 97, 64, 3
 
 def reduced(name: str):
     member = next(m for m in zoo_members(expressible_only=True) if m.name == name)
-    return widen(period(member.spec), REDUCED_WIDTH).replace(vocab_size=VOCAB, max_seq_len=CONTEXT)
+    return widen(member.unit, REDUCED_WIDTH).replace(vocab_size=VOCAB, max_seq_len=CONTEXT)
 
 
 def train_a_few_steps(model: HybridLM) -> list[float]:
