@@ -162,3 +162,22 @@ def test_confirm_fits_zoo_baselines_with_the_candidates_rules(tmp_path, capsys):
             assert abs(sized.error) <= plan.config.tolerance
     assert main(["confirm", str(tmp_path / "run"), "--baseline", "zoo:nothing", "--plan"]) == 2
     assert "unknown zoo member 'nothing'" in capsys.readouterr().err
+
+
+def test_sandwich_norms_count_and_compute_as_gemma_does():
+    """norm_position: sandwich (Gemma 2 and 3): x + out_norm(op(norm(x))), two norms per sub-layer, a final norm."""
+    import torch
+
+    from composer import HybridLM
+
+    spec = load_spec({"d_model": 32, "vocab_size": 50, "norm_position": "sandwich",
+                      "layers": ["attention", "mlp", {"parallel": ["attention", "mamba2"]}]})
+    model = HybridLM(spec)
+    assert model_cost(spec).params == sum(p.numel() for p in model.parameters())
+    assert model_cost(spec).params == model_cost(spec.replace(norm_position="pre")).params + 3 * 32
+    block = model.blocks[1]
+    with torch.no_grad():
+        block.out_norm.weight.uniform_(0.5, 1.5)
+        x = torch.randn(2, 5, 32)
+        expected = x + block.out_norm(block.op(block.norm(x))[0])
+        torch.testing.assert_close(block(x)[0], expected)
