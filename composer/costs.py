@@ -8,7 +8,7 @@ state per sequence after `seq_len` tokens, at `dtype_bytes` bytes per value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from composer.blocks import adapter_params, norm_params
 from composer.spec import ArchSpec, Layer, Loop, Node, Parallel, flatten, split_widths
@@ -107,23 +107,30 @@ class _Walker:
 
 
 def model_cost(spec: ArchSpec, seq_len: int | None = None, dtype_bytes: int = 2) -> ModelCost:
-    """Costs of the whole model at context `seq_len` (default: the spec's `max_seq_len`)."""
+    """Costs of the whole model at context `seq_len` (default: the spec's `max_seq_len`).
+
+    With `meta_tokens` N every layer runs over N + seq_len positions: the layers are costed at that context, their
+    FLOPs spread over the seq_len real tokens (the LM head runs on those only), and the state holds the meta tokens
+    too. The meta tokens' N x d_model parameters count with the embedding."""
     seq_len = seq_len or spec.max_seq_len
-    walker = _Walker(spec, seq_len, dtype_bytes)
+    positions = seq_len + spec.meta_tokens
+    walker = _Walker(spec, positions, dtype_bytes)
     total = ZERO_COST
     for i, node in enumerate(flatten(spec.layers)):
         total = total + walker.node(node, f"blocks.{i}", 0)
+    per_token = positions / seq_len
+    rows = [replace(row, cost=row.cost.scaled(flops=per_token)) for row in walker.rows]
     d, v = spec.d_model, spec.vocab_size
-    embedding = v * d + (0 if spec.tie_embeddings else v * d)
+    embedding = v * d + (0 if spec.tie_embeddings else v * d) + spec.meta_tokens * d
     final_norm = norm_params(spec.norm, d) if spec.norm_position != "post" else 0
     params = total.params + embedding + final_norm
     return ModelCost(
         params=params,
         non_embedding_params=params - embedding,
         active_params=total.active + embedding + final_norm,
-        flops_per_token=total.flops_per_token + 2.0 * d * v,
+        flops_per_token=total.flops_per_token * per_token + 2.0 * d * v,
         state_bytes=total.state_bytes,
         seq_len=seq_len,
         dtype_bytes=dtype_bytes,
-        layers=walker.rows,
+        layers=rows,
     )

@@ -20,6 +20,26 @@ class LMOutput(NamedTuple):
     aux_losses: dict[str, torch.Tensor]  # name (moe_balance, moe_z, ponder) -> weighted value of this call
 
 
+class MetaTokens(nn.Module):
+    """Hymba's meta tokens: `n` learned vectors before every sequence (`weight` [n, d], at the embeddings' scale);
+    without them (n = 0) the module holds nothing. A module, so that views sharing HybridLM's children (the
+    Hugging Face wrapper, the torch.export view) carry them too."""
+
+    def __init__(self, n: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, width) * width ** -0.5) if n else None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.weight is None else self.weight.shape[0]
+
+    def prepend(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, n + T, D]."""
+        if self.weight is None:
+            return x
+        return torch.cat([self.weight.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+
+
 class HybridLM(nn.Module):
     """A language model built from an `ArchSpec`.
 
@@ -48,10 +68,15 @@ class HybridLM(nn.Module):
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.head.weight, std=d ** -0.5)
+        # Created last, so the other weights' init is as without it. Not named `meta`: torch.export's GraphModule
+        # has a `meta` attribute of its own, which would hide the child.
+        self.meta_tokens = MetaTokens(spec.meta_tokens, d)
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: list[Any] | None = None) -> LMOutput:
         x = self.drop(self.embed(tokens))
+        meta = self.meta_tokens.count if state is None else 0  # a state from init_state already holds them
+        x = self.meta_tokens.prepend(x) if meta else x
         new_state = [] if state is not None else None
         losses: Losses = {}
         for i, block in enumerate(self.blocks):
@@ -59,15 +84,21 @@ class HybridLM(nn.Module):
             losses = add_losses(losses, block_losses)
             if new_state is not None:
                 new_state.append(s)
-        return LMOutput(self.head(self.final_norm(x)), new_state, losses)
+        return LMOutput(self.head(self.final_norm(x[:, meta:])), new_state, losses)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> list[Any]:
-        """The empty decoding state for `batch_size` sequences (one entry per block)."""
+        """The decoding state for `batch_size` fresh sequences (one entry per block): empty, or with meta tokens
+        the state after them."""
         param = self.embed.weight
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-        return [block.init_state(batch_size, device, dtype) for block in self.blocks]
+        states = [block.init_state(batch_size, device, dtype) for block in self.blocks]
+        if self.meta_tokens.count:
+            x = self.meta_tokens.weight.to(device, dtype).expand(batch_size, -1, -1)
+            for i, block in enumerate(self.blocks):
+                x, states[i], _ = block(x, states[i])
+        return states
 
     # -- test-time compute -------------------------------------------------------------------------
     def set_loop_times(self, times: int | None) -> None:

@@ -5,10 +5,12 @@ and scaling. Layout:
     run.json            written once at creation: the space's fingerprint (checked by --resume), provenance
     study.db            the Optuna study (SQLite): `optuna-dashboard sqlite:///runs/<name>/study.db`
     tune/               the Ray Tune experiment directory (trial logs, experiment state)
-    leaderboard.csv     one row per trial: LEADERBOARD_COLUMNS, then the objective metrics
+    leaderboard.csv     one row per trial: LEADERBOARD_COLUMNS, then the objective metrics and the measured costs
+                        (`metric@context`)
     trials/<n>/         per trial (n = Optuna trial number): spec.yaml, result.json, metrics.jsonl (the learning
                         curve, one evaluation per line), the trainer's checkpoint
     cache/<key>.json    finished results by (arch_id, training settings): a duplicate candidate reuses them
+    measure/<key>.json  measured inference costs by arch_id, device, threads and context (composer/measure/cache.py)
     best.yaml           the best architecture (valid spec: `composer.load_spec` reads it)
     consensus.yaml      the consensus of the top candidates (valid spec; `aggregate:`), trained as a trial flagged
                         `consensus` in the leaderboard and the study
@@ -47,8 +49,9 @@ LEADERBOARD_COLUMNS = ("trial", "status", "reason", "arch_id", "stripe", "params
 # what a search writes at the top of its folder, and its subfolders: nothing else may write over them
 RUN_FILES = ("space.yaml", "run.json", "study.db", "leaderboard.csv", "best.yaml", "consensus.yaml", "pareto.json",
              "summary.json", ".lock", "ladder.json", "fits.png", "incremental.json")
-RUN_FOLDERS = ("trials", "tune", "cache", "report", "confirm")
+RUN_FOLDERS = ("trials", "tune", "cache", "report", "confirm", "measure")
 LOCK_FILE = ".lock"
+MEASURED_KEY = re.compile(r"[a-z_]+@\d+")     # a measured cost, `decode_ms_per_token@8192` (composer/measure)
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 # space.yaml keys that may change between sessions of one search (how many trials, on what resources)
 UNFINGERPRINTED = ("trials", "resources", "description")
@@ -280,6 +283,7 @@ class RunDir:
     # -- leaderboard ----------------------------------------------------------------------------
     def write_leaderboard(self, rows: list[dict[str, Any]], metrics: list[str]) -> None:
         columns = list(LEADERBOARD_COLUMNS) + [m for m in metrics if m not in LEADERBOARD_COLUMNS]
+        columns += sorted({k for row in rows for k in row if MEASURED_KEY.fullmatch(k)} - set(columns))
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

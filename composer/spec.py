@@ -103,6 +103,8 @@ class ArchSpec:
         "pre", "normalise each sub-layer's input (pre), its residual sum (post), or its input and its output before "
         "the residual add (sandwich: Gemma 2 and 3)")
     tie_embeddings: bool = option(True, "the LM head shares the embedding's weights")
+    meta_tokens: int = option(0, "learned tokens prepended to every sequence (Hymba's meta tokens): every layer "
+                              "sees them, decoding starts after them, their logits are dropped", ge=0)
     dropout: float = option(0.0, "dropout on each sub-layer's output", ge=0, lt=1)
     defaults: dict[str, dict[str, Any]] = option(help="per-primitive parameters every layer of it starts from",
                                                  factory=dict)

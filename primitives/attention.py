@@ -1,19 +1,29 @@
-"""Softmax attention: MHA / GQA / MQA with RoPE, optional sliding window, QK-norm and forget gate.
+"""Softmax attention: MHA / GQA / MQA with RoPE (whole or partial), sliding window, QK-norm, forget gate, attention
+sinks and an output gate.
 
 Parameters (d = d_model, h = head_dim, H = n_heads, G = n_kv_heads):
     qkv projection  d * (H + 2G) * h     (+ bias (H + 2G) h)
     out projection  H h * d              (+ bias d)
     qk_norm         2 h                  (one RMSNorm weight for queries, one for keys)
     forget_gate     d * H + H            (Forgetting Transformer: per-head sigmoid gate from x)
+    sinks           H                    (gpt-oss: one learned logit per head in the softmax denominator)
+    output_gate     d * H h (+ H h)      channel: y * sigmoid(W_g x) per channel, before the out projection
+                    d * H   (+ H)        head:    one gate per head (Gated Attention, Qiu et al. 2025)
 With the defaults (H = max(1, d // 64), G = H, h = d / H) this is 4 d^2.
 
-Decoding keeps a KV cache of at most `window` positions (all positions without a window).
+Qwen3-Next's gated attention is `output_gate: channel` with `qk_norm` and `rope_fraction: 0.25` (its q_proj emits
+the queries and the gate together; here the gate has its own matrix, the same parameters). gpt-oss's is `sinks`
+with `bias` and an alternating `window: 128`. Hymba's sliding-window layers keep the meta tokens visible:
+`keep_prefix` = the model's `meta_tokens`.
+
+Decoding keeps a KV cache of at most `window` positions (all positions without a window), plus the first
+`keep_prefix` positions.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +32,13 @@ from torch import nn
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import rms_norm
+from primitives.ops.softmax_attention import (
+    cached_positions,
+    kept_indices,
+    rope_angles,
+    rotary,
+    softmax_attention,
+)
 
 
 @dataclass
@@ -31,11 +48,21 @@ class AttentionConfig:
     head_dim: int | None = option(None, "width of one head (null: d_model / n_heads)", ge=1)
     window: int | None = option(None, "sliding window: attend to and cache at most this many positions (null: the "
                                 "whole context)", ge=1)
+    keep_prefix: int = option(0, "with a window: the first N positions stay visible to every query and cached "
+                              "(Hymba's meta tokens, StreamingLLM's sink tokens)", ge=0)
     rope: bool = option(True, "rotary position embeddings on queries and keys")
     rope_base: float = option(10000.0, "RoPE frequency base", gt=1)
+    rope_dims: int | None = option(None, "partial RoPE: rotate only the first N dims of each head, an even number "
+                                   "(null: all of them, or rope_fraction of them)", ge=2)
+    rope_fraction: float | None = option(None, "partial RoPE: rotate the first int(fraction * head_dim) dims of each "
+                                         "head, as partial_rotary_factor (null: rope_dims)", gt=0, le=1)
     qk_norm: bool = option(False, "RMSNorm on queries and keys")
     forget_gate: bool = option(False, "per-head sigmoid forget gate (Forgetting Transformer)")
-    bias: bool = option(False, "biases on the projections")
+    sinks: bool = option(False, "attention sinks: a learned logit per head joins the softmax denominator (gpt-oss)")
+    output_gate: Literal["channel", "head"] | None = option(
+        None, "sigmoid gate computed from x on the attention output before the out projection: one per channel "
+        "(Qwen3-Next) or one per head")
+    bias: bool = option(False, "biases on the projections (and on the output gate)")
 
 
 def resolve_heads(cfg: AttentionConfig, d_model: int) -> tuple[int, int, int]:
@@ -46,23 +73,33 @@ def resolve_heads(cfg: AttentionConfig, d_model: int) -> tuple[int, int, int]:
     return n_heads, n_kv, head_dim
 
 
-def rope_angles(positions: torch.Tensor, dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the RoPE angles, [T, dim // 2], for integer positions [T]."""
-    half = dim // 2
-    inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
+def rotated_dims(cfg: AttentionConfig, head_dim: int) -> int:
+    """How many dims of each head RoPE rotates (0 without RoPE); the whole head rounds down to an even number."""
+    if not cfg.rope:
+        return 0
+    if cfg.rope_dims is not None:
+        return cfg.rope_dims
+    if cfg.rope_fraction is not None:
+        return int(head_dim * cfg.rope_fraction)
+    return 2 * (head_dim // 2)
 
 
-def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of the last dim of x [B, H, T, h] by the RoPE angles."""
-    half = cos.shape[-1]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:2 * half]
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    if 2 * half < x.shape[-1]:
-        rotated = torch.cat([rotated, x[..., 2 * half:]], dim=-1)
-    return rotated
+def gate_width(cfg: AttentionConfig, n_heads: int, head_dim: int) -> int:
+    """Outputs of the output gate's projection: H h per channel, H per head, 0 without a gate."""
+    return {"channel": n_heads * head_dim, "head": n_heads, None: 0}[cfg.output_gate]
+
+
+def mean_keys(seq_len: int, window: int | None, keep_prefix: int) -> float:
+    """Keys one query attends to, averaged over a causal sequence of seq_len tokens: min(i + 1, window) plus the
+    kept prefix positions that fell out of the window."""
+    if window is None:
+        return (seq_len + 1) / 2
+    span = min(window, seq_len)
+    total = span * (span + 1) / 2 + (seq_len - span) * span
+    out_of_window = seq_len - span  # queries whose window has moved past position 0: m = 1 .. seq_len - span
+    p = min(keep_prefix, out_of_window)
+    total += p * (p + 1) / 2 + (out_of_window - p) * keep_prefix
+    return total / seq_len
 
 
 @register("attention")
@@ -78,6 +115,7 @@ class Attention(Primitive):
     def __init__(self, d_model: int, cfg: AttentionConfig):
         super().__init__(d_model, cfg)
         self.n_heads, self.n_kv_heads, self.head_dim = resolve_heads(cfg, d_model)
+        self.rope_dims = rotated_dims(cfg, self.head_dim)
         width = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
         self.qkv = nn.Linear(d_model, width, bias=cfg.bias)
         self.out = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.bias)
@@ -87,39 +125,54 @@ class Attention(Primitive):
         if cfg.forget_gate:
             self.forget = nn.Linear(d_model, self.n_heads, bias=True)
             nn.init.constant_(self.forget.bias, 4.0)  # start close to "remember everything"
+        if cfg.sinks:
+            self.sinks = nn.Parameter(torch.zeros(self.n_heads))
+        if cfg.output_gate is not None:
+            self.gate = nn.Linear(d_model, gate_width(cfg, self.n_heads, self.head_dim), bias=cfg.bias)
 
     @classmethod
     def check(cls, cfg: AttentionConfig, d_model: int) -> None:
-        n_heads, n_kv, _ = resolve_heads(cfg, d_model)
+        n_heads, n_kv, head_dim = resolve_heads(cfg, d_model)
         if cfg.head_dim is None:
             divides("n_heads", n_heads, d_model, "d_model")
         if n_heads % n_kv:
             raise ConfigError("n_kv_heads", f"n_kv_heads={n_kv} must divide n_heads={n_heads}")
-        if cfg.rope and (cfg.head_dim or d_model // n_heads) < 2:
+        if cfg.rope and head_dim < 2:
             raise ConfigError("rope", "RoPE needs a head dimension of at least 2")
+        if cfg.rope_dims is not None and cfg.rope_fraction is not None:
+            raise ConfigError("rope_dims", "give either rope_dims or rope_fraction, not both")
+        field = "rope_dims" if cfg.rope_dims is not None else "rope_fraction"
+        dims = rotated_dims(cfg, head_dim)
+        if cfg.rope and (dims % 2 or dims < 2 or dims > head_dim):
+            raise ConfigError(field, f"RoPE would rotate {dims} dims of a head of {head_dim}: it needs an even "
+                                     "number from 2 to head_dim")
+        if cfg.keep_prefix and cfg.forget_gate:
+            raise ConfigError("keep_prefix", "cannot be combined with forget_gate (its decay needs every position "
+                                             "between a key and its query)")
 
     @classmethod
     def resolve(cls, cfg: AttentionConfig, d_model: int) -> AttentionConfig:
         n_heads, n_kv, head_dim = resolve_heads(cfg, d_model)
-        return replace(cfg, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim)
+        return replace(cfg, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
+                       rope_dims=rotated_dims(cfg, head_dim) or None, rope_fraction=None,
+                       keep_prefix=cfg.keep_prefix if cfg.window is not None else 0)
 
     @classmethod
     def cost(cls, cfg: AttentionConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         n_heads, n_kv, h = resolve_heads(cfg, d_model)
         width = (n_heads + 2 * n_kv) * h
-        params = d_model * width + n_heads * h * d_model
+        gate = gate_width(cfg, n_heads, h)
+        params = d_model * width + n_heads * h * d_model + d_model * gate
         if cfg.bias:
-            params += width + d_model
+            params += width + d_model + gate
         if cfg.qk_norm:
             params += 2 * h
-        if cfg.forget_gate:
-            params += d_model * n_heads + n_heads
-        # keys attended per query, averaged over a causal sequence of seq_len tokens
-        span = min(cfg.window, seq_len) if cfg.window else seq_len
-        mean_keys = (span * (span + 1) / 2 + (seq_len - span) * span) / seq_len
-        flops = 2 * (params - (d_model * n_heads + n_heads if cfg.forget_gate else 0))
-        flops += 2 * 2 * n_heads * h * mean_keys  # QK^T and AV
-        cached = min(cfg.window, seq_len) if cfg.window else seq_len
+        forget = d_model * n_heads + n_heads if cfg.forget_gate else 0
+        params += forget + (n_heads if cfg.sinks else 0)
+        keep_prefix = cfg.keep_prefix if cfg.window is not None else 0
+        flops = 2 * (params - forget - (n_heads if cfg.sinks else 0))
+        flops += 2 * 2 * n_heads * h * mean_keys(seq_len, cfg.window, keep_prefix)  # QK^T and AV
+        cached = min(cfg.window + keep_prefix, seq_len) if cfg.window else seq_len
         state = 2 * n_kv * h * cached * dtype_bytes
         return Cost(params, float(flops), int(state))
 
@@ -133,6 +186,7 @@ class Attention(Primitive):
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape
         H, G, h = self.n_heads, self.n_kv_heads, self.head_dim
+        window, keep_prefix = self.cfg.window, self.cfg.keep_prefix if self.cfg.window is not None else 0
         q, k, v = self.qkv(x).split([H * h, G * h, G * h], dim=-1)
         q = q.view(B, T, H, h).transpose(1, 2)
         k = k.view(B, T, G, h).transpose(1, 2)
@@ -146,50 +200,47 @@ class Attention(Primitive):
         logf = None
         if self.cfg.forget_gate:
             logf = F.logsigmoid(self.forget(x).float()).transpose(1, 2)  # [B, H, T]
+        q_pos = torch.arange(start, start + T, device=x.device)
+        k_pos = q_pos
         if state is not None:
+            k_pos = torch.cat([cached_positions(start, state["k"].shape[2], keep_prefix, x.device), q_pos])
             k = torch.cat([state["k"], k], dim=2)
             v = torch.cat([state["v"], v], dim=2)
             if logf is not None:
                 logf = torch.cat([state["logf"], logf], dim=2)
-        y = self._attend(q, k, v, logf, start)
-        y = self.out(y.transpose(1, 2).reshape(B, T, H * h))
+        bias = None
+        if logf is not None:
+            # Forgetting Transformer: score bias sum_{l=j+1}^{i} log f_l = c_i - c_j with c the cumsum (the cache
+            # holds every position from its oldest key on: keep_prefix is refused with the forget gate).
+            cum = logf.cumsum(-1)
+            bias = cum[:, :, -T:, None] - cum[:, :, None, :]
+        y = softmax_attention(q, k, v, q_pos, k_pos, window, keep_prefix,
+                              self.sinks if self.cfg.sinks else None, bias)  # [B, H, T, h]
+        if self.cfg.output_gate == "head":
+            y = y * torch.sigmoid(self.gate(x)).transpose(1, 2)[..., None].to(y.dtype)
+        y = y.transpose(1, 2).reshape(B, T, H * h)
+        if self.cfg.output_gate == "channel":
+            y = y * torch.sigmoid(self.gate(x)).to(y.dtype)
+        y = self.out(y)
         new_state = None
         if state is not None:
-            keep = self.cfg.window or k.shape[2]
-            new_state = {"k": k[:, :, -keep:], "v": v[:, :, -keep:],
-                         "pos": state["pos"] + T}
+            keep = kept_indices(k_pos, start + T, window, keep_prefix)
+            new_state = {"k": k, "v": v, "pos": state["pos"] + T}
             if logf is not None:
-                new_state["logf"] = logf[:, :, -keep:]
+                new_state["logf"] = logf
+            if keep is not None:
+                new_state = {name: value if name == "pos" else value.index_select(2, keep)
+                             for name, value in new_state.items()}
         return y, new_state
 
     def _angles(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE angles for positions start..start+length-1, cached for the last training length."""
         if torch.compiler.is_compiling():  # never keep traced tensors in the cache
-            return rope_angles(torch.arange(start, start + length, device=device), self.head_dim,
+            return rope_angles(torch.arange(start, start + length, device=device), self.rope_dims,
                                self.cfg.rope_base)
         key = (start, length, device)
         if getattr(self, "_rope_key", None) != key:
             positions = torch.arange(start, start + length, device=device)
-            self._rope_cache = rope_angles(positions, self.head_dim, self.cfg.rope_base)
+            self._rope_cache = rope_angles(positions, self.rope_dims, self.cfg.rope_base)
             self._rope_key = key
         return self._rope_cache
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                logf: torch.Tensor | None, start: int) -> torch.Tensor:
-        T, S = q.shape[2], k.shape[2]
-        gqa = self.n_heads != self.n_kv_heads
-        if S == T and self.cfg.window is None and logf is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        # Explicit mask: query i sits at absolute position start+i; key j at start+T-S+j.
-        q_pos = torch.arange(T, device=q.device)[:, None] + (S - T)
-        k_pos = torch.arange(S, device=q.device)[None, :]
-        allowed = k_pos <= q_pos
-        if self.cfg.window is not None:
-            allowed = allowed & (k_pos > q_pos - self.cfg.window)
-        mask = torch.zeros(T, S, device=q.device, dtype=q.dtype).masked_fill(~allowed, -math.inf)
-        if logf is not None:
-            # Forgetting Transformer: score bias sum_{l=j+1}^{i} log f_l = c_i - c_j with c the cumsum.
-            cum = logf.cumsum(-1)
-            bias = cum[:, :, -T:, None] - cum[:, :, None, :]
-            mask = (mask + bias.masked_fill(~allowed, 0.0)).to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

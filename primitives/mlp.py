@@ -1,8 +1,11 @@
-"""The dense MLP channel mixer: SwiGLU (default) or GELU.
+"""The dense MLP channel mixer: SwiGLU (default), GELU or squared ReLU.
 
-Parameters (d = d_model, f = d_ff): SwiGLU 3 d f (gate, up, down), GELU 2 d f (up, down), plus biases
-when `bias` (SwiGLU 2 f + d, GELU f + d). `d_ff` defaults to `round(expansion * d)` with expansion 8/3 for
-SwiGLU and 4 for GELU, so both cost about 8 d^2 parameters.
+Parameters (d = d_model, f = d_ff): SwiGLU 3 d f (gate, up, down), GELU and ReLU^2 2 d f (up, down), plus biases
+when `bias` (SwiGLU 2 f + d, the others f + d). `d_ff` defaults to `round(expansion * d)` with expansion 8/3 for
+SwiGLU and 4 for the others, so all cost about 8 d^2 parameters.
+
+ReLU^2 is Nemotron-H's MLP (Primer's squared ReLU, So et al. 2021): y = W_down(relu(W_up x)^2), no gate, no biases
+in the released models (mlp_bias false).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from primitives.base import ConfigError, Cost, Primitive, State, register
 
 @dataclass
 class MLPConfig:
-    kind: Literal["swiglu", "gelu"] = option("swiglu", "swiglu (gated, 3 matrices) or gelu (2 matrices)")
-    expansion: float | None = option(None, "hidden width as a multiple of d_model (null: 8/3 for swiglu, 4 for gelu)",
-                                     gt=0)
+    kind: Literal["swiglu", "gelu", "relu2"] = option(
+        "swiglu", "swiglu (gated, 3 matrices), gelu or relu2 (squared ReLU, Nemotron-H; 2 matrices)")
+    expansion: float | None = option(None, "hidden width as a multiple of d_model (null: 8/3 for swiglu, 4 for the "
+                                     "others)", gt=0)
     d_ff: int | None = option(None, "hidden width (null: from expansion)", ge=1)
     bias: bool = option(False, "biases on the projections")
 
@@ -36,7 +40,7 @@ def hidden_size(cfg: MLPConfig, d_model: int) -> int:
 
 @register("mlp")
 class MLP(Primitive):
-    """y = W_down(silu(W_gate x) * W_up x)  (SwiGLU)   or   y = W_down(gelu(W_up x))  (GELU)."""
+    """y = W_down(silu(W_gate x) * W_up x) (SwiGLU), W_down(gelu(W_up x)) (GELU) or W_down(relu(W_up x)^2)."""
 
     symbol = "M"
     saved_values = 0
@@ -73,4 +77,6 @@ class MLP(Primitive):
         if self.swiglu:
             gate, up = self.up(x).chunk(2, dim=-1)
             return self.down(F.silu(gate) * up), state
+        if self.cfg.kind == "relu2":
+            return self.down(F.relu(self.up(x)).square()), state
         return self.down(F.gelu(self.up(x))), state

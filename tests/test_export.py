@@ -42,6 +42,20 @@ COMPOSITE = {
     ],
 }
 
+# The zoo's attention-side options and model options in one model (Hymba's meta tokens kept through a window,
+# gpt-oss sinks, Qwen3-Next's gate with partial RoPE and QK-norm, MLA with low-rank queries and NoPE, ReLU^2).
+ZOO_OPTIONS = {
+    "d_model": 32, "vocab_size": 53, "meta_tokens": 4,
+    "layers": [
+        {"op": "attention", "n_heads": 4, "n_kv_heads": 2, "window": 6, "keep_prefix": 4, "sinks": True, "bias": True},
+        {"op": "mlp", "kind": "relu2"},
+        {"op": "attention", "n_heads": 2, "output_gate": "channel", "qk_norm": True, "rope_fraction": 0.25},
+        {"op": "mla", "q_lora_rank": 8, "n_heads": 2},
+        {"op": "attention", "output_gate": "head"},
+        {"op": "mla", "rope": False},
+    ],
+}
+
 CHECK_SCRIPT = r'''
 import importlib.util, json, os, sys
 try:
@@ -116,7 +130,8 @@ def standalone_results(tmp_path_factory) -> dict:
         make_bundle(root, name, small_spec(name), seed=i)
         names.append(name)
     make_bundle(root, "composite", COMPOSITE, seed=100)
-    names.append("composite")
+    make_bundle(root, "zoo_options", ZOO_OPTIONS, seed=101)
+    names += ["composite", "zoo_options"]
     script = (root / "check.py")
     script.write_text(CHECK_SCRIPT)
     cmd = isolated_python()
@@ -149,6 +164,12 @@ def test_composite_spec_and_no_code_injection(standalone_results):
     assert not (standalone_results["root"] / "PWNED").exists()  # ... and never ran as code
     source = (standalone_results["root"] / "composite" / "modeling.py").read_text()
     assert "PWNED\", \"w\")\n" not in source and "\nopen(" not in source
+
+
+def test_zoo_options_run_standalone(standalone_results):
+    result = standalone_results["bundles"]["zoo_options"]
+    assert "error" not in result, result.get("error")
+    assert result["max_diff"] < 1e-5 and result["same_generation"]
 
 
 def test_modeling_py_imports_only_torch_and_stdlib(standalone_results):

@@ -12,10 +12,10 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow  # importing transformers and loading remote code: ~20 s
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_auto_model_logits_and_greedy_generate(tmp_path, tie):
-    spec = load_spec({"d_model": 32, "vocab_size": 45, "tie_embeddings": tie,
-                      "layers": ["attention", "mlp", "gated_deltanet", "mlp"]})
+@pytest.mark.parametrize("tie, meta_tokens", [(True, 0), (False, 0), (True, 3)])
+def test_auto_model_logits_and_greedy_generate(tmp_path, tie, meta_tokens):
+    spec = load_spec({"d_model": 32, "vocab_size": 45, "tie_embeddings": tie, "meta_tokens": meta_tokens,
+                      "layers": ["attention", "mlp", "gated_deltanet", "mlp", "mla"]})
     torch.manual_seed(1)
     model = HybridLM(spec).eval()
     export(model, tmp_path / "b", progress=lambda *_: None)

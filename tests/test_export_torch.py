@@ -36,3 +36,16 @@ def test_torch_export_each_primitive(tmp_path, name):
     tokens = torch.randint(0, 50, (1, 12))
     with torch.no_grad():
         assert torch.allclose(program.module()(tokens), model(tokens).logits, atol=1e-5)
+
+
+def test_torch_export_of_the_zoo_options(tmp_path):
+    """Meta tokens, sinks through a window with a kept prefix, the output gate, partial RoPE, MLA, ReLU^2."""
+    spec = load_spec({"d_model": 32, "vocab_size": 50, "meta_tokens": 3, "layers": [
+        {"op": "attention", "n_heads": 2, "window": 4, "keep_prefix": 3, "sinks": True, "output_gate": "channel",
+         "rope_fraction": 0.5}, {"op": "mlp", "kind": "relu2"}, {"op": "mla", "q_lora_rank": 8}]})
+    model = HybridLM(spec).eval()
+    assert export_program(model, 12, tmp_path / "m.pt2") == "ok"
+    program = torch.export.load(str(tmp_path / "m.pt2"))
+    tokens = torch.randint(0, 50, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(tokens), model(tokens).logits, atol=1e-5)

@@ -20,7 +20,8 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
-SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "zoo")
+SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "bench",
+               "zoo")
 # the ground floor: standard-library modules every layer may import, the primitives included (so the standalone
 # export inlines them): errors, limits, names, the field declarations and their reader
 GROUND = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
@@ -34,6 +35,8 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
      "ray cluster": ("composer.ray_cluster", "composer.ray_watchdog"), "zoo": ("composer.zoo",)},
     {"tasks": ("composer.tasks",), "tracking": ("composer.tracking",)},
     {"training": ("composer.training", "composer.trainer")},
+    # measured inference costs (composer bench, measured objectives): read by export's card, the report and search
+    {"measure": ("composer.measure",)},
     # the tools: confirm reads what a search found (its space, ranking and stages), so it sits above search
     {"overrides": ("composer.overrides",), "scaling": ("scaling",), "export": ("composer.export",),
      "report": ("composer.report",)},

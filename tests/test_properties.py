@@ -18,7 +18,7 @@ primitive = st.one_of(
     st.just("attention"),
     st.builds(lambda h, w: {"op": "attention", "n_heads": h, **({"window": w} if w else {})},
               st.sampled_from([1, 2, 4]), st.sampled_from([None, 3, 8])),
-    st.builds(lambda k: {"op": "mlp", "kind": k}, st.sampled_from(["swiglu", "gelu"])),
+    st.builds(lambda k: {"op": "mlp", "kind": k}, st.sampled_from(["swiglu", "gelu", "relu2"])),
 )
 
 

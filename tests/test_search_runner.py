@@ -326,3 +326,17 @@ def test_a_multi_objective_search_writes_its_pareto_front_once_per_architecture(
     for acc, params, arch in scored:
         dominated = any(a >= acc and p <= params and (a, p) != (acc, params) for a, p, _ in scored)
         assert (arch in ids) == (not dominated), (arch, scored, ids)
+
+
+def test_the_searcher_pickles_with_a_sampler_that_does_not(tmp_path):
+    # Tune pickles the searcher with its experiment state; Optuna's NSGA-II sampler holds a thread lock, so the
+    # study stays out of the pickle (its storage is the state) and hybrid_ratio.yaml's NSGA-II search can start
+    import ray.cloudpickle
+
+    searcher = StudySearch(space=lambda trial: {}, metric=["a", "b"], mode=["min", "min"],
+                           sampler=optuna.samplers.NSGAIISampler(seed=0), storage=f"sqlite:///{tmp_path / 's.db'}",
+                           study_name="s")
+    with pytest.raises(TypeError):
+        ray.cloudpickle.dumps(searcher.study.sampler)
+    copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(searcher))
+    assert copy.study is None and copy.metrics == ["a", "b"] and searcher.study is not None

@@ -28,6 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenizer", default=None, metavar="TOK",
                         help="the bundle's tokenizer: byte, ids, or a tokenizer.json (or a folder holding one); "
                              "default: the one the source was trained with")
+    parser.add_argument("--measure", nargs="+", default=None, metavar="L",
+                        help="measure the architecture's inference cost at these context lengths (8192 or 8K; "
+                             "composer bench) and state it on the model card, beside what the source's search run "
+                             "measured")
+    parser.add_argument("--measure-device", default="cpu", help="the device --measure measures on (default cpu)")
+    parser.add_argument("--measure-threads", default=1, metavar="N",
+                        help="torch CPU threads --measure measures with (default 1)")
     parser.add_argument("--force", action="store_true",
                         help="replace DIR when it is an existing bundle (never another folder)")
     parser.set_defaults(func=run)
@@ -40,10 +47,34 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give either --trial or --consensus, not both")
     if args.seq_len < 1:
         raise UserError(f"--seq-len must be >= 1, got {args.seq_len}")
-    result = export(args.source, args.out, trial=args.trial, pick="consensus" if args.consensus else "best",
-                    init_weights=args.init_weights, seed=args.seed, torch_export=args.torch_export,
-                    export_seq_len=args.seq_len, overwrite=args.force, tokenizer=args.tokenizer)
+    pick = "consensus" if args.consensus else "best"
+    result = export(args.source, args.out, trial=args.trial, pick=pick, init_weights=args.init_weights,
+                    seed=args.seed, torch_export=args.torch_export, export_seq_len=args.seq_len, overwrite=args.force,
+                    tokenizer=args.tokenizer, measurements=measured(args, pick) if args.measure else None)
     if not result.has_weights:
         print("note: no weights in this source; the bundle holds the architecture only "
               "(--init-weights writes untrained weights)")
     return 0 if result.torch_export in (None, "ok") else 1
+
+
+def measured(args: argparse.Namespace, pick: str) -> list[dict]:
+    """`--measure`: the source's run measurements and these, each context in its own process (composer/measure)."""
+    from pathlib import Path
+
+    from composer.export.bundle import check_target, run_measurements
+    from composer.export.sources import resolve_source
+    from composer.measure import MeasureSettings, check_device, check_within, measure, parse_context
+    from composer.reader import Reader
+
+    check_target(Path(args.out), args.force, Path(args.source))        # before minutes of measuring
+    contexts = list(dict.fromkeys(parse_context(text, "--measure") for text in args.measure))
+    try:
+        settings = Reader().read(MeasureSettings, {"device": args.measure_device, "threads": args.measure_threads})
+    except UserError as e:
+        raise UserError(e.message, path=f"--measure-{e.path}") from None
+    settings = check_device(settings, "--measure-device")
+    resolved = resolve_source(args.source, args.trial, pick)
+    for context in contexts:
+        check_within(context, resolved.spec.max_seq_len, "--measure", "measure at a shorter context")
+    print(f"measuring at {', '.join(f'{c:,}' for c in contexts)} tokens on {settings.device}")
+    return run_measurements(resolved) + measure(resolved.spec, contexts, settings)

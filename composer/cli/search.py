@@ -156,6 +156,11 @@ def summary_text(result: Any) -> str:
             for row in (r for r in result.rows if r.get("consensus")):
                 reason = f": {row['reason']}" if row.get("reason") else ""
                 lines.append(f"    trial {row['trial']} (the consensus): {row['status']}{reason}")
+    if "hypervolume" in result.summary:         # a multi-objective search
+        volume = result.summary["hypervolume"]
+        measure = (f", hypervolume {volume['hypervolume']:.4g} (reference point ["
+                   + ", ".join(f"{v:.4g}" for v in volume["reference_point"]) + "])") if volume else ""
+        lines.append(f"  Pareto front: {len(result.pareto)} trials{measure}  -> {result.run_dir}/pareto.json")
     lines.append(f"  leaderboard: {result.run_dir}/leaderboard.csv; "
                  f"study: optuna-dashboard sqlite:///{result.run_dir}/study.db")
     return "\n".join(lines)

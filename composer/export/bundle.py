@@ -7,7 +7,8 @@
     DIR/tokenizer.json, DIR/tokenizer_config.json (+ special_tokens_map.json)   the tokenizer (tokenizer.py)
     DIR/modeling.py               standalone PyTorch source (torch + stdlib only): `load_model(DIR)`
     DIR/configuration_composer.py, DIR/modeling_composer.py   the Hugging Face wrapper (trust_remote_code)
-    DIR/README.md                 the model card (card.py): Hugging Face metadata, stripe, costs, metrics
+    DIR/README.md                 the model card (card.py): Hugging Face metadata, stripe, costs, the measured
+                                  inference costs with their device (composer/measure), metrics
     DIR/model.pt2                 with `torch_export=True`: `torch.export` program for a fixed shape
 
 A spec with no weights exports without `model.safetensors` unless `init_weights=True` asks for freshly
@@ -63,8 +64,12 @@ class ExportResult:
 def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: str | None = None,
            pick: str = "best", init_weights: bool = False, seed: int = 0, torch_export: bool = False,
            export_seq_len: int = 16, overwrite: bool = False, metrics: dict[str, Any] | None = None,
-           tokenizer: Any = None, progress=print) -> ExportResult:
+           tokenizer: Any = None, measurements: list[dict[str, Any]] | None = None,
+           progress=print) -> ExportResult:
     """Export `source` (a spec, a HybridLM, a spec file, a checkpoint or a run directory) to `out`.
+
+    `measurements` (composer.measure) go on the model card with their device; by default those the source's search
+    run measured for this architecture (`<run>/measure/`), if any.
 
     `tokenizer`: a task's tokenizer object, a `tokenizers.Tokenizer`, a transformers tokenizer, "byte", "ids"
     or a tokenizer.json path; by default the source's own (see composer/export/tokenizer.py)."""
@@ -75,6 +80,8 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
     if metrics:
         resolved.metrics = {**resolved.metrics, **metrics}
     spec = resolved.spec
+    if measurements is None:
+        measurements = run_measurements(resolved)
     found = None
     if tokenizer is None:
         found = (tokenizers.from_file(resolved.tokenizer_file) if resolved.tokenizer_file is not None else
@@ -102,9 +109,11 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
         made_by = provenance()
         config = config_json(spec, resolved.metrics, tokenizer=chosen.describe(), task=resolved.task,
                              made_by=made_by)
+        if measurements:
+            config["measured"] = measurements
         (staging / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
         card = CardInputs(spec, resolved.origin, resolved.metrics, resolved.task, has_weights, chosen, note, status,
-                          made_by)
+                          made_by, measurements)
         (staging / "README.md").write_text(model_card(card), encoding="utf-8")
         _move_into_place(staging, out)
     except BaseException:
@@ -113,6 +122,18 @@ def export(source: str | Path | ArchSpec | HybridLM, out: str | Path, *, trial: 
     files = sorted(p.name for p in out.iterdir())
     progress(f"wrote {out}: {', '.join(files)}")
     return ExportResult(out, files, has_weights, status, chosen.kind)
+
+
+def run_measurements(resolved: Resolved) -> list[dict[str, Any]]:
+    """What the search run behind `resolved` (the run itself, or one of its trials) measured of its architecture."""
+    from composer.measure import MeasureCache
+    from composer.measure.cache import FOLDER
+
+    source = resolved.source
+    if source is None or not source.is_dir():
+        return []
+    run = source if (source / FOLDER).is_dir() else source.parent.parent if source.parent.name == "trials" else None
+    return MeasureCache(run / FOLDER).of_arch(arch_id(resolved.spec)) if run is not None else []
 
 
 def check_target(out: Path, overwrite: bool, source: Path | None = None) -> None:

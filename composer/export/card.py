@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -39,6 +39,7 @@ class CardInputs:
     tokenizer_note: str | None
     torch_export: str | None
     provenance: dict[str, Any]
+    measurements: list[dict[str, Any]] = field(default_factory=list)    # composer/measure, on their devices
 
 
 def model_card(card: CardInputs) -> str:
@@ -67,6 +68,7 @@ def model_card(card: CardInputs) -> str:
         f"| forward FLOPs per token (at {spec.max_seq_len}) | {cost.flops_per_token:,.0f} |",
         f"| decoding state per sequence (fp32, at {spec.max_seq_len}) | {cost.state_bytes:,} bytes |", "",
     ]
+    lines += measured_lines(card.measurements)
     rows = results_rows(card.metrics)
     if rows:
         lines += ["## Metrics it was selected on", "", "| metric | value |", "| --- | --- |"]
@@ -81,6 +83,35 @@ def model_card(card: CardInputs) -> str:
                  if p.get("git_commit") else "")
               + f", torch {p.get('torch')}, Python {p.get('python')}; details in config.json.", ""]
     return "\n".join(lines)
+
+
+def measured_lines(measurements: list[dict[str, Any]]) -> list[str]:
+    """`## Measured inference cost`: a table per device and setting, the device named (the measured metrics
+    leave "Metrics it was selected on" for this section, where their device is said)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for m in measurements:
+        groups.setdefault(tuple(m.get(k) for k in ("device", "device_name", "threads", "batch", "dtype", "torch")),
+                          []).append(m)
+    if not groups:
+        return []
+    lines = ["## Measured inference cost", ""]
+    for (device, name, threads, batch, dtype, version), rows in groups.items():
+        first = rows[0]
+        lines += [f"Measured by Composer (composer/measure) on **{_cell(str(device))}** ({_cell(str(name))}), "
+                  f"{threads} thread(s), batch {batch}, {dtype}, torch {version}, through the streaming state "
+                  f"(KV cache and recurrent states, as `generate` runs it); timed numbers are the median (min-max) of "
+                  f"{first['decode_ms_per_token'].get('n')} decoding runs of {first.get('decode_tokens')} tokens and "
+                  f"{first['prefill_tokens_per_s'].get('n')} prefills. Peak memory is the measuring process's "
+                  f"{_cell(str(first.get('memory_kind')))}.", "",
+                  "| context | prefill tokens/s | decode ms/token | peak memory | decoding state |",
+                  "| --- | --- | --- | --- | --- |"]
+        for m in sorted(rows, key=lambda m: m["context"]):
+            rate, step = m["prefill_tokens_per_s"], m["decode_ms_per_token"]
+            lines.append(f"| {m['context']:,} | {rate['median']:,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f}) | "
+                         f"{step['median']:.3g} ({step['min']:.3g}-{step['max']:.3g}) | "
+                         f"{m['peak_memory_bytes']:,} bytes | {m['state_bytes']:,} bytes |")
+        lines.append("")
+    return lines
 
 
 def front_matter(card: CardInputs) -> str:
@@ -113,7 +144,7 @@ def known_datasets(task: dict[str, Any] | None) -> list[str]:
 def results_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, formatted value): quality metrics first, then training figures, then the rest."""
     kept = {k: v for k, v in metrics.items() if k not in SKIPPED_KEYS and not k.startswith("objective_")
-            and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+            and "@" not in k and isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     quality = [k for k in kept if _is_quality(k)]
     training = [k for k in TRAINING_KEYS if k in kept]
     rest = [k for k in kept if k not in quality and k not in training]

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from composer.report.run_data import COST_KEYS, RunData, Trial  # noqa: E402
+from composer.report.run_data import COST_KEYS, RunData, Trial, measured_columns  # noqa: E402
 from composer.spec import iter_layers  # noqa: E402
 from composer.units import human  # noqa: E402
 from primitives import get_primitive  # noqa: E402
@@ -88,8 +88,12 @@ def pareto_figure(run: RunData, include_pruned: bool = False) -> bytes | None:
     axes_data = pareto_panels(run, include_pruned)
     if not axes_data:
         return None
-    fig, axes = plt.subplots(1, len(axes_data), figsize=(4.4 * len(axes_data), 3.6), squeeze=False)
-    for ax, (label, pts, others) in zip(axes[0], axes_data):
+    columns = min(len(axes_data), 4)
+    rows = math.ceil(len(axes_data) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(axes_data):]:
+        ax.set_visible(False)
+    for ax, (label, pts, others) in zip(axes.flat, axes_data):
         if others:
             ax.scatter([p[0] for p in others], [p[1] for p in others], s=22, marker="x", color="0.6",
                        label="stopped early")
@@ -118,11 +122,38 @@ def pareto_panels(run: RunData, include_pruned: bool = False) -> list[tuple[str,
     full = [t for t in run.leaderboard if t.full_budget]
     partial = [t for t in run.leaderboard if not t.full_budget] if include_pruned else []
     panels = []
-    for key, label in COST_KEYS:
+    measured = [(key, measured_label(key, run.summary)) for key in measured_axes(run)]
+    for key, label in (*COST_KEYS, *measured):
         pts, others = _points(run, full, key), _points(run, partial, key)
         if pts or others:
             panels.append((label, pts, others))
     return panels
+
+
+MEASURED_LABELS = {"prefill_tokens_per_s": "prefill tokens / s", "decode_ms_per_token": "decode ms / token",
+                   "peak_memory_bytes": "peak memory (bytes)", "state_bytes": "state (bytes)"}
+
+
+def measured_axes(run: RunData) -> list[str]:
+    """The measured costs drawn against quality: the measured objectives, then decode ms / token and peak memory
+    at the longest context measured (costs where lower is better; a speed such as prefill tokens / s is not drawn,
+    its front runs the other way)."""
+    columns = [c for c in measured_columns(run.columns) if c != run.quality_key
+               and not c.startswith("prefill_tokens_per_s@")]
+    if not columns:
+        return []
+    longest = max(int(c.partition("@")[2]) for c in columns)
+    wanted = [o["metric"] for o in run.objectives if o["metric"] in columns]
+    wanted += [f"{m}@{longest}" for m in ("decode_ms_per_token", "peak_memory_bytes") if f"{m}@{longest}" in columns]
+    return list(dict.fromkeys(wanted))
+
+
+def measured_label(key: str, summary: dict) -> str:
+    """`decode ms / token at 8K, measured (cpu)` for the column `decode_ms_per_token@8192`."""
+    metric, _, context = key.partition("@")
+    device = (summary.get("measure") or {}).get("device")
+    return (f"{MEASURED_LABELS.get(metric, metric)} at {human(int(context))}, measured"
+            + (f" ({device})" if device else ""))
 
 
 def _points(run: RunData, trials: list[Trial], key: str) -> list[tuple[float, float, str]]:

@@ -77,6 +77,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, progress=pr
     few = run.importance_trials < figures.MIN_IMPORTANCE_TRIALS
     makers = [
         ("pareto", "Pareto front: quality against parameters, FLOPs per token and state bytes"
+         + (", and the measured costs" if figures.measured_axes(run) else "")
          + (" (all trials; those stopped early apart)" if include_pruned else " (full-budget trials)"),
          lambda: figures.pareto_figure(run, include_pruned)),
         ("best_so_far", "Best so far against trial number", lambda: figures.best_so_far_figure(run)),
@@ -154,6 +155,10 @@ def _header(run: RunData) -> str:
     if isinstance(run.summary.get("elapsed_s"), (int, float)):
         trials += f" in {duration(run.summary['elapsed_s'])} (wall time)"
     lede.append(trials)
+    volume = run.summary.get("hypervolume")
+    if isinstance(volume, dict) and isinstance(volume.get("hypervolume"), (int, float)):
+        reference = ", ".join(f"{v:.4g}" for v in volume.get("reference_point") or [])
+        lede.append(f"Pareto front hypervolume {volume['hypervolume']:.4g} (reference point [{e(reference)}])")
     cards = [_best_card(run), _consensus_card(run), _counts_card(run)]
     ops = [layer.op for spec in _specs_shown(run) for layer in iter_layers(spec.layers)]
     legend = " ".join(f"<code>{e(figures.op_symbol(op))}</code>={e(op)}" for op in dict.fromkeys(ops))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import UserError
-from composer.runs import RunDir, read_json, read_jsonl
+from composer.runs import MEASURED_KEY, RunDir, read_json, read_jsonl
 from composer.spec import ArchSpec
 from composer.spec_parse import load_spec
 
@@ -103,6 +103,22 @@ class RunData:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def reported_objectives(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with each measured objective (`{metric, context}`) named by its leaderboard column,
+    `metric@context` (composer/measure)."""
+    objectives = summary.get("objectives")
+    if not isinstance(objectives, list):
+        return summary
+    named = [{**o, "metric": f"{o.get('metric')}@{o['context']}"} if isinstance(o, dict) and o.get("context")
+             else o for o in objectives]
+    return {**summary, "objectives": named}
+
+
+def measured_columns(columns: list[str]) -> list[str]:
+    """The leaderboard's measured costs (`decode_ms_per_token@8192`, composer/measure), in column order."""
+    return [c for c in columns if MEASURED_KEY.fullmatch(c)]
+
+
 def read_run(path: str | Path, progress=print) -> RunData:
     path = Path(path)
     if not path.is_dir():
@@ -121,7 +137,7 @@ def read_run(path: str | Path, progress=print) -> RunData:
             trial.history = read_jsonl(folder / "metrics.jsonl")
         trials.append(trial)
     columns = list(dict.fromkeys(k for row in rows for k in row if k))
-    summary = run_dir.read_summary()
+    summary = reported_objectives(run_dir.read_summary())
     objectives = [o for o in summary.get("objectives") or [] if o.get("metric") in columns]
     if objectives:      # the search's own (first) objective
         quality_key, lower = objectives[0]["metric"], objectives[0].get("mode") == "min"

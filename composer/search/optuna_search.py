@@ -114,5 +114,11 @@ class StudySearch(Searcher):
         """Whether the study holds trial `number` as finished."""
         return any(t.number == number and t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What Tune pickles with its experiment state (tuner.pkl): everything but the study, which its storage
+        holds (a resume reopens it from study.db, composer/search/resume.py) and whose sampler may not pickle
+        (Optuna's NSGA-II sampler holds a thread lock)."""
+        return {**self.__dict__, "study": None}
+
     def save(self, checkpoint_path: str) -> None:
         """Nothing to write: the study holds the searcher's state (Tune then keeps no searcher file)."""

@@ -17,6 +17,7 @@ Ctrl-C and SIGTERM end the run with what finished, marked partial (composer/inte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from composer.ray_cluster import check_trial_resources, start_ray
 from composer.runs import RunDir, contained, safe_name
 from composer.search.aggregate import select_top
 from composer.search.consensus import consensus_summary, make_consensus, train_consensus
+from composer.search.pareto import hypervolume
 from composer.search.resume import open_study, prepare_resume, verify_resume
 from composer.search.setup import COST_METRICS, check_search, make_scheduler
 from composer.search.space import SearchSpace
@@ -88,11 +90,14 @@ def tune_stopper(interruption: Interruption) -> Any:
 
 
 class DefineByRun:
-    """The define-by-run function of the searcher: sample a candidate, cost it, check constraints.
-    A class (not a closure) so Tune can pickle the searcher with its experiment state."""
+    """The define-by-run function of the searcher: sample a candidate, cost it, check constraints; measure it when
+    the space has measured objectives or constraints (composer/search/measured.py), so a candidate that breaks a
+    bound is rejected before it trains. A class (not a closure) so Tune can pickle the searcher with its
+    experiment state; `run_root` is the run folder whose `measure/` keeps the measurements."""
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, run_root: str | os.PathLike | None = None):
         self.space = space
+        self.run_root = None if run_root is None else str(run_root)
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         from composer.costs import model_cost
@@ -111,16 +116,23 @@ class DefineByRun:
         violation = space.check_constraints(spec)
         if violation:
             meta.update(status="constraint", reason=violation)
+        elif space.measured_needs():
+            from composer.search.measured import measure_candidate
+
+            values, status, reason = measure_candidate(space, spec, self.run_root)
+            meta["costs"].update(values)
+            if status:
+                meta.update(status=status, reason=reason)
         return {"meta": meta}
 
 
-def _study_searcher(space: SearchSpace, storage: Any, sampler: Any) -> Any:
+def _study_searcher(space: SearchSpace, storage: Any, sampler: Any, run_root: Path | None = None) -> Any:
     from composer.search.optuna_search import StudySearch
 
     names = [f"objective_{i}" for i in range(len(space.objectives))]
     modes = space.modes()
     single = len(names) == 1
-    return StudySearch(space=DefineByRun(space), metric=names[0] if single else names,
+    return StudySearch(space=DefineByRun(space, run_root), metric=names[0] if single else names,
                        mode=modes[0] if single else modes, sampler=sampler, storage=storage, study_name=space.name)
 
 
@@ -232,7 +244,7 @@ def _run_tune(space: SearchSpace, run: RunDir, recorder: Any, trials: int, inter
     storage = optuna.storages.RDBStorage(run.study_url)
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=_study_searcher(space, storage, sampler),
+        tune_config=tune.TuneConfig(search_alg=_study_searcher(space, storage, sampler, run.root),
                                     scheduler=make_scheduler(space), num_samples=trials,
                                     max_concurrent_trials=concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
@@ -259,6 +271,7 @@ def finish(run: RunDir, space: SearchSpace, rows: list[dict[str, Any]], study: o
     run.write_leaderboard(rows, metrics)
     result = SearchResult(run.root, rows)
     metric, mode = metrics[0], space.modes()[0]
+    volume = None
     ranked = select_top(final_rows(space, run.root, rows), metric, mode, top_k=len(rows) or 1)
     done = sum(1 for r in rows if r["status"] not in ("running", "interrupted"))
     partial = (f" (so far: the search was interrupted by {interrupted} after {done} of {space.trials} trials; "
@@ -278,14 +291,17 @@ def finish(run: RunDir, space: SearchSpace, rows: list[dict[str, Any]], study: o
         # one row per architecture: a consensus equal to a searched trial on the front is that trial
         searched = {r.get("arch_id") for r in front if not r.get("consensus")}
         result.pareto = [r for r in front if not (r.get("consensus") and r.get("arch_id") in searched)]
+        volume = hypervolume(rows, metrics, space.modes())
         write_json(run.path("pareto.json"), {"objectives": space.objectives, "trials": result.pareto,
-                                             "interrupted": bool(interrupted)})
+                                             "hypervolume": volume, "interrupted": bool(interrupted)})
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     result.summary = {"name": run.name, "strategy": space.strategy["name"], "trials": len(rows), "counts": counts,
                       "planned_trials": space.trials, "interrupted": bool(interrupted),
                       "objectives": space.objectives, "best": result.best_row,
+                      **({"hypervolume": volume} if len(metrics) > 1 else {}),
+                      **({"measure": dataclasses.asdict(space.measure)} if space.measured_needs() else {}),
                       "consensus_arch_id": arch_id(result.consensus) if result.consensus else None,
                       "consensus": consensus_summary(space, run.root, rows, result.consensus),
                       "elapsed_s": round(elapsed, 1), "provenance": provenance()}

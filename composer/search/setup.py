@@ -81,6 +81,8 @@ def reported_metrics(space: SearchSpace) -> tuple[str, ...]:
 def check_objectives(space: SearchSpace) -> None:
     known = reported_metrics(space)
     for i, objective in enumerate(space.objectives):
+        if objective.get("context") is not None:      # measured before training (checked when the space was read)
+            continue
         if objective["metric"] not in known:
             hint = f"{suggestion(objective['metric'], known)} " if close_matches(objective["metric"], known) else ""
             raise UserError(f"trials on task {space.task.name} do not report {objective['metric']!r}; {hint}"
@@ -92,6 +94,10 @@ def check_search(space: SearchSpace, address: str | None = None) -> None:
     naming the field."""
     from composer.ray_cluster import check_local_resources, embedded, probe_address
 
+    if space.measured_needs():
+        from composer.measure import check_device
+
+        check_device(space.measure, "measure.device")
     make_sampler(space.strategy, space, space.seed)
     strategy_of(space).validate(space)
     make_scheduler(space)

@@ -43,6 +43,9 @@ from typing import Any, Literal
 from composer.errors import SpecError
 from composer.fields import option
 from composer.limits import MAX_SEED
+from composer.measure.metrics import key as measured_key
+from composer.measure.metrics import read_context
+from composer.measure.protocol import MeasureSettings
 from composer.search.aggregate import Aggregation
 from composer.search.equal_size import Match, MatchError
 from composer.search.space_layers import Dist, LayerSpace, Pick
@@ -57,24 +60,75 @@ from composer.yaml_source import join
 
 @dataclass(frozen=True)
 class Objective:
+    """A metric to minimise or maximise; with `context`, a measured one (composer/measure: prefill_tokens_per_s,
+    decode_ms_per_token, peak_memory_bytes, state_bytes at that context, on the `measure:` device), reported as
+    `metric@context`."""
+
     metric: str = option(help="a metric the trials report (val_loss, accuracy, params, ...)")
     mode: Literal["min", "max"] = option("min", "minimise or maximise it")
+    context: int | None = option(None, "for a measured metric: the context length it is measured at (8192 or 8K)",
+                                 parse=read_context)
+
+    @property
+    def name(self) -> str:
+        """The name trials report it under: the metric, or `metric@context` for a measured one."""
+        return self.metric if self.context is None else measured_key(self.metric, self.context)
+
+
+@dataclass(frozen=True)
+class MeasuredBound:
+    """A measured cost's bound: `{max: 2.5, context: 8192}` (a `min` for a speed)."""
+
+    context: int = option(help="the context length it is measured at (8192 or 8K)", parse=read_context)
+    max: float | None = option(None, "the largest value allowed", gt=0)
+    min: float | None = option(None, "the smallest value allowed", gt=0)
+
+    def broken_by(self, value: float) -> str | None:
+        """`> max 2.5` or `< min 1000` when `value` is out of bounds, else None."""
+        if self.max is not None and value > self.max:
+            return f"> max {self.max:,.6g}"
+        if self.min is not None and value < self.min:
+            return f"< min {self.min:,.6g}"
+        return None
+
+
+def read_bound(reader: Any, value: Any, path: str) -> MeasuredBound:
+    bound = reader.read(MeasuredBound, value, path)
+    if bound.max is None and bound.min is None:
+        raise reader.fail("give `max` (or `min`, for a speed) beside `context`", path)
+    if bound.max is not None and bound.min is not None and bound.min > bound.max:
+        raise reader.fail(f"min {bound.min:g} is above max {bound.max:g}", path)
+    return bound
+
+
+MEASURED_HELP = "measured before training at `context`: {max: ..., context: ...} (composer/measure)"
 
 
 @dataclass(frozen=True)
 class Constraints:
-    """Budgets checked before a candidate trains; costs at `context` (default: the task's sequence length)."""
+    """Budgets checked before a candidate trains: analytic costs (`max_*`) at `context` (default: the task's
+    sequence length), and measured ones (`peak_memory_bytes: {max: 2e9, context: 32768}`) on the `measure:`
+    device, each measured once per distinct architecture."""
 
     max_params: float | None = option(None, "parameters", gt=0)
     max_active_params: float | None = option(None, "parameters one token touches (MoE)", gt=0)
     max_flops_per_token: float | None = option(None, "forward FLOPs per token", gt=0)
     max_state_bytes: float | None = option(None, "decoding state per sequence", gt=0)
     context: float | None = option(None, "the context length the costs are taken at", gt=0)
+    prefill_tokens_per_s: MeasuredBound | None = option(None, MEASURED_HELP, parse=read_bound)
+    decode_ms_per_token: MeasuredBound | None = option(None, MEASURED_HELP, parse=read_bound)
+    peak_memory_bytes: MeasuredBound | None = option(None, MEASURED_HELP, parse=read_bound)
+    state_bytes: MeasuredBound | None = option(None, MEASURED_HELP, parse=read_bound)
 
     def limits(self) -> dict[str, float]:
-        """The budgets given, by name (`max_params` -> its limit)."""
+        """The analytic budgets given, by name (`max_params` -> its limit)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "context" and getattr(self, f.name) is not None}
+                if f.name.startswith("max_") and getattr(self, f.name) is not None}
+
+    def measured(self) -> dict[str, MeasuredBound]:
+        """The measured bounds given, by metric."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), MeasuredBound)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +164,8 @@ class SearchSpace:
     objectives: list[dict[str, str]] = option(help="[{metric, mode}]",
                                               factory=lambda: [{"metric": "val_loss", "mode": "min"}])
     constraints: Constraints = option(help="budgets checked before a candidate trains", factory=Constraints)
+    measure: MeasureSettings = option(help="how measured objectives and constraints are measured (composer/measure)",
+                                      factory=MeasureSettings)
     strategy: dict[str, Any] = option(help="the search strategy, by name, with its options",
                                       factory=lambda: {"name": "tpe"})
     scheduler: dict[str, Any] = option(help="the trial scheduler, by name, with its options",
@@ -199,7 +255,27 @@ class SearchSpace:
         return total
 
     def objective_names(self) -> list[str]:
-        return [o["metric"] for o in self.objectives]
+        """What each objective is reported as: its metric, or `metric@context` for a measured one."""
+        return [Objective(**o).name for o in self.objectives]
+
+    def measured_needs(self) -> dict[int, set[str]]:
+        """The measured metrics the objectives and constraints need, by context (empty when none is measured)."""
+        needs: dict[int, set[str]] = {}
+        for o in self.objectives:
+            if o.get("context") is not None:
+                needs.setdefault(int(o["context"]), set()).add(o["metric"])
+        for metric, bound in self.constraints.measured().items():
+            needs.setdefault(bound.context, set()).add(metric)
+        return needs
+
+    def shortest_max_seq_len(self) -> int:
+        """The smallest `max_seq_len` a candidate can have: the base's (its smallest choice when searched; the
+        spec's default when not given), at least the task's sequence length."""
+        value = self.base.get("max_seq_len", next(f.default for f in dataclasses.fields(ArchSpec)
+                                                  if f.name == "max_seq_len"))
+        if isinstance(value, Dist):
+            value = min(value.values) if value.kind == "choice" else value.low
+        return max(int(value), self.seq_len)
 
     def modes(self) -> list[str]:
         return [o["mode"] for o in self.objectives]

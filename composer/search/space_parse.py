@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 from composer.errors import UserError
 from composer.limits import MAX_GRID_POINTS, MAX_INTEGER, MAX_LAYERS
+from composer.measure.metrics import METRICS as MEASURED
+from composer.measure.metrics import TIMED, check_within
 from composer.names import brief, unknown_name_message
 from composer.reader import Reader, join, keys_of
 from composer.runs import safe_name
@@ -40,6 +43,7 @@ TOP_KEYS = keys_of(SearchSpace, skip=DERIVED)
 SET_BY_THE_SEARCH = {"seed": "the search sets each trial's seed: use the top-level `seed`",
                      "resume": "trials always start fresh (a search resumes from its study instead)"}
 DEFAULT_STEPS = 200
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 SEARCHED_KEYS = ("choice", "int", "float")
 
 
@@ -114,6 +118,7 @@ class _Parser(Reader):
         first = built.first if isinstance(built, TaskSuite) else built
         space = dataclasses.replace(space, vocab_size=first.vocab_size, seq_len=first.seq_len, data=data)
         how_searched.check_strategy(self, space)
+        self.check_measured(space)
         self.check_sample(space)
         if data.get("match") is not None:
             space = how_searched.match(self, data["match"], space)
@@ -249,13 +254,48 @@ class _Parser(Reader):
             raise self.fail(f"expected {'`int` or ' if setting.kind is int else ''}`choice` for this setting", path)
         return dist
 
-    def objectives(self, value: Any, path: str) -> list[dict[str, str]]:
+    def objectives(self, value: Any, path: str) -> list[dict[str, Any]]:
+        """[{metric, mode}], with `context` for a measured metric (composer/measure/metrics.py): a measured
+        metric's name is checked here (did you mean), the others against what the task reports
+        (composer/search/setup.py)."""
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list) or not value:
             raise self.fail("expected a list of {metric, mode}", "objectives")
-        return [dataclasses.asdict(self.read(Objective, item, join("objectives", i)))
-                for i, item in enumerate(value)]
+        out = []
+        for i, item in enumerate(value):
+            where = join("objectives", i)
+            objective = self.read(Objective, item, where)
+            if objective.context is not None and objective.metric not in MEASURED:
+                raise self.fail(f"a metric with a context is measured: "
+                                f"{unknown_name_message('measured metric', objective.metric, list(MEASURED))}",
+                                join(where, "metric"))
+            if objective.context is None and objective.metric in TIMED:
+                raise self.fail(f"{objective.metric} is measured at a context length: give `context` (8192 or 8K)",
+                                join(where, "context"))
+            out.append({k: v for k, v in dataclasses.asdict(objective).items() if k != "context" or v is not None})
+        names = [Objective(**o).name for o in out]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise self.fail(f"{name} is already objective {names.index(name)}", join("objectives", i))
+        return out
+
+    def check_measured(self, space: SearchSpace) -> None:
+        """Measured contexts within every candidate's max_seq_len (composer/measure/metrics.py says why), and a
+        device the measurement knows (whether this machine has it is checked when the search starts)."""
+        longest = space.shortest_max_seq_len()
+        bounds = space.constraints.measured().items()
+        where = {**{int(o["context"]): join(join("objectives", i), "context")
+                    for i, o in reversed(list(enumerate(space.objectives))) if o.get("context") is not None},
+                 **{b.context: join(join("constraints", m), "context") for m, b in bounds}}
+        for context, path in where.items():
+            try:
+                check_within(context, longest, path, f"set `base.max_seq_len: {context}` (the longest context the "
+                                                     "candidates declare), or measure at a shorter context")
+            except UserError as e:
+                raise self.relay(e) from None
+        if where and not DEVICE.fullmatch(space.measure.device):
+            raise self.fail(f"expected cpu, cuda or cuda:N, got {space.measure.device!r}", "measure.device")
 
     def check_sample(self, space: SearchSpace, tries: int = 32) -> None:
         """Sample candidates (seeded) so a broken base is reported now, with its line: a space none of whose

@@ -74,10 +74,11 @@ def estimate_memory(spec: ArchSpec, seq_len: int, batch_size: int, eval_batch_si
     see the module docstring. Costs nothing to compute: nothing is built."""
     params = model_cost(spec, seq_len=seq_len).params
     logits = LOGIT_VALUES * spec.vocab_size
-    kept = _activation_values(spec.layers, spec, seq_len, spec.d_model)
-    train = batch_size * seq_len * (WORKSPACE * kept + logits)
-    largest = _largest_layer_values(spec.layers, spec, seq_len, spec.d_model) + RESIDUAL_VALUES * spec.d_model
-    evaluation = eval_batch_size * seq_len * (WORKSPACE * largest + logits)
+    positions = seq_len + spec.meta_tokens  # the layers also run over the meta tokens; only real tokens get logits
+    kept = _activation_values(spec.layers, spec, positions, spec.d_model)
+    train = batch_size * (positions * WORKSPACE * kept + seq_len * logits)
+    largest = _largest_layer_values(spec.layers, spec, positions, spec.d_model) + RESIDUAL_VALUES * spec.d_model
+    evaluation = eval_batch_size * (positions * WORKSPACE * largest + seq_len * logits)
     activations = int(max(train, evaluation) * BYTES_PER_VALUE)
     parameters = params * BYTES_PER_PARAMETER
     return MemoryEstimate(parameters, activations, parameters + activations)
