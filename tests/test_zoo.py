@@ -52,6 +52,14 @@ def test_published_counts_hold(name):
     ("jamba", 51_570_323_328, 12_110_311_296),
     ("samba", 1_330_207_488, None),
     ("falcon_h1_0_5b", 521_411_104, None),
+    ("nemotron_h_8b", 8_100_852_736, None),
+    ("mamba2_hybrid_8b", 8_654_517_248, None),
+    ("qwen3_next", 79_674_391_296, 3_874_929_408),
+    ("gpt_oss_20b", 20_914_757_184, 4_187_440_704),
+    ("minimax_text_01", 456_089_655_296, 48_403_306_496),
+    ("kimi_linear", 49_122_681_728, 3_484_459_904),
+    ("gemma3_1b", 999_885_952, None),
+    ("recurrentgemma_2b", 2_682_862_080, None),
 ])
 def test_exact_counts_summed_from_the_released_shapes(name, params, active):
     """Counts summed by hand from the released configs (each spec file's header shows the sum)."""

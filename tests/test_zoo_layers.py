@@ -320,3 +320,21 @@ def test_gated_deltanet_key_heads_must_divide_the_heads():
     with pytest.raises(ConfigError, match="key_heads=3 must divide n_heads=4") as info:
         cls.validate(make_config(cls, {"n_heads": 4, "key_heads": 3, "expand_k": 0.75}), 32)
     assert info.value.field == "key_heads"
+
+
+def test_geglu_mlp_is_gemmas():
+    """kind geglu: W_down(gelu_tanh(W_gate x) * W_up x), with biases as RecurrentGemma's MLP has them."""
+    _, cfg, layer = build("mlp", 16, kind="geglu", d_ff=24, bias=True)
+    x = torch.randn(2, 5, 16)
+    gate, up = (x @ layer.up.weight.T + layer.up.bias).chunk(2, dim=-1)
+    hidden = 0.5 * gate * (1 + torch.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate**3))) * up
+    torch.testing.assert_close(layer(x)[0], hidden @ layer.down.weight.T + layer.down.bias)
+    cls = get_primitive("mlp")
+    assert cls.cost(cfg, 16, 8).params == 3 * 16 * 24 + 2 * 24 + 16 == sum(p.numel() for p in layer.parameters())
+
+
+def test_attention_out_bias_alone():
+    cls, cfg, layer = build("attention", 32, n_heads=2, n_kv_heads=1, out_bias=True)
+    assert layer.qkv.bias is None and layer.out.bias is not None
+    plain = cls.cost(make_config(cls, {"n_heads": 2, "n_kv_heads": 1}), 32, 8).params
+    assert cls.cost(cfg, 32, 8).params == plain + 32 == sum(p.numel() for p in layer.parameters())
