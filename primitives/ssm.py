@@ -158,7 +158,7 @@ class Mamba2(Primitive):
     saved_values = 24
     kind = "token_mixer"
     Config = Mamba2Config
-    width_scaled = ("n_heads",)  # head dim (expand * d / n_heads), d_state, n_groups kept
+    width_scaled = ("n_heads", "n_groups")  # head dim (expand * d / n_heads) and d_state kept; heads per group kept
 
     def __init__(self, d_model: int, cfg: Mamba2Config):
         super().__init__(d_model, cfg)

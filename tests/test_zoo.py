@@ -189,3 +189,12 @@ def test_sandwich_norms_count_and_compute_as_gemma_does():
         x = torch.randn(2, 5, 32)
         expected = x + block.out_norm(block.op(block.norm(x))[0])
         torch.testing.assert_close(block(x)[0], expected)
+
+
+def test_widening_mamba2_keeps_heads_per_group():
+    """Nemotron-H's Mamba-2 (128 heads in 8 groups at d 4096) narrowed to d 64: 2 heads in 1 group."""
+    from scaling.rules import widen
+
+    narrow = widen(zoo_member("nemotron_h_8b").spec, 64)
+    params = narrow.resolved_params(next(n for n in iter_layers(narrow.layers) if n.op == "mamba2"))
+    assert (params["n_heads"], params["n_groups"]) == (2, 1)
