@@ -128,6 +128,11 @@ def test_show_a_zoo_member_and_choose_the_counting(capsys):
     facts = json.loads(capsys.readouterr().out)
     assert facts["counted"]["params"] == {"counting": "non_embedding", "value": 51_570_323_328 - 2 * 65536 * 4096}
     assert facts["published"]["params"] == "51.57B"
+    assert main(["show", "zoo:qwen3_next"]) == 0
+    out = capsys.readouterr().out
+    assert "params (all)                79,674,391,296  (published: ~79.67B, all)" in out and "GD" in out
+    assert main(["show", "zoo:gpt_oss_20b"]) == 0          # the vendor's convention for its active count
+    assert "active (no_input_embedding) 3,608,307,264  (published: 3.61B, no_input_embedding)" in capsys.readouterr().out
     assert main(["validate", "zoo:lfm2_350m"]) == 0
     assert "ok: zoo:lfm2_350m is valid" in capsys.readouterr().out
 
