@@ -52,18 +52,22 @@ def write_result(name: str, data: dict) -> Path:
     return path
 
 
-def alternate(fns: dict[str, Callable[[], None]], rounds: int, steps: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Time `steps` calls of each function, alternating between them for `rounds` rounds (seconds/step)."""
+def alternate(fns: dict[str, Callable[[], None]], rounds: int, steps: int, warmup: int = 2,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Time `steps` calls of each function, alternating between them for `rounds` rounds (seconds/step).
+
+    `clock`: wall time by default; `time.process_time` counts only this process's CPU time, which other
+    processes on a shared machine disturb far less (with one torch thread it equals wall time when quiet)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
                 fn()
-            times[name].append((time.perf_counter() - start) / steps)
+            times[name].append((clock() - start) / steps)
     return times
 
 

@@ -12,7 +12,8 @@
   (at least 1, lowered until it divides K and V). With `key_heads` Hk < H (grouped value heads, Qwen3-Next's Gated
   DeltaNet) the queries and keys have Hk heads of K / Hk, each serving H / Hk value heads. Its cost formula counts
   the projections and the chunked recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv)
-  for the intra-chunk part (c = CHUNK_SIZE) and, for the delta rules, 2 dk dv for the k S product of the error term.
+  for the intra-chunk part (c = the chunk its operator runs, `operator_chunk_size`: CHUNK_SIZE,
+  DELTA_RULE_CHUNK_SIZE for the delta rules) and, for the delta rules, 2 dk dv for the k S product of the error term.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides
-from primitives.ops import CHUNK_SIZE
+from primitives.ops import CHUNK_SIZE, causal_conv1d
 
 
 def default_heads(width: int, head_dim: int = 64, divides_also: int = 0) -> int:
@@ -83,16 +84,8 @@ class ShortConv(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x.transpose(1, 2)
-        if cache is None:
-            padded = F.pad(x, (self.kernel_size - 1, 0))
-        else:
-            padded = torch.cat([cache.to(x.dtype), x], dim=-1)
-        y = self.conv(padded).transpose(1, 2)
-        if self.activation:
-            y = F.silu(y)
-        new_cache = None if cache is None else padded[..., padded.shape[-1] - (self.kernel_size - 1):]
-        return y, new_cache
+        y, new_cache = causal_conv1d(x, self.conv.weight[:, 0], self.conv.bias, cache)
+        return (F.silu(y) if self.activation else y), new_cache
 
 
 @dataclass
@@ -128,6 +121,7 @@ class HeadMixer(Primitive):
     kind = "token_mixer"
     width_scaled = ("n_heads",)  # expansions kept (and GLA's gate_rank, a fixed low rank)
     uses_delta_rule = False
+    operator_chunk_size = CHUNK_SIZE  # the chunk the layer's operator runs, which the cost formula counts
 
     @classmethod
     def features(cls, cfg: HeadsConfig) -> HeadFeatures:
@@ -183,7 +177,8 @@ class HeadMixer(Primitive):
         extra = cls.extra_params(cfg, d_model)
         norm = (V // H if features.shared_norm else V) if features.norm else 0
         params = matmul + conv + extra + norm
-        recurrence = H * (4 * dk * dv + 2 * CHUNK_SIZE * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
+        c = cls.operator_chunk_size
+        recurrence = H * (4 * dk * dv + 2 * c * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
         flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
         state = (H * dk * dv + (2 * K + V) * max(k - 1, 0)) * dtype_bytes
         return Cost(params, float(flops), state)

@@ -29,8 +29,8 @@ Parameters (d = d_model; "norm" is a per-head RMSNorm with one weight per value 
 Defaults: linear_attention and deltanet use K = V = d (4 d^2 + small); the gated layers use K = d / 2,
 V = d (4 d^2 + small). FLOPs per token: projections and convolutions (2 per multiply-add) plus, per head,
 2 (2 dk dv) for the state update and readout and 2 c (dk + dv) for the intra-chunk part (c = CHUNK_SIZE,
-64); the delta rules add 2 dk dv for the k S product of the error term. Elementwise gates and norms are not
-counted.
+64; the delta rules run chunks of DELTA_RULE_CHUNK_SIZE, 32); the delta rules add 2 dk dv for the k S product
+of the error term. Elementwise gates and norms are not counted.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from torch import nn
 from composer.fields import option
 from primitives.base import State, register
 from primitives.common import HeadFeatures, HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
-from primitives.ops import delta_rule, gated_delta_rule, gla, simple_gla
+from primitives.ops import DELTA_RULE_CHUNK_SIZE, delta_rule, gated_delta_rule, gla, simple_gla
 
 
 @dataclass
@@ -165,6 +165,7 @@ class DeltaNet(HeadMixer):
     saved_values = 16
     Config = DeltaNetConfig
     uses_delta_rule = True
+    operator_chunk_size = DELTA_RULE_CHUNK_SIZE
 
     def __init__(self, d_model: int, cfg: DeltaNetConfig):
         super().__init__(d_model, cfg)

@@ -39,7 +39,7 @@ from torch import nn
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt, rms_norm
-from primitives.ops import CHUNK_SIZE, scan_diagonal, simple_gla
+from primitives.ops import CHUNK_SIZE, selective_scan, simple_gla
 
 # ----------------------------------------------------------------------------------------------
 # Mamba-1
@@ -61,10 +61,10 @@ def mamba_sizes(cfg: MambaConfig, d_model: int) -> tuple[int, int]:
 
 @register("mamba")
 class Mamba(Primitive):
-    """Mamba-1 block: selective scan over [B, T, E, N] with `scan_diagonal`."""
+    """Mamba-1 block: selective scan over [B, T, E, N] with `selective_scan`."""
 
     symbol = "S"
-    saved_values = 64
+    saved_values = 32  # CPU scan: dt, x, B, C and a state per block; CUDA keeps [B, T, E, N] (< WORKSPACE x this)
     kind = "token_mixer"
     Config = MambaConfig
     width_scaled = ("dt_rank",)  # expand and d_state kept
@@ -118,10 +118,9 @@ class Mamba(Primitive):
             dt_low, B, C = rms_norm(dt_low, self.dt_norm), rms_norm(B, self.b_norm), rms_norm(C, self.c_norm)
         dt = F.softplus(self.dt_proj(dt_low)).float()                       # [B, T, E]
         A = -torch.exp(self.A_log.float())                                  # [E, N]
-        log_a = dt[..., None] * A                                           # [B, T, E, N]
-        b = (dt * u.float())[..., None] * B.float()[:, :, None, :]
-        h_all, h_last = scan_diagonal(log_a, b, None if state is None else state["ssm"])
-        y = torch.einsum("bten,btn->bte", h_all.float(), C.float()) + self.D * u.float()
+        y, h_last = selective_scan(dt, A, dt * u.float(), B.float(), C.float(),
+                                   None if state is None else state["ssm"])
+        y = y + self.D * u.float()
         y = self.out_proj((y * F.silu(z.float())).to(x.dtype))
         if state is None:
             return y, None
@@ -209,8 +208,8 @@ class Mamba2(Primitive):
         xbc, conv_cache = self.conv(xbc, None if state is None else state["conv"])
         u, B, C = xbc.split([E, G * N, G * N], dim=-1)
         u = u.reshape(Bsz, T, H, P).float()
-        B = B.reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float()
-        C = C.reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2).float()
+        B = B.reshape(Bsz, T, G, N).float()  # shared by the H // G heads of a group
+        C = C.reshape(Bsz, T, G, N).float()
         dt = F.softplus(dt.float() + self.dt_bias)                          # [B, T, H]
         g = dt * -torch.exp(self.A_log.float())
         o, ssm = simple_gla(C, B, u * dt[..., None], g, scale=1.0,

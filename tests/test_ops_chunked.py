@@ -190,3 +190,28 @@ def test_gla_intra_chunk_scores_take_both_paths(traced, monkeypatch):
         assert torch.allclose(intra_chunk_scores(q, k, G), direct, rtol=1e-10, atol=1e-12), strength
     wide = (G.amax(-2) - G.amin(-2)).amax(-1) > 2 * SAFE_HALF_RANGE
     assert wide.all()
+
+
+@pytest.mark.parametrize("T", [1, 63, 130])
+def test_grouped_simple_gla_equals_heads_with_repeated_q_k(T):
+    """q, k shared by groups of heads (Mamba-2's B and C with n_groups < n_heads) equal the same q, k repeated
+    per head, through the step reference: outputs, final state and every gradient (fp64)."""
+    gen = torch.Generator().manual_seed(T)
+    groups, heads = 2, 6
+    q, k = (torch.randn(B, T, groups, K, generator=gen, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, T, heads, V, generator=gen, dtype=torch.float64)
+    g = -torch.rand(B, T, heads, generator=gen, dtype=torch.float64)
+    state = torch.randn(B, heads, K, V, generator=gen, dtype=torch.float64)
+    tensors = [x.requires_grad_() for x in (q, k, v, g, state)]
+    weights = (torch.randn(B, T, heads, V, dtype=torch.float64), torch.randn(B, heads, K, V, dtype=torch.float64))
+
+    def repeated(q, k, v, g, **kwargs):
+        return ops.naive_simple_gla(q.repeat_interleave(3, dim=2), k.repeat_interleave(3, dim=2), v, g, **kwargs)
+
+    for fn in (ops.chunk_simple_gla, ops.naive_simple_gla, ops.simple_gla):
+        o, final, grads = run_with_grads(fn, tensors, weights, chunk_size=16) if fn is not ops.simple_gla \
+            else run_with_grads(fn, tensors, weights)
+        o_ref, final_ref, grads_ref = run_with_grads(repeated, tensors, weights)
+        assert rel_err(o, o_ref) < 1e-12 and rel_err(final, final_ref) < 1e-12, fn
+        for name, grad, grad_ref in zip(["q", "k", "v", "g", "state"], grads, grads_ref):
+            assert grad.shape == grad_ref.shape and rel_err(grad, grad_ref) < 1e-12, (fn, name)

@@ -162,3 +162,19 @@ def test_real_kernel_passes_the_auto_paths_check_and_is_used(op, monkeypatch):
     o_kernel, final_kernel, grads_kernel = outputs_and_grads(fn, args, state, 16, backend="triton")
     assert torch.equal(o, o_kernel) and torch.equal(final, final_kernel)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_kernel, strict=True))
+
+
+@in_process
+def test_triton_simple_gla_with_grouped_q_k():
+    """q, k shared by groups of heads reach the kernel expanded per head: equal to the grouped torch path."""
+    gen = torch.Generator().manual_seed(11)
+    T, K, V, heads = 40, 16, 16, 4
+    q, k = torch.randn(B, T, 2, K, generator=gen), torch.randn(B, T, 2, K, generator=gen)
+    v, g = torch.randn(B, T, heads, V, generator=gen), -torch.rand(B, T, heads, generator=gen)
+    state = torch.randn(B, heads, K, V, generator=gen).requires_grad_()
+    args = [x.requires_grad_() for x in (q, k, v, g)]
+    o, final, grads = outputs_and_grads(ops.chunk_simple_gla, args, state, 16, backend="triton")
+    o_ref, final_ref, grads_ref = outputs_and_grads(ops.chunk_simple_gla, args, state, 16, backend="torch")
+    assert rel_err(o, o_ref) <= 1e-5 and rel_err(final, final_ref) <= 1e-5
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        assert grad.shape == grad_ref.shape and rel_err(grad, grad_ref) <= 1e-5

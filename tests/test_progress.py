@@ -84,3 +84,33 @@ def test_the_closing_summary_counts_searched_trials_and_says_what_the_consensus_
     rows[2].update(status="constraint", reason="params 1,000 > max_params 500")
     scored.update(trial=None)
     assert summary_text(result).splitlines()[4] == "    trial 2 (the consensus): constraint: params 1,000 > max_params 500"
+
+
+def test_the_running_count_is_the_trials_that_run_until_the_next_line(tmp_path, capsys):
+    """Two trials at a time: when one finishes, its successor starts just after; the line shown then says 2."""
+    from types import SimpleNamespace
+
+    from composer.runs import RunDir
+    from composer.search.callbacks import Recorder
+
+    space = SimpleNamespace(objective_names=lambda: ["val_loss"], modes=lambda: ["min"], trials=3, seed=0)
+    states = []
+    recorder = Recorder(RunDir(tmp_path), space, [], progress=states.append, show=True)
+
+    def trial(n):
+        meta = {"trial": n, "arch_id": f"a{n}", "stripe": "A M", "train": {"lr": 1e-3}, "params": {}}
+        return SimpleNamespace(config={"meta": meta}, last_result={"final": True, "status": "completed",
+                                                                    "val_loss": 2.0 + n})
+
+    t0, t1, t2 = trial(0), trial(1), trial(2)
+    recorder.on_trial_start(0, [], t0)
+    recorder.on_trial_start(0, [], t1)
+    recorder.on_trial_complete(0, [], t0)
+    recorder.on_trial_start(0, [], t2)            # the successor of trial 0: two run again
+    assert [(s["event"], s["trial"], s["running"]) for s in states] == [
+        ("started", 0, 1), ("started", 1, 2), ("finished", 0, 1), ("started", 2, 2)]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("[1/3] completed 1; running 2")
+    recorder.on_trial_complete(0, [], t1)
+    recorder.on_trial_complete(0, [], t2)
+    assert (states[-1]["finished"], states[-1]["running"]) == (3, 0)

@@ -56,7 +56,9 @@ def test_tiny_search_end_to_end(ray_session, tmp_path):
     assert (run / "tune" / "session0").is_dir()
     rows = read_rows(run)
     # 8 searched trials, then the consensus trained as trial 8 (counted apart in the progress)
-    assert [int(r["trial"]) for r in rows] == list(range(9)) and len(progress) == 9
+    finished = [p for p in progress if p["event"] == "finished"]
+    assert [int(r["trial"]) for r in rows] == list(range(9)) and len(finished) == 9
+    assert sorted(p["trial"] for p in progress if p["event"] == "started") == list(range(9))
     assert [r["consensus"] for r in rows] == [""] * 8 + ["True"] and rows[8]["status"] == "completed"
     assert rows[8]["arch_id"] == arch_id(result.consensus)
     assert progress[-1]["finished"] == 8 and progress[-1]["running"] == 0 and progress[-1]["consensus"]["trial"] == 8

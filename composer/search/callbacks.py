@@ -1,5 +1,9 @@
 """The Tune callback that keeps the leaderboard (`runs/<name>/leaderboard.csv`) and shows live progress (elapsed
-time, an ETA from finished trials' durations, the running trials' steps), and Tune's own file loggers."""
+time, an ETA from finished trials' durations, the running trials' steps), and Tune's own file loggers.
+
+A progress line is shown when a trial starts and when one finishes, so the running count it shows is the trials
+running until the next line: a line shown only at a finish says one fewer than run from the next trial's start
+on (the trial that replaces the finished one starts just after it)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,10 @@ class Recorder(Callback):
         return [r for _, r in sorted(self.by_trial.items())]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started(trial)
+        self._show("started", int(trial.config["meta"]["trial"]))
+
+    def _started(self, trial: Any) -> None:
         meta = trial.config["meta"]
         number = int(meta["trial"])
         self.started_at.setdefault(number, time.monotonic())
@@ -77,7 +85,7 @@ class Recorder(Callback):
     def _row(self, trial: Any) -> dict[str, Any]:
         number = int(trial.config["meta"]["trial"])
         if number not in self.by_trial:
-            self.on_trial_start(0, [], trial)
+            self._started(trial)
         return self.by_trial[number]
 
     def _finished(self, trial: Any) -> None:
@@ -86,7 +94,10 @@ class Recorder(Callback):
             self.durations.append(time.monotonic() - self.started_at.pop(number))
         self.steps.pop(number, None)
         self.run.write_leaderboard(self.rows, self.metrics)
-        state = self.state()
+        self._show("finished", number)
+
+    def _show(self, event: str, trial: int) -> None:
+        state = {**self.state(), "event": event, "trial": trial}
         if self.progress is not None:
             self.progress(state)
         if self.show:

@@ -4,10 +4,13 @@ Three forms of each recurrence: `naive_*` (step-by-step reference), `chunk_*_tor
 one file per operator) and, for CUDA, Triton kernels in `primitives.ops.triton`. The `chunk_*` names
 dispatch between the last two (a kernel is checked against PyTorch on its first use; COMPOSER_TRITON), and
 `simple_gla`, `gla`, `delta_rule`, `gated_delta_rule` between the step and chunked forms by length (see
-`dispatch.py`, which also holds the shared `CHUNK_SIZE` and `DECODE_MAX`).
-`chunk_mlstm` has only its PyTorch form. KDA (`kda.py`) and RWKV-7 (`rwkv7.py`) keep their step reference,
-chunked form and length dispatch in one file each; Hyena's long convolution (`long_conv.py`) its direct and FFT
-forms; sLSTM (`slstm.py`), whose recurrence has no parallel form, its step reference and training loop.
+`dispatch.py`, which also holds the chunk lengths `CHUNK_SIZE`, `DELTA_RULE_CHUNK_SIZE` and `DECODE_MAX`).
+`chunk_mlstm` has only its PyTorch form. Two operators outside that scheme, each with its reference in
+`naive.py`: `selective_scan` (Mamba-1's scan with the discretisation fused in, blocked in time) and
+`causal_conv1d` (the short depthwise convolution, channels-last; `F.conv1d` on CUDA).
+KDA (`kda.py`) and RWKV-7 (`rwkv7.py`) keep their step reference, chunked form and length dispatch in one file
+each; Hyena's long convolution (`long_conv.py`) its direct and FFT forms; sLSTM (`slstm.py`), whose recurrence
+has no parallel form, its step reference and training loop.
 """
 
 from primitives.ops.chunked_delta_rule import chunk_delta_rule_torch, chunk_gated_delta_rule_torch
@@ -17,6 +20,7 @@ from primitives.ops.chunked_simple_gla import chunk_simple_gla_torch
 from primitives.ops.dispatch import (
     CHUNK_SIZE,
     DECODE_MAX,
+    DELTA_RULE_CHUNK_SIZE,
     chunk_delta_rule,
     chunk_gated_delta_rule,
     chunk_gla,
@@ -29,20 +33,26 @@ from primitives.ops.dispatch import (
 from primitives.ops.kda import chunk_kda_torch, kda, naive_kda
 from primitives.ops.long_conv import direct_causal_conv, fft_causal_conv, long_conv
 from primitives.ops.naive import (
+    naive_causal_conv1d,
     naive_delta_rule,
     naive_gated_delta_rule,
     naive_gla,
     naive_mlstm,
     naive_scan_diagonal,
+    naive_selective_scan,
     naive_simple_gla,
 )
 from primitives.ops.rwkv7 import chunk_rwkv7_torch, naive_rwkv7, rwkv7
 from primitives.ops.scan_diagonal import scan_diagonal
+from primitives.ops.selective_scan import materialized_selective_scan, selective_scan
+from primitives.ops.short_conv import causal_conv1d
 from primitives.ops.slstm import naive_slstm, slstm_scan
 
 __all__ = [
     "CHUNK_SIZE",
     "DECODE_MAX",
+    "DELTA_RULE_CHUNK_SIZE",
+    "causal_conv1d",
     "chunk_delta_rule",
     "chunk_delta_rule_torch",
     "chunk_gated_delta_rule",
@@ -61,6 +71,8 @@ __all__ = [
     "gla",
     "kda",
     "long_conv",
+    "materialized_selective_scan",
+    "naive_causal_conv1d",
     "naive_delta_rule",
     "naive_gated_delta_rule",
     "naive_gla",
@@ -68,10 +80,12 @@ __all__ = [
     "naive_mlstm",
     "naive_rwkv7",
     "naive_scan_diagonal",
+    "naive_selective_scan",
     "naive_simple_gla",
     "naive_slstm",
     "rwkv7",
     "scan_diagonal",
+    "selective_scan",
     "simple_gla",
     "slstm_scan",
 ]

@@ -1,4 +1,4 @@
-"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk view."""
+"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk view, grouped q/k."""
 
 from __future__ import annotations
 
@@ -59,3 +59,11 @@ def initial_state_or_zeros(initial_state: Tensor | None, B: int, H: int, K: int,
     if initial_state is None:
         return like.new_zeros(B, H, K, V)
     return initial_state.to(like.dtype)
+
+
+def expand_groups(q: Tensor, k: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+    """q, k `[B, T, G, K]` shared by groups of heads -> `[B, T, heads, K]` (head h reads group h // (heads / G))."""
+    if q.shape[2] == heads:
+        return q, k
+    repeats = heads // q.shape[2]
+    return q.repeat_interleave(repeats, dim=2), k.repeat_interleave(repeats, dim=2)

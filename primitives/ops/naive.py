@@ -11,6 +11,9 @@ accepted only so that every form of an operator has the same signature.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from primitives.ops.chunking import expand_groups
 
 Tensor = torch.Tensor
 
@@ -57,7 +60,10 @@ def _recurrence(q, k, v, decay, beta, scale, initial_state, output_final_state):
 def naive_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, scale: float | None = None,
                      initial_state: Tensor | None = None, output_final_state: bool = False,
                      chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
-    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (one decay per head)."""
+    """S_t = exp(g_t) S_{t-1} + k_t^T v_t ; o_t = scale q_t S_t, with g `[B, T, H]` (one decay per head).
+
+    q, k may have fewer heads than v (groups of heads sharing them, see `chunked_simple_gla.py`)."""
+    q, k = expand_groups(q, k, v.shape[2])
     decay = g.to(_compute_dtype(g)).exp()[..., None, None]
     return _recurrence(q, k, v, decay, None, scale, initial_state, output_final_state)
 
@@ -130,3 +136,30 @@ def naive_scan_diagonal(log_a: Tensor, b: Tensor,
         states.append(h)
     h_all = torch.stack(states, dim=1) if states else b.new_zeros(b.shape, dtype=dtype)
     return h_all.to(b.dtype), h
+
+
+def naive_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                        cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Depthwise causal conv of x `[B, T, C]` (weight `[C, k]`, bias `[C]`) through `F.conv1d`, continuing
+    `cache` `[B, C, k - 1]` (the inputs before x; None: zeros, and no cache comes back)."""
+    k = weight.shape[-1]
+    x = x.transpose(1, 2)
+    padded = F.pad(x, (k - 1, 0)) if cache is None else torch.cat([cache.to(x.dtype), x], dim=-1)
+    y = F.conv1d(padded, weight.unsqueeze(1), bias, groups=weight.shape[0]).transpose(1, 2)
+    return y, (None if cache is None else padded[..., padded.shape[-1] - (k - 1):])
+
+
+def naive_selective_scan(dt: Tensor, A: Tensor, x: Tensor, B: Tensor, C: Tensor,
+                         initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba-1: h_t = exp(dt_t A) * h_{t-1} + x_t B_t, y_t = h_t C_t; dt, x `[B, T, E]`, A `[E, N]`, B, C
+    `[B, T, N]`, h `[B, E, N]`. Returns (y `[B, T, E]` in x's dtype, the last h in the compute dtype)."""
+    dtype = _compute_dtype(x)
+    Bsz, T, E = x.shape
+    h = x.new_zeros(Bsz, E, A.shape[-1], dtype=dtype) if initial_state is None else initial_state.to(dtype)
+    dt, A, x, B, C = (t.to(dtype) for t in (dt, A, x, B, C))
+    outputs = []
+    for t in range(T):
+        h = torch.exp(dt[:, t, :, None] * A) * h + x[:, t, :, None] * B[:, t, None, :]
+        outputs.append(torch.einsum("ben,bn->be", h, C[:, t]))
+    y = torch.stack(outputs, dim=1) if outputs else x.new_zeros(Bsz, 0, E)
+    return y.to(x.dtype), h
