@@ -6,7 +6,6 @@ import argparse
 
 from composer.cli.common import print_json
 from composer.costs import model_cost
-from composer.units import human
 from composer.zoo import ZooMember, counted, zoo_members
 
 
@@ -73,4 +72,9 @@ def _pair(fact: dict | None) -> str:
     published = fact["published"] or "not published"
     error = "" if fact["error"] is None else f" ({fact['error']:+.2%})"
     convention = "" if fact["counting"] == "all" else f" [{fact['counting'].replace('_', ' ')}]"
-    return f"{human(fact['counted'])} / {published}{error}{convention}"
+    return f"{billions(fact['counted'])} / {published}{error}{convention}"
+
+
+def billions(count: int) -> str:
+    """A count the way vendors state them: 51.57B, 354.5M."""
+    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
