@@ -203,3 +203,15 @@ def test_widening_mamba2_keeps_heads_per_group():
     narrow = widen(zoo_member("nemotron_h_8b").spec, 64)
     params = narrow.resolved_params(next(n for n in iter_layers(narrow.layers) if n.op == "mamba2"))
     assert (params["n_heads"], params["n_groups"]) == (2, 1)
+
+
+def test_costing_the_zoo_builds_no_weights(monkeypatch):
+    """The counts are analytic: with every parameter allocation refused, each member is still costed."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a weight was built")
+
+    monkeypatch.setattr(torch.nn.Parameter, "__new__", refuse)
+    for member in zoo_members(expressible_only=True):
+        assert member.check(model_cost(member.spec, seq_len=1024)) == []
