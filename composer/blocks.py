@@ -71,16 +71,17 @@ class Registry:
 
 
 class SubLayer(nn.Module):
-    """x + op(norm(x)) (pre-norm) or norm(x + op(x)) (post-norm)."""
+    """x + op(norm(x)) (pre-norm), norm(x + op(x)) (post-norm) or x + out_norm(op(norm(x))) (sandwich)."""
 
     def __init__(self, op: Primitive | None, width: int, norm: str, post_norm: bool, dropout: float,
-                 shared: Primitive | None = None, adapter: dict[str, Any] | None = None):
+                 shared: Primitive | None = None, adapter: dict[str, Any] | None = None, sandwich: bool = False):
         super().__init__()
         self.op = op
         # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
         self._shared = [shared] if shared is not None else []
         self.norm = make_norm(norm, width)
         self.post_norm = post_norm
+        self.out_norm = make_norm(norm, width) if sandwich else None
         self.adapter = Adapter(width, adapter["kind"], adapter.get("rank", 8)) if adapter else None
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -97,6 +98,8 @@ class SubLayer(nn.Module):
             h = self.adapter(h)
         y, state = self.primitive(h, state)
         losses = self.primitive.aux_losses()  # this call's, read before anything can call it again
+        if self.out_norm is not None:
+            y = self.out_norm(y)
         x = x + self.drop(y)
         return (self.norm(x) if self.post_norm else x), state, losses
 
@@ -112,6 +115,7 @@ class ParallelBlock(nn.Module):
         self.combine = node.combine
         self.norm = make_norm(spec.norm, d)
         self.post_norm = spec.norm_position == "post"
+        self.out_norm = make_norm(spec.norm, d) if spec.norm_position == "sandwich" else None
         self.branches = nn.ModuleList()
         self._shared: list[Primitive | None] = []
         for branch, width in zip(node.branches, self.widths):
@@ -146,6 +150,8 @@ class ParallelBlock(nn.Module):
             y = torch.stack(outs).sum(0)
             if self.combine == "mean":
                 y = y / len(outs)
+        if self.out_norm is not None:
+            y = self.out_norm(y)
         x = x + self.drop(y)
         return (self.norm(x) if self.post_norm else x), (None if state is None else states), losses
 
@@ -245,7 +251,7 @@ def build_block(node: Node, spec: ArchSpec, registry: Registry) -> nn.Module:
     if isinstance(node, Layer):
         op, shared = make_primitive(node, spec, spec.d_model, registry)
         return SubLayer(op, spec.d_model, spec.norm, spec.norm_position == "post", spec.dropout,
-                        shared=shared, adapter=node.adapter)
+                        shared=shared, adapter=node.adapter, sandwich=spec.norm_position == "sandwich")
     if isinstance(node, Loop):
         return LoopBlock(node, spec, registry)
     if isinstance(node, Parallel):

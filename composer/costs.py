@@ -68,7 +68,7 @@ class _Walker:
 
     def node(self, node: Node, path: str, depth: int) -> Cost:
         d = self.spec.d_model
-        norm = norm_params(self.spec.norm, d)
+        norm = norm_params(self.spec.norm, d) * (2 if self.spec.norm_position == "sandwich" else 1)
         if isinstance(node, Layer):
             extra = adapter_params(d, node.adapter)
             cost = self.primitive(node, d) + Cost(norm + extra, 2.0 * extra, 0, norm + extra)
@@ -122,7 +122,7 @@ def model_cost(spec: ArchSpec, seq_len: int | None = None, dtype_bytes: int = 2)
     rows = [replace(row, cost=row.cost.scaled(flops=per_token)) for row in walker.rows]
     d, v = spec.d_model, spec.vocab_size
     embedding = v * d + (0 if spec.tie_embeddings else v * d) + spec.meta_tokens * d
-    final_norm = norm_params(spec.norm, d) if spec.norm_position == "pre" else 0
+    final_norm = norm_params(spec.norm, d) if spec.norm_position != "post" else 0
     params = total.params + embedding + final_norm
     return ModelCost(
         params=params,

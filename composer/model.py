@@ -58,7 +58,7 @@ class HybridLM(nn.Module):
         self.drop = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         registry = Registry()
         self.blocks = nn.ModuleList(build_block(node, spec, registry) for node in flatten(spec.layers))
-        self.final_norm = make_norm(spec.norm, d) if spec.norm_position == "pre" else nn.Identity()
+        self.final_norm = make_norm(spec.norm, d) if spec.norm_position != "post" else nn.Identity()
         self.head = nn.Linear(d, spec.vocab_size, bias=False)
         # Embeddings at std d^-1/2: large enough not to be drowned by the residual branches (whose Linear
         # layers keep PyTorch's default init) and giving unit-scale logits through a tied head. With std 0.02,

@@ -99,7 +99,9 @@ class ArchSpec:
     vocab_size: int = option(256, "tokens in the vocabulary", ge=1)
     max_seq_len: int = option(1024, "the longest context", ge=1)
     norm: Literal["rmsnorm", "layernorm"] = option("rmsnorm", "the normalisation of every sub-layer")
-    norm_position: Literal["pre", "post"] = option("pre", "normalise each sub-layer's input (pre) or output (post)")
+    norm_position: Literal["pre", "post", "sandwich"] = option(
+        "pre", "normalise each sub-layer's input (pre), its residual sum (post), or its input and its output before "
+        "the residual add (sandwich: Gemma 2 and 3)")
     tie_embeddings: bool = option(True, "the LM head shares the embedding's weights")
     meta_tokens: int = option(0, "learned tokens prepended to every sequence (Hymba's meta tokens): every layer "
                               "sees them, decoding starts after them, their logits are dropped", ge=0)

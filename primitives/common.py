@@ -9,10 +9,11 @@
   family and mLSTM (q, k, v heads, optional short conv, swish output gate, per-head norm, output projection).
   H heads; queries/keys of total width K = round(expand_k d) (dk = K / H per head), values of total width
   V = round(expand_v d) (dv = V / H); a state S [B, H, dk, dv] per sequence. n_heads defaults to V // 64
-  (at least 1, lowered until it divides K and V). Its cost formula counts the projections and the chunked
-  recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv) for the intra-chunk part
-  (c = the chunk its operator runs, `operator_chunk_size`: CHUNK_SIZE, DELTA_RULE_CHUNK_SIZE for the delta
-  rules) and, for the delta rules, 2 dk dv for the k S product of the error term.
+  (at least 1, lowered until it divides K and V). With `key_heads` Hk < H (grouped value heads, Qwen3-Next's Gated
+  DeltaNet) the queries and keys have Hk heads of K / Hk, each serving H / Hk value heads. Its cost formula counts
+  the projections and the chunked recurrence: per head 2 (2 dk dv) for the state update and readout, 2 c (dk + dv)
+  for the intra-chunk part (c = the chunk its operator runs, `operator_chunk_size`: CHUNK_SIZE,
+  DELTA_RULE_CHUNK_SIZE for the delta rules) and, for the delta rules, 2 dk dv for the k S product of the error term.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ class HeadFeatures(NamedTuple):
     output_gate: bool = True        # a swish output gate (g_proj, d -> V)
     norm: bool = True               # the per-head norm of the output
     extra_values: int = 0           # extra value columns in the state (linear attention's normaliser)
+    key_heads: int = 0              # query/key heads, each shared by n_heads / key_heads value heads (0: n_heads)
+    shared_norm: bool = False       # the output norm has one weight per head channel, shared by the heads
 
 
 class HeadMixer(Primitive):
@@ -136,14 +139,15 @@ class HeadMixer(Primitive):
         self.kernel_size, self.has_gate, self.has_norm = features.kernel_size, features.output_gate, features.norm
         self.extra_v = features.extra_values
         H, K, V = self.n_heads, self.key_width, self.value_width
-        self.dk, self.dv = K // H, V // H
+        self.key_heads = features.key_heads or H
+        self.dk, self.dv = K // self.key_heads, V // H
         self.qkv = nn.Linear(d_model, 2 * K + V, bias=False)
         if self.kernel_size:
             self.conv = ShortConv(2 * K + V, self.kernel_size, activation=True)
         if self.has_gate:
             self.g_proj = nn.Linear(d_model, V, bias=False)
         if self.has_norm:
-            self.norm = nn.Parameter(torch.ones(V))
+            self.norm = nn.Parameter(torch.ones(self.dv if features.shared_norm else V))
         self.o_proj = nn.Linear(V, d_model, bias=False)
 
     @classmethod
@@ -151,8 +155,12 @@ class HeadMixer(Primitive):
         H, K, V = head_sizes(cfg, d_model)
         if K < 1 or V < 1:
             raise ConfigError("expand_k" if K < 1 else "expand_v", f"leaves no channels at d_model={d_model}")
-        divides("n_heads", H, K, "key width round(expand_k * d_model)")
+        key_heads = cls.features(cfg).key_heads
+        divides("key_heads" if key_heads else "n_heads", key_heads or H, K, "key width round(expand_k * d_model)")
         divides("n_heads", H, V, "value width round(expand_v * d_model)")
+        if key_heads and H % key_heads:
+            raise ConfigError("key_heads", f"key_heads={key_heads} must divide n_heads={H} (each key head serves "
+                                           "n_heads / key_heads value heads)")
 
     @classmethod
     def resolve(cls, cfg: HeadsConfig, d_model: int) -> HeadsConfig:
@@ -163,11 +171,12 @@ class HeadMixer(Primitive):
         H, K, V = head_sizes(cfg, d_model)
         features = cls.features(cfg)
         k = features.kernel_size
-        dk, dv = K // H, V // H + features.extra_values
+        dk, dv = K // (features.key_heads or H), V // H + features.extra_values
         matmul = d_model * (2 * K + V) + V * d_model + (d_model * V if features.output_gate else 0)
         conv = ShortConv.param_count(2 * K + V, k) if k else 0
         extra = cls.extra_params(cfg, d_model)
-        params = matmul + conv + extra + (V if features.norm else 0)
+        norm = (V // H if features.shared_norm else V) if features.norm else 0
+        params = matmul + conv + extra + norm
         c = cls.operator_chunk_size
         recurrence = H * (4 * dk * dv + 2 * c * (dk + dv) + (2 * dk * dv if cls.uses_delta_rule else 0))
         flops = 2 * matmul + 2 * extra + 2 * conv + recurrence
@@ -187,15 +196,19 @@ class HeadMixer(Primitive):
         if self.kernel_size:
             qkv, cache = self.conv(qkv, None if state is None else state["conv"])
         q, k, v = qkv.split([self.key_width, self.key_width, self.value_width], dim=-1)
-        B, T, H = x.shape[0], x.shape[1], self.n_heads
-        return q.view(B, T, H, self.dk), k.view(B, T, H, self.dk), v.view(B, T, H, self.dv), cache
+        B, T, H, Hk = x.shape[0], x.shape[1], self.n_heads, self.key_heads
+        q, k = q.view(B, T, Hk, self.dk), k.view(B, T, Hk, self.dk)
+        if Hk != H:  # grouped value heads: each query/key head serves H / Hk consecutive value heads
+            q, k = q.repeat_interleave(H // Hk, dim=2), k.repeat_interleave(H // Hk, dim=2)
+        return q, k, v.view(B, T, H, self.dv), cache
 
     def finish(self, x: torch.Tensor, o: torch.Tensor, ssm: torch.Tensor | None, cache: torch.Tensor | None,
                state: State) -> tuple[torch.Tensor, State]:
         """o [B, T, H, dv] -> norm -> swish gate -> o_proj; and the new state."""
         B, T = x.shape[:2]
         if self.has_norm:
-            o = head_rms_norm(o, self.norm)
+            weight = self.norm if self.norm.numel() == self.value_width else self.norm.repeat(self.n_heads)
+            o = head_rms_norm(o, weight)
         o = o.reshape(B, T, self.value_width)
         if self.has_gate:
             o = o * F.silu(self.g_proj(x).to(o.dtype))

@@ -22,7 +22,9 @@ Parameters (d = d_model; "norm" is a per-head RMSNorm with one weight per value 
       Yang et al. 2024 (Schlag et al. 2021): q, k = l2norm(silu(conv(.))), v = silu(conv(v)),
       beta = sigmoid(W_b x) per head; `output_gate` adds a swish gate (+ V d).
   gated_deltanet    deltanet + output gate + alpha decay      d (2K + 2V) + 2 d H + 2 H + (2K + V) k + V d + V
-      Yang et al. 2025: g = -exp(A_log) softplus(W_a x + dt_bias) (Mamba-2 parametrisation).
+      Yang et al. 2025: g = -exp(A_log) softplus(W_a x + dt_bias) (Mamba-2 parametrisation). Qwen3-Next's layer:
+      `key_heads` (grouped value heads: Hk query/key heads of K / Hk, each serving H / Hk value heads) and
+      `shared_norm` (one norm weight per head channel, V / H instead of V).
 
 Defaults: linear_attention and deltanet use K = V = d (4 d^2 + small); the gated layers use K = d / 2,
 V = d (4 d^2 + small). FLOPs per token: projections and convolutions (2 per multiply-add) plus, per head,
@@ -192,6 +194,9 @@ class DeltaNet(HeadMixer):
 @dataclass
 class GatedDeltaNetConfig(HeadsConfig):
     kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    key_heads: int | None = option(None, "query/key heads, each shared by n_heads / key_heads value heads (grouped "
+                                   "value heads; Qwen3-Next: 16 of 32; null: n_heads)", ge=1)
+    shared_norm: bool = option(False, "one output-norm weight per head channel, shared by the heads (Qwen3-Next)")
 
 
 @register("gated_deltanet")
@@ -201,6 +206,7 @@ class GatedDeltaNet(DeltaNet):
     symbol = "GD"
     saved_values = 16
     Config = GatedDeltaNetConfig
+    width_scaled = ("n_heads", "key_heads")
 
     def __init__(self, d_model: int, cfg: GatedDeltaNetConfig):
         super().__init__(d_model, cfg)
@@ -211,7 +217,7 @@ class GatedDeltaNet(DeltaNet):
 
     @classmethod
     def features(cls, cfg: GatedDeltaNetConfig) -> HeadFeatures:
-        return HeadFeatures(kernel_size=cfg.kernel_size)
+        return HeadFeatures(kernel_size=cfg.kernel_size, key_heads=cfg.key_heads or 0, shared_norm=cfg.shared_norm)
 
     @classmethod
     def extra_params(cls, cfg: GatedDeltaNetConfig, d_model: int) -> int:

@@ -14,6 +14,7 @@ RG-LRU recurrent block (De et al. 2024, Griffin); E = round(expand d), H blocks,
                  log a = -c r softplus(-Lambda)  (a = sigmoid(Lambda)^(c r)),  Lambda: E
                  h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t u_t)
     out          W_out (h * gate)                        E d
+    biases       2 E + d  with `bias` (RecurrentGemma's linear_y, linear_x, linear_out)
     params = 3 E d + E k + E + 2 E^2 / H + 2 E + E;  defaults (expand 1, H = E // 64): ~3.5 d^2 at d = 256.
 
 FLOPs per token: projections and the convolution (2 per multiply-add) plus 2 E for the scan (one
@@ -95,6 +96,7 @@ class RGLRUConfig:
     n_heads: int | None = option(None, "number of heads (null: derived from d_model, about one per 64 channels)", ge=1)
     kernel_size: int = option(4, "width of the short causal convolution", ge=1)
     c: float = option(8.0, "RG-LRU decay temperature (Griffin's c = 8)", gt=0)
+    bias: bool = option(False, "biases on the gate and rnn branch projections and on out_proj (RecurrentGemma: true)")
 
 
 def rglru_sizes(cfg: RGLRUConfig, d_model: int) -> tuple[int, int]:
@@ -132,14 +134,14 @@ class RGLRU(Primitive):
         super().__init__(d_model, cfg)
         E, H = rglru_sizes(cfg, d_model)
         self.inner = E
-        self.in_proj = nn.Linear(d_model, 2 * E, bias=False)          # gate branch, rnn branch
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=cfg.bias)       # gate branch, rnn branch
         self.conv = ShortConv(E, cfg.kernel_size, bias=True)
         self.recurrence_gate = BlockDiagonalLinear(E, H)
         self.input_gate = BlockDiagonalLinear(E, H)
         # a^c = sigmoid(Lambda)^c uniform in [0.9, 0.999] at r = 1 (the Griffin initialisation)
         a = torch.empty(E).uniform_(0.9, 0.999) ** (1.0 / cfg.c)
         self.Lambda = nn.Parameter(torch.log(a) - torch.log1p(-a))
-        self.out_proj = nn.Linear(E, d_model, bias=False)
+        self.out_proj = nn.Linear(E, d_model, bias=cfg.bias)
 
     @classmethod
     def check(cls, cfg: RGLRUConfig, d_model: int) -> None:
@@ -155,7 +157,7 @@ class RGLRU(Primitive):
     def cost(cls, cfg: RGLRUConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         (E, H), k = rglru_sizes(cfg, d_model), cfg.kernel_size
         matmul = 3 * E * d_model + 2 * E * E // H
-        params = matmul + ShortConv.param_count(E, k, bias=True) + 2 * E + E
+        params = matmul + ShortConv.param_count(E, k, bias=True) + 2 * E + E + ((2 * E + d_model) if cfg.bias else 0)
         flops = 2 * matmul + 2 * E * k + 2 * E
         return Cost(params, float(flops), (E + E * (k - 1)) * dtype_bytes)
 

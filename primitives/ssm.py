@@ -8,6 +8,7 @@ Mamba (Gu & Dao, 2023); d = d_model, E = round(expand * d), N = d_state, R = dt_
     A_log     E N                 A = -exp(A_log)
     D         E                   skip
     out_proj  E d
+    inner_norms  R + 2N           (Jamba, optional) RMSNorms on dt_low, B and C after x_proj
     h_t = exp(dt A) h_{t-1} + dt B_t x_t  (per channel, N states);  y = (C_t h_t + D x_t) * silu(z)
 With expand 1.5, N = 16, R = ceil(d / 16): 4.5 d^2 + E (2R + 3N + k + 3), ~1.25x attention at d = 256.
 
@@ -15,7 +16,7 @@ Mamba-2 (Dao & Gu, 2024); H heads of P = E / H channels, G groups of B/C, N = d_
     in_proj   d (2E + 2GN + H)    z, x, B, C, dt
     conv      (E + 2GN)(k + 1)    over x, B, C, with bias, then SiLU
     dt_bias, A_log, D   3H        A = -exp(A_log) one scalar decay per head
-    norm      E                   gated RMSNorm: norm(y * silu(z)) per group
+    norm      E                   gated RMSNorm: norm(y * silu(z)) per group (`gated_norm: false`: none)
     out_proj  E d
     S_t = exp(dt A) S_{t-1} + B_t^T (dt x_t);  y_t = C_t S_t + D x_t  (chunk_simple_gla, scale 1)
 With expand 1.5, N = 64, G = 1: 4.5 d^2 + d (2N + H) + ..., ~1.27x attention at d = 256.
@@ -37,7 +38,7 @@ from torch import nn
 
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
-from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt
+from primitives.common import ShortConv, default_heads, head_rms_norm, inverse_softplus_dt, rms_norm
 from primitives.ops import CHUNK_SIZE, selective_scan, simple_gla
 
 # ----------------------------------------------------------------------------------------------
@@ -50,6 +51,7 @@ class MambaConfig:
     d_state: int = option(16, "state size N per channel", ge=1)
     dt_rank: int | None = option(None, "rank of the dt projection (null: ceil(d_model / 16))", ge=1)
     kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    inner_norms: bool = option(False, "RMSNorms on dt (before dt_proj), B and C: Jamba's Mamba (R + 2N weights)")
 
 
 def mamba_sizes(cfg: MambaConfig, d_model: int) -> tuple[int, int]:
@@ -81,6 +83,8 @@ class Mamba(Primitive):
             self.dt_proj.bias.copy_(inverse_softplus_dt(E))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
         self.D = nn.Parameter(torch.ones(E))
+        if cfg.inner_norms:
+            self.dt_norm, self.b_norm, self.c_norm = (nn.Parameter(torch.ones(n)) for n in (R, N, N))
         self.out_proj = nn.Linear(E, d_model, bias=False)
 
     @classmethod
@@ -96,7 +100,7 @@ class Mamba(Primitive):
     def cost(cls, cfg: MambaConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         (E, R), N, k = mamba_sizes(cfg, d_model), cfg.d_state, cfg.kernel_size
         matmul = 3 * E * d_model + E * (R + 2 * N) + R * E
-        params = matmul + (E * k + E) + E + E * N + E
+        params = matmul + (E * k + E) + E + E * N + E + ((R + 2 * N) if cfg.inner_norms else 0)
         flops = 2 * matmul + 2 * E * k + 4 * E * N
         state = (E * (k - 1) + E * N) * dtype_bytes
         return Cost(params, float(flops), state)
@@ -110,6 +114,8 @@ class Mamba(Primitive):
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u, conv_cache = self.conv(u, None if state is None else state["conv"])
         dt_low, B, C = self.x_proj(u).split([R, N, N], dim=-1)
+        if self.cfg.inner_norms:
+            dt_low, B, C = rms_norm(dt_low, self.dt_norm), rms_norm(B, self.b_norm), rms_norm(C, self.c_norm)
         dt = F.softplus(self.dt_proj(dt_low)).float()                       # [B, T, E]
         A = -torch.exp(self.A_log.float())                                  # [E, N]
         y, h_last = selective_scan(dt, A, dt * u.float(), B.float(), C.float(),
@@ -132,6 +138,8 @@ class Mamba2Config:
     d_state: int = option(64, "state size N per head", ge=1)
     n_groups: int = option(1, "groups of heads sharing B and C", ge=1)
     kernel_size: int = option(4, "width of the short causal convolution", ge=1)
+    gated_norm: bool = option(True, "the gated RMSNorm before out_proj (false: y * silu(z) goes straight to out_proj, "
+                              "as Falcon-H1's mamba_rms_norm false)")
 
 
 def mamba2_sizes(cfg: Mamba2Config, d_model: int) -> tuple[int, int, int]:
@@ -149,7 +157,7 @@ class Mamba2(Primitive):
     saved_values = 24
     kind = "token_mixer"
     Config = Mamba2Config
-    width_scaled = ("n_heads",)  # head dim (expand * d / n_heads), d_state, n_groups kept
+    width_scaled = ("n_heads", "n_groups")  # head dim (expand * d / n_heads) and d_state kept; heads per group kept
 
     def __init__(self, d_model: int, cfg: Mamba2Config):
         super().__init__(d_model, cfg)
@@ -161,7 +169,8 @@ class Mamba2(Primitive):
         self.dt_bias = nn.Parameter(inverse_softplus_dt(H))
         self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(H))
-        self.norm = nn.Parameter(torch.ones(E))
+        if cfg.gated_norm:
+            self.norm = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d_model, bias=False)
 
     @classmethod
@@ -182,7 +191,7 @@ class Mamba2(Primitive):
         (E, H, P), N, k = mamba2_sizes(cfg, d_model), cfg.d_state, cfg.kernel_size
         GN = cfg.n_groups * N
         matmul = d_model * (2 * E + 2 * GN + H) + E * d_model
-        params = matmul + (E + 2 * GN) * (k + 1) + 3 * H + E
+        params = matmul + (E + 2 * GN) * (k + 1) + 3 * H + (E if cfg.gated_norm else 0)
         flops = 2 * matmul + 2 * (E + 2 * GN) * k + H * (4 * N * P + 2 * CHUNK_SIZE * (N + P))
         state = ((E + 2 * GN) * (k - 1) + H * N * P) * dtype_bytes
         return Cost(params, float(flops), state)
@@ -207,8 +216,10 @@ class Mamba2(Primitive):
                             initial_state=None if state is None else state["ssm"],
                             output_final_state=state is not None)
         y = o.float() + self.D[:, None] * u
-        gated = (y.reshape(Bsz, T, E) * F.silu(z.float())).reshape(Bsz, T, G, E // G)
-        y = self.out_proj(head_rms_norm(gated, self.norm).reshape(Bsz, T, E).to(x.dtype))
+        gated = y.reshape(Bsz, T, E) * F.silu(z.float())
+        if self.cfg.gated_norm:
+            gated = head_rms_norm(gated.reshape(Bsz, T, G, E // G), self.norm).reshape(Bsz, T, E)
+        y = self.out_proj(gated.to(x.dtype))
         if state is None:
             return y, None
         return y, {"conv": conv_cache, "ssm": ssm.to(state["ssm"].dtype)}

@@ -23,7 +23,7 @@ def test_list_shows_every_primitive_with_symbol_kind_and_parameters(capsys):
     assert "attention (A, token mixer): Causal softmax attention" in out
     assert "mlp (M, channel mixer): " in out
     assert re.search(r"\n +window +int \| null +null +sliding window", out)
-    assert re.search(r"\n +kind +swiglu \| gelu \| relu2 +swiglu +swiglu \(gated", out)
+    assert re.search(r"\n +kind +swiglu \| geglu \| gelu \| relu2 +swiglu +swiglu or geglu \(gated", out)
     assert out.index("attention (A") < out.index("mlp (M")    # token mixers first, then channel mixers
 
 

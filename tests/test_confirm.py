@@ -497,7 +497,7 @@ def test_the_spaces_confirm_block_runs_after_the_search(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("statuses, args, message", [
     (("pruned", "failed", "pruned", "pruned"), [], "no completed trial to confirm (1 failed, 3 pruned)"),
-    (("completed",) * 4, ["--baseline", "llama"], "unknown baseline 'llama': expected `transformer` or a spec file"),
+    (("completed",) * 4, ["--baseline", "llama"], "unknown baseline 'llama': expected `transformer`, zoo:NAME or a spec file"),
     (("completed",) * 4, ["--sizes", "10"], "cannot fit trial_0 at size 10 to 10 non-embedding parameters"),
     (("completed",) * 4, ["--sizes", "1M", "--steps", "100"], "--steps: confirm trains every candidate on equal tokens"),
     (("completed",) * 4, ["--seeds", "1"], "--seeds: expected an integer >= 2"),

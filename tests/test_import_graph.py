@@ -20,7 +20,8 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("composer", "primitives", "scaling")
-SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "bench")
+SUBCOMMANDS = ("spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "bench",
+               "zoo")
 # the ground floor: standard-library modules every layer may import, the primitives included (so the standalone
 # export inlines them): errors, limits, names, the field declarations and their reader
 GROUND = ("composer.errors", "composer.fields", "composer.limits", "composer.names", "composer.reader")
@@ -31,7 +32,7 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"model core": ("composer.yaml_source", "composer.spec", "composer.spec_parse", "composer.canonical_form",
                     "composer.blocks", "composer.model", "composer.costs")},
     {"run folders": ("composer.runs",), "provenance": ("composer.provenance",), "data": ("composer.data",),
-     "ray cluster": ("composer.ray_cluster", "composer.ray_watchdog")},
+     "ray cluster": ("composer.ray_cluster", "composer.ray_watchdog"), "zoo": ("composer.zoo",)},
     {"tasks": ("composer.tasks",), "tracking": ("composer.tracking",)},
     {"training": ("composer.training", "composer.trainer")},
     # measured inference costs (composer bench, measured objectives): read by export's card, the report and search

@@ -25,10 +25,11 @@ def reference(m: MoE, x: torch.Tensor) -> torch.Tensor:
     cfg = m.cfg
     batch, seq, d = x.shape
     flat = x.reshape(-1, d)
-    logits = flat @ m.router.weight.T
+    logits = flat @ m.router.weight.T + (m.router.bias if cfg.bias else 0)
     scores = logits.softmax(-1) if cfg.score == "softmax" else logits.sigmoid()
-    top, chosen = scores.topk(cfg.top_k, dim=-1)
-    weights = top / top.sum(-1, keepdim=True) if cfg.renormalize else top
+    chosen = (scores + (m.score_bias if cfg.score_correction else 0)).topk(cfg.top_k, dim=-1).indices
+    top = scores.gather(-1, chosen)
+    weights = (top / top.sum(-1, keepdim=True) if cfg.renormalize else top) * cfg.routed_scale
     keep = torch.ones_like(weights)
     if cfg.capacity_factor is not None:
         capacity = math.ceil(cfg.capacity_factor * batch * seq * cfg.top_k / cfg.n_experts)
@@ -44,18 +45,24 @@ def reference(m: MoE, x: torch.Tensor) -> torch.Tensor:
     y = torch.zeros_like(flat)
     for e in range(cfg.n_experts):
         gate_weight = ((chosen == e) * weights * keep).sum(-1, keepdim=True)
-        gate, up = (flat @ m.w_up[e]).chunk(2, dim=-1)
-        y = y + gate_weight * ((F.silu(gate) * up) @ m.w_down[e])
+        gate, up = (flat @ m.w_up[e] + (m.b_up[e] if cfg.bias else 0)).chunk(2, dim=-1)
+        if cfg.activation == "clamped_swiglu":   # gpt-oss's experts, written out
+            gate, up = gate.clamp(max=7.0), up.clamp(-7.0, 7.0)
+            hidden = (up + 1) * gate * torch.sigmoid(1.702 * gate)
+        else:
+            hidden = F.silu(gate) * up
+        y = y + gate_weight * (hidden @ m.w_down[e] + (m.b_down[e] if cfg.bias else 0))
     if cfg.n_shared_experts:
         gate, up = m.shared_up(flat).chunk(2, dim=-1)
-        y = y + m.shared_down(F.silu(gate) * up)
+        shared = m.shared_down(F.silu(gate) * up)
+        y = y + (shared * torch.sigmoid(flat @ m.shared_gate.weight.T) if cfg.shared_gate else shared)
     return y.view(batch, seq, d)
 
 
 def outputs_and_grads(m, x, fn, upstream):
     x = x.clone().requires_grad_(True)
     y = fn(x)
-    params = [x, *m.parameters()]
+    params = [x, *(p for p in m.parameters() if p.requires_grad)]
     return y, torch.autograd.grad(y, params, upstream)
 
 
@@ -68,6 +75,9 @@ CASES = [
     dict(top_k=3, n_experts=5),
     dict(capacity_factor=0.75),
     dict(capacity_factor=1.0, score="sigmoid", n_shared_experts=1),
+    dict(bias=True, activation="clamped_swiglu", top_k=3),                                    # gpt-oss
+    dict(n_shared_experts=1, shared_gate=True, renormalize=True),                             # Qwen3-Next
+    dict(score="sigmoid", score_correction=True, routed_scale=2.5, n_shared_experts=1),       # Kimi Linear
 ]
 
 
@@ -82,7 +92,7 @@ def test_matches_naive_reference_outputs_and_gradients(impl, overrides):
     y, grads = outputs_and_grads(m, x, lambda x: m(x)[0], upstream)
     y_ref, grads_ref = outputs_and_grads(m, x, lambda x: reference(m, x), upstream)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    names = ["x", *(n for n, _ in m.named_parameters())]
+    names = ["x", *(n for n, p in m.named_parameters() if p.requires_grad)]
     for name, g, g_ref in zip(names, grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5, msg=lambda msg, name=name: f"{name}: {msg}")
 
@@ -238,3 +248,25 @@ def test_grouped_mm_auto_falls_back_for_unaligned_sizes():
     x, w = torch.randn(5, 13), torch.randn(2, 13, 7)
     assert not grouped_mm_usable(x, w)
     torch.testing.assert_close(grouped_mm(x, w, torch.tensor([2, 3])), grouped_mm_loop(x, w, [2, 3]))
+
+
+@pytest.mark.parametrize("overrides, extra, extra_active", [
+    # gpt-oss: router bias E, expert biases E (2h + d); a token touches its top_k experts' biases
+    (dict(bias=True, top_k=2), lambda d, h, E: E + E * (2 * h + d), lambda d, h, E: E + 2 * (2 * h + d)),
+    (dict(n_shared_experts=1, shared_gate=True), lambda d, h, E: d, lambda d, h, E: d),              # Qwen3-Next
+    (dict(score_correction=True), lambda d, h, E: E, lambda d, h, E: E),                            # Kimi Linear
+])
+def test_cost_of_the_published_options_equals_numel(overrides, extra, extra_active):
+    d = 24
+    base = MoEConfig(**{k: v for k, v in overrides.items() if k in ("top_k", "n_shared_experts")})
+    cfg = MoEConfig(**overrides)
+    cost, plain = MoE.cost(cfg, d, 128), MoE.cost(base, d, 128)
+    h, E = round(cfg.expansion * d), cfg.n_experts
+    assert cost.params == sum(p.numel() for p in MoE(d, cfg).parameters()) == plain.params + extra(d, h, E)
+    assert cost.active_params == plain.active_params + extra_active(d, h, E)
+
+
+def test_shared_gate_needs_a_shared_expert():
+    with pytest.raises(ConfigError, match="needs n_shared_experts >= 1") as info:
+        MoE.validate(MoEConfig(shared_gate=True), 16)
+    assert info.value.field == "shared_gate"

@@ -12,17 +12,19 @@ LAYERS = ["mamba", "mamba2", "linear_attention", "retnet", "gla", "hgrn2", "delt
 
 # Non-default settings per layer, to check the parameter formula beyond the defaults.
 VARIANTS = {
-    "mamba": [{"expand": 2.0, "d_state": 8, "dt_rank": 3, "kernel_size": 3}],
-    "mamba2": [{"expand": 2.0, "n_heads": 4, "d_state": 16, "n_groups": 2, "kernel_size": 2}],
+    "mamba": [{"expand": 2.0, "d_state": 8, "dt_rank": 3, "kernel_size": 3}, {"dt_rank": 5, "inner_norms": True}],
+    "mamba2": [{"expand": 2.0, "n_heads": 4, "d_state": 16, "n_groups": 2, "kernel_size": 2},
+               {"expand": 1.5, "n_heads": 3, "d_state": 8, "gated_norm": False}],
     "linear_attention": [{"n_heads": 4, "feature_map": "identity"}, {"n_heads": 2, "expand_k": 0.5}],
     "retnet": [{"n_heads": 4, "expand_k": 1.0, "expand_v": 2.0}],
     "gla": [{"n_heads": 2, "gate_rank": 8, "expand_k": 1.0}],
     "hgrn2": [{"n_heads": 4, "expand_k": 1.0}],
     "deltanet": [{"n_heads": 2, "kernel_size": 2, "output_gate": True}, {"n_heads": 4, "expand_v": 2.0}],
-    "gated_deltanet": [{"n_heads": 2, "expand_k": 1.0, "expand_v": 2.0, "kernel_size": 3}],
+    "gated_deltanet": [{"n_heads": 2, "expand_k": 1.0, "expand_v": 2.0, "kernel_size": 3},
+                       {"n_heads": 4, "key_heads": 2, "expand_k": 0.5, "expand_v": 1.0, "shared_norm": True}],
     "mlstm": [{"n_heads": 4, "expand_k": 1.0, "chunk_size": 5}],
     "mingru": [{"expand": 2.0, "output_gate": False}],
-    "rglru": [{"expand": 2.0, "n_heads": 4, "kernel_size": 2}],
+    "rglru": [{"expand": 2.0, "n_heads": 4, "kernel_size": 2}, {"n_heads": 2, "bias": True}],
     "short_conv": [{"expand": 2.0, "kernel_size": 3, "conv_bias": True},
                    {"gating": "bcx", "expand": 1.0, "kernel_size": 3, "conv_bias": True, "proj_bias": True}],
     "kda": [{"n_heads": 2, "head_dim": 16, "expand_v": 1.5, "gate_rank": 7, "gate_bias": True, "kernel_size": 3}],

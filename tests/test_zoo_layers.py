@@ -284,3 +284,57 @@ def test_hyena_decoding_reuses_its_filter_only_while_the_weights_are_unchanged()
         fresh = layer.compute_filters(32)
     torch.testing.assert_close(layer.filter_cache[2], fresh)
     assert not torch.allclose(changed, first)
+
+
+def test_gated_deltanet_grouped_value_heads_equal_a_layer_with_the_key_heads_repeated():
+    """Qwen3-Next's Gated DeltaNet (key_heads 2 serving 4 value heads, one norm weight per head channel) equals a
+    plain Gated DeltaNet of 4 heads whose query/key rows (and their conv channels) repeat each key head twice."""
+    d, H, Hk, dk = 32, 4, 2, 8
+    _, _, gva = build("gated_deltanet", d, n_heads=H, key_heads=Hk, expand_k=Hk * dk / d, expand_v=1.0,
+                      shared_norm=True)
+    _, _, plain = build("gated_deltanet", d, n_heads=H, expand_k=H * dk / d, expand_v=1.0)
+    K, V = Hk * dk, d
+    repeat = torch.arange(Hk).repeat_interleave(H // Hk)                     # value head h reads key head h // 2
+    rows = (repeat[:, None] * dk + torch.arange(dk)).reshape(-1)             # [H dk] rows of a [K] projection
+    with torch.no_grad():
+        q, k, v = gva.qkv.weight.split([K, K, V])
+        plain.qkv.weight.copy_(torch.cat([q[rows], k[rows], v]))
+        cq, ck, cv = gva.conv.conv.weight.split([K, K, V])
+        plain.conv.conv.weight.copy_(torch.cat([cq[rows], ck[rows], cv]))
+        for name in ("g_proj", "o_proj", "b_proj", "a_proj"):
+            getattr(plain, name).weight.copy_(getattr(gva, name).weight)
+        plain.A_log.copy_(gva.A_log)
+        plain.dt_bias.copy_(gva.dt_bias)
+        plain.norm.copy_(gva.norm.repeat(H))                                  # one weight per channel, all heads
+    x = torch.randn(2, 70, d)
+    torch.testing.assert_close(gva(x)[0], plain(x)[0], atol=1e-5, rtol=1e-4)
+    state = gva.init_state(2)
+    assert state["ssm"].shape == (2, H, dk, d // H)
+    first, state = gva(x[:, :33], state)
+    rest, _ = gva(x[:, 33:], state)
+    torch.testing.assert_close(torch.cat([first, rest], 1), gva(x)[0], atol=2e-5, rtol=1e-4)
+
+
+def test_gated_deltanet_key_heads_must_divide_the_heads():
+    cls = get_primitive("gated_deltanet")
+    with pytest.raises(ConfigError, match="key_heads=3 must divide n_heads=4") as info:
+        cls.validate(make_config(cls, {"n_heads": 4, "key_heads": 3, "expand_k": 0.75}), 32)
+    assert info.value.field == "key_heads"
+
+
+def test_geglu_mlp_is_gemmas():
+    """kind geglu: W_down(gelu_tanh(W_gate x) * W_up x), with biases as RecurrentGemma's MLP has them."""
+    _, cfg, layer = build("mlp", 16, kind="geglu", d_ff=24, bias=True)
+    x = torch.randn(2, 5, 16)
+    gate, up = (x @ layer.up.weight.T + layer.up.bias).chunk(2, dim=-1)
+    hidden = 0.5 * gate * (1 + torch.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate**3))) * up
+    torch.testing.assert_close(layer(x)[0], hidden @ layer.down.weight.T + layer.down.bias)
+    cls = get_primitive("mlp")
+    assert cls.cost(cfg, 16, 8).params == 3 * 16 * 24 + 2 * 24 + 16 == sum(p.numel() for p in layer.parameters())
+
+
+def test_attention_out_bias_alone():
+    cls, cfg, layer = build("attention", 32, n_heads=2, n_kv_heads=1, out_bias=True)
+    assert layer.qkv.bias is None and layer.out.bias is not None
+    plain = cls.cost(make_config(cls, {"n_heads": 2, "n_kv_heads": 1}), 32, 8).params
+    assert cls.cost(cfg, 32, 8).params == plain + 32 == sum(p.numel() for p in layer.parameters())

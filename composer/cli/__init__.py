@@ -18,7 +18,7 @@ from typing import NoReturn
 from composer.errors import UserError
 
 SUBCOMMAND_MODULES = tuple(f"composer.cli.{name}" for name in (
-    "spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "bench"))
+    "spec", "train", "search", "scale", "export", "report", "primitives", "eval", "confirm", "bench", "zoo"))
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spread", type=int, metavar="N", help="also N trials spread evenly over the rest of the "
                    "search's ranking, so the proxy -> target rank agreement spans good and bad candidates "
                    "(default 0)")
-    p.add_argument("--baseline", nargs="+", metavar="B", help="`transformer` (default) and/or spec files")
+    p.add_argument("--baseline", nargs="+", metavar="B",
+                   help="`transformer` (default), zoo:NAME members (`composer zoo`) and/or spec files")
     p.add_argument("--no-consensus", action="store_true", help="leave the consensus out")
     p.add_argument("--tokens-per-param", type=float, metavar="R",
                    help="train each size on R x its parameter target tokens (default 20)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.canonical_form import arch_id, stripe
+from composer.confirm.zoo import is_zoo_ref, zoo_baseline
 from composer.errors import UserError
 from composer.runs import RunDir
 from composer.search.aggregate import select_top
@@ -133,11 +134,13 @@ def select_candidates(search: SearchRun, top_k: int, consensus: bool, baselines:
     for given in baselines:
         if given == TRANSFORMER:
             spec, name = transformer_baseline(best.spec, best.name), TRANSFORMER
+        elif is_zoo_ref(given):
+            spec, name = zoo_baseline(given)
         elif Path(given).is_file():
             spec, name = load_spec(given), Path(given).stem
         else:
-            raise UserError(f"unknown baseline {given!r}: expected `transformer` or a spec file (no such file)",
-                            path="baseline")
+            raise UserError(f"unknown baseline {given!r}: expected `transformer`, zoo:NAME or a spec file (no such "
+                            "file)", path="baseline")
         while name in names:
             name += "_baseline"
         names.add(name)

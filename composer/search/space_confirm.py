@@ -155,7 +155,7 @@ class ConfirmConfig:
     top_k: int = option(3, "the top-k distinct completed trials by the search's objective", ge=0)
     spread: int = option(0, "and this many more spread evenly over the rest of the ranking", ge=0)
     consensus: bool = option(True, "also the consensus (consensus.yaml), when the run has one")
-    baselines: tuple[str, ...] = option(("transformer",), "`transformer` or a spec file, or a list of them",
+    baselines: tuple[str, ...] = option(("transformer",), "`transformer`, zoo:NAME or a spec file, or a list of them",
                                         key="baseline", parse=_baselines)
     tokens_per_param: float | None = option(20.0, "every candidate at a size trains on ratio * size tokens", gt=0)
     tokens: int | None = option(None, "or every candidate trains on this many tokens (5M)", parse=_tokens)
