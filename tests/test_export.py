@@ -108,6 +108,18 @@ def isolated_python() -> list[str]:
     return [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.append({site!r}); exec(sys.stdin.read())"]
 
 
+def run_check_script(root: Path, names: list[str], timeout: int) -> dict:
+    """CHECK_SCRIPT run on the isolated Python over the bundles `names` in `root`; its JSON result."""
+    script = root / "check.py"
+    script.write_text(CHECK_SCRIPT)
+    cmd = isolated_python()
+    cmd[-1] = cmd[-1].replace("exec(sys.stdin.read())", f"exec(open({str(script)!r}).read())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    proc = subprocess.run([*cmd, *names], cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def make_bundle(root: Path, name: str, spec_data: dict, seed: int) -> None:
     torch.manual_seed(seed)
     model = HybridLM(load_spec(spec_data)).eval()
@@ -132,14 +144,7 @@ def standalone_results(tmp_path_factory) -> dict:
     make_bundle(root, "composite", COMPOSITE, seed=100)
     make_bundle(root, "zoo_options", ZOO_OPTIONS, seed=101)
     names += ["composite", "zoo_options"]
-    script = (root / "check.py")
-    script.write_text(CHECK_SCRIPT)
-    cmd = isolated_python()
-    cmd[-1] = cmd[-1].replace("exec(sys.stdin.read())", f"exec(open({str(script)!r}).read())")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    proc = subprocess.run([*cmd, *names], cwd=root, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_check_script(root, names, timeout=300)
     results["root"] = root
     return results
 

@@ -4,9 +4,6 @@ tests/test_export.py checks every primitive)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from composer.zoo import zoo_members
 from scaling.rules import widen
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_export import CHECK_SCRIPT, NEW_TOKENS, PROMPT_LEN, isolated_python  # noqa: E402
+from test_export import NEW_TOKENS, PROMPT_LEN, run_check_script  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a dozen small models trained and exported, checked in a subprocess: ~1 min
 
@@ -65,14 +62,7 @@ def zoo_results(tmp_path_factory) -> dict:
         generated = model.generate(prompt[:1, :5], NEW_TOKENS, temperature=0)
         save_file({"prompt": prompt, "logits": logits.contiguous(), "generated": generated},
                   str(root / name / "expected.safetensors"))
-    script = root / "check.py"
-    script.write_text(CHECK_SCRIPT)
-    cmd = isolated_python()
-    cmd[-1] = cmd[-1].replace("exec(sys.stdin.read())", f"exec(open({str(script)!r}).read())")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    proc = subprocess.run([*cmd, *MEMBERS], cwd=root, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_check_script(root, MEMBERS, timeout=600)
     results["trained"] = trained
     return results
 
