@@ -64,6 +64,7 @@ try:
 except ImportError:
     composer_importable = False
 import torch
+torch.set_num_threads(int(os.environ["CHECK_THREADS"]))  # the parent's count: MoE routing is exact only then
 results = {"composer_importable": composer_importable, "bundles": {}}
 for name in sys.argv[1:]:
     folder = os.path.join(os.getcwd(), name)
@@ -115,6 +116,7 @@ def run_check_script(root: Path, names: list[str], timeout: int) -> dict:
     cmd = isolated_python()
     cmd[-1] = cmd[-1].replace("exec(sys.stdin.read())", f"exec(open({str(script)!r}).read())")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["CHECK_THREADS"] = str(torch.get_num_threads())
     proc = subprocess.run([*cmd, *names], cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

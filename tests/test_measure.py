@@ -43,6 +43,15 @@ def test_the_kv_cache_grows_with_the_context_and_a_window_caps_it():
     assert capped == [model_cost(window, 16, dtype_bytes=4).state_bytes + position] * 3
 
 
+def test_measuring_in_this_process_leaves_the_thread_count_as_it_found_it():
+    import torch
+
+    before = torch.get_num_threads()
+    settings = MeasureSettings(**{**QUICK.__dict__, "threads": before + 1})
+    measure_context(small("gla", "mlp"), 16, settings)
+    assert torch.get_num_threads() == before
+
+
 def test_bfloat16_halves_the_state():
     spec = small("gla", "mlp")
     fp32 = measure_context(spec, 64, QUICK)["state_bytes"]

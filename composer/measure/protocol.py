@@ -116,6 +116,13 @@ def device_name(device: Any) -> str:
 
 def measure_context(spec: Any, context: int, settings: MeasureSettings) -> dict[str, Any]:
     """Measure `spec` (an ArchSpec) at `context` tokens in this process (see the module docstring)."""
+    from composer.training.runtime import torch_threads
+
+    with torch_threads(settings.threads):
+        return _measure_context(spec, context, settings)
+
+
+def _measure_context(spec: Any, context: int, settings: MeasureSettings) -> dict[str, Any]:
     import torch
 
     from composer.canonical_form import arch_id
@@ -123,7 +130,6 @@ def measure_context(spec: Any, context: int, settings: MeasureSettings) -> dict[
 
     device = torch.device(settings.device)
     dtype = getattr(torch, settings.dtype)
-    torch.set_num_threads(settings.threads)
     torch.manual_seed(0)
     started = time.perf_counter()
     model = HybridLM(spec).to(device=device, dtype=dtype).eval()
