@@ -6,6 +6,7 @@ import json
 import os
 import re
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -47,6 +48,14 @@ def read_rows(run_dir):
         return list(csv.DictReader(f))
 
 
+def read_back_through_ray_tune(session: Path) -> dict[int, float]:
+    """The README's documented read-back (Ray Tune's own ExperimentAnalysis): each trial's last accuracy."""
+    from ray.tune import ExperimentAnalysis
+
+    frame = ExperimentAnalysis(str(session)).dataframe()
+    return {int(trial): accuracy for trial, accuracy in zip(frame["trial"], frame["accuracy"])}
+
+
 def test_tiny_search_end_to_end(ray_session, tmp_path):
     progress = []
     result = search(TINY, runs_dir=tmp_path, progress=progress.append)
@@ -55,6 +64,10 @@ def test_tiny_search_end_to_end(ray_session, tmp_path):
         assert (run / name).is_file(), name
     assert (run / "tune" / "session0").is_dir()
     rows = read_rows(run)
+    # Ray Tune reads its own session back, as the leaderboard says (a trial that reused an identical architecture's
+    # result trained nothing; the consensus runs in a session of its own)
+    assert read_back_through_ray_tune(run / "tune" / "session0") == {
+        int(r["trial"]): float(r["accuracy"]) for r in rows[:8] if r["reused"] != "True"}
     # 8 searched trials, then the consensus trained as trial 8 (counted apart in the progress)
     finished = [p for p in progress if p["event"] == "finished"]
     assert [int(r["trial"]) for r in rows] == list(range(9)) and len(finished) == 9
