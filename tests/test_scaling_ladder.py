@@ -137,3 +137,17 @@ def test_ladder_task_parameters_under_params_or_beside_the_name():
     assert flat.task == nested.task and nested.task.flat() == {"name": "text", "seq_len": 64}
     with pytest.raises(UserError, match="task.params: give the task's parameters under `params`"):
         load_ladder(config(task={"name": "text", "seq_len": 64, "params": {"seq_len": 32}}))
+
+
+def test_an_architecture_that_states_no_vocab_size_trains_at_the_task_s_and_one_that_states_it_keeps_it(tmp_path):
+    stated = tmp_path / "stated.yaml"
+    stated.write_text("d_model: 64\nvocab_size: 300\nlayers: [attention, mlp]\n")
+    unstated = tmp_path / "unstated.yaml"
+    unstated.write_text("d_model: 64\nlayers: [gated_deltanet, mlp]\n")
+    ladder = load_ladder(config(architectures={"file_stated": str(stated), "file_unstated": str(unstated),
+                                               "inline_unstated": ARCHS["attn"],
+                                               "inline_stated": {**ARCHS["gdn"], "vocab_size": 300}},
+                                sizes=["60K", "200K"], seeds=[0]))
+    assert sorted(ladder.task_vocabulary) == ["file_unstated", "inline_unstated"]
+    vocab = {t.arch: t.spec.vocab_size for t in plan(ladder, vocab_size=97)}
+    assert vocab == {"file_stated": 300, "file_unstated": 97, "inline_unstated": 97, "inline_stated": 300}
