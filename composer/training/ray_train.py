@@ -14,10 +14,11 @@ machines, a folder every node reaches or a URI), and restores a run by that stor
 dies makes Ray Train restart the worker group from the latest checkpoint, up to `worker_restarts` times (the
 run goes on; the evaluations since that checkpoint are done again and metrics.jsonl is rewritten to match); past
 that, the run ends with one error naming the worker's failure. A driver killed with -9 leaves the storage: the
-same command run again resumes from its latest checkpoint. When the run ends, its last checkpoint is copied to
-OUT/checkpoint (what `composer export` and a single-process resume read) and the default storage is removed;
-a run starts from OUT/checkpoint when Ray's storage has nothing newer, so a run may go on with another number
-of workers, or in one process.
+same command run again resumes from the latest checkpoint Ray Train had committed (saying so on stderr; one it was
+still committing when the driver died is not used, and with none committed the run starts afresh). When the run
+ends, its last checkpoint is copied to OUT/checkpoint (what `composer export` and a single-process resume read) and
+the default storage is removed; a run starts from OUT/checkpoint when Ray's storage has nothing newer, so a run may
+go on with another number of workers, or in one process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -261,6 +263,9 @@ def relay(link: Any, thread: threading.Thread, out_dir: str | os.PathLike | None
         for kind, data in ray.get(link.take.remote(POLL_S if alive else 0)):
             if kind == "started" and out_dir is not None:
                 write_metrics(out_dir, data["history"])
+                if data["step"] > 0:
+                    print(f"resuming {out_dir} from its checkpoint at step {data['step']} (kept by Ray Train)",
+                          file=sys.stderr)
             elif kind == "progress" and on_step is not None and raised is None:
                 on_step(data)
             elif kind == "evaluation":
