@@ -14,7 +14,7 @@ from composer.errors import UserError
 from composer.model import build_model
 from composer.spec_parse import load_spec
 from composer.tasks import get_task
-from composer.trainer import train
+from composer.trainer import TrainConfig, train
 from composer.training.memory import WORKSPACE, MemoryLimitError, estimate_memory
 from primitives.base import registered
 
@@ -33,7 +33,7 @@ def nothing_built(monkeypatch):
 
 
 def test_huge_width_is_refused_before_anything_is_built(monkeypatch, nothing_built, tmp_path, tiny_task):
-    monkeypatch.setattr(memory, "available_memory", lambda device: 8 * GIB)
+    monkeypatch.setattr(memory, "available_memory", lambda device, share=1.0: 8 * GIB)
     with pytest.raises(MemoryLimitError) as info:
         train(HUGE_WIDTH, tiny_task(), 2, out_dir=tmp_path / "run")
     message = str(info.value)
@@ -61,7 +61,7 @@ def test_the_estimate_scales_with_what_it_counts(tiny_spec):
 
 
 def test_memory_check_can_be_turned_off(monkeypatch, tiny_spec, tiny_task):
-    monkeypatch.setattr(memory, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(memory, "available_memory", lambda device, share=1.0: 1000)
     with pytest.raises(MemoryLimitError, match="1000.0 B available|0.0 MiB available"):
         train(tiny_spec, tiny_task(), 1, batch_size=2, threads=1)
     assert train(tiny_spec, tiny_task(), 1, batch_size=2, threads=1, memory_check=False).status == "completed"
@@ -70,6 +70,29 @@ def test_memory_check_can_be_turned_off(monkeypatch, tiny_spec, tiny_task):
 def test_available_memory_is_read_for_this_machine():
     available = memory.available_memory(torch.device("cpu"))
     assert available is None or 0 < available < 2**50
+
+
+def test_a_run_on_a_shared_gpu_may_take_only_its_share_of_the_memory(monkeypatch, tiny_spec):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * GIB, 10 * GIB))
+    cuda = torch.device("cuda")
+    assert memory.available_memory(cuda) == 8 * GIB
+    assert memory.available_memory(cuda, share=0.5) == 5 * GIB      # the other half is another trial's
+    spec = load_spec({**tiny_spec, "vocab_size": 64})
+    needs = estimate_memory(spec, 32, 2, 2).total
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (needs * 3 // 2, needs * 3 // 2))
+    memory.check_memory(spec, 32, 2, 2, cuda)
+    with pytest.raises(MemoryLimitError, match=r"available to a run holding 0.5 of it: use a smaller"):
+        memory.check_memory(spec, 32, 2, 2, cuda, share=0.5)
+
+
+def test_a_search_trial_on_a_fraction_of_a_gpu_is_held_to_that_fraction():
+    from composer.search.trial import placement
+
+    assert placement({"gpus_per_worker": 0.25}, None) == {"device": "cuda", "memory_share": 0.25}
+    assert placement({"gpus_per_worker": 1}, None) == {"device": "cuda"}
+    assert placement({"gpus_per_worker": 0}, None) == {"device": "cpu"}
+    with pytest.raises(UserError, match="memory_share"):
+        TrainConfig.from_dict({"memory_share": 1.5})
 
 
 def kept_values(spec_data, batch_size, seq_len):
@@ -111,7 +134,7 @@ def test_a_search_trial_that_cannot_fit_is_a_constraint(monkeypatch, tmp_path, n
 
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
-    monkeypatch.setattr(memory, "available_memory", lambda device: 8 * GIB)
+    monkeypatch.setattr(memory, "available_memory", lambda device, share=1.0: 8 * GIB)
     meta = {"trial": 3, "spec": HUGE_WIDTH, "arch_id": "x", "stripe": "AM", "cache_key": "k", "costs": {},
             "train": {"steps": 2, "batch_size": 4}}
     context = {"objectives": ["val_loss"], "modes": ["min"], "run_dir": str(tmp_path), "repeats": 1, "seed": 0,
@@ -131,7 +154,7 @@ def test_a_ladder_that_cannot_fit_is_refused_before_training(monkeypatch, tmp_pa
         raise AssertionError("a trial trained before the memory check")
 
     monkeypatch.setattr(ladder_module, "train_trial", no_training)
-    monkeypatch.setattr(memory, "available_memory", lambda device: 256 * 2**20)
+    monkeypatch.setattr(memory, "available_memory", lambda device, share=1.0: 256 * 2**20)
     ladder = load_ladder({
         "name": "t", "task": {"name": "mqar", "vocab_size": 64, "seq_len": 32, "kv_pairs": 4},
         "sizes": ["50K", "20M"], "budget": {"tokens": 1000}, "train": {"batch_size": 4, "eval_batch_size": 8},

@@ -93,9 +93,10 @@ def placement(context: dict[str, Any], device: str | None) -> dict[str, Any]:
     trial's own `train.device` when it runs in one process. With `resources.workers_per_trial`, on that many
     Ray Train workers, each on its share of the trial's CPUs (`threads`) and GPUs."""
     workers = context.get("workers", 1)
-    gpu = "cuda" if context.get("gpus_per_worker") else "cpu"
+    gpus = context.get("gpus_per_worker") or 0
+    gpu = "cuda" if gpus else "cpu"
     if workers == 1:
-        return {"device": device or gpu}
+        return {"device": device or gpu, **({"memory_share": gpus} if 0 < gpus < 1 else {})}
     return {"workers": workers, "device": gpu}
 
 

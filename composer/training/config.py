@@ -83,6 +83,8 @@ class RuntimeConfig:
     log_every: int = option(10, "report progress every N steps", gt=0)
     memory_check: bool = option(True, "refuse to start when the estimated memory (composer/training/memory.py) "
                                 "exceeds what the device has available")
+    memory_share: float = option(1.0, "the fraction of a GPU's memory this run may take (a search trial on a "
+                                 "shared GPU: its gpus_per_trial)", gt=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from composer.training.checkpoint import read_fingerprint
 from composer.training.config import TrainConfig
 
 NOT_IDENTIFYING = ("lrs", "weight_decays", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds",
-                   "resume", "threads", "compile", "device", "log_every", "memory_check", "steps", "tokens", "seconds",
-                   "workers", "fsdp", "worker_restarts", "storage", "final_splits")
+                   "resume", "threads", "compile", "device", "log_every", "memory_check", "memory_share", "steps",
+                   "tokens", "seconds", "workers", "fsdp", "worker_restarts", "storage", "final_splits")
 
 
 def run_fingerprint(spec: ArchSpec, task: Task, config: TrainConfig) -> dict[str, Any]:

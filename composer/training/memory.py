@@ -130,11 +130,12 @@ def saved_values(cls: type[Primitive]) -> int:
     return max((p.saved_values for p in registered().values() if p.saved_values is not None), default=0)
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Bytes the run can still allocate on `device`; None when this platform does not say."""
+def available_memory(device: torch.device, share: float = 1.0) -> int | None:
+    """Bytes the run can still allocate on `device`; None when this platform does not say. `share`: the fraction
+    of a GPU this run holds (runs sharing one each see all of its free memory when they start)."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        free, total = torch.cuda.mem_get_info(device)
+        return int(min(free, share * total))
     if device.type != "cpu":
         return None
     available = _meminfo_available()
@@ -168,16 +169,21 @@ def _cgroup_room() -> int | None:
         return None
 
 
+def share_text(device: torch.device, share: float) -> str:
+    return f" to a run holding {share:g} of it" if device.type == "cuda" and share < 1 else ""
+
+
 def check_memory(spec: ArchSpec, seq_len: int, batch_size: int, eval_batch_size: int, device: torch.device,
-                 concurrent: int = 1) -> MemoryEstimate:
+                 concurrent: int = 1, share: float = 1.0) -> MemoryEstimate:
     """The estimate; a MemoryLimitError naming both numbers when it (times `concurrent` runs training at once)
-    exceeds the memory available on `device`."""
+    exceeds the memory available on `device` (on a GPU, at most `share` of its memory)."""
     estimate = estimate_memory(spec, seq_len, batch_size, eval_batch_size)
-    available = available_memory(device)
+    available = available_memory(device, share)
     if available is not None and estimate.total * concurrent > available:
         runs = f" for each of {concurrent} runs at once" if concurrent > 1 else ""
         raise MemoryLimitError(f"training needs about {estimate.describe()}{runs} at batch_size {batch_size} x "
-                               f"seq_len {seq_len}, but {device.type} has {gib(max(available, 0))} available: use a "
+                               f"seq_len {seq_len}, but {device.type} has {gib(max(available, 0))} available"
+                               f"{share_text(device, share)}: use a "
                                "smaller model or batch (or set memory_check false, --no-memory-check, to try "
                                "anyway)", path="memory")
     return estimate

@@ -111,7 +111,7 @@ def check_memory_here(spec: ArchSpec, task: Task, config: TrainConfig, gpu: bool
     workers = config.parallel.workers
     device = resolve_device("cuda:0" if gpu else "cpu")
     check_memory(spec, task.seq_len, config.runtime.batch_size // workers, config.evaluation.eval_batch_size,
-                 device, concurrent=1 if gpu else workers)
+                 device, concurrent=1 if gpu else workers, share=config.runtime.memory_share)
 
 
 class Storage:

@@ -117,7 +117,8 @@ def set_up(spec: ArchSpec | dict | str, task: Task, config: TrainConfig,
     spec = fit_spec(spec, task)
     device = resolve_device(config.runtime.device)
     if config.runtime.memory_check:
-        check_memory(spec, task.seq_len, config.runtime.batch_size, config.evaluation.eval_batch_size, device)
+        check_memory(spec, task.seq_len, config.runtime.batch_size, config.evaluation.eval_batch_size, device,
+                     share=config.runtime.memory_share)
     fingerprint = run_fingerprint(spec, task, config)
     resume = out_dir is not None and config.checkpoint.resume and has_checkpoint(out_dir)
     if out_dir is not None:
