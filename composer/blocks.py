@@ -64,10 +64,12 @@ def adapter_params(width: int, adapter: dict[str, Any] | None) -> int:
 
 
 class Registry:
-    """The named primitives seen while building one model, for the `share` layers that reuse them."""
+    """The primitives seen while building one model: by name, for the `share` layers that reuse them, and the
+    latest of each op, for the layers that follow it."""
 
     def __init__(self):
         self.by_name: dict[str, Primitive] = {}
+        self.latest: dict[str, Primitive] = {}  # the last primitive built of each op (`Primitive.follow`)
 
 
 class SubLayer(nn.Module):
@@ -242,6 +244,8 @@ def make_primitive(layer: Layer, spec: ArchSpec, width: int,
     if layer.share is not None:
         return None, registry.by_name[layer.share]
     op = get_primitive(layer.op)(width, spec.config(layer))
+    op.follow(registry.latest.get(layer.op))
+    registry.latest[layer.op] = op
     if layer.name is not None and layer.name not in registry.by_name:
         registry.by_name[layer.name] = op
     return op, None

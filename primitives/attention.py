@@ -35,6 +35,7 @@ from primitives.common import rms_norm
 from primitives.ops.softmax_attention import (
     cached_positions,
     kept_indices,
+    mean_keys,
     rope_angles,
     rotary,
     softmax_attention,
@@ -88,19 +89,6 @@ def rotated_dims(cfg: AttentionConfig, head_dim: int) -> int:
 def gate_width(cfg: AttentionConfig, n_heads: int, head_dim: int) -> int:
     """Outputs of the output gate's projection: H h per channel, H per head, 0 without a gate."""
     return {"channel": n_heads * head_dim, "head": n_heads, None: 0}[cfg.output_gate]
-
-
-def mean_keys(seq_len: int, window: int | None, keep_prefix: int) -> float:
-    """Keys one query attends to, averaged over a causal sequence of seq_len tokens: min(i + 1, window) plus the
-    kept prefix positions that fell out of the window."""
-    if window is None:
-        return (seq_len + 1) / 2
-    span = min(window, seq_len)
-    total = span * (span + 1) / 2 + (seq_len - span) * span
-    out_of_window = seq_len - span  # queries whose window has moved past position 0: m = 1 .. seq_len - span
-    p = min(keep_prefix, out_of_window)
-    total += p * (p + 1) / 2 + (out_of_window - p) * keep_prefix
-    return total / seq_len
 
 
 @register("attention")

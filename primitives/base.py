@@ -18,6 +18,7 @@ A primitive class declares
   `seq_len`, and state bytes per sequence at that context.
 * `width_scaled`: the Config fields that grow in proportion to d_model when `scaling.rules.widen` widens a
   model (see `width_fields`).
+* `follow(earlier)`: called at build with the nearest earlier layer of the same primitive (see the method).
 * `aux_losses()`: the weighted auxiliary losses of its most recent call (e.g. MoE load balancing). The block
   that calls a primitive reads them right after the call and returns them with its output, so that every
   call counts once, whatever loops, shared layers or recomputation do.
@@ -130,6 +131,11 @@ class Primitive(nn.Module):
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Weighted auxiliary losses of the most recent call (e.g. MoE load balancing); empty by default."""
         return {}
+
+    def follow(self, earlier: Primitive | None) -> None:
+        """Called once when a model is built, with the nearest earlier layer of the same primitive (None: this is
+        the first): a layer that reads another's results keeps it here (Hymba's cross-layer key/value sharing).
+        Nothing by default."""
 
     @classmethod
     def validate(cls, cfg: Any, d_model: int) -> None:

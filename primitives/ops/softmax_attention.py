@@ -64,6 +64,19 @@ def kept_indices(positions: torch.Tensor, end: int, window: int | None, keep_pre
     return keep.nonzero().squeeze(-1)
 
 
+def mean_keys(seq_len: int, window: int | None, keep_prefix: int) -> float:
+    """Keys one query attends to, averaged over a causal sequence of seq_len tokens: min(i + 1, window) plus the
+    kept prefix positions that fell out of the window."""
+    if window is None:
+        return (seq_len + 1) / 2
+    span = min(window, seq_len)
+    total = span * (span + 1) / 2 + (seq_len - span) * span
+    out_of_window = seq_len - span  # queries whose window has moved past position 0: m = 1 .. seq_len - span
+    p = min(keep_prefix, out_of_window)
+    total += p * (p + 1) / 2 + (out_of_window - p) * keep_prefix
+    return total / seq_len
+
+
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
                       window: int | None = None, keep_prefix: int = 0, sinks: torch.Tensor | None = None,
                       bias: torch.Tensor | None = None) -> torch.Tensor:
