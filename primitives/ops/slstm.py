@@ -89,53 +89,66 @@ class _SLSTMScan(torch.autograd.Function):
     def forward(ctx, inputs: Tensor, kernel: Tensor, y0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor):
         T, H, B, four_dh = inputs.shape
         dh = four_dh // 4
-        raw = []                                                          # the gate pre-activations
-        ys, gates = inputs.new_empty(T + 1, H, B, dh), inputs.new_empty(T, 4, H, B, dh)  # i', f', tanh z~, sig o~
-        cs, ns, ms = (inputs.new_empty(T + 1, H, B, dh) for _ in range(3))
-        ys[0], cs[0], ns[0], ms[0] = y0, c0, n0, m0
+        ys, ms = (inputs.new_empty(T + 1, H, B, dh) for _ in range(2))
+        cns = inputs.new_empty(T + 1, 2, H, B, dh)                    # c and n stacked: one update for both
+        gates_if = inputs.new_empty(T, 2, H, B, dh)                   # i', f'
+        z_one = inputs.new_empty(T, 2, H, B, dh)                      # tanh(z~) and 1: the inputs to c and n
+        z_one[:, 1] = 1
+        o_gate = inputs.new_empty(T, H, B, dh)
+        ys[0], ms[0], cns[0, 0], cns[0, 1] = y0, m0, c0, n0
         fresh = n0 == 0
-        steps = zip(inputs.unbind(0), gates.unbind(0), ys.unbind(0), ys[1:].unbind(0),
-                    cs.unbind(0), cs[1:].unbind(0), ns.unbind(0), ns[1:].unbind(0), ms.unbind(0), ms[1:].unbind(0))
-        for t, (step, gate, y, y_new, c, c_new, n, n_new, m, m_new) in enumerate(steps):
+        raw = []                                                      # the gate pre-activations
+        steps = zip(inputs.unbind(0), ys.unbind(0), ys[1:].unbind(0), ms.unbind(0), ms[1:].unbind(0),
+                    cns.unbind(0), cns[1:].unbind(0), cns[1:, 0].unbind(0), cns[1:, 1].unbind(0),
+                    gates_if.unbind(0), gates_if[:, 0].unbind(0), gates_if[:, 1].unbind(0), z_one.unbind(0),
+                    z_one[:, 0].unbind(0), o_gate.unbind(0))
+        for t, (step, y, y_new, m, m_new, cn, cn_new, c_new, n_new, i_f, i, f, z_1, z, o) in enumerate(steps):
             pre = torch.baddbmm(step, y, kernel)                          # (baddbmm_ runs head by head)
             raw.append(pre)
             raw_i, raw_f, raw_z, raw_o = pre.split(dh, dim=-1)
-            i, f, z, o = gate.unbind(0)
             log_f = F.logsigmoid(raw_f).add_(m)
             torch.maximum(raw_i, log_f, out=m_new)
             if t == 0:
                 torch.where(fresh, raw_i, m_new, out=m_new)
-            torch.sub(raw_i, m_new, out=i).exp_()
-            torch.sub(log_f, m_new, out=f).exp_()
+            torch.sub(torch.stack([raw_i, log_f]), m_new, out=i_f).exp_()
             torch.tanh(raw_z, out=z)
             torch.sigmoid(raw_o, out=o)
-            torch.mul(f, c, out=c_new).addcmul_(i, z)
-            torch.mul(f, n, out=n_new).add_(i)
+            torch.mul(cn, f, out=cn_new).addcmul_(i, z_1)             # c = f' c + i' tanh(z~), n = f' n + i'
             torch.mul(o, c_new, out=y_new).div_(n_new)
-        ctx.save_for_backward(kernel, torch.stack(raw), ys, gates, cs, ns, ms, fresh)
-        return ys[1:], ys[T].clone(), cs[T].clone(), ns[T].clone(), ms[T].clone()
+        ctx.save_for_backward(kernel, torch.stack(raw), ys, ms, cns, gates_if, z_one, o_gate, fresh)
+        return ys[1:], ys[T].clone(), cns[T, 0].clone(), cns[T, 1].clone(), ms[T].clone()
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_y: Tensor, d_c: Tensor, d_n: Tensor, d_m: Tensor):
-        kernel, raw, ys, gates, cs, ns, ms, fresh = ctx.saved_tensors
+        kernel, raw, ys, ms, cns, gates_if, z_one, o, fresh = ctx.saved_tensors
         T, H, B, four_dh = raw.shape
         dh = four_dh // 4
-        i, f, z, o = gates.unbind(1)                                  # each [T, H, B, dh]
+        i, f, z = gates_if[:, 0], gates_if[:, 1], z_one[:, 0]          # each [T, H, B, dh]
         raw_i, raw_f = raw[..., :dh], raw[..., dh:2 * dh]
-        log_f = F.logsigmoid(raw_f) + ms[:-1]
-        new_c, new_n, old_c, old_n, y = cs[1:], ns[1:], cs[:-1], ns[:-1], ys[1:]
-        # coefficients of the step's linear backward, for all steps at once; pairs and triples stacked on dim 1
+        log_f = F.logsigmoid(raw_f).add_(ms[:-1])
+        new_c, new_n, old_c, old_n, y = cns[1:, 0], cns[1:, 1], cns[:-1, 0], cns[:-1, 1], ys[1:]
+        # coefficients of the step's linear backward for all steps at once, pairs and triples stacked on dim 1
         inv_n = new_n.reciprocal()
-        to_c_n = torch.stack([o * inv_n, -y * inv_n], 1)             # dc, dn += a * these
-        d_raw_o_coef = new_c * inv_n * o * (1 - o)
-        d_raw_z_coef = i * (1 - z * z)
-        i_z, f_c, f_n = i * z, f * old_c, f * old_n
-        from_c = torch.stack([i_z, f_c, -(i_z + f_c)], 1)            # (di' i', df' f', -both) from dc ...
-        from_n = torch.stack([i, f_n, -(i + f_n)], 1)                 # ... and from dn
-        to_i = torch.where(raw_i > log_f, 1.0, torch.where(raw_i == log_f, 0.5, 0.0))
-        to_i[0] = torch.where(fresh, 1.0, to_i[0])
-        split_m = torch.stack([to_i, 1 - to_i], 1)                    # dm_t's shares to i~ and log f
-        to_raw_if = torch.stack([torch.ones_like(raw_f), torch.sigmoid(-raw_f)], 1)
+        to_c_n = raw.new_empty(T, 2, H, B, dh)                        # dc, dn += a * these
+        torch.mul(o, inv_n, out=to_c_n[:, 0])
+        torch.mul(y, inv_n, out=to_c_n[:, 1]).neg_()
+        d_raw_o_coef = (new_c * to_c_n[:, 0]).mul_(1 - o)
+        from_c, from_n = raw.new_empty(T, 3, H, B, dh), raw.new_empty(T, 3, H, B, dh)
+        torch.mul(i, z, out=from_c[:, 0])                             # (di' i', df' f', -both) from dc ...
+        torch.mul(f, old_c, out=from_c[:, 1])
+        torch.add(from_c[:, 0], from_c[:, 1], out=from_c[:, 2]).neg_()
+        from_n[:, 0] = i                                              # ... and from dn
+        torch.mul(f, old_n, out=from_n[:, 1])
+        torch.add(i, from_n[:, 1], out=from_n[:, 2]).neg_()
+        d_raw_z_coef = torch.addcmul(i, from_c[:, 0], z, value=-1)    # i' (1 - tanh(z~)^2)
+        split_m = raw.new_empty(T, 2, H, B, dh)                       # dm_t's shares to i~ and log f
+        split_m[:, 0] = raw_i > log_f                                 # torch.maximum's backward: halves on ties
+        split_m[:, 0].masked_fill_(raw_i == log_f, 0.5)
+        split_m[0, 0].masked_fill_(fresh, 1.0)
+        split_m[:, 1].fill_(1).sub_(split_m[:, 0])
+        to_raw_if = raw.new_empty(T, 2, H, B, dh)
+        to_raw_if[:, 0] = 1
+        torch.sigmoid(raw_f.neg(), out=to_raw_if[:, 1])
         d_raw = torch.empty_like(raw)
         d_raw_gates = d_raw.view(T, H, B, 4, dh).permute(0, 3, 1, 2, 4)   # [T, 4, H, B, dh] views of d_raw
         d_outs = d_out.contiguous()
