@@ -120,7 +120,7 @@ class Mamba(Primitive):
         A = -torch.exp(self.A_log.float())                                  # [E, N]
         y, h_last = selective_scan(dt, A, dt * u.float(), B.float(), C.float(),
                                    None if state is None else state["ssm"])
-        y = torch.addcmul(y, self.D, u.float())
+        y = y + self.D * u.float()
         y = self.out_proj((y * F.silu(z.float())).to(x.dtype))
         if state is None:
             return y, None
@@ -215,7 +215,7 @@ class Mamba2(Primitive):
         o, ssm = simple_gla(C, B, u * dt[..., None], g, scale=1.0,
                             initial_state=None if state is None else state["ssm"],
                             output_final_state=state is not None)
-        y = torch.addcmul(o.float(), self.D[:, None], u)
+        y = o.float() + self.D[:, None] * u
         gated = y.reshape(Bsz, T, E) * F.silu(z.float())
         if self.cfg.gated_norm:
             gated = head_rms_norm(gated.reshape(Bsz, T, G, E // G), self.norm).reshape(Bsz, T, E)
