@@ -161,9 +161,11 @@ class SLSTM(Primitive):
         x_conv, cache = x, None
         if self.cfg.kernel_size:
             x_conv, cache = self.conv(x, None if state is None else state["conv"])
-        w_if = torch.einsum("bthi,hio->btho", x_conv.float().view(B, T, H, dh), self.w_if.float())
-        w_zo = torch.einsum("bthi,hio->btho", x.float().view(B, T, H, dh), self.w_zo.float())
-        wx = torch.cat([w_if, w_zo], dim=-1).view(B, T, H, 4, dh) + self.bias.float()
+        # wx is laid out [T, H, B, 4 dh] in memory, the recurrence's layout, and viewed [B, T, H, 4, dh]
+        w_if = torch.einsum("bthi,hio->thbo", x_conv.float().view(B, T, H, dh), self.w_if.float())
+        w_zo = torch.einsum("bthi,hio->thbo", x.float().view(B, T, H, dh), self.w_zo.float())
+        wx = torch.cat([w_if, w_zo], dim=-1).view(T, H, B, 4, dh).add_(self.bias.float()[:, None])
+        wx = wx.permute(2, 0, 1, 3, 4)
         carried = None if state is None else tuple(state[key].float() for key in ("y", "c", "n", "m"))
         y, final = slstm_scan(wx, self.recurrent, carried)
         y = F.layer_norm(y, (dh,), eps=1e-5).reshape(B, T, d) * self.norm.float()

@@ -54,9 +54,8 @@ def _block_inputs(dt: Tensor, A2: Tensor, x: Tensor, Bm: Tensor, decay: Tensor, 
 
 def _run_block(decay: Tensor, states: Tensor, h: Tensor) -> Tensor:
     """In place: `states` (holding the inputs x B) becomes h_t for every step of the block; returns the last."""
-    for i in range(states.shape[0]):
-        states[i].addcmul_(decay[i], h)
-        h = states[i]
+    for state, step_decay in zip(states.unbind(0), decay.unbind(0)):
+        h = state.addcmul_(step_decay, h)
     return h
 
 
@@ -112,8 +111,9 @@ class _SelectiveScan(torch.autograd.Function):
             torch.sum(torch.mul(states, dy[piece].unsqueeze(-2), out=temp), -1, out=d_C[piece])
             torch.mul(dy[piece].unsqueeze(-2), Cm[piece].unsqueeze(-1), out=grad)  # becomes dh~_t below
             grad[L - 1].add_(carry)
+            grads, decays = grad.unbind(0), decay.unbind(0)
             for i in range(L - 2, -1, -1):
-                grad[i].addcmul_(decay[i + 1], grad[i + 1])
+                grads[i].addcmul_(decays[i + 1], grads[i + 1])
             torch.bmm(Bm[piece].view(flat, 1, N), grad.view(flat, N, E), out=d_x[piece].view(flat, 1, E))
             torch.sum(torch.mul(grad, x[piece].unsqueeze(-2), out=temp), -1, out=d_B[piece])
             g = decay.mul_(grad)  # exp(dt_t A) dh~_t, times h_{t-1} below
