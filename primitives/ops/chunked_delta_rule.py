@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from primitives.ops.chunking import (
     causal_mask,
     compute_dtype,
+    from_chunk_major,
     initial_state_or_zeros,
     relative_decay,
     resolve_scale,
+    to_chunk_major,
 )
 
 Tensor = torch.Tensor
@@ -39,7 +41,7 @@ Tensor = torch.Tensor
 INVERSE_BLOCK = 16  # (I + A)^{-1} is built from blocks of this size (rows substituted within a block)
 
 
-def _invert_unit_lower(A: Tensor) -> Tensor:
+def invert_unit_lower(A: Tensor) -> Tensor:
     """(I + A)^{-1} for strictly lower-triangular A `[..., C, C]`, without autograd.
 
     Blocks of INVERSE_BLOCK on the diagonal are inverted together by forward substitution (one row of every
@@ -69,7 +71,7 @@ class _UnitLowerInverse(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A: Tensor) -> Tensor:
-        T = _invert_unit_lower(A)
+        T = invert_unit_lower(A)
         ctx.save_for_backward(T)
         return T
 
@@ -123,7 +125,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
             gamma = None if G is None else relative_decay(G, causal_mask(C, k.device))
             AK = k @ k.transpose(-1, -2)
             AK = (AK if gamma is None else AK.mul_(gamma)).masked_fill_(~strict, 0.0)  # K K^T * Gamma, strict
-            T = _invert_unit_lower(AK * beta.unsqueeze(-1))
+            T = invert_unit_lower(AK * beta.unsqueeze(-1))
             gain = beta if G is None else beta * G.exp()
             rhs = torch.cat([k * gain.unsqueeze(-1), v * beta.unsqueeze(-1)], dim=-1)
             WU = T @ rhs
@@ -205,25 +207,6 @@ class _ChunkDeltaRule(torch.autograd.Function):
         return d_q, d_k, d_v, d_beta, d_G, d_s0, None
 
 
-def _to_chunk_major(x: Tensor, chunk_size: int, dtype: torch.dtype) -> Tensor:
-    """`[B, T, H, *]` -> `[N, B * H, C, *]`, zero-padded at the end to N * C steps (as `chunking.to_chunks`)."""
-    B, T, H = x.shape[:3]
-    pad = (-T) % chunk_size
-    x = x.to(dtype)
-    if pad:
-        x = F.pad(x, [0, 0] * (x.dim() - 2) + [0, pad])
-    n = x.shape[1] // chunk_size
-    x = x.reshape(B, n, chunk_size, H, *x.shape[3:]).permute(1, 0, 3, 2, *range(4, x.dim() + 1))
-    return x.reshape(n, B * H, chunk_size, *x.shape[4:])
-
-
-def _from_chunk_major(x: Tensor, B: int, length: int) -> Tensor:
-    """`[N, B * H, C, *]` -> `[B, T, H, *]`, dropping the padding."""
-    N, BH, C, *rest = x.shape
-    x = x.reshape(N, B, BH // B, C, *rest).permute(1, 0, 3, 2, *range(4, x.dim() + 1))
-    return x.reshape(B, N * C, BH // B, *rest)[:, :length]
-
-
 def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, scale: float | None,
              initial_state: Tensor | None, output_final_state: bool,
              chunk_size: int) -> tuple[Tensor, Tensor | None]:
@@ -231,12 +214,12 @@ def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, sc
     V = v.shape[-1]
     out_dtype, dtype = v.dtype, compute_dtype(v)
     scale = resolve_scale(scale, K)
-    qc, kc, vc = (_to_chunk_major(x, chunk_size, dtype) for x in (q, k, v))  # [N, BH, C, D]
-    betac = _to_chunk_major(beta.unsqueeze(-1), chunk_size, dtype).squeeze(-1)  # [N, BH, C]
-    G = None if g is None else _to_chunk_major(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1).cumsum(-1)
+    qc, kc, vc = (to_chunk_major(x, chunk_size, dtype) for x in (q, k, v))  # [N, BH, C, D]
+    betac = to_chunk_major(beta.unsqueeze(-1), chunk_size, dtype).squeeze(-1)  # [N, BH, C]
+    G = None if g is None else to_chunk_major(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1).cumsum(-1)
     s0 = initial_state_or_zeros(initial_state, B, H, K, V, qc).reshape(B * H, K, V)
     o, state = _ChunkDeltaRule.apply(qc, kc, vc, betac, G, s0, scale)
-    return _from_chunk_major(o, B, T).to(out_dtype), (state.view(B, H, K, V) if output_final_state else None)
+    return from_chunk_major(o, B, T).to(out_dtype), (state.view(B, H, K, V) if output_final_state else None)
 
 
 def chunk_delta_rule_torch(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,

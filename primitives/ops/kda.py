@@ -18,7 +18,8 @@ so U = U_0 - W S_0 from one triangular solve per chunk, and
     O = scale [ (Q exp(G) - A^qk W) S_0 + A^qk U_0 ]
     S_C = (diag(exp(G_C)) - Kd^T W) S_0 + Kd^T U_0,      Kd = K exp(G_C - G)
 
-Everything but the hand-over of the state between chunks is batched over chunks.
+The scores and the pieces built from them stay under autograd; the solve, the hand-over of the state between
+chunks and the outputs are `wy_chunk_scan` (batched over chunks but for the state, with a written-out backward).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from primitives.ops.chunked_gla import intra_chunk_scores
 from primitives.ops.chunking import (
     causal_mask,
     compute_dtype,
-    from_chunks,
+    from_chunk_major,
     initial_state_or_zeros,
     resolve_scale,
-    to_chunks,
+    to_chunk_major,
 )
 from primitives.ops.dispatch import CHUNK_SIZE, DECODE_MAX
+from primitives.ops.wy_chunk_scan import wy_chunk_scan
 
 Tensor = torch.Tensor
 
@@ -66,32 +68,19 @@ def chunk_kda_torch(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, sc
     V = v.shape[-1]
     out_dtype, dtype = v.dtype, compute_dtype(v)
     scale = resolve_scale(scale, K)
-    q, k, v = (to_chunks(x, chunk_size, dtype) for x in (q, k, v))      # [B, H, N, C, D]
-    beta = to_chunks(beta.unsqueeze(-1), chunk_size, dtype)               # [B, H, N, C, 1]
-    G = to_chunks(g, chunk_size, dtype).cumsum(-2)                        # [B, H, N, C, K]
+    q, k, v = (to_chunk_major(x, chunk_size, dtype) for x in (q, k, v))   # [N, BH, C, D]
+    beta = to_chunk_major(beta.unsqueeze(-1), chunk_size, dtype)            # [N, BH, C, 1]
+    G = to_chunk_major(g, chunk_size, dtype).cumsum(-2)                     # [N, BH, C, K]
     C = q.shape[-2]
 
     scores = intra_chunk_scores(torch.stack([k, q]), torch.stack([k, k]), torch.stack([G, G]))
     a_kk = scores[0].masked_fill(~causal_mask(C, q.device, strict=True), 0.0)
-    a_qk = scores[1]
-    system = beta * a_kk + torch.eye(C, dtype=dtype, device=q.device)
-    rhs = torch.cat([beta * k * G.exp(), beta * v], dim=-1)
-    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
-    W, U0 = solved[..., :K], solved[..., K:]
-
-    q_eff = q * G.exp() - a_qk @ W
-    o = a_qk @ U0
-    k_end_t = (k * (G[..., -1:, :] - G).exp()).transpose(-1, -2)        # [B, H, N, K, C]
-    transitions = torch.diag_embed(G[..., -1, :].exp()) - k_end_t @ W    # [B, H, N, K, K]
-    chunk_updates = k_end_t @ U0                                          # [B, H, N, K, V]
-
-    state = initial_state_or_zeros(initial_state, B, H, K, V, q)
-    starts = []
-    for transition, update in zip(transitions.unbind(2), chunk_updates.unbind(2)):
-        starts.append(state)
-        state = transition @ state + update
-    o = o + q_eff @ torch.stack(starts, dim=2)
-    return from_chunks(o * scale, T).to(out_dtype), (state if output_final_state else None)
+    exp_G = G.exp()
+    state = initial_state_or_zeros(initial_state, B, H, K, V, q).reshape(B * H, K, V)
+    o, state = wy_chunk_scan(beta * a_kk, scores[1], beta * k * exp_G, beta * v, q * exp_G,
+                             k * (G[..., -1:, :] - G).exp(), G[..., -1, :].exp(), None, state)
+    o = from_chunk_major(o * scale, B, T).to(out_dtype)
+    return o, (state.view(B, H, K, V) if output_final_state else None)
 
 
 def kda(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float | None = None,
