@@ -35,6 +35,7 @@ from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import ShortConv, default_heads, inverse_softplus_dt, rms_norm
 from primitives.ops import CHUNK_SIZE, kda
+from primitives.ops.l2_normalize import l2_normalize
 
 
 @dataclass
@@ -117,8 +118,8 @@ class KimiDeltaAttention(Primitive):
         H, dk, dv = self.n_heads, self.dk, self.dv
         qkv, cache = self.conv(self.qkv(x), None if state is None else state["conv"])
         q, k, v = qkv.split([H * dk, H * dk, H * dv], dim=-1)
-        q = F.normalize(q.float().view(B, T, H, dk), dim=-1)
-        k = F.normalize(k.float().view(B, T, H, dk), dim=-1)
+        q = l2_normalize(q.float().view(B, T, H, dk))
+        k = l2_normalize(k.float().view(B, T, H, dk))
         decay_in = self.f_proj(x).float().view(B, T, H, dk) + self.dt_bias.float().view(H, dk)
         g = -self.A_log.float().exp().view(H, 1) * F.softplus(decay_in)
         beta = torch.sigmoid(self.b_proj(x).float())

@@ -47,6 +47,7 @@ from composer.fields import option
 from primitives.base import Cost, Primitive, State, divides, register
 from primitives.common import default_heads
 from primitives.ops import CHUNK_SIZE, rwkv7
+from primitives.ops.l2_normalize import l2_normalize
 
 LOG_DECAY_SCALE = math.exp(-0.5)  # log w = -exp(-1/2) sigmoid(.): w in [exp(-0.607), 1]
 
@@ -146,7 +147,7 @@ class RWKV7(Primitive):
         log_w = -LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(x_w).float())
         alpha = torch.sigmoid(self.a_lora(x_a).float())
         gate = self.g_lora(x_g).float()
-        kappa = F.normalize((k * self.k_k).view(B, T, H, dh), dim=-1)
+        kappa = l2_normalize((k * self.k_k).view(B, T, H, dh))
         k = k * (1 + (alpha - 1) * self.k_a)
         heads = (B, T, H, dh)
         r, k, v, alpha = r.view(heads), k.view(heads), v.view(heads), alpha.view(heads)
