@@ -8,7 +8,7 @@ q, k `[B, T, H, K]` (k L2-normalised by the caller), v `[B, T, H, V]`, g `[B, T,
 `chunk_kda_torch` (chunked) and `kda`, which runs the first on pieces of at most DECODE_MAX tokens.
 
 Chunked form. Within a chunk starting from S_0, with G the chunk-local cumsum of g ([C, K]) and the
-per-channel scores A^xy_ij = sum_c x_ic y_jc exp(G_ic - G_jc) (j <= i; `chunked_gla.intra_chunk_scores`),
+per-channel scores A^xy_ij = sum_c x_ic y_jc exp(G_ic - G_jc) (j <= i; both from one `paired_scores` call),
 the pseudo-values u_t = beta_t (v_t - k_t diag(exp(g_t)) S_{t-1}) solve
 
     (I + tril_strict(diag(beta) A^kk)) U = diag(beta) V - diag(beta) (K exp(G)) S_0,
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 
-from primitives.ops.chunked_gla import intra_chunk_scores
 from primitives.ops.chunking import (
     causal_mask,
     compute_dtype,
@@ -36,6 +35,7 @@ from primitives.ops.chunking import (
     to_chunk_major,
 )
 from primitives.ops.dispatch import CHUNK_SIZE, DECODE_MAX
+from primitives.ops.paired_scores import paired_scores
 from primitives.ops.wy_chunk_scan import wy_chunk_scan
 
 Tensor = torch.Tensor
@@ -73,11 +73,11 @@ def chunk_kda_torch(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, sc
     G = to_chunk_major(g, chunk_size, dtype).cumsum(-2)                     # [N, BH, C, K]
     C = q.shape[-2]
 
-    scores = intra_chunk_scores(torch.stack([k, q]), torch.stack([k, k]), torch.stack([G, G]))
-    a_kk = scores[0].masked_fill(~causal_mask(C, q.device, strict=True), 0.0)
+    scores = paired_scores([k, q], [k], G)                                  # [A^kk; A^qk]  [N, BH, 2C, C]
+    a_kk = scores[..., :C, :].masked_fill(~causal_mask(C, q.device, strict=True), 0.0)
     exp_G = G.exp()
     state = initial_state_or_zeros(initial_state, B, H, K, V, q).reshape(B * H, K, V)
-    o, state = wy_chunk_scan(beta * a_kk, scores[1], beta * k * exp_G, beta * v, q * exp_G,
+    o, state = wy_chunk_scan(beta * a_kk, scores[..., C:, :], beta * k * exp_G, beta * v, q * exp_G,
                              k * (G[..., -1:, :] - G).exp(), G[..., -1, :].exp(), None, state)
     o = from_chunk_major(o * scale, B, T).to(out_dtype)
     return o, (state.view(B, H, K, V) if output_final_state else None)

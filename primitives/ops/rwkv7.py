@@ -23,8 +23,8 @@ u_t = a_t S_{t-1}, which solve the unit-lower-triangular system
     S_C = (diag(exp(G_C)) + Bd^T W) S_0 + Bd^T U_0 + Kd^T V,     Bd, Kd = b, k times exp(G_C - G).
 
 A'^xy is the inclusive score of the queries moved one step earlier (row t - 1 scores x_t against y_j with
-G_{t-1} = G'_t), so all four score matrices come from one call of `chunked_gla.intra_chunk_scores`, which stays
-exact for any decay strength.
+G_{t-1} = G'_t), so all four score matrices come from one call of `paired_scores` (one matmul where the
+decay allows; exact for any decay strength).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from primitives.ops.chunked_gla import intra_chunk_scores
 from primitives.ops.chunking import compute_dtype, from_chunk_major, initial_state_or_zeros, to_chunk_major
 from primitives.ops.dispatch import CHUNK_SIZE, DECODE_MAX
+from primitives.ops.paired_scores import paired_scores
 from primitives.ops.wy_chunk_scan import wy_chunk_scan
 
 Tensor = torch.Tensor
@@ -70,10 +70,10 @@ def chunk_rwkv7_torch(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: 
     G = w.cumsum(-2)
 
     a_next = F.pad(a[..., 1:, :], [0, 0, 0, 1])                  # row s holds a_{s+1}
-    scores = intra_chunk_scores(torch.stack([a_next, a_next, r, r]), torch.stack([b, k, b, k]),
-                                G.expand(4, *G.shape))
-    a_ab, a_ak = (F.pad(s[..., :-1, :], [0, 0, 1, 0]) for s in scores[:2])   # A'_tj = row t - 1
-    a_rb, a_rk = scores[2], scores[3]
+    C = r.shape[-2]
+    scores = paired_scores([a_next, r], [b, k], G)                # [[A^ab, A^ak], [A^rb, A^rk]]  [N, BH, 2C, 2C]
+    a_ab, a_ak = (F.pad(s[..., :-1, :], [0, 0, 1, 0]) for s in scores[..., :C, :].split(C, dim=-1))  # row t - 1
+    a_rb, a_rk = scores[..., C:, :].split(C, dim=-1)
     to_end = (G[..., -1:, :] - G).exp()
     extra = (k * to_end).transpose(-1, -2) @ v                                # Kd^T V  [N, BH, K, V]
     state = initial_state_or_zeros(initial_state, B, H, K, V, r).reshape(B * H, K, V)
