@@ -9,6 +9,7 @@ divide and their backwards) costs about twice these three passes on CPU.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -30,5 +31,8 @@ class _L2Normalize(torch.autograd.Function):
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """x / max(|x|, eps) over the last dimension (as `F.normalize(x, dim=-1)`)."""
+    """x / max(|x|, eps) over the last dimension (as `F.normalize(x, dim=-1)`, which runs when no gradient is
+    wanted: decoding keeps its few small ops)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return F.normalize(x, dim=-1, eps=eps)
     return _L2Normalize.apply(x, eps)
