@@ -18,7 +18,7 @@ head per 64 channels and K = V = d, ~4 d^2 + low-rank gates. Initialisation: A u
 dt_bias with softplus(dt_bias) log-uniform in [1e-3, 0.1] (the Mamba init, as `gated_deltanet` here).
 
 FLOPs per token: the projections and convolution (2 per multiply-add) and the chunked form's matmuls per head,
-2 [c (3 dk + dv) + c (dk + dv) / 2 + dk^2 + 2 dk dv + dk^2 dv / c] (c = CHUNK_SIZE: scores, triangular solve,
+2 [c (3 dk + dv) + c (dk + dv) / 2 + dk^2 + 2 dk dv + dk^2 dv / c] (c = DELTA_RULE_CHUNK_SIZE: scores, triangular solve,
 intra-chunk products, state hand-over); elementwise gates and norms are not counted.
 State: S [H, dk, dv] and the convolution cache [2K + V, k - 1].
 """
@@ -34,7 +34,8 @@ from torch import nn
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
 from primitives.common import ShortConv, default_heads, inverse_softplus_dt, rms_norm
-from primitives.ops import CHUNK_SIZE, kda
+from primitives.ops import DELTA_RULE_CHUNK_SIZE, kda
+from primitives.ops.l2_normalize import l2_normalize
 
 
 @dataclass
@@ -99,7 +100,7 @@ class KimiDeltaAttention(Primitive):
     @classmethod
     def cost(cls, cfg: KDAConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         H, dk, dv, r = kda_sizes(cfg, d_model)
-        K, V, d, c = H * dk, H * dv, d_model, CHUNK_SIZE
+        K, V, d, c = H * dk, H * dv, d_model, DELTA_RULE_CHUNK_SIZE
         matmul = d * (2 * K + V) + 2 * d * r + r * (K + V) + d * H + V * d
         conv = ShortConv.param_count(2 * K + V, cfg.kernel_size)
         params = matmul + conv + H + K + (V if cfg.gate_bias else 0) + dv
@@ -117,8 +118,8 @@ class KimiDeltaAttention(Primitive):
         H, dk, dv = self.n_heads, self.dk, self.dv
         qkv, cache = self.conv(self.qkv(x), None if state is None else state["conv"])
         q, k, v = qkv.split([H * dk, H * dk, H * dv], dim=-1)
-        q = F.normalize(q.float().view(B, T, H, dk), dim=-1)
-        k = F.normalize(k.float().view(B, T, H, dk), dim=-1)
+        q = l2_normalize(q.float().view(B, T, H, dk))
+        k = l2_normalize(k.float().view(B, T, H, dk))
         decay_in = self.f_proj(x).float().view(B, T, H, dk) + self.dt_bias.float().view(H, dk)
         g = -self.A_log.float().exp().view(H, 1) * F.softplus(decay_in)
         beta = torch.sigmoid(self.b_proj(x).float())

@@ -46,6 +46,7 @@ from composer.fields import option
 from primitives.base import State, register
 from primitives.common import HeadFeatures, HeadMixer, HeadsConfig, head_sizes, inverse_softplus_dt
 from primitives.ops import DELTA_RULE_CHUNK_SIZE, delta_rule, gated_delta_rule, gla, simple_gla
+from primitives.ops.l2_normalize import l2_normalize
 
 
 @dataclass
@@ -181,7 +182,7 @@ class DeltaNet(HeadMixer):
 
     def qk_beta(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, ...]:
         q, k, v, cache = self.project(x, state)
-        q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+        q, k = l2_normalize(q.float()), l2_normalize(k.float())
         return q, k, v, torch.sigmoid(self.b_proj(x).float()), cache
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:

@@ -29,7 +29,7 @@ follows fla's for the first layer where it keeps every parameter trainable (its 
 and output projection are small random instead).
 
 FLOPs per token: the projections (2 per multiply-add) and the chunked form's matmuls per head,
-2 (9 c dh + 4 dh^2 + dh^3 / c) (c = CHUNK_SIZE: four score matrices and their products, the triangular solve,
+2 (9 c dh + 4 dh^2 + dh^3 / c) (c = DELTA_RULE_CHUNK_SIZE: four score matrices and their products, the triangular solve,
 the state hand-over); elementwise work is not counted.
 State: S [H, dh, dh] and the previous input [d] (the token shift).
 """
@@ -46,7 +46,8 @@ from torch import nn
 from composer.fields import option
 from primitives.base import Cost, Primitive, State, divides, register
 from primitives.common import default_heads
-from primitives.ops import CHUNK_SIZE, rwkv7
+from primitives.ops import DELTA_RULE_CHUNK_SIZE, rwkv7
+from primitives.ops.l2_normalize import l2_normalize
 
 LOG_DECAY_SCALE = math.exp(-0.5)  # log w = -exp(-1/2) sigmoid(.): w in [exp(-0.607), 1]
 
@@ -125,7 +126,7 @@ class RWKV7(Primitive):
     def cost(cls, cfg: RWKV7Config, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
         d = d_model
         H, r_w, r_a, r_g = rwkv7_sizes(cfg, d)
-        dh, c = d // H, CHUNK_SIZE
+        dh, c = d // H, DELTA_RULE_CHUNK_SIZE
         matmul = 4 * d * d + 2 * d * (r_w + r_a + r_g)
         params = matmul + 13 * d
         chunked = 9 * c * dh + 4 * dh * dh + dh**3 / c
@@ -146,7 +147,7 @@ class RWKV7(Primitive):
         log_w = -LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(x_w).float())
         alpha = torch.sigmoid(self.a_lora(x_a).float())
         gate = self.g_lora(x_g).float()
-        kappa = F.normalize((k * self.k_k).view(B, T, H, dh), dim=-1)
+        kappa = l2_normalize((k * self.k_k).view(B, T, H, dh))
         k = k * (1 + (alpha - 1) * self.k_a)
         heads = (B, T, H, dh)
         r, k, v, alpha = r.view(heads), k.view(heads), v.view(heads), alpha.view(heads)

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from primitives.ops.chunking import (
     causal_mask,
     compute_dtype,
-    from_chunks,
+    from_chunk_major,
     initial_state_or_zeros,
     relative_decay,
     resolve_scale,
-    to_chunks,
+    to_chunk_major,
 )
 
 Tensor = torch.Tensor
@@ -41,7 +41,7 @@ Tensor = torch.Tensor
 INVERSE_BLOCK = 16  # (I + A)^{-1} is built from blocks of this size (rows substituted within a block)
 
 
-def _invert_unit_lower(A: Tensor) -> Tensor:
+def invert_unit_lower(A: Tensor) -> Tensor:
     """(I + A)^{-1} for strictly lower-triangular A `[..., C, C]`, without autograd.
 
     Blocks of INVERSE_BLOCK on the diagonal are inverted together by forward substitution (one row of every
@@ -71,7 +71,7 @@ class _UnitLowerInverse(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A: Tensor) -> Tensor:
-        T = _invert_unit_lower(A)
+        T = invert_unit_lower(A)
         ctx.save_for_backward(T)
         return T
 
@@ -111,18 +111,21 @@ def wy_representation(k: Tensor, v: Tensor, beta: Tensor, G: Tensor | None) -> t
 
 
 class _ChunkDeltaRule(torch.autograd.Function):
-    """Chunked tensors: q, k `[B, H, N, C, K]`, v `[B, H, N, C, V]`, beta `[B, H, N, C]`, G (chunk-local cumsum
-    of the log gates) `[B, H, N, C]` or None, s0 `[B, H, K, V]` -> o `[B, H, N, C, V]`, the final state."""
+    """Chunked tensors, chunk-major: q, k `[N, BH, C, K]`, v `[N, BH, C, V]`, beta `[N, BH, C]`, G (chunk-local
+    cumsum of the log gates) `[N, BH, C]` or None, s0 `[BH, K, V]` -> o `[N, BH, C, V]`, the final state.
+
+    Chunk-major so that the loops over chunks read and write whole contiguous blocks (`x[n]`), and every
+    per-chunk matmul there is one `baddbmm` writing its result in place."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, G: Tensor | None, s0: Tensor, scale: float):
         with torch.autocast(q.device.type, enabled=False):
-            C, K = k.shape[-2:]
+            N, BH, C, K = k.shape
             strict = causal_mask(C, k.device, strict=True)
             gamma = None if G is None else relative_decay(G, causal_mask(C, k.device))
             AK = k @ k.transpose(-1, -2)
             AK = (AK if gamma is None else AK.mul_(gamma)).masked_fill_(~strict, 0.0)  # K K^T * Gamma, strict
-            T = _invert_unit_lower(AK * beta.unsqueeze(-1))
+            T = invert_unit_lower(AK * beta.unsqueeze(-1))
             gain = beta if G is None else beta * G.exp()
             rhs = torch.cat([k * gain.unsqueeze(-1), v * beta.unsqueeze(-1)], dim=-1)
             WU = T @ rhs
@@ -130,28 +133,30 @@ class _ChunkDeltaRule(torch.autograd.Function):
             P = q @ k.transpose(-1, -2)
             P = P.tril_() if gamma is None else P.mul_(gamma)
             k_end = k if G is None else k * (G[..., -1:] - G).exp().unsqueeze(-1)
-            chunk_decays = None if G is None else G[..., -1].exp()
+            k_end_t = k_end.transpose(-1, -2)
+            chunk_decays = None if G is None else G[..., -1].exp()[..., None, None]  # [N, BH, 1, 1]
             U = U.contiguous()
-            starts = q.new_empty(*U.shape[:3], K, U.shape[-1])
-            state = s0
-            for n in range(U.shape[2]):
-                starts[:, :, n] = state
-                U_n = U[:, :, n].sub_(W[:, :, n] @ state)  # U_0 - W S_0
-                update = k_end[:, :, n].transpose(-1, -2) @ U_n
-                state = update.add_(state if chunk_decays is None else state * chunk_decays[:, :, n, None, None])
+            states = q.new_empty(N + 1, BH, K, U.shape[-1])  # states[n]: the state before chunk n
+            states[0] = s0
+            for n in range(N):
+                state = states[n]
+                U[n].baddbmm_(W[n], state, alpha=-1.0)  # U_0 - W S_0
+                start = state if chunk_decays is None else state * chunk_decays[n]
+                torch.baddbmm(start, k_end_t[n], U[n], out=states[n + 1])
+            starts = states[:N]
             q_start = q if G is None else q * G.exp().unsqueeze(-1)
             o = torch.matmul(P, U).add_(q_start @ starts)
             if scale != 1.0:
                 o.mul_(scale)
         ctx.save_for_backward(q, k, v, beta, G, gamma, T, WU, U, starts, P, AK, q_start, k_end)
         ctx.scale = scale
-        return o, state
+        return o, states[N]
 
     @staticmethod
     def backward(ctx, d_o: Tensor, d_state: Tensor):
         q, k, v, beta, G, gamma, T, WU, U, starts, P, AK, q_start, k_end = ctx.saved_tensors
-        W = WU[..., :k.shape[-1]]
-        C, K = k.shape[-2:]
+        N, BH, C, K = k.shape
+        W = WU[..., :K]
         d_o = d_o * ctx.scale if ctx.scale != 1.0 else d_o.contiguous()
         exp_G = None if G is None else G.exp()
         decay_to_end = None if G is None else (G[..., -1:] - G).exp()
@@ -160,16 +165,16 @@ class _ChunkDeltaRule(torch.autograd.Function):
         d_starts = q_start.transpose(-1, -2) @ d_o            # [.., K, V]
         d_P = d_o @ U.transpose(-1, -2)                       # [.., C, C]
         d_U = torch.matmul(P.transpose(-1, -2), d_o)          # [.., C, V]
-        d_ends = torch.empty_like(d_starts)                   # gradient reaching the state after each chunk
-        d_decays = None if G is None else torch.empty_like(chunk_decays)
-        carry = d_state
-        for n in range(U.shape[2] - 1, -1, -1):
-            d_ends[:, :, n] = carry
-            d_U[:, :, n] += k_end[:, :, n] @ carry
-            if G is not None:
-                d_decays[:, :, n] = (carry * starts[:, :, n]).sum((-1, -2))
-                carry = carry * chunk_decays[:, :, n, None, None]
-            carry = carry + d_starts[:, :, n] - W[:, :, n].transpose(-1, -2) @ d_U[:, :, n]
+        d_ends = torch.empty(N + 1, *d_starts.shape[1:], dtype=d_o.dtype, device=d_o.device)
+        d_ends[N] = d_state                                   # d_ends[n + 1]: gradient reaching the state after chunk n
+        W_t = W.transpose(-1, -2)
+        for n in range(N - 1, -1, -1):
+            carry = d_ends[n + 1]
+            d_U[n].baddbmm_(k_end[n], carry)
+            into = d_starts[n] + (carry if chunk_decays is None else carry * chunk_decays[n, :, None, None])
+            torch.baddbmm(into, W_t[n], d_U[n], alpha=-1.0, out=d_ends[n])
+        d_ends, d_s0 = d_ends[1:], d_ends[0]
+        d_decays = None if G is None else (d_ends * starts).sum((-1, -2))
         d_k_end = U @ d_ends.transpose(-1, -2)                # [.., C, K]
         d_W = -(d_U @ starts.transpose(-1, -2))               # [.., C, K]
         d_WU = torch.cat([d_W, d_U], dim=-1)
@@ -199,7 +204,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
             end_terms = (d_k_end * k_end).sum(-1)
             d_G -= end_terms
             d_G[..., -1] += end_terms.sum(-1) + d_decays * chunk_decays
-        return d_q, d_k, d_v, d_beta, d_G, carry, None
+        return d_q, d_k, d_v, d_beta, d_G, d_s0, None
 
 
 def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, scale: float | None,
@@ -209,12 +214,12 @@ def _chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor | None, beta: Tensor, sc
     V = v.shape[-1]
     out_dtype, dtype = v.dtype, compute_dtype(v)
     scale = resolve_scale(scale, K)
-    qc, kc, vc = (to_chunks(x, chunk_size, dtype) for x in (q, k, v))  # [B, H, N, C, D]
-    betac = to_chunks(beta.unsqueeze(-1), chunk_size, dtype).squeeze(-1)  # [B, H, N, C]
-    G = None if g is None else to_chunks(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1).cumsum(-1)
-    s0 = initial_state_or_zeros(initial_state, B, H, K, V, qc)
+    qc, kc, vc = (to_chunk_major(x, chunk_size, dtype) for x in (q, k, v))  # [N, BH, C, D]
+    betac = to_chunk_major(beta.unsqueeze(-1), chunk_size, dtype).squeeze(-1)  # [N, BH, C]
+    G = None if g is None else to_chunk_major(g.unsqueeze(-1), chunk_size, dtype).squeeze(-1).cumsum(-1)
+    s0 = initial_state_or_zeros(initial_state, B, H, K, V, qc).reshape(B * H, K, V)
     o, state = _ChunkDeltaRule.apply(qc, kc, vc, betac, G, s0, scale)
-    return from_chunks(o, T).to(out_dtype), (state if output_final_state else None)
+    return from_chunk_major(o, B, T).to(out_dtype), (state.view(B, H, K, V) if output_final_state else None)
 
 
 def chunk_delta_rule_torch(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float | None = None,

@@ -1,4 +1,5 @@
-"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk view, grouped q/k."""
+"""Shared helpers of the chunked forms: compute dtype, padding to whole chunks, the per-chunk views (head-major
+and chunk-major), grouped q/k."""
 
 from __future__ import annotations
 
@@ -34,6 +35,25 @@ def from_chunks(x: Tensor, length: int) -> Tensor:
     B, H, N, C = x.shape[:4]
     x = x.movedim(1, 3).reshape(B, N * C, H, *x.shape[4:])
     return x[:, :length]
+
+
+def to_chunk_major(x: Tensor, chunk_size: int, dtype: torch.dtype) -> Tensor:
+    """`[B, T, H, *]` -> `[N, B * H, C, *]`, zero-padded at the end to N * C steps (as `chunking.to_chunks`)."""
+    B, T, H = x.shape[:3]
+    pad = (-T) % chunk_size
+    x = x.to(dtype)
+    if pad:
+        x = F.pad(x, [0, 0] * (x.dim() - 2) + [0, pad])
+    n = x.shape[1] // chunk_size
+    x = x.reshape(B, n, chunk_size, H, *x.shape[3:]).permute(1, 0, 3, 2, *range(4, x.dim() + 1))
+    return x.reshape(n, B * H, chunk_size, *x.shape[4:])
+
+
+def from_chunk_major(x: Tensor, batch: int, length: int) -> Tensor:
+    """`[N, B * H, C, *]` -> `[B, T, H, *]`, dropping the padding."""
+    N, BH, C, *rest = x.shape
+    x = x.reshape(N, batch, BH // batch, C, *rest).permute(1, 0, 3, 2, *range(4, x.dim() + 1))
+    return x.reshape(batch, N * C, BH // batch, *rest)[:, :length]
 
 
 def causal_mask(chunk_size: int, device: torch.device, strict: bool = False) -> Tensor:

@@ -17,9 +17,9 @@
     kernel on a GPU.
 * The length-dispatched operators the layers call (`simple_gla`, `gla`, `delta_rule`, `gated_delta_rule`):
   the step form for pieces of at most `DECODE_MAX` tokens (decoding), else the chunked form in chunks of
-  `CHUNK_SIZE`, or `DELTA_RULE_CHUNK_SIZE` for the delta rules (their intra-chunk work, the UT transform
-  included, grows with the chunk: 32 measured a third faster than 64 on CPU). The layers' FLOP formulas
-  count the chunk their operator runs.
+  `CHUNK_SIZE`, or `DELTA_RULE_CHUNK_SIZE` for the delta rules, KDA and RWKV-7 included (their intra-chunk
+  work, the UT transform included, grows with the chunk: 32 measured a third faster than 64 on CPU). The
+  layers' FLOP formulas count the chunk their operator runs.
 """
 
 from __future__ import annotations

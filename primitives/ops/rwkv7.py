@@ -23,8 +23,8 @@ u_t = a_t S_{t-1}, which solve the unit-lower-triangular system
     S_C = (diag(exp(G_C)) + Bd^T W) S_0 + Bd^T U_0 + Kd^T V,     Bd, Kd = b, k times exp(G_C - G).
 
 A'^xy is the inclusive score of the queries moved one step earlier (row t - 1 scores x_t against y_j with
-G_{t-1} = G'_t), so all four score matrices come from one call of `chunked_gla.intra_chunk_scores`, which stays
-exact for any decay strength.
+G_{t-1} = G'_t), so all four score matrices come from one call of `paired_scores` (one matmul where the
+decay allows; exact for any decay strength).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from primitives.ops.chunked_gla import intra_chunk_scores
-from primitives.ops.chunking import compute_dtype, from_chunks, initial_state_or_zeros, to_chunks
-from primitives.ops.dispatch import CHUNK_SIZE, DECODE_MAX
+from primitives.ops.chunking import compute_dtype, from_chunk_major, initial_state_or_zeros, to_chunk_major
+from primitives.ops.dispatch import DECODE_MAX, DELTA_RULE_CHUNK_SIZE
+from primitives.ops.paired_scores import paired_scores
+from primitives.ops.wy_chunk_scan import wy_chunk_scan
 
 Tensor = torch.Tensor
 
@@ -60,44 +61,40 @@ def naive_rwkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor
 def chunk_rwkv7_torch(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float = 1.0,
                       initial_state: Tensor | None = None, output_final_state: bool = False,
                       chunk_size: int = 64) -> tuple[Tensor, Tensor | None]:
-    """The chunked form (module docstring): outputs `[B, T, H, V]` and, if asked, the final state."""
+    """The chunked form (module docstring): outputs `[B, T, H, V]` and, if asked, the final state. Computed in
+    fp32 (fp64 stays fp64) without autocast, as the delta rule's chunked form."""
+    with torch.autocast(r.device.type, enabled=False):
+        return _chunk_rwkv7(r, w, k, v, a, b, scale, initial_state, output_final_state, chunk_size)
+
+
+def _chunk_rwkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float,
+                 initial_state: Tensor | None, output_final_state: bool,
+                 chunk_size: int) -> tuple[Tensor, Tensor | None]:
     B, T, H, K = r.shape
     V = v.shape[-1]
     out_dtype, dtype = v.dtype, compute_dtype(v)
-    r, k, v, a, b = (to_chunks(x, chunk_size, dtype) for x in (r, k, v, a, b))   # [B, H, N, C, D]
-    w = to_chunks(w, chunk_size, dtype)
+    r, k, v, a, b = (to_chunk_major(x, chunk_size, dtype) for x in (r, k, v, a, b))   # [N, BH, C, D]
+    w = to_chunk_major(w, chunk_size, dtype)
     G = w.cumsum(-2)
-    C = r.shape[-2]
 
     a_next = F.pad(a[..., 1:, :], [0, 0, 0, 1])                  # row s holds a_{s+1}
-    scores = intra_chunk_scores(torch.stack([a_next, a_next, r, r]), torch.stack([b, k, b, k]),
-                                G.expand(4, *G.shape))
-    a_ab, a_ak = (F.pad(s[..., :-1, :], [0, 0, 1, 0]) for s in scores[:2])   # A'_tj = row t - 1
-    a_rb, a_rk = scores[2], scores[3]
-    system = torch.eye(C, dtype=dtype, device=r.device) - a_ab
-    rhs = torch.cat([a * (G - w).exp(), a_ak @ v], dim=-1)
-    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
-    W, U0 = solved[..., :K], solved[..., K:]
-
-    r_eff = r * G.exp() + a_rb @ W
-    o = a_rb @ U0 + a_rk @ v
+    C = r.shape[-2]
+    scores = paired_scores([a_next, r], [b, k], G)                # [[A^ab, A^ak], [A^rb, A^rk]]  [N, BH, 2C, 2C]
+    a_ab, a_ak = (F.pad(s[..., :-1, :], [0, 0, 1, 0]) for s in scores[..., :C, :].split(C, dim=-1))  # row t - 1
+    a_rb, a_rk = scores[..., C:, :].split(C, dim=-1)
     to_end = (G[..., -1:, :] - G).exp()
-    b_end_t, k_end_t = (b * to_end).transpose(-1, -2), (k * to_end).transpose(-1, -2)   # [B, H, N, K, C]
-    transitions = torch.diag_embed(G[..., -1, :].exp()) + b_end_t @ W                     # [B, H, N, K, K]
-    chunk_updates = b_end_t @ U0 + k_end_t @ v                                            # [B, H, N, K, V]
-
-    state = initial_state_or_zeros(initial_state, B, H, K, V, r)
-    starts = []
-    for transition, update in zip(transitions.unbind(2), chunk_updates.unbind(2)):
-        starts.append(state)
-        state = transition @ state + update
-    o = o + r_eff @ torch.stack(starts, dim=2)
-    return from_chunks(o * scale, T).to(out_dtype), (state if output_final_state else None)
+    extra = (k * to_end).transpose(-1, -2) @ v                                # Kd^T V  [N, BH, K, V]
+    state = initial_state_or_zeros(initial_state, B, H, K, V, r).reshape(B * H, K, V)
+    # (I - A'^ab) U = (a exp(G')) S_0 + A'^ak V: the scan's (I + A) U = R_v - R_k S_0, A = -A'^ab, R_k = -a exp(G')
+    o, state = wy_chunk_scan(-a_ab, a_rb, -(a * (G - w).exp()), a_ak @ v, r * G.exp(), b * to_end,
+                             G[..., -1, :].exp(), extra, state)
+    o = from_chunk_major((o + a_rk @ v) * scale, B, T).to(out_dtype)
+    return o, (state.view(B, H, K, V) if output_final_state else None)
 
 
 def rwkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, scale: float = 1.0,
           initial_state: Tensor | None = None, output_final_state: bool = False) -> tuple[Tensor, Tensor | None]:
     """The step form for pieces of at most DECODE_MAX tokens (decoding), else the chunked form in chunks of
-    CHUNK_SIZE (as `dispatch.by_length`)."""
+    DELTA_RULE_CHUNK_SIZE (as `dispatch.by_length`; 32 measured faster than 64 on CPU, as for the delta rule)."""
     form = naive_rwkv7 if r.shape[1] <= DECODE_MAX else chunk_rwkv7_torch
-    return form(r, w, k, v, a, b, scale, initial_state, output_final_state, chunk_size=CHUNK_SIZE)
+    return form(r, w, k, v, a, b, scale, initial_state, output_final_state, chunk_size=DELTA_RULE_CHUNK_SIZE)
