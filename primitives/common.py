@@ -223,3 +223,19 @@ class HeadMixer(Primitive):
     @staticmethod
     def initial(state: State) -> tuple[torch.Tensor | None, bool]:
         return (None, False) if state is None else (state["ssm"], True)
+
+
+def add_selective_ssm(module: nn.Module, E: int, R: int, N: int, kernel_size: int, inner_norms: bool) -> None:
+    """Mamba-1's selective-SSM parts on `module` (shared by Mamba and Hymba's SSM heads): the short conv over the
+    E inner channels, x_proj to (dt rank R, B, C), dt_proj with its softplus-inverse bias, A_log (S4D-real init),
+    D, and with `inner_norms` the dt / B / C norm weights."""
+    module.conv = ShortConv(E, kernel_size, bias=True, activation=True)
+    module.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+    module.dt_proj = nn.Linear(R, E, bias=True)
+    nn.init.uniform_(module.dt_proj.weight, -R**-0.5, R**-0.5)
+    with torch.no_grad():
+        module.dt_proj.bias.copy_(inverse_softplus_dt(E))
+    module.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
+    module.D = nn.Parameter(torch.ones(E))
+    if inner_norms:
+        module.dt_norm, module.b_norm, module.c_norm = (nn.Parameter(torch.ones(n)) for n in (R, N, N))

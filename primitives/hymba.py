@@ -33,7 +33,7 @@ from torch import nn
 
 from composer.fields import option
 from primitives.base import ConfigError, Cost, Primitive, State, divides, register
-from primitives.common import ShortConv, inverse_softplus_dt, rms_norm
+from primitives.common import add_selective_ssm, rms_norm
 from primitives.ops import selective_scan
 from primitives.ops.softmax_attention import (
     cached_positions,
@@ -100,16 +100,7 @@ class Hymba(Primitive):
         self.split_sizes = [s.heads * s.head_dim] + ([] if cfg.reuse_kv else [s.kv_heads * s.head_dim,
                                                                                s.kv_heads * s.value_dim]) + [E, E]
         self.in_proj = nn.Linear(d_model, s.heads * s.head_dim + kv + 2 * E, bias=False)
-        self.conv = ShortConv(E, cfg.kernel_size, bias=True, activation=True)
-        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, E, bias=True)
-        nn.init.uniform_(self.dt_proj.weight, -R**-0.5, R**-0.5)
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(inverse_softplus_dt(E))
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
-        self.D = nn.Parameter(torch.ones(E))
-        if cfg.inner_norms:
-            self.dt_norm, self.b_norm, self.c_norm = (nn.Parameter(torch.ones(n)) for n in (R, N, N))
+        add_selective_ssm(self, E, R, N, cfg.kernel_size, cfg.inner_norms)
         self.attn_norm = nn.Parameter(torch.ones(E))
         self.ssm_norm = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d_model, bias=False)

@@ -20,14 +20,17 @@ def to_chunks(x: Tensor, chunk_size: int, dtype: torch.dtype) -> Tensor:
     Padding with zeros is neutral for every operator here: a padded step has k = 0 (no write) and a log
     gate of 0 (no decay), so the state after the padding equals the state after the last real step.
     """
+    return padded_chunks(x, chunk_size, dtype).movedim(3, 1).contiguous()
+
+
+def padded_chunks(x: Tensor, chunk_size: int, dtype: torch.dtype) -> Tensor:
+    """`[B, T, H, *]` -> `[B, N, C, H, *]` in `dtype`, zero-padded at the end to N * C steps."""
     B, T, H = x.shape[:3]
     pad = (-T) % chunk_size
     x = x.to(dtype)
     if pad:
         x = F.pad(x, [0, 0] * (x.dim() - 2) + [0, pad])
-    n = x.shape[1] // chunk_size
-    x = x.reshape(B, n, chunk_size, H, *x.shape[3:])
-    return x.movedim(3, 1).contiguous()
+    return x.reshape(B, x.shape[1] // chunk_size, chunk_size, H, *x.shape[3:])
 
 
 def from_chunks(x: Tensor, length: int) -> Tensor:
@@ -39,13 +42,9 @@ def from_chunks(x: Tensor, length: int) -> Tensor:
 
 def to_chunk_major(x: Tensor, chunk_size: int, dtype: torch.dtype) -> Tensor:
     """`[B, T, H, *]` -> `[N, B * H, C, *]`, zero-padded at the end to N * C steps (as `chunking.to_chunks`)."""
-    B, T, H = x.shape[:3]
-    pad = (-T) % chunk_size
-    x = x.to(dtype)
-    if pad:
-        x = F.pad(x, [0, 0] * (x.dim() - 2) + [0, pad])
-    n = x.shape[1] // chunk_size
-    x = x.reshape(B, n, chunk_size, H, *x.shape[3:]).permute(1, 0, 3, 2, *range(4, x.dim() + 1))
+    x = padded_chunks(x, chunk_size, dtype)
+    B, n, _, H = x.shape[:4]
+    x = x.permute(1, 0, 3, 2, *range(4, x.dim()))
     return x.reshape(n, B * H, chunk_size, *x.shape[4:])
 
 
