@@ -20,7 +20,7 @@ def test_adamw_is_fused_on_cuda_and_cpu_over_fp32_master_weights():
 @pytest.mark.parametrize("context, device, expected", [
     ({"workers": 1, "gpus_per_worker": 0}, None, {"device": "cpu"}),          # no GPU given: none taken
     ({"workers": 1, "gpus_per_worker": 1}, None, {"device": "cuda"}),         # Tune's visible GPU
-    ({"workers": 1, "gpus_per_worker": 0.5}, None, {"device": "cuda"}),       # a share of one
+    ({"workers": 1, "gpus_per_worker": 0.5}, None, {"device": "cuda", "memory_share": 0.5}),   # a share of one
     ({"workers": 1, "gpus_per_worker": 1}, "cuda:0", {"device": "cuda:0"}),   # the trial's own train.device
     ({"workers": 2, "gpus_per_worker": 1}, None, {"workers": 2, "device": "cuda"}),
     ({"workers": 2, "gpus_per_worker": 0}, "cuda", {"workers": 2, "device": "cpu"}),
