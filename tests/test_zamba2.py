@@ -100,3 +100,26 @@ def test_zamba2_2_7b_total_from_the_costs_of_its_parts():
              + 9 * application_cost(cfg, d).params + vocab * d + d)
     assert total == 2_662_214_560
     assert Figure.parse("2.7B").holds(total)
+
+
+def test_a_hybrid_layer_written_out_decodes_in_pieces():
+    """transformers' Zamba2HybridLayer from these modules and Composer's mamba2: h + mamba2(rmsnorm(h + y)), y the
+    shared block's output on (h, e); fed in pieces with both states it equals the whole sequence."""
+    torch.manual_seed(3)
+    block, application = block_and_application()
+    mamba2 = get_primitive("mamba2")
+    mixer = mamba2(16, make_config(mamba2, {"expand": 2.0, "n_heads": 4, "d_state": 8}))
+    norm = torch.nn.RMSNorm(16, eps=1e-5)
+
+    def hybrid(h, e, states):
+        y, block_state = block(h, e, application, None if states is None else states[0])
+        out, mixer_state = mixer(norm(h + y), None if states is None else states[1])
+        return h + out, (block_state, mixer_state)
+
+    h, e = torch.randn(2, 9, 16), torch.randn(2, 9, 16)
+    whole, _ = hybrid(h, e, None)
+    states, pieces = (block.init_state(2), mixer.init_state(2)), []
+    for lo, hi in ((0, 5), (5, 6), (6, 9)):
+        out, states = hybrid(h[:, lo:hi], e[:, lo:hi], states)
+        pieces.append(out)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole, atol=1e-5, rtol=1e-4)
