@@ -64,6 +64,7 @@ class JetBlock(Primitive):
     """JetBlock: Gated DeltaNet with a per-token generated causal convolution on the values."""
 
     symbol = "JB"
+    saved_values = 24  # tests/test_train_memory.py measures 38 per width in all (gated_deltanet: 28, counted 16)
     kind = "token_mixer"
     Config = JetBlockConfig
     width_scaled = ("n_heads",)  # head_dim, expand_v and the reduction kept: widening adds heads
