@@ -2,7 +2,7 @@
 sinks and an output gate.
 
 Parameters (d = d_model, h = head_dim, H = n_heads, G = n_kv_heads):
-    qkv projection  d * (H + 2G) * h     (+ bias (H + 2G) h)
+    qkv projection  d * (H + 2G) * h     (+ bias (H + 2G) h, with `bias` or `qkv_bias`)
     out projection  H h * d              (+ bias d, with `bias` or `out_bias`)
     qk_norm         2 h                  (one RMSNorm weight for queries, one for keys)
     forget_gate     d * H + H            (Forgetting Transformer: per-head sigmoid gate from x)
@@ -65,6 +65,7 @@ class AttentionConfig:
         "(Qwen3-Next) or one per head")
     bias: bool = option(False, "biases on the projections (and on the output gate)")
     out_bias: bool = option(False, "a bias on the output projection alone (RecurrentGemma's o_proj)")
+    qkv_bias: bool = option(False, "biases on the query, key and value projections alone (Qwen2)")
 
 
 def resolve_heads(cfg: AttentionConfig, d_model: int) -> tuple[int, int, int]:
@@ -106,7 +107,7 @@ class Attention(Primitive):
         self.n_heads, self.n_kv_heads, self.head_dim = resolve_heads(cfg, d_model)
         self.rope_dims = rotated_dims(cfg, self.head_dim)
         width = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
-        self.qkv = nn.Linear(d_model, width, bias=cfg.bias)
+        self.qkv = nn.Linear(d_model, width, bias=cfg.bias or cfg.qkv_bias)
         self.out = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.bias or cfg.out_bias)
         if cfg.qk_norm:
             self.q_norm = nn.Parameter(torch.ones(self.head_dim))
@@ -154,8 +155,8 @@ class Attention(Primitive):
         params = d_model * width + n_heads * h * d_model + d_model * gate
         if cfg.bias:
             params += width + d_model + gate
-        elif cfg.out_bias:
-            params += d_model
+        else:
+            params += (d_model if cfg.out_bias else 0) + (width if cfg.qkv_bias else 0)
         if cfg.qk_norm:
             params += 2 * h
         forget = d_model * n_heads + n_heads if cfg.forget_gate else 0

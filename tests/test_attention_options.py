@@ -78,6 +78,7 @@ OPTIONS = {
     "qwen3_next_gate": dict(output_gate="channel", qk_norm=True, rope_fraction=0.25, n_heads=2, n_kv_heads=1),
     "head_gate": dict(output_gate="head", n_heads=4, bias=True),
     "kept_prefix": dict(window=3, keep_prefix=4, n_heads=2),
+    "qwen2_qkv_bias": dict(qkv_bias=True, n_heads=4, n_kv_heads=2, window=5),
     "everything": dict(window=4, keep_prefix=2, sinks=True, output_gate="channel", rope_dims=8, qk_norm=True,
                        n_heads=4, n_kv_heads=2, bias=True),
 }
@@ -179,6 +180,13 @@ def test_keys_per_query_count_the_mask(seq_len, window, keep_prefix):
     if window:
         allowed &= (j > i - window) | (j < keep_prefix)
     assert mean_keys(seq_len, window, keep_prefix) == pytest.approx(allowed.sum().item() / seq_len)
+
+
+def test_qkv_bias_is_on_the_queries_keys_and_values_alone():
+    m = built(OPTIONS["qwen2_qkv_bias"])
+    assert m.qkv.bias is not None and m.out.bias is None
+    plain = Attention.cost(AttentionConfig(n_heads=4, n_kv_heads=2), D, 16)
+    assert Attention.cost(m.cfg, D, 16).params - plain.params == m.qkv.bias.numel()
 
 
 def test_gate_and_sink_costs():

@@ -51,7 +51,7 @@ ZOO_OPTIONS = {
         {"op": "mlp", "kind": "relu2"},
         {"op": "attention", "n_heads": 2, "output_gate": "channel", "qk_norm": True, "rope_fraction": 0.25},
         {"op": "mla", "q_lora_rank": 8, "n_heads": 2},
-        {"op": "attention", "output_gate": "head"},
+        {"op": "attention", "output_gate": "head", "qkv_bias": True},
         {"op": "mla", "rope": False},
     ],
 }

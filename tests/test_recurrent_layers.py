@@ -8,7 +8,8 @@ import torch
 from primitives.base import ConfigError, get_primitive, make_config
 
 LAYERS = ["mamba", "mamba2", "linear_attention", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet",
-          "mlstm", "mingru", "rglru", "short_conv", "kda", "lightning_attention", "rwkv7", "slstm", "hymba"]
+          "mlstm", "mingru", "rglru", "short_conv", "kda", "lightning_attention", "rwkv7", "slstm", "hymba",
+          "jet_block"]
 
 # Non-default settings per layer, to check the parameter formula beyond the defaults.
 VARIANTS = {
@@ -33,6 +34,7 @@ VARIANTS = {
     "slstm": [{"n_heads": 2, "kernel_size": 0}],
     "hymba": [{"n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "expand": 1.5, "dt_rank": 5, "window": 8,
                "keep_prefix": 2}, {"n_heads": 2, "inner_norms": False, "rope": False, "reuse_kv": True}],
+    "jet_block": [{"n_heads": 2, "head_dim": 24, "expand_v": 2.0, "kernel_size": 3, "generator_reduction": 5}],
 }
 
 # A setting `check` must reject at d_model = 64, and the field it must name.
@@ -54,6 +56,7 @@ INVALID = {
     "rwkv7": ({"n_heads": 3}, "n_heads"),
     "slstm": ({"n_heads": 3}, "n_heads"),
     "hymba": ({"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads"),
+    "jet_block": ({"n_heads": 4, "head_dim": 10, "expand_v": 0.25}, "expand_v"),
 }
 
 

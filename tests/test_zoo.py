@@ -61,6 +61,7 @@ def test_published_counts_hold(name):
     ("gemma3_1b", 999_885_952, None),
     ("recurrentgemma_2b", 2_682_862_080, None),
     ("hymba_1_5b", 1_522_797_824, None),
+    ("jet_nemotron_2b", 1_964_806_208, None),
 ])
 def test_exact_counts_summed_from_the_released_shapes(name, params, active):
     """Counts summed by hand from the released configs (each spec file's header shows the sum)."""

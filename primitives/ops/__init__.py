@@ -8,6 +8,7 @@ dispatch between the last two (a kernel is checked against PyTorch on its first 
 `chunk_mlstm` has only its PyTorch form. Two operators outside that scheme, each with its reference in
 `naive.py`: `selective_scan` (Mamba-1's scan with the discretisation fused in, blocked in time) and
 `causal_conv1d` (the short depthwise convolution, channels-last; `F.conv1d` on CUDA).
+Jet-Nemotron's dynamic convolution (`dynamic_conv.py`) keeps its step reference and shifted form.
 KDA (`kda.py`) and RWKV-7 (`rwkv7.py`) keep their step reference, chunked form and length dispatch in one file
 each; Hyena's long convolution (`long_conv.py`) its direct and FFT forms; sLSTM (`slstm.py`), whose recurrence
 has no parallel form, its step reference and training loop.
@@ -30,6 +31,7 @@ from primitives.ops.dispatch import (
     gla,
     simple_gla,
 )
+from primitives.ops.dynamic_conv import dynamic_conv, naive_dynamic_conv
 from primitives.ops.kda import chunk_kda_torch, kda, naive_kda
 from primitives.ops.long_conv import direct_causal_conv, fft_causal_conv, long_conv
 from primitives.ops.naive import (
@@ -66,6 +68,7 @@ __all__ = [
     "chunk_simple_gla_torch",
     "delta_rule",
     "direct_causal_conv",
+    "dynamic_conv",
     "fft_causal_conv",
     "gated_delta_rule",
     "gla",
@@ -74,6 +77,7 @@ __all__ = [
     "materialized_selective_scan",
     "naive_causal_conv1d",
     "naive_delta_rule",
+    "naive_dynamic_conv",
     "naive_gated_delta_rule",
     "naive_gla",
     "naive_kda",
