@@ -255,6 +255,7 @@ def test_command_lines_long(argv, capfd):
     ["train", "spec.yaml", "--set", "seq_len=[1, 2"], ["train", "spec.yaml", "--out", "a_file", "--steps", "1"],
     ["validate", "latin.yaml"], ["validate", "a_dir"], ["show", "spec.yaml", "--context", "-5"],
     ["search", "space.yaml", "--dry-run", "--samples", "100000000"], ["eval", ".", "--tasks", "x"],
+    ["export", "spec.yaml", "--out", " "], ["export", "spec.yaml", "--out", "bundles/ /x"],
 ])
 def test_named_mistakes_are_one_error_line(argv, capfd):
     with workdir(FILES) as cwd:

@@ -163,6 +163,8 @@ def run_measurements(resolved: Resolved) -> list[dict[str, Any]]:
 
 def check_target(out: Path, overwrite: bool, source: Path | None = None) -> None:
     """Refuse a DIR that must not be written or replaced (see the module docstring), before any work."""
+    if any(not part.strip() for part in out.parts):
+        raise UserError(f"{str(out)!r}: a folder name of blank characters only; give a real name", path="--out")
     if out.is_symlink():
         raise UserError(f"{out}: is a symbolic link; give the folder itself", path="--out")
     if out.exists() and not out.is_dir():
