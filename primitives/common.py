@@ -239,3 +239,22 @@ def add_selective_ssm(module: nn.Module, E: int, R: int, N: int, kernel_size: in
     module.D = nn.Parameter(torch.ones(E))
     if inner_norms:
         module.dt_norm, module.b_norm, module.c_norm = (nn.Parameter(torch.ones(n)) for n in (R, N, N))
+
+
+def expanded_heads(n_heads: int | None, head_dim: int | None, expand_v: float, d_model: int) -> tuple[int, int, int]:
+    """(n_heads H, key head width dk, value head width dv) of a layer whose heads set their own key width
+    (default d_model / H) and values expand_v times as wide (KDA, JetBlock)."""
+    H = n_heads or default_heads(d_model)
+    dk = head_dim or max(d_model // H, 1)
+    return H, dk, int(round(dk * expand_v))
+
+
+def check_expanded_heads(n_heads: int | None, head_dim: int | None, expand_v: float, d_model: int) -> None:
+    """A ConfigError for `expanded_heads` sizes that do not make whole heads: n_heads must divide d_model when
+    head_dim is derived, and head_dim * expand_v must be a whole number of channels."""
+    H, dk, dv = expanded_heads(n_heads, head_dim, expand_v, d_model)
+    if head_dim is None:
+        divides("n_heads", H, d_model, "d_model")
+    if abs(dk * expand_v - dv) > 1e-6 or dv < 1:
+        raise ConfigError("expand_v", f"head_dim * expand_v = {dk * expand_v:g} is not a whole number of channels "
+                                      f"(head_dim = {dk})")

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from composer.fields import option
-from primitives.base import ConfigError, Cost, Primitive, State, divides, register
-from primitives.common import default_heads, inverse_softplus_dt, rms_norm
+from primitives.base import Cost, Primitive, State, register
+from primitives.common import check_expanded_heads, expanded_heads, inverse_softplus_dt, rms_norm
 from primitives.ops import DELTA_RULE_CHUNK_SIZE, dynamic_conv, gated_delta_rule
 
 NORM_EPS = 1e-5
@@ -50,9 +50,7 @@ class JetBlockConfig:
 
 def jet_sizes(cfg: JetBlockConfig, d_model: int) -> tuple[int, int, int, int]:
     """(n_heads H, key head width dk, value head width dv, generator width r)."""
-    H = cfg.n_heads or default_heads(d_model)
-    dk = cfg.head_dim or max(d_model // H, 1)
-    dv = int(round(dk * cfg.expand_v))
+    H, dk, dv = expanded_heads(cfg.n_heads, cfg.head_dim, cfg.expand_v, d_model)
     return H, dk, dv, max(H * dv // cfg.generator_reduction, 1)
 
 
@@ -87,12 +85,7 @@ class JetBlock(Primitive):
 
     @classmethod
     def check(cls, cfg: JetBlockConfig, d_model: int) -> None:
-        H, dk, dv, _ = jet_sizes(cfg, d_model)
-        if cfg.head_dim is None:
-            divides("n_heads", H, d_model, "d_model")
-        if abs(dk * cfg.expand_v - dv) > 1e-6 * max(dv, 1) or dv < 1:
-            raise ConfigError("expand_v", f"head_dim * expand_v = {dk * cfg.expand_v:g} is not a whole number of "
-                                          f"channels (head_dim = {dk})")
+        check_expanded_heads(cfg.n_heads, cfg.head_dim, cfg.expand_v, d_model)
 
     @classmethod
     def resolve(cls, cfg: JetBlockConfig, d_model: int) -> JetBlockConfig:

@@ -3,6 +3,7 @@ forms (outputs and gradients), a constant generated kernel as a static short con
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from primitives.base import get_primitive, make_config
@@ -89,3 +90,16 @@ def test_released_size_counts_as_summed_by_hand():
     assert expected == 23_052_568
     assert cls.cost(cfg, 1536, 1024).params == expected == sum(p.numel() for p in layer.parameters())
     assert cls.cost(cfg, 1536, 1024).state_bytes == (12 * 96 * 256 + 3072 * 3) * 2
+
+
+@pytest.mark.parametrize("op", ["kda", "jet_block"])
+def test_values_that_are_not_whole_channels_are_refused_naming_expand_v(op):
+    from composer.errors import UserError
+    from composer.spec_parse import load_spec
+
+    spec = {"d_model": 64, "vocab_size": 32, "layers": [{"op": op, "n_heads": 2, "expand_v": 0.3}, "mlp"]}
+    with pytest.raises(UserError, match=r"layers\[0\].expand_v: head_dim \* expand_v = 9.6 is not a whole number of "
+                                        r"channels \(head_dim = 32\)"):
+        load_spec(spec)
+    spec["layers"][0]["expand_v"] = 1.5
+    assert load_spec(spec).layers[0].op == op
