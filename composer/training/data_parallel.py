@@ -280,7 +280,8 @@ def worker_loop(run: dict[str, Any]) -> None:
         restore(state, run["start"], spec, config)
     link, lead = run["link"], state.shard.rank == 0
     if lead:
-        ray.get(link.send.remote("started", {"step": state.step, "history": state.history}))
+        ray.get(link.send.remote("started", {"step": state.step, "history": state.history,
+                                             "from_ray_storage": checkpoint is not None}))
     outcome = train_worker(state, config, spec, link)
     if lead:
         ray.get(link.send.remote("final", outcome))

@@ -263,7 +263,7 @@ def relay(link: Any, thread: threading.Thread, out_dir: str | os.PathLike | None
         for kind, data in ray.get(link.take.remote(POLL_S if alive else 0)):
             if kind == "started" and out_dir is not None:
                 write_metrics(out_dir, data["history"])
-                if data["step"] > 0:
+                if data["from_ray_storage"]:      # a resume from OUT/checkpoint is announced by `train`'s caller
                     print(f"resuming {out_dir} from its checkpoint at step {data['step']} (kept by Ray Train)",
                           file=sys.stderr)
             elif kind == "progress" and on_step is not None and raised is None:
