@@ -72,8 +72,25 @@ class Registry:
         self.latest: dict[str, Primitive] = {}  # the last primitive built of each op (`Primitive.follow`)
 
 
+def call_options(primitive: Primitive, embeddings: torch.Tensor | None,
+                 application: nn.Module | None) -> dict[str, Any]:
+    """The keyword arguments a primitive's forward takes beyond (x, state): see primitives.base."""
+    options: dict[str, Any] = {}
+    if primitive.reads_embeddings:
+        if embeddings is None:
+            raise ValueError(f"{primitive.name} reads the input embeddings: call it through HybridLM")
+        options["embeddings"] = embeddings
+    if application is not None:
+        options["application"] = application
+    return options
+
+
 class SubLayer(nn.Module):
-    """x + op(norm(x)) (pre-norm), norm(x + op(x)) (post-norm) or x + out_norm(op(norm(x))) (sandwich)."""
+    """x + op(norm(x)) (pre-norm), norm(x + op(x)) (post-norm) or x + out_norm(op(norm(x))) (sandwich).
+
+    A primitive that `feeds_next` has no norm: `feed` gives op(x), which `run_blocks` adds to the next sub-layer's
+    input (`forward(..., feed=)`: x + op(norm(x + feed))); `forward` of a feeding layer adds op(x) to the stream.
+    """
 
     def __init__(self, op: Primitive | None, width: int, norm: str, post_norm: bool, dropout: float,
                  shared: Primitive | None = None, adapter: dict[str, Any] | None = None, sandwich: bool = False):
@@ -81,10 +98,12 @@ class SubLayer(nn.Module):
         self.op = op
         # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
         self._shared = [shared] if shared is not None else []
-        self.norm = make_norm(norm, width)
-        self.post_norm = post_norm
-        self.out_norm = make_norm(norm, width) if sandwich else None
+        self.feeds_next = self.primitive.feeds_next
+        self.norm = make_norm(norm, width) if not self.feeds_next else None
+        self.post_norm = post_norm and not self.feeds_next
+        self.out_norm = make_norm(norm, width) if sandwich and not self.feeds_next else None
         self.adapter = Adapter(width, adapter["kind"], adapter.get("rank", 8)) if adapter else None
+        self.application = self.primitive.new_application()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     @property
@@ -94,16 +113,55 @@ class SubLayer(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return self.primitive.init_state(batch_size, device, dtype)
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
-        h = x if self.post_norm else self.norm(x)
+    def _call_primitive(self, h: torch.Tensor, state: Any,
+                        embeddings: torch.Tensor | None) -> tuple[torch.Tensor, Any, Losses]:
         if self.adapter is not None:
             h = self.adapter(h)
-        y, state = self.primitive(h, state)
+        y, state = self.primitive(h, state, **call_options(self.primitive, embeddings, self.application))
         losses = self.primitive.aux_losses()  # this call's, read before anything can call it again
         if self.out_norm is not None:
             y = self.out_norm(y)
-        x = x + self.drop(y)
+        return self.drop(y), state, losses
+
+    def feed(self, x: torch.Tensor, state: Any = None,
+             embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, Any, Losses]:
+        """(op(x), state, losses) of a feeding layer: what it adds to the next sub-layer's input."""
+        return self._call_primitive(x, state, embeddings)
+
+    def forward(self, x: torch.Tensor, state: Any = None, embeddings: torch.Tensor | None = None,
+                feed: torch.Tensor | None = None) -> tuple[torch.Tensor, Any, Losses]:
+        if self.feeds_next:
+            y, state, losses = self.feed(x, state, embeddings)
+            return x + y, state, losses
+        h = x if feed is None else x + feed
+        y, state, losses = self._call_primitive(h if self.post_norm else self.norm(h), state, embeddings)
+        x = x + y
         return (self.norm(x) if self.post_norm else x), state, losses
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, states: list[Any] | None,
+               embeddings: torch.Tensor | None) -> tuple[torch.Tensor, list[Any] | None, Losses]:
+    """The blocks of one level in order, with the hand-over of feeding layers (see SubLayer)."""
+    new_states: list[Any] | None = [] if states is not None else None
+    losses: Losses = {}
+    pending: torch.Tensor | None = None  # a feeding layer's output, for the next sub-layer's input
+    for i, block in enumerate(blocks):
+        state = None if states is None else states[i]
+        takes_feed = isinstance(block, SubLayer) and not block.feeds_next
+        if pending is not None and not takes_feed:
+            x, pending = x + pending, None
+        if isinstance(block, SubLayer) and block.feeds_next:
+            pending, state, block_losses = block.feed(x, state, embeddings)
+        else:
+            x, state, block_losses = block(x, state, embeddings=embeddings, feed=pending) if takes_feed \
+                else block(x, state, embeddings=embeddings)
+            pending = None
+        losses = add_losses(losses, block_losses)
+        if new_states is not None:
+            new_states.append(state)
+    if pending is not None:
+        x = x + pending
+    return x, new_states, losses
 
 
 class ParallelBlock(nn.Module):
@@ -120,10 +178,14 @@ class ParallelBlock(nn.Module):
         self.out_norm = make_norm(spec.norm, d) if spec.norm_position == "sandwich" else None
         self.branches = nn.ModuleList()
         self._shared: list[Primitive | None] = []
-        for branch, width in zip(node.branches, self.widths):
+        self.applications = nn.ModuleDict()  # branch index -> its application (primitives.base)
+        for i, (branch, width) in enumerate(zip(node.branches, self.widths)):
             op, shared = make_primitive(branch, spec, width, registry)
             self.branches.append(op if op is not None else nn.Identity())
             self._shared.append(shared)
+            application = (op if op is not None else shared).new_application()
+            if application is not None:
+                self.applications[str(i)] = application
         self.proj = None
         if node.combine == "concat_proj":
             self.proj = nn.Linear(sum(self.widths), d, bias=False)
@@ -135,12 +197,18 @@ class ParallelBlock(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return [p.init_state(batch_size, device, dtype) for p in self.primitives()]
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
+    def forward(self, x: torch.Tensor, state: Any = None,
+                embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, Any, Losses]:
         h = x if self.post_norm else self.norm(x)
         inputs = h.split(self.widths, dim=-1) if self.split else [h] * len(self.widths)
+        branch_embeddings = [embeddings] * len(self.widths)
+        if self.split and embeddings is not None:
+            branch_embeddings = list(embeddings.split(self.widths, dim=-1))
         outs, states, losses = [], [], {}
         for i, (op, u) in enumerate(zip(self.primitives(), inputs)):
-            y, s = op(u, None if state is None else state[i])
+            options = call_options(op, branch_embeddings[i], self.applications[str(i)]
+                                   if str(i) in self.applications else None)
+            y, s = op(u, None if state is None else state[i], **options)
             losses = add_losses(losses, op.aux_losses())
             outs.append(y)
             states.append(s)
@@ -190,22 +258,18 @@ class LoopBlock(nn.Module):
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return [[b.init_state(batch_size, device, dtype) for b in self.body] for _ in range(self.iterations)]
 
-    def _step(self, h: torch.Tensor, x0: torch.Tensor, it: int,
-              states: Any) -> tuple[torch.Tensor, Any, Losses]:
+    def _step(self, h: torch.Tensor, x0: torch.Tensor, it: int, states: Any,
+              embeddings: torch.Tensor | None) -> tuple[torch.Tensor, Any, Losses]:
         if it > 0 and self.inject == "add":
             h = h + x0
         elif it > 0 and self.inject == "concat":
             h = self.inject_proj(torch.cat([h, x0], dim=-1))
         if self.iteration_embedding is not None:
             h = h + self.iteration_embedding[min(it, self.times - 1)]
-        new_states, losses = [], {}
-        for i, block in enumerate(self.body):
-            h, s, block_losses = block(h, None if states is None else states[i])
-            new_states.append(s)
-            losses = add_losses(losses, block_losses)
-        return h, (None if states is None else new_states), losses
+        return run_blocks(self.body, h, states, embeddings)
 
-    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any, Losses]:
+    def forward(self, x: torch.Tensor, state: Any = None,
+                embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, Any, Losses]:
         n = self.iterations
         no_grad_iters = n - self.grad_iters if self.grad_iters is not None and self.training else 0
         h, new_state, losses = x, [], {}
@@ -216,7 +280,7 @@ class LoopBlock(nn.Module):
         remainder = torch.zeros_like(halted) if act else None
         for it in range(n):
             with torch.set_grad_enabled(torch.is_grad_enabled() and it >= no_grad_iters):
-                h, s, step_losses = self._step(h, x, it, None if state is None else state[it])
+                h, s, step_losses = self._step(h, x, it, None if state is None else state[it], embeddings)
             new_state.append(s)
             losses = add_losses(losses, step_losses)
             if act:

@@ -61,15 +61,17 @@ class _Walker:
         cls = get_primitive(layer.op)
         cfg = self.spec.config(layer)
         cost = cls.cost(cfg, width, self.seq_len, self.dtype_bytes)
-        if layer.share is None:
-            return cost
-        # a shared layer owns no primitive weights: it reuses them (compute and state are its own)
-        return Cost(0, cost.flops_per_token, cost.state_bytes, 0)
+        if layer.share is not None:
+            # a shared layer owns no primitive weights: it reuses them (compute and state are its own)
+            cost = Cost(0, cost.flops_per_token, cost.state_bytes, 0)
+        return cost + cls.application_cost(cfg, width)  # every use owns its application (primitives.base)
 
     def node(self, node: Node, path: str, depth: int) -> Cost:
         d = self.spec.d_model
         norm = norm_params(self.spec.norm, d) * (2 if self.spec.norm_position == "sandwich" else 1)
         if isinstance(node, Layer):
+            if get_primitive(node.op).feeds_next:
+                norm = 0  # a feeding layer has no norm (composer.blocks.SubLayer)
             extra = adapter_params(d, node.adapter)
             cost = self.primitive(node, d) + Cost(norm + extra, 2.0 * extra, 0, norm + extra)
             self.rows.append(LayerCost(path, node.op, cost, node.share is not None, depth))

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from composer.blocks import LoopBlock, Losses, Registry, add_losses, build_block, make_norm, sample_logits
+from composer.blocks import LoopBlock, Registry, build_block, make_norm, run_blocks, sample_logits
 from composer.spec import ArchSpec, flatten
 from composer.spec_parse import load_spec
 
@@ -77,13 +77,7 @@ class HybridLM(nn.Module):
         x = self.drop(self.embed(tokens))
         meta = self.meta_tokens.count if state is None else 0  # a state from init_state already holds them
         x = self.meta_tokens.prepend(x) if meta else x
-        new_state = [] if state is not None else None
-        losses: Losses = {}
-        for i, block in enumerate(self.blocks):
-            x, s, block_losses = block(x, None if state is None else state[i])
-            losses = add_losses(losses, block_losses)
-            if new_state is not None:
-                new_state.append(s)
+        x, new_state, losses = run_blocks(self.blocks, x, state, embeddings=x)
         return LMOutput(self.head(self.final_norm(x[:, meta:])), new_state, losses)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
@@ -96,8 +90,7 @@ class HybridLM(nn.Module):
         states = [block.init_state(batch_size, device, dtype) for block in self.blocks]
         if self.meta_tokens.count:
             x = self.meta_tokens.weight.to(device, dtype).expand(batch_size, -1, -1)
-            for i, block in enumerate(self.blocks):
-                x, states[i], _ = block(x, states[i])
+            _, states, _ = run_blocks(self.blocks, x, states, embeddings=x)
         return states
 
     # -- test-time compute -------------------------------------------------------------------------

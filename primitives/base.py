@@ -23,6 +23,18 @@ A primitive class declares
   that calls a primitive reads them right after the call and returns them with its output, so that every
   call counts once, whatever loops, shared layers or recomputation do.
 
+Three options serve layers that are more than `x + op(norm(x))` (Zamba2's shared block, primitives/zamba2.py):
+
+* `reads_embeddings`: `forward` is also given `embeddings=` the model's input embeddings `[B, T, D]` (after the
+  meta tokens; in a parallel block with `split`, the branch's slice of their channels);
+* `feeds_next`: the sub-layer has no norm; its output is added to the next sub-layer's input (before that
+  sub-layer's norm) instead of to the residual stream, which it leaves as it is. Where the next block at the same
+  level is not a plain sub-layer (a loop, a parallel block, another feeding layer, or none), the output is added
+  to the stream. As a branch of a parallel block it is an ordinary branch.
+* `new_application()`: a module of per-use parameters. Every sub-layer or branch that uses the primitive's
+  weights (the layer that owns them and each `share` of them) owns one and passes it as `application=`;
+  `application_cost(cfg, d_model)` is its cost, counted once per use.
+
 A family module imports only the standard library, torch, Composer's ground floor (`composer.fields` for the
 field declarations; see its docstring), this module, `primitives.common` (the layers families share) and
 `primitives.ops` (never `primitives.ops.kernels`, nor another family), so that export can inline exactly the
@@ -115,6 +127,8 @@ class Primitive(nn.Module):
     # token in multiples of its width, measured with saved-tensor hooks (composer/training/memory.py's estimate);
     # None: assume the most any registered primitive keeps.
     saved_values: ClassVar[int | None] = None
+    reads_embeddings: ClassVar[bool] = False  # see the module docstring for these two
+    feeds_next: ClassVar[bool] = False
 
     def __init__(self, d_model: int, cfg: Any):
         super().__init__()
@@ -127,6 +141,15 @@ class Primitive(nn.Module):
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype = torch.float32) -> State:
         return None
+
+    def new_application(self) -> nn.Module | None:
+        """The parameters of one more use of this primitive's weights (see the module docstring); None: none."""
+        return None
+
+    @classmethod
+    def application_cost(cls, cfg: Any, d_model: int) -> Cost:
+        """The cost of one `new_application` module: its parameters and its FLOPs per token."""
+        return ZERO_COST
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Weighted auxiliary losses of the most recent call (e.g. MoE load balancing); empty by default."""

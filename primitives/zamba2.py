@@ -11,17 +11,17 @@ a d x d output linear. With h the residual stream entering a hybrid layer and e 
     y = linear(down(gelu(g) * v))                      per-application d x d linear
 
 No residual inside the block. The layer it belongs to feeds y into its Mamba-2 mixer's input, not into the
-residual stream: h' = h + mamba2(rmsnorm(h + y)).
+residual stream: h' = h + mamba2(rmsnorm(h + y)). As the primitive `zamba2_block` it `reads_embeddings` and
+`feeds_next` (primitives.base): a spec writes a hybrid layer as `zamba2_block` followed by `mamba2`, and shares one
+block's weights among its uses with `name:` / `share:`; each use owns its `Zamba2Application`.
 
 Parameters (d = d_model, F = d_ff, r = lora_rank): shared 2 d + 3 (2 d)^2 + 2 d d + d + 2 d F + F d; per
 application 2 F r + d r + d d. State: the keys and values, 2 x 2 d per position.
-
-Not yet a registered primitive: the model has no hook that hands a layer the input embeddings, nor one that adds a
-layer's output to the next layer's input (see the module's tests for the hybrid layer written out).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from composer.fields import option
-from primitives.base import ConfigError, Cost, State
+from primitives.base import ConfigError, Cost, Primitive, State, register
 from primitives.common import rms_norm
 from primitives.ops.softmax_attention import mean_keys, softmax_attention
 
@@ -54,13 +54,18 @@ def check_block(cfg: Zamba2BlockConfig, d_model: int) -> None:
         raise ConfigError("n_heads", f"n_heads={cfg.n_heads} must divide the attention width 2 x d_model={width}")
 
 
-class Zamba2SharedBlock(nn.Module):
-    """The shared weights (see the module docstring); `forward(h, e, application, state)`."""
+@register("zamba2_block")
+class Zamba2SharedBlock(Primitive):
+    """The shared weights (see the module docstring); `forward(h, state, embeddings=e, application=a)`."""
+
+    symbol = "Z"
+    Config = Zamba2BlockConfig
+    reads_embeddings = True
+    feeds_next = True
 
     def __init__(self, d_model: int, cfg: Zamba2BlockConfig):
-        super().__init__()
+        super().__init__(d_model, cfg)
         check_block(cfg, d_model)
-        self.cfg = cfg
         width, d_ff = block_sizes(cfg, d_model)
         self.heads, self.head_dim = cfg.n_heads, width // cfg.n_heads
         self.input_norm = nn.Parameter(torch.ones(width))
@@ -70,12 +75,34 @@ class Zamba2SharedBlock(nn.Module):
         self.gate_up = nn.Linear(d_model, 2 * d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
 
+    @classmethod
+    def check(cls, cfg: Zamba2BlockConfig, d_model: int) -> None:
+        check_block(cfg, d_model)
+
+    @classmethod
+    def resolve(cls, cfg: Zamba2BlockConfig, d_model: int) -> Zamba2BlockConfig:
+        return dataclasses.replace(cfg, d_ff=block_sizes(cfg, d_model)[1])
+
+    @classmethod
+    def cost(cls, cfg: Zamba2BlockConfig, d_model: int, seq_len: int, dtype_bytes: int = 2) -> Cost:
+        return shared_block_cost(cfg, d_model, seq_len, dtype_bytes)
+
+    @classmethod
+    def application_cost(cls, cfg: Zamba2BlockConfig, d_model: int) -> Cost:
+        return application_cost(cfg, d_model)
+
+    def new_application(self) -> Zamba2Application:
+        return Zamba2Application(self.d_model, self.cfg)
+
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         empty = torch.zeros(batch_size, self.heads, 0, self.head_dim, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone(), "pos": torch.zeros((), dtype=torch.long, device=device)}
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor, application: Zamba2Application,
-                state: State = None) -> tuple[torch.Tensor, State]:
+    def forward(self, h: torch.Tensor, state: State = None, embeddings: torch.Tensor | None = None,
+                application: Zamba2Application | None = None) -> tuple[torch.Tensor, State]:
+        if embeddings is None or application is None:
+            raise ValueError("zamba2_block needs the input embeddings and its application (see primitives.base)")
+        e = embeddings
         B, T, _ = h.shape
         u = rms_norm(torch.cat([h, e], dim=-1), self.input_norm, self.cfg.eps)
         q, k, v = (p(u).view(B, T, self.heads, self.head_dim).transpose(1, 2)

@@ -210,9 +210,9 @@ class Checkpointed(nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, **options):
         with torch.utils.checkpoint.set_checkpoint_early_stop(False):  # recompute the whole block
-            return torch.utils.checkpoint.checkpoint(self.block, x, state, use_reentrant=False)
+            return torch.utils.checkpoint.checkpoint(self.block, x, state, use_reentrant=False, **options)
 
 
 def test_recomputed_blocks_count_aux_losses_once():
