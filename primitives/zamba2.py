@@ -56,7 +56,8 @@ def check_block(cfg: Zamba2BlockConfig, d_model: int) -> None:
 
 @register("zamba2_block")
 class Zamba2SharedBlock(Primitive):
-    """The shared weights (see the module docstring); `forward(h, state, embeddings=e, application=a)`."""
+    """Zamba2's shared attention+MLP block: reads the stream and the input embeddings, feeds the next sub-layer's
+    input; one block serves several layers through `name:` / `share:` (see the module docstring)."""
 
     symbol = "Z"
     Config = Zamba2BlockConfig

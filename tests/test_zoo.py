@@ -171,8 +171,9 @@ def test_confirm_fits_zoo_baselines_with_the_candidates_rules(tmp_path, capsys):
     from composer.confirm import ConfirmConfig, plan_confirm
 
     make_run(tmp_path / "run")
-    plan = plan_confirm(tmp_path / "run", ConfirmConfig(sizes=("1M", "4M"), baselines=("zoo:samba", "zoo:jamba")))
-    for name in ("samba", "jamba"):
+    plan = plan_confirm(tmp_path / "run", ConfirmConfig(sizes=("1M", "4M"),
+                                                        baselines=("zoo:samba", "zoo:jamba", "zoo:zamba2_2_7b")))
+    for name in ("samba", "jamba", "zamba2_2_7b"):
         candidate = next(c for c in plan.candidates if c.name == name)
         assert candidate.roles == ["baseline"]
         unit = [n.op for n in flatten(zoo_member(name).unit.layers)]
