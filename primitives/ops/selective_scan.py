@@ -35,7 +35,7 @@ from primitives.ops.scan_diagonal import scan_diagonal
 Tensor = torch.Tensor
 
 LOG2E = math.log2(math.e)  # exp(z) = 2^(z log2 e)
-BLOCK_ELEMENTS = 1 << 19  # elements of one block's [L, B, N, E] buffer (2 MiB in fp32): a few fit in cache
+BLOCK_ELEMENTS = 1 << 18  # elements of one block's [L, B, N, E] buffer (1 MiB in fp32): a few fit in cache
 MIN_BLOCK = 8  # the states kept for the backward (one per block) stay within 1/8 of the whole sequence's
 
 
@@ -57,6 +57,13 @@ def _run_block(decay: Tensor, states: Tensor, h: Tensor) -> Tensor:
     for state, step_decay in zip(states.unbind(0), decay.unbind(0)):
         h = state.addcmul_(step_decay, h)
     return h
+
+
+def _contract_channels(v: Tensor, states: Tensor, out: Tensor) -> None:
+    """out[t, b, n] = sum_e v[t, b, e] states[t, b, n, e] for v `[L, B, E]`, states `[L, B, N, E]` (one
+    batched matmul against the transposed states: a matrix-vector bmm the other way round is ~10x slower)."""
+    L, Bsz, N, E = states.shape
+    torch.bmm(v.reshape(L * Bsz, 1, E), states.view(L * Bsz, N, E).transpose(1, 2), out=out.view(L * Bsz, 1, N))
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -100,6 +107,7 @@ class _SelectiveScan(torch.autograd.Function):
         d_A, A2 = torch.zeros_like(A), A * LOG2E
         decay_buf, states_buf, grad_buf, temp_buf = (x.new_empty(block, Bsz, N, E) for _ in range(4))
         carry = dh_last  # gradient reaching h at the end of the block from the steps after it
+        steps_ones, states_ones = x.new_ones(1, block * Bsz), x.new_ones(1, 1, N)  # sums as matmuls: d_A, d_dt
         starts = list(range(0, T, block))
         for start, h_entry in zip(reversed(starts), reversed(entries)):
             piece = slice(start, min(start + block, T))
@@ -108,20 +116,21 @@ class _SelectiveScan(torch.autograd.Function):
             decay, states, grad, temp = decay_buf[:L], states_buf[:L], grad_buf[:L], temp_buf[:L]
             _block_inputs(dt[piece], A2, x[piece], Bm[piece], decay, states)
             _run_block(decay, states, h_entry)
-            torch.sum(torch.mul(states, dy[piece].unsqueeze(-2), out=temp), -1, out=d_C[piece])
+            _contract_channels(dy[piece], states, d_C[piece])
             torch.mul(dy[piece].unsqueeze(-2), Cm[piece].unsqueeze(-1), out=grad)  # becomes dh~_t below
             grad[L - 1].add_(carry)
             grads, decays = grad.unbind(0), decay.unbind(0)
             for i in range(L - 2, -1, -1):
                 grads[i].addcmul_(decays[i + 1], grads[i + 1])
             torch.bmm(Bm[piece].view(flat, 1, N), grad.view(flat, N, E), out=d_x[piece].view(flat, 1, E))
-            torch.sum(torch.mul(grad, x[piece].unsqueeze(-2), out=temp), -1, out=d_B[piece])
+            _contract_channels(x[piece], grad, d_B[piece])
             g = decay.mul_(grad)  # exp(dt_t A) dh~_t, times h_{t-1} below
             carry = g[0].clone()
             g[1:].mul_(states[:L - 1])
             g[0].mul_(h_entry)
-            d_A += torch.mul(g, dt[piece].unsqueeze(-2), out=temp).sum((0, 1))
-            torch.sum(g.mul_(A), -2, out=d_dt[piece])
+            g_dt = torch.mul(g, dt[piece].unsqueeze(-2), out=temp).view(flat, N * E)
+            d_A.view(1, N * E).addmm_(steps_ones[:, :flat], g_dt)
+            torch.bmm(states_ones.expand(flat, 1, N), g.mul_(A).view(flat, N, E), out=d_dt[piece].view(flat, 1, E))
         return d_dt, d_A, d_x, d_B, d_C, carry, None
 
 
