@@ -52,6 +52,11 @@ def _block_inputs(dt: Tensor, A2: Tensor, x: Tensor, Bm: Tensor, decay: Tensor, 
     torch.mul(x.unsqueeze(-2), Bm.unsqueeze(-1), out=states)
 
 
+def _blocks(t: Tensor, block: int) -> tuple[Tensor, ...]:
+    """`t` split into blocks of `block` steps along time (dim 0); no split call for a single block (decoding)."""
+    return (t,) if t.shape[0] <= block else t.split(block)
+
+
 def _run_block(decays: tuple[Tensor, ...], states: tuple[Tensor, ...], h: Tensor, length: int) -> Tensor:
     """In place: the first `length` steps of `states` (the block buffer's steps, holding the inputs x B) become
     h_t; returns the last. The buffers' steps are unbound once per call, not once per block (an unbind and its
@@ -86,7 +91,7 @@ class _SelectiveScan(torch.autograd.Function):
         decay_buf, states_buf = (x.new_empty(block, Bsz, N, E) for _ in range(2))
         decay_steps, state_steps = decay_buf.unbind(0), states_buf.unbind(0)
         A2, h, entries = A * LOG2E, h0, []
-        for dt_b, x_b, B_b, C_b, y_b in zip(*(t.split(block) for t in (dt, x, Bm, Cm, y))):
+        for dt_b, x_b, B_b, C_b, y_b in zip(*(_blocks(t, block) for t in (dt, x, Bm, Cm, y))):
             L = dt_b.shape[0]
             decay, states = decay_buf[:L], states_buf[:L]
             _block_inputs(dt_b, A2, x_b, B_b, decay, states)
@@ -111,7 +116,7 @@ class _SelectiveScan(torch.autograd.Function):
         carry = dh_last  # gradient reaching h at the end of the block from the steps after it
         steps_ones, states_ones = x.new_ones(1, block * Bsz), x.new_ones(1, 1, N)  # sums as matmuls: d_A, d_dt
         decay_steps, state_steps, grad_steps = decay_buf.unbind(0), states_buf.unbind(0), grad_buf.unbind(0)
-        blocks = zip(entries, *(t.split(block) for t in (dt, x, Bm, Cm, dy, d_dt, d_x, d_B, d_C)))
+        blocks = zip(entries, *(_blocks(t, block) for t in (dt, x, Bm, Cm, dy, d_dt, d_x, d_B, d_C)))
         for h_entry, dt_b, x_b, B_b, C_b, dy_b, d_dt_b, d_x_b, d_B_b, d_C_b in reversed(list(blocks)):
             L = dt_b.shape[0]
             flat = L * Bsz
