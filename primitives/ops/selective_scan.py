@@ -131,9 +131,9 @@ class _SelectiveScan(torch.autograd.Function):
             torch.bmm(B_b.view(flat, 1, N), grad.view(flat, N, E), out=d_x_b.view(flat, 1, E))
             _contract_channels(x_b, grad, d_B_b)
             g = decay.mul_(grad)  # exp(dt_t A) dh~_t, times h_{t-1} below
-            carry = decay_steps[0].clone()
+            carry = g[0].clone()
             g[1:].mul_(states[:L - 1])
-            decay_steps[0].mul_(h_entry)
+            g[0].mul_(h_entry)
             g_dt = torch.mul(g, dt_b.unsqueeze(-2), out=temp).view(flat, N * E)
             d_A.view(1, N * E).addmm_(steps_ones[:, :flat], g_dt)
             torch.bmm(states_ones.expand(flat, 1, N), g.mul_(A).view(flat, N, E), out=d_dt_b.view(flat, 1, E))
