@@ -35,7 +35,7 @@ from primitives.ops.scan_diagonal import scan_diagonal
 Tensor = torch.Tensor
 
 LOG2E = math.log2(math.e)  # exp(z) = 2^(z log2 e)
-BLOCK_ELEMENTS = 1 << 19  # elements of one block's [L, B, N, E] buffer (2 MiB in fp32): a few fit in cache
+BLOCK_ELEMENTS = 1 << 18  # elements of one block's [L, B, N, E] buffer (1 MiB in fp32): a few fit in cache
 MIN_BLOCK = 8  # the states kept for the backward (one per block) stay within 1/8 of the whole sequence's
 
 
@@ -52,11 +52,25 @@ def _block_inputs(dt: Tensor, A2: Tensor, x: Tensor, Bm: Tensor, decay: Tensor, 
     torch.mul(x.unsqueeze(-2), Bm.unsqueeze(-1), out=states)
 
 
-def _run_block(decay: Tensor, states: Tensor, h: Tensor) -> Tensor:
-    """In place: `states` (holding the inputs x B) becomes h_t for every step of the block; returns the last."""
-    for state, step_decay in zip(states.unbind(0), decay.unbind(0)):
-        h = state.addcmul_(step_decay, h)
+def _blocks(t: Tensor, block: int) -> tuple[Tensor, ...]:
+    """`t` split into blocks of `block` steps along time (dim 0); no split call for a single block (decoding)."""
+    return (t,) if t.shape[0] <= block else t.split(block)
+
+
+def _run_block(decays: tuple[Tensor, ...], states: tuple[Tensor, ...], h: Tensor, length: int) -> Tensor:
+    """In place: the first `length` steps of `states` (the block buffer's steps, holding the inputs x B) become
+    h_t; returns the last. The buffers' steps are unbound once per call, not once per block (an unbind and its
+    selects cost about as much as the multiply-adds on a small block)."""
+    for i in range(length):
+        h = states[i].addcmul_(decays[i], h)
     return h
+
+
+def _contract_channels(v: Tensor, states: Tensor, out: Tensor) -> None:
+    """out[t, b, n] = sum_e v[t, b, e] states[t, b, n, e] for v `[L, B, E]`, states `[L, B, N, E]` (one
+    batched matmul against the transposed states: a matrix-vector bmm the other way round is ~10x slower)."""
+    L, Bsz, N, E = states.shape
+    torch.bmm(v.reshape(L * Bsz, 1, E), states.view(L * Bsz, N, E).transpose(1, 2), out=out.view(L * Bsz, 1, N))
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -75,15 +89,15 @@ class _SelectiveScan(torch.autograd.Function):
         N = A.shape[0]
         y = x.new_empty(T, Bsz, E)
         decay_buf, states_buf = (x.new_empty(block, Bsz, N, E) for _ in range(2))
+        decay_steps, state_steps = decay_buf.unbind(0), states_buf.unbind(0)
         A2, h, entries = A * LOG2E, h0, []
-        for start in range(0, T, block):
-            piece = slice(start, min(start + block, T))
-            L = piece.stop - start
+        for dt_b, x_b, B_b, C_b, y_b in zip(*(_blocks(t, block) for t in (dt, x, Bm, Cm, y))):
+            L = dt_b.shape[0]
             decay, states = decay_buf[:L], states_buf[:L]
-            _block_inputs(dt[piece], A2, x[piece], Bm[piece], decay, states)
+            _block_inputs(dt_b, A2, x_b, B_b, decay, states)
             entries.append(h)
-            h = _run_block(decay, states, h).clone()
-            torch.bmm(Cm[piece].view(L * Bsz, 1, N), states.view(L * Bsz, N, E), out=y[piece].view(L * Bsz, 1, E))
+            h = _run_block(decay_steps, state_steps, h, L).clone()
+            torch.bmm(C_b.view(L * Bsz, 1, N), states.view(L * Bsz, N, E), out=y_b.view(L * Bsz, 1, E))
         ctx.save_for_backward(dt, A, x, Bm, Cm, *entries)
         ctx.block = block
         return y, h
@@ -100,28 +114,29 @@ class _SelectiveScan(torch.autograd.Function):
         d_A, A2 = torch.zeros_like(A), A * LOG2E
         decay_buf, states_buf, grad_buf, temp_buf = (x.new_empty(block, Bsz, N, E) for _ in range(4))
         carry = dh_last  # gradient reaching h at the end of the block from the steps after it
-        starts = list(range(0, T, block))
-        for start, h_entry in zip(reversed(starts), reversed(entries)):
-            piece = slice(start, min(start + block, T))
-            L = piece.stop - start
+        steps_ones, states_ones = x.new_ones(1, block * Bsz), x.new_ones(1, 1, N)  # sums as matmuls: d_A, d_dt
+        decay_steps, state_steps, grad_steps = decay_buf.unbind(0), states_buf.unbind(0), grad_buf.unbind(0)
+        blocks = zip(entries, *(_blocks(t, block) for t in (dt, x, Bm, Cm, dy, d_dt, d_x, d_B, d_C)))
+        for h_entry, dt_b, x_b, B_b, C_b, dy_b, d_dt_b, d_x_b, d_B_b, d_C_b in reversed(list(blocks)):
+            L = dt_b.shape[0]
             flat = L * Bsz
             decay, states, grad, temp = decay_buf[:L], states_buf[:L], grad_buf[:L], temp_buf[:L]
-            _block_inputs(dt[piece], A2, x[piece], Bm[piece], decay, states)
-            _run_block(decay, states, h_entry)
-            torch.sum(torch.mul(states, dy[piece].unsqueeze(-2), out=temp), -1, out=d_C[piece])
-            torch.mul(dy[piece].unsqueeze(-2), Cm[piece].unsqueeze(-1), out=grad)  # becomes dh~_t below
-            grad[L - 1].add_(carry)
-            grads, decays = grad.unbind(0), decay.unbind(0)
+            _block_inputs(dt_b, A2, x_b, B_b, decay, states)
+            _run_block(decay_steps, state_steps, h_entry, L)
+            _contract_channels(dy_b, states, d_C_b)
+            torch.mul(dy_b.unsqueeze(-2), C_b.unsqueeze(-1), out=grad)  # becomes dh~_t below
+            grad_steps[L - 1].add_(carry)
             for i in range(L - 2, -1, -1):
-                grads[i].addcmul_(decays[i + 1], grads[i + 1])
-            torch.bmm(Bm[piece].view(flat, 1, N), grad.view(flat, N, E), out=d_x[piece].view(flat, 1, E))
-            torch.sum(torch.mul(grad, x[piece].unsqueeze(-2), out=temp), -1, out=d_B[piece])
+                grad_steps[i].addcmul_(decay_steps[i + 1], grad_steps[i + 1])
+            torch.bmm(B_b.view(flat, 1, N), grad.view(flat, N, E), out=d_x_b.view(flat, 1, E))
+            _contract_channels(x_b, grad, d_B_b)
             g = decay.mul_(grad)  # exp(dt_t A) dh~_t, times h_{t-1} below
             carry = g[0].clone()
             g[1:].mul_(states[:L - 1])
             g[0].mul_(h_entry)
-            d_A += torch.mul(g, dt[piece].unsqueeze(-2), out=temp).sum((0, 1))
-            torch.sum(g.mul_(A), -2, out=d_dt[piece])
+            g_dt = torch.mul(g, dt_b.unsqueeze(-2), out=temp).view(flat, N * E)
+            d_A.view(1, N * E).addmm_(steps_ones[:, :flat], g_dt)
+            torch.bmm(states_ones.expand(flat, 1, N), g.mul_(A).view(flat, N, E), out=d_dt_b.view(flat, 1, E))
         return d_dt, d_A, d_x, d_B, d_C, carry, None
 
 
