@@ -98,7 +98,6 @@ class SubLayer(nn.Module):
         self.op = op
         # A shared primitive is kept out of the module tree: its weights belong to the layer that named it.
         self._shared = [shared] if shared is not None else []
-        self.feeds_next = self.primitive.feeds_next
         self.norm = make_norm(norm, width) if not self.feeds_next else None
         self.post_norm = post_norm and not self.feeds_next
         self.out_norm = make_norm(norm, width) if sandwich and not self.feeds_next else None
@@ -109,6 +108,10 @@ class SubLayer(nn.Module):
     @property
     def primitive(self) -> Primitive:
         return self.op if self.op is not None else self._shared[0]
+
+    @property
+    def feeds_next(self) -> bool:
+        return self.primitive.feeds_next
 
     def init_state(self, batch_size: int, device, dtype) -> Any:
         return self.primitive.init_state(batch_size, device, dtype)
@@ -147,15 +150,17 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, states: list[Any] | None,
     pending: torch.Tensor | None = None  # a feeding layer's output, for the next sub-layer's input
     for i, block in enumerate(blocks):
         state = None if states is None else states[i]
-        takes_feed = isinstance(block, SubLayer) and not block.feeds_next
+        feeds = isinstance(block, SubLayer) and block.feeds_next
+        takes_feed = isinstance(block, SubLayer) and not feeds
         if pending is not None and not takes_feed:
             x, pending = x + pending, None
-        if isinstance(block, SubLayer) and block.feeds_next:
+        if feeds:
             pending, state, block_losses = block.feed(x, state, embeddings)
-        else:
-            x, state, block_losses = block(x, state, embeddings=embeddings, feed=pending) if takes_feed \
-                else block(x, state, embeddings=embeddings)
+        elif takes_feed:
+            x, state, block_losses = block(x, state, embeddings=embeddings, feed=pending)
             pending = None
+        else:
+            x, state, block_losses = block(x, state, embeddings=embeddings)
         losses = add_losses(losses, block_losses)
         if new_states is not None:
             new_states.append(state)
