@@ -64,6 +64,7 @@ class Setting:
     trials: int = 16
     proxy_d_model: int = 8                 # the search's width (the space's is 16; 8 keeps a 10x target in budget)
     proxy_tokens: int | None = 100_000     # each search trial (about 20-30 tokens per parameter at width 8)
+    proxy_lr: float = 3e-3                 # the proxy lr the README's row was measured at (the space's is now 2.4e-2)
     sizes: tuple[str, ...] = ("10x",)
     confirm_seeds: int | str = "auto"
     max_seeds: int = 6
@@ -90,6 +91,7 @@ def space_data(s: Setting, data: str | None) -> dict[str, Any]:
     space["trials"] = s.trials
     space["base"] = {**space["base"], "d_model": s.proxy_d_model}
     space["resources"] = {**space["resources"], "max_concurrent": s.max_concurrent}
+    space["train"] = {**space["train"], "lr": s.proxy_lr}
     if s.proxy_tokens is not None:
         space["train"] = {**space["train"], "tokens": s.proxy_tokens}
     space["confirm"] = {**space["confirm"], "sizes": list(s.sizes), "seeds": s.confirm_seeds,

@@ -16,7 +16,8 @@ before/after on a loaded machine). `--breakdown` splits the step into batch, for
 optimizer for one model per mixer (six slots of that mixer + MLP, and MLP alone) at the proxy width, the models
 alternating step by step in one process: where a proxy trial's time goes. `--compile [MODEL ...]` measures
 torch.compile: its first step (the compile) and its steps against eager. `--batch-sweep` trains the proxies to the
-end of their token budget at several batch sizes and seeds: quality per token against tokens/s.
+end of their token budget at several batch sizes, learning rates (`--sweep-lrs`) and seeds: quality per token
+against tokens/s.
 
     .venv/bin/python benchmarks/bench_small.py [--steps 60 --rounds 3 --base /tmp/base --layout --batch-sweep]
 """
@@ -295,30 +296,34 @@ def breakdown(steps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def sweep_worker(filling: str, batch_size: int, seed: int, tokens: int) -> dict[str, Any]:
+def sweep_worker(filling: str, batch_size: int, lr: float, seed: int, tokens: int) -> dict[str, Any]:
     import torch
 
     from composer.trainer import train
 
     torch.set_num_threads(1)
     cpu = time.process_time()
-    result = train(proxy_spec(filling), text_task(), {"tokens": tokens}, lr=3e-3, batch_size=batch_size,
+    result = train(proxy_spec(filling), text_task(), {"tokens": tokens}, lr=lr, batch_size=batch_size,
                    warmup_steps=20, eval_every=10**9, seed=seed, threads=1)
     return {"val_loss": result.metrics["val_loss"], "steps": result.step, "cpu_s": time.process_time() - cpu,
             "tokens_per_s": result.metrics["tokens_per_s"]}
 
 
-def batch_sweep(fillings: list[str], batches: list[int], seeds: int, tokens: int) -> dict[str, Any]:
+def batch_sweep(fillings: list[str], batches: list[int], lrs: list[float], seeds: int,
+                tokens: int) -> dict[str, Any]:
+    """Each filling at each batch size and learning rate (a larger batch takes fewer steps over the same tokens,
+    so it is only fairly judged at its own best lr), `seeds` seeds each."""
     out: dict[str, Any] = {"tokens": tokens, "seeds": seeds, "rows": []}
     for filling in fillings:
-        for batch_size in batches:
-            runs = [{**sweep_worker(filling, batch_size, seed, tokens), "load_1min": load()} for seed in range(seeds)]
+        for batch_size, lr in ((b, lr) for b in batches for lr in lrs):
+            runs = [{**sweep_worker(filling, batch_size, lr, seed, tokens), "load_1min": load()}
+                    for seed in range(seeds)]
             losses = [r["val_loss"] for r in runs]
-            row = {"filling": filling, "batch_size": batch_size, "val_loss_mean": statistics.mean(losses),
+            row = {"filling": filling, "batch_size": batch_size, "lr": lr, "val_loss_mean": statistics.mean(losses),
                    "val_loss_sd": statistics.stdev(losses) if len(losses) > 1 else None,
                    "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in runs), "runs": runs}
             out["rows"].append(row)
-            print(f"batch {filling} {batch_size}: val_loss {row['val_loss_mean']:.4f} "
+            print(f"batch {filling} {batch_size} lr {lr:g}: val_loss {row['val_loss_mean']:.4f} "
                   f"(sd {row['val_loss_sd'] or 0:.4f}), {row['tokens_per_s_median']:,.0f} tok/s (load {load()})",
                   flush=True)
     return out
@@ -337,8 +342,11 @@ def main() -> None:
     parser.add_argument("--compile", nargs="*", metavar="MODEL",
                         help="torch.compile vs eager on these models (default mixed): compile time and step gain")
     parser.add_argument("--layout", action="store_true", help="2 trials x 1 thread vs 1 trial x 2 threads")
-    parser.add_argument("--batch-sweep", action="store_true", help="quality per token at batch 16, 32, 64")
+    parser.add_argument("--batch-sweep", action="store_true", help="quality per token against batch size and lr")
     parser.add_argument("--sweep-seeds", type=int, default=2)
+    parser.add_argument("--sweep-lrs", type=float, nargs="+", default=[3e-3], help="learning rates of the batch sweep")
+    parser.add_argument("--sweep-batches", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--sweep-fillings", nargs="+", choices=sorted(FILLINGS), default=["transformer", "winner"])
     parser.add_argument("--out", default="small", help="results file name under benchmarks/results/")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=BATCH, help=argparse.SUPPRESS)
@@ -375,7 +383,8 @@ def main() -> None:
         result["layout"] = [layout(current, model, args.steps) for model in ("mixed", "mixed@10x")]
         write_result(args.out, result)
     if args.batch_sweep:
-        result["batch_sweep"] = batch_sweep(["transformer", "winner"], [16, 32, 64], args.sweep_seeds, 512_000)
+        result["batch_sweep"] = batch_sweep(args.sweep_fillings, args.sweep_batches, args.sweep_lrs,
+                                          args.sweep_seeds, 512_000)
     result["load_1min_end"] = load()
     print(f"-> {write_result(args.out, result)}")
 
