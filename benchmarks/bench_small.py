@@ -296,14 +296,14 @@ def breakdown(steps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def sweep_worker(filling: str, batch_size: int, lr: float, seed: int, tokens: int) -> dict[str, Any]:
+def sweep_worker(model: str, batch_size: int, lr: float, seed: int, tokens: int) -> dict[str, Any]:
     import torch
 
     from composer.trainer import train
 
     torch.set_num_threads(1)
     cpu = time.process_time()
-    result = train(proxy_spec(filling), text_task(), {"tokens": tokens}, lr=lr, batch_size=batch_size,
+    result = train(model_spec(model), text_task(), {"tokens": tokens}, lr=lr, batch_size=batch_size,
                    warmup_steps=20, eval_every=10**9, seed=seed, threads=1)
     return {"val_loss": result.metrics["val_loss"], "steps": result.step, "cpu_s": time.process_time() - cpu,
             "tokens_per_s": result.metrics["tokens_per_s"]}
@@ -346,7 +346,9 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=2)
     parser.add_argument("--sweep-lrs", type=float, nargs="+", default=[3e-3], help="learning rates of the batch sweep")
     parser.add_argument("--sweep-batches", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--sweep-fillings", nargs="+", choices=sorted(FILLINGS), default=["transformer", "winner"])
+    parser.add_argument("--sweep-fillings", nargs="+", default=["transformer", "winner"], metavar="MODEL",
+                        help="models of the batch sweep: a filling (the proxy) or FILLING@Nx")
+    parser.add_argument("--sweep-tokens", type=int, default=512_000, help="tokens each sweep run trains on")
     parser.add_argument("--out", default="small", help="results file name under benchmarks/results/")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=BATCH, help=argparse.SUPPRESS)
@@ -384,7 +386,7 @@ def main() -> None:
         write_result(args.out, result)
     if args.batch_sweep:
         result["batch_sweep"] = batch_sweep(args.sweep_fillings, args.sweep_batches, args.sweep_lrs,
-                                          args.sweep_seeds, 512_000)
+                                          args.sweep_seeds, args.sweep_tokens)
     result["load_1min_end"] = load()
     print(f"-> {write_result(args.out, result)}")
 
